@@ -1,0 +1,184 @@
+"""Training data: synthetic street scenes, natural images from registry packages,
+the real Cityscapes layout, and the camera noise model."""
+import glob
+import os
+
+import cv2
+import numpy as np
+import torch
+
+import scenes
+from cityscapes_labels import IGNORE
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATA_DIR = os.path.join(HERE, "data")
+
+# ----------------------------------------------------------------------------- noise
+
+def add_noise(clean, rng, sigma_max=75.0, pg_prob=0.3, sigma8=None):
+    """clean: float32 tensor [N,3,H,W] in [0,1]. Returns (noisy quantized to 8 bit, sigma [N,1,1,1]).
+
+    AWGN with sigma ~ U(0, sigma_max) (8-bit units), or with probability pg_prob
+    Poisson-Gaussian sensor noise (shot + read noise) whose mean std is given as sigma.
+    Both are rounded to 8 bit and clipped as a camera delivers them.
+    """
+    n = clean.shape[0]
+    out = torch.empty_like(clean)
+    sig = torch.empty(n, 1, 1, 1)
+    for i in range(n):
+        x = clean[i]
+        s = float(rng.uniform(0, sigma_max)) if sigma8 is None else float(sigma8)
+        if sigma8 is None and rng.random() < pg_prob:
+            # split the variance between shot noise (a * x) and read noise (b^2)
+            frac = rng.uniform(0.3, 1.0)
+            mean = float(x.mean().clamp(min=0.05))
+            var = (s / 255.0) ** 2
+            a = frac * var / mean
+            b2 = (1 - frac) * var
+            gen = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
+            if a > 1e-8:
+                y = torch.poisson(x / a, generator=gen) * a
+            else:
+                y = x.clone()
+            y = y + torch.randn(x.shape, generator=gen) * (b2 ** 0.5)
+            s_eff = float(torch.sqrt((a * x).mean() + b2)) * 255.0
+        else:
+            gen = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
+            y = x + torch.randn(x.shape, generator=gen) * (s / 255.0)
+            s_eff = s
+        out[i] = torch.clamp(torch.round(y * 255.0), 0, 255) / 255.0
+        sig[i] = s_eff / 255.0
+    return out, sig
+
+# ----------------------------------------------------------------------------- synthetic pool
+
+def synth_pool(n, seed0, width=384, height=192, cache=True, log=print):
+    """n scenes rendered from seeds seed0..seed0+n-1, cached as .npz under data/."""
+    os.makedirs(DATA_DIR, exist_ok=True)
+    path = os.path.join(DATA_DIR, f"synth_{seed0}_{n}_{width}x{height}_v1.npz")
+    if cache and os.path.exists(path):
+        z = np.load(path)
+        return z["img"], z["lab"]
+    imgs = np.empty((n, height, width, 3), np.uint8)
+    labs = np.empty((n, height, width), np.uint8)
+    for i in range(n):
+        im, lb = scenes.render(seed0 + i, width, height)
+        imgs[i] = np.round(im * 255).astype(np.uint8)
+        labs[i] = lb
+        if (i + 1) % 500 == 0:
+            log(f"  rendered {i + 1}/{n} scenes")
+    if cache:
+        np.savez(path, img=imgs, lab=labs)
+    return imgs, labs
+
+# ----------------------------------------------------------------------------- natural images
+
+NATURAL_TRAIN = ["astronaut.png", "rocket.jpg", "ihc.png", "hubble_deep_field.jpg", "brick.png",
+                 "grass.png", "gravel.png", "camera.png", "coins.png", "moon.png"]
+NATURAL_EVAL = ["chelsea.png", "coffee.png", "motorcycle_left.png"]
+
+
+def natural_images(names):
+    import skimage
+    d = os.path.join(os.path.dirname(skimage.__file__), "data")
+    out = []
+    for nm in names:
+        im = cv2.imread(os.path.join(d, nm), cv2.IMREAD_COLOR)  # grey images become 3-channel
+        if im is None:
+            continue
+        out.append(im[..., ::-1].copy())
+    return out
+
+# ----------------------------------------------------------------------------- Cityscapes layout
+
+def cityscapes_pairs(root, split):
+    imgs = sorted(glob.glob(os.path.join(root, "leftImg8bit", split, "*", "*_leftImg8bit.png")))
+    pairs = []
+    for p in imgs:
+        city = os.path.basename(os.path.dirname(p))
+        stem = os.path.basename(p)[: -len("_leftImg8bit.png")]
+        q = os.path.join(root, "gtFine", split, city, stem + "_gtFine_labelTrainIds.png")
+        if os.path.exists(q):
+            pairs.append((p, q))
+    if not pairs:
+        raise SystemExit(f"no leftImg8bit/gtFine labelTrainIds pairs under {root}/{{leftImg8bit,gtFine}}/{split}; "
+                         "make labelTrainIds with cityscapesscripts' createTrainIdLabelImgs")
+    return pairs
+
+
+class CityscapesSource:
+    """Real Cityscapes (leftImg8bit + gtFine labelTrainIds), downscaled by `scale`."""
+
+    def __init__(self, root, split, scale=0.5):
+        self.pairs = cityscapes_pairs(root, split)
+        self.scale = scale
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def get(self, i):
+        p, q = self.pairs[i]
+        im = cv2.imread(p, cv2.IMREAD_COLOR)[..., ::-1]
+        lb = cv2.imread(q, cv2.IMREAD_UNCHANGED)
+        if self.scale != 1.0:
+            h, w = lb.shape
+            sz = (int(w * self.scale) // 8 * 8, int(h * self.scale) // 8 * 8)
+            im = cv2.resize(im, sz, interpolation=cv2.INTER_AREA)
+            lb = cv2.resize(lb, sz, interpolation=cv2.INTER_NEAREST)
+        return np.ascontiguousarray(im), lb
+
+# ----------------------------------------------------------------------------- batches
+
+class Batcher:
+    """Random crops with flips from a scene source plus natural-image crops (labels = ignore)."""
+
+    def __init__(self, rng, crop, source="synth", n_scenes=3000, seed0=0, natural_frac=0.25,
+                 cityscapes_root=None, log=print):
+        self.rng, self.crop = rng, crop
+        self.natural_frac = natural_frac
+        self.cs = None
+        if source == "cityscapes":
+            self.cs = CityscapesSource(cityscapes_root, "train")
+            log(f"cityscapes: {len(self.cs)} training pairs")
+        else:
+            self.imgs, self.labs = synth_pool(n_scenes, seed0, log=log)
+        self.nat = natural_images(NATURAL_TRAIN) if natural_frac > 0 else []
+
+    def _crop(self, im, lb):
+        h, w = im.shape[:2]
+        c = self.crop
+        if h < c or w < c:
+            f = c / min(h, w) + 1e-3
+            im = cv2.resize(im, (int(w * f + 1), int(h * f + 1)), interpolation=cv2.INTER_LINEAR)
+            if lb is not None:
+                lb = cv2.resize(lb, (im.shape[1], im.shape[0]), interpolation=cv2.INTER_NEAREST)
+            h, w = im.shape[:2]
+        y = self.rng.integers(0, h - c + 1)
+        x = self.rng.integers(0, w - c + 1)
+        im = im[y:y + c, x:x + c]
+        lb = lb[y:y + c, x:x + c] if lb is not None else np.full((c, c), IGNORE, np.uint8)
+        if self.rng.random() < 0.5:
+            im, lb = im[:, ::-1], lb[:, ::-1]
+        return im, lb
+
+    def batch(self, n):
+        ims, lbs = [], []
+        for _ in range(n):
+            if self.nat and self.rng.random() < self.natural_frac:
+                src = self.nat[self.rng.integers(len(self.nat))]
+                s = self.rng.uniform(0.5, 1.0)
+                if s < 0.99:
+                    src = cv2.resize(src, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+                im, lb = self._crop(src, None)
+                if self.rng.random() < 0.5:
+                    im = np.rot90(im)
+            elif self.cs is not None:
+                im, lb = self._crop(*self.cs.get(self.rng.integers(len(self.cs))))
+            else:
+                i = self.rng.integers(len(self.imgs))
+                im, lb = self._crop(self.imgs[i], self.labs[i])
+            ims.append(np.ascontiguousarray(im))
+            lbs.append(np.ascontiguousarray(lb))
+        x = torch.from_numpy(np.stack(ims)).permute(0, 3, 1, 2).float() / 255.0
+        y = torch.from_numpy(np.stack(lbs).astype(np.int64))
+        return x, y

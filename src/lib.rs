@@ -1,0 +1,13 @@
+//! denoiseseg engine: joint denoising and semantic segmentation of video frames on
+//! ONNX Runtime, with no GStreamer dependency.
+pub mod config;
+pub mod convert;
+pub mod error;
+pub mod frame;
+pub mod metrics;
+pub mod model;
+pub mod noise;
+pub mod queue;
+pub mod runtime;
+
+pub use error::{Error, Result};

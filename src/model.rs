@@ -1,0 +1,438 @@
+//! The model contract: the TOML sidecar beside each `.onnx` file, and the checks of an
+//! ONNX graph against it.
+//!
+//! A model takes `image` (float32 [N,3,H,W], RGB in [0,1]) and optionally `sigma`
+//! (float32 [N,1,1,1], noise standard deviation on the [0,1] scale), and gives at least
+//! one of `denoised` (float32 [N,3,H,W]), `labels` (uint8 [N,H,W] class ids) and
+//! `logits` (float32 [N,C,h,w]). The sidecar `<stem>.toml` names the tensors and
+//! describes the model (see `models/README.md` for the full schema).
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// One semantic class: its id (the value in the label map), name and display colour.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassInfo {
+    pub id: u8,
+    pub name: String,
+    pub color: [u8; 3],
+}
+
+/// The 19 Cityscapes evaluation classes (train ids 0..18) with the official palette.
+pub const CITYSCAPES: [(&str, [u8; 3]); 19] = [
+    ("road", [128, 64, 128]),
+    ("sidewalk", [244, 35, 232]),
+    ("building", [70, 70, 70]),
+    ("wall", [102, 102, 156]),
+    ("fence", [190, 153, 153]),
+    ("pole", [153, 153, 153]),
+    ("traffic light", [250, 170, 30]),
+    ("traffic sign", [220, 220, 0]),
+    ("vegetation", [107, 142, 35]),
+    ("terrain", [152, 251, 152]),
+    ("sky", [70, 130, 180]),
+    ("person", [220, 20, 60]),
+    ("rider", [255, 0, 0]),
+    ("car", [0, 0, 142]),
+    ("truck", [0, 0, 70]),
+    ("bus", [0, 60, 100]),
+    ("train", [0, 80, 100]),
+    ("motorcycle", [0, 0, 230]),
+    ("bicycle", [119, 11, 32]),
+];
+
+/// The Cityscapes classes as [`ClassInfo`]s.
+pub fn cityscapes_classes() -> Vec<ClassInfo> {
+    CITYSCAPES
+        .iter()
+        .enumerate()
+        .map(|(id, (name, color))| ClassInfo {
+            id: id as u8,
+            name: (*name).to_string(),
+            color: *color,
+        })
+        .collect()
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputNames {
+    pub image: Option<String>,
+    pub sigma: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputNames {
+    pub denoised: Option<String>,
+    pub labels: Option<String>,
+    pub logits: Option<String>,
+}
+
+/// The sidecar file as written on disk.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Sidecar {
+    name: String,
+    version: String,
+    description: Option<String>,
+    license: Option<String>,
+    provenance: Option<String>,
+    size_multiple: u32,
+    input_size: Option<[u32; 2]>,
+    #[serde(default)]
+    inputs: InputNames,
+    #[serde(default)]
+    outputs: OutputNames,
+    #[serde(default)]
+    classes: Vec<ClassInfo>,
+    #[serde(default)]
+    metrics: toml::Table,
+}
+
+/// A model and its sidecar, checked against the contract as far as the sidecar goes.
+/// [`ModelSpec::check_graph`] checks the ONNX graph itself once a session is built.
+#[derive(Clone, Debug)]
+pub struct ModelSpec {
+    pub path: PathBuf,
+    pub sidecar_path: PathBuf,
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub license: String,
+    pub provenance: String,
+    pub size_multiple: usize,
+    /// Recommended input size, [width, height].
+    pub input_size: Option<[u32; 2]>,
+    pub image_input: String,
+    pub sigma_input: Option<String>,
+    pub denoised_output: Option<String>,
+    pub labels_output: Option<String>,
+    pub logits_output: Option<String>,
+    /// Classes in id order (`classes[i].id == i`); empty for denoise-only models.
+    pub classes: Vec<ClassInfo>,
+    pub metrics: toml::Table,
+}
+
+/// Element type and rank of one tensor in the graph, as the contract needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ElemType {
+    F32,
+    U8,
+    Other,
+}
+
+/// What a graph declares for one input or output: name, element type and dimensions
+/// (`None` where dynamic).
+#[derive(Clone, Debug)]
+pub struct TensorDecl {
+    pub name: String,
+    pub elem: ElemType,
+    pub dims: Option<Vec<Option<i64>>>,
+}
+
+impl ModelSpec {
+    /// Loads the sidecar of `model` (`<stem>.toml` beside it) and checks it.
+    pub fn load(model: &Path) -> Result<ModelSpec> {
+        let meta = std::fs::metadata(model).map_err(|source| Error::Io {
+            path: model.to_path_buf(),
+            source,
+        })?;
+        if !meta.is_file() {
+            return Err(Error::Contract {
+                path: model.to_path_buf(),
+                message: "not a file".into(),
+            });
+        }
+        let sidecar_path = model.with_extension("toml");
+        let text = std::fs::read_to_string(&sidecar_path).map_err(|source| Error::Io {
+            path: sidecar_path.clone(),
+            source,
+        })?;
+        Self::from_sidecar_str(model, &sidecar_path, &text)
+    }
+
+    /// Parses and checks sidecar text; `model` is the .onnx path it describes.
+    pub fn from_sidecar_str(model: &Path, sidecar_path: &Path, text: &str) -> Result<ModelSpec> {
+        let bad = |message: String| Error::Sidecar {
+            path: sidecar_path.to_path_buf(),
+            message,
+        };
+        let sc: Sidecar = toml::from_str(text).map_err(|e| bad(e.to_string().trim().to_string()))?;
+        if sc.size_multiple == 0 || sc.size_multiple > 1024 {
+            return Err(bad(format!(
+                "size_multiple = {} is out of range 1..=1024",
+                sc.size_multiple
+            )));
+        }
+        let outputs = &sc.outputs;
+        if outputs.denoised.is_none() && outputs.labels.is_none() && outputs.logits.is_none() {
+            return Err(bad(
+                "[outputs] names none of denoised, labels, logits; a model needs at least one".into(),
+            ));
+        }
+        if outputs.labels.is_some() && outputs.logits.is_some() {
+            return Err(bad("[outputs] names both labels and logits; give one".into()));
+        }
+        let segments = outputs.labels.is_some() || outputs.logits.is_some();
+        let mut classes = sc.classes;
+        if classes.is_empty() && segments {
+            classes = cityscapes_classes();
+        }
+        classes.sort_by_key(|c| c.id);
+        for (i, c) in classes.iter().enumerate() {
+            if c.id as usize != i {
+                return Err(bad(format!(
+                    "[[classes]] ids must be 0..{} without gaps or repeats; found id {} at position {}",
+                    classes.len(),
+                    c.id,
+                    i
+                )));
+            }
+        }
+        if classes.len() > 255 {
+            return Err(bad("more than 255 classes do not fit a GRAY8 class map".into()));
+        }
+        let names = [
+            sc.inputs.image.as_deref(),
+            sc.inputs.sigma.as_deref(),
+            outputs.denoised.as_deref(),
+            outputs.labels.as_deref(),
+            outputs.logits.as_deref(),
+        ];
+        if names.iter().flatten().any(|n| n.is_empty()) {
+            return Err(bad("a tensor name in [inputs] or [outputs] is empty".into()));
+        }
+        Ok(ModelSpec {
+            path: model.to_path_buf(),
+            sidecar_path: sidecar_path.to_path_buf(),
+            name: sc.name,
+            version: sc.version,
+            description: sc.description.unwrap_or_default(),
+            license: sc.license.unwrap_or_default(),
+            provenance: sc.provenance.unwrap_or_default(),
+            size_multiple: sc.size_multiple as usize,
+            input_size: sc.input_size,
+            image_input: sc.inputs.image.unwrap_or_else(|| "image".into()),
+            sigma_input: sc.inputs.sigma,
+            denoised_output: sc.outputs.denoised,
+            labels_output: sc.outputs.labels,
+            logits_output: sc.outputs.logits,
+            classes,
+            metrics: sc.metrics,
+        })
+    }
+
+    /// Whether the model segments (has `labels` or `logits`).
+    pub fn segments(&self) -> bool {
+        self.labels_output.is_some() || self.logits_output.is_some()
+    }
+
+    /// Whether the model denoises (has `denoised`).
+    pub fn denoises(&self) -> bool {
+        self.denoised_output.is_some()
+    }
+
+    /// The class colours in id order.
+    pub fn palette(&self) -> Vec<[u8; 3]> {
+        self.classes.iter().map(|c| c.color).collect()
+    }
+
+    /// What kind of model this is, in words.
+    pub fn kind(&self) -> &'static str {
+        match (self.denoises(), self.segments()) {
+            (true, true) => "joint denoising + segmentation",
+            (true, false) => "denoising only",
+            _ => "segmentation only",
+        }
+    }
+
+    /// Checks the graph's declared inputs and outputs against the sidecar and the contract.
+    pub fn check_graph(&self, inputs: &[TensorDecl], outputs: &[TensorDecl]) -> Result<()> {
+        let bad = |message: String| Error::Contract {
+            path: self.path.clone(),
+            message,
+        };
+        let list = |decls: &[TensorDecl]| {
+            decls
+                .iter()
+                .map(|d| d.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let find = |decls: &'_ [TensorDecl], name: &str, what: &str| {
+            decls.iter().find(|d| d.name == name).cloned().ok_or_else(|| {
+                bad(format!(
+                    "{what} '{name}' named in {} is not in the graph (it has: {})",
+                    self.sidecar_path.display(),
+                    list(decls)
+                ))
+            })
+        };
+        let check = |d: &TensorDecl, elem: ElemType, rank: usize, fixed: &[(usize, i64)]| {
+            if d.elem != elem {
+                return Err(bad(format!(
+                    "'{}' must be {} but the graph declares {:?}",
+                    d.name,
+                    match elem {
+                        ElemType::F32 => "float32",
+                        ElemType::U8 => "uint8",
+                        ElemType::Other => "?",
+                    },
+                    d.elem
+                )));
+            }
+            if let Some(dims) = &d.dims {
+                if dims.len() != rank {
+                    return Err(bad(format!(
+                        "'{}' must have rank {rank} but has rank {} ({:?})",
+                        d.name,
+                        dims.len(),
+                        dims
+                    )));
+                }
+                for &(axis, want) in fixed {
+                    if let Some(got) = dims[axis] {
+                        if got != want && got > 0 {
+                            return Err(bad(format!(
+                                "'{}' dimension {axis} must be {want} but is {got}",
+                                d.name
+                            )));
+                        }
+                    }
+                }
+            }
+            Ok(())
+        };
+        let image = find(inputs, &self.image_input, "input")?;
+        check(&image, ElemType::F32, 4, &[(1, 3)])?;
+        if let Some(name) = &self.sigma_input {
+            let sigma = find(inputs, name, "input")?;
+            check(&sigma, ElemType::F32, 4, &[(1, 1), (2, 1), (3, 1)])?;
+        }
+        for extra in inputs {
+            if extra.name != self.image_input && Some(&extra.name) != self.sigma_input.as_ref() {
+                return Err(bad(format!(
+                    "the graph has an input '{}' that the sidecar does not name; the contract allows only image and sigma",
+                    extra.name
+                )));
+            }
+        }
+        if let Some(name) = &self.denoised_output {
+            check(&find(outputs, name, "output")?, ElemType::F32, 4, &[(1, 3)])?;
+        }
+        if let Some(name) = &self.labels_output {
+            check(&find(outputs, name, "output")?, ElemType::U8, 3, &[])?;
+        }
+        if let Some(name) = &self.logits_output {
+            let logits = find(outputs, name, "output")?;
+            check(&logits, ElemType::F32, 4, &[])?;
+            if let Some(Some(c)) = logits.dims.as_ref().map(|d| d[1]) {
+                if c > 0 && c as usize != self.classes.len() {
+                    return Err(bad(format!(
+                        "'{}' has {c} channels but the sidecar lists {} classes",
+                        logits.name,
+                        self.classes.len()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Rounds `v` up to a multiple of `m`.
+pub fn round_up(v: usize, m: usize) -> usize {
+    v.div_ceil(m) * m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JOINT: &str = r#"
+name = "t"
+version = "1"
+size_multiple = 8
+[inputs]
+image = "image"
+[outputs]
+denoised = "denoised"
+labels = "labels"
+"#;
+
+    fn spec(text: &str) -> Result<ModelSpec> {
+        ModelSpec::from_sidecar_str(Path::new("m.onnx"), Path::new("m.toml"), text)
+    }
+
+    fn decl(name: &str, elem: ElemType, dims: &[i64]) -> TensorDecl {
+        TensorDecl {
+            name: name.into(),
+            elem,
+            dims: Some(dims.iter().map(|&d| (d > 0).then_some(d)).collect()),
+        }
+    }
+
+    #[test]
+    fn cityscapes_is_the_default_class_list() {
+        let s = spec(JOINT).unwrap();
+        assert_eq!(s.classes.len(), 19);
+        assert_eq!(s.classes[13].name, "car");
+        assert_eq!(s.palette()[0], [128, 64, 128]);
+        assert_eq!(s.kind(), "joint denoising + segmentation");
+    }
+
+    #[test]
+    fn sidecar_errors_name_the_problem() {
+        let e = spec("name = \"t\"\nversion = \"1\"\nsize_multiple = 8\n").unwrap_err();
+        assert!(e.to_string().contains("[outputs] names none"), "{e}");
+        let e = spec(&JOINT.replace("size_multiple = 8", "size_multiple = 0")).unwrap_err();
+        assert!(e.to_string().contains("size_multiple = 0"), "{e}");
+        let e = spec(&JOINT.replace("size_multiple = 8", "")).unwrap_err();
+        assert!(e.to_string().contains("size_multiple"), "{e}");
+        let e = spec(&format!("{JOINT}\n[[classes]]\nid = 1\nname = \"a\"\ncolor = [1, 2, 3]\n"))
+            .unwrap_err();
+        assert!(e.to_string().contains("without gaps"), "{e}");
+        let e = spec(&JOINT.replace("version", "verzion")).unwrap_err();
+        assert!(e.to_string().contains("verzion"), "{e}");
+    }
+
+    #[test]
+    fn graph_checks() {
+        let s = spec(JOINT).unwrap();
+        let inputs = [decl("image", ElemType::F32, &[-1, 3, -1, -1])];
+        let outputs = [
+            decl("denoised", ElemType::F32, &[-1, 3, -1, -1]),
+            decl("labels", ElemType::U8, &[-1, -1, -1]),
+        ];
+        s.check_graph(&inputs, &outputs).unwrap();
+
+        let wrong_rank = [decl("image", ElemType::F32, &[3, -1, -1])];
+        let e = s.check_graph(&wrong_rank, &outputs).unwrap_err();
+        assert!(e.to_string().contains("rank 4"), "{e}");
+
+        let wrong_type = [
+            decl("denoised", ElemType::F32, &[-1, 3, -1, -1]),
+            decl("labels", ElemType::F32, &[-1, -1, -1]),
+        ];
+        let e = s.check_graph(&inputs, &wrong_type).unwrap_err();
+        assert!(e.to_string().contains("uint8"), "{e}");
+
+        let e = s.check_graph(&inputs, &outputs[..1]).unwrap_err();
+        assert!(e.to_string().contains("'labels'"), "{e}");
+
+        let gray = [decl("image", ElemType::F32, &[-1, 1, -1, -1])];
+        let e = s.check_graph(&gray, &outputs).unwrap_err();
+        assert!(e.to_string().contains("dimension 1 must be 3"), "{e}");
+    }
+
+    #[test]
+    fn round_up_pads_to_multiple() {
+        assert_eq!(round_up(100, 8), 104);
+        assert_eq!(round_up(104, 8), 104);
+        assert_eq!(round_up(1, 1), 1);
+    }
+}

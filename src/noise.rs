@@ -1,0 +1,1030 @@
+//! Synthetic camera noise and noise-level estimation.
+//!
+//! * Synthesis ([`add_noise_interleaved`]): seeded, reproducible Gaussian or
+//!   Poisson-Gaussian noise added in place to interleaved 8-bit samples, as the
+//!   `addnoise` element and the evaluation tools use it. The same `(seed,
+//!   frame_index)` always gives bit-identical output on every platform: the random
+//!   generator (xoshiro256++ seeded through SplitMix64) and the normal sampler (a
+//!   65 536-entry table) are defined here, not borrowed from a crate whose stream
+//!   may change between versions.
+//! * Estimation ([`SigmaEstimator`], [`estimate_sigma_planar`]): the noise standard
+//!   deviation of a planar RGB float frame, robust to texture and edges, fed to
+//!   models with a `sigma` input when the `noise-level` property is `-1`.
+//!   [`SigmaSmoother`] steadies the per-frame estimate over time.
+//!
+//! Nothing on the per-frame paths allocates (the estimator's scratch buffers grow on
+//! the first call and are reused after).
+use std::sync::LazyLock;
+
+/// The kind of noise [`add_noise_interleaved`] synthesizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum NoiseKind {
+    /// Signal-independent additive white Gaussian noise of standard deviation
+    /// [`NoiseParams::sigma`].
+    #[default]
+    Gaussian,
+    /// Signal-dependent sensor noise: photon shot noise (Poisson) plus Gaussian read
+    /// noise. See [`NoiseParams::gain`].
+    PoissonGaussian,
+}
+
+/// Parameters of the synthesized noise, all in 8-bit units (0..255 sample values).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NoiseParams {
+    pub kind: NoiseKind,
+    /// Standard deviation of the additive Gaussian noise (the read noise for
+    /// [`NoiseKind::PoissonGaussian`]), in 8-bit units. Negative or NaN counts as 0.
+    pub sigma: f32,
+    /// Photon-shot scale of [`NoiseKind::PoissonGaussian`], in 8-bit units per
+    /// photo-electron: a sample of clean value `v` is `gain * Poisson(v / gain)`, so
+    /// its shot-noise variance is `gain * v` (standard deviation `sqrt(gain * v)`; at
+    /// `gain = 1` and mid grey 128 that is about 11.3). The total variance is
+    /// `sigma² + gain * v`. Low photon counts (`v / gain < 20`) are drawn exactly
+    /// from the Poisson law; higher ones from its Gaussian approximation. 0 means no
+    /// shot noise. Ignored by [`NoiseKind::Gaussian`]; negative or NaN counts as 0.
+    pub gain: f32,
+}
+
+impl Default for NoiseParams {
+    fn default() -> Self {
+        NoiseParams {
+            kind: NoiseKind::Gaussian,
+            sigma: 25.0,
+            gain: 1.0,
+        }
+    }
+}
+
+impl NoiseParams {
+    /// Gaussian noise of standard deviation `sigma` (8-bit units).
+    pub fn gaussian(sigma: f32) -> Self {
+        NoiseParams {
+            kind: NoiseKind::Gaussian,
+            sigma,
+            gain: 0.0,
+        }
+    }
+
+    /// Poisson-Gaussian noise: read noise `sigma` and shot-noise scale `gain`.
+    pub fn poisson_gaussian(sigma: f32, gain: f32) -> Self {
+        NoiseParams {
+            kind: NoiseKind::PoissonGaussian,
+            sigma,
+            gain,
+        }
+    }
+
+    /// Whether these parameters leave every sample unchanged.
+    pub fn is_identity(&self) -> bool {
+        let sigma = nonneg(self.sigma);
+        match self.kind {
+            NoiseKind::Gaussian => sigma == 0.0,
+            NoiseKind::PoissonGaussian => sigma == 0.0 && nonneg(self.gain) == 0.0,
+        }
+    }
+}
+
+/// `x` if it is a finite non-negative number, else 0.
+fn nonneg(x: f32) -> f32 {
+    if x.is_finite() && x > 0.0 {
+        x
+    } else {
+        0.0
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Random numbers
+// ---------------------------------------------------------------------------
+
+const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// The SplitMix64 output function (a strong 64-bit mixer).
+#[inline]
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// xoshiro256++: small, fast, and good enough for image noise by a wide margin.
+#[derive(Debug, Clone)]
+struct Xoshiro256pp {
+    s: [u64; 4],
+}
+
+impl Xoshiro256pp {
+    /// A generator for one frame: its state is a hash of both numbers, so nearby
+    /// seeds and frame indices give unrelated streams.
+    fn for_frame(seed: u64, frame_index: u64) -> Self {
+        let mut sm = mix64(seed.wrapping_add(GOLDEN_GAMMA))
+            ^ mix64(
+                frame_index
+                    .wrapping_add(0xD1B5_4A32_D192_ED03)
+                    .rotate_left(17),
+            );
+        let mut s = [0u64; 4];
+        for w in &mut s {
+            sm = sm.wrapping_add(GOLDEN_GAMMA);
+            *w = mix64(sm);
+        }
+        if s == [0; 4] {
+            s[0] = GOLDEN_GAMMA;
+        }
+        Xoshiro256pp { s }
+    }
+
+    #[inline]
+    fn next_u64(&mut self) -> u64 {
+        let s = &mut self.s;
+        let result = s[0].wrapping_add(s[3]).rotate_left(23).wrapping_add(s[0]);
+        let t = s[1] << 17;
+        s[2] ^= s[0];
+        s[3] ^= s[1];
+        s[1] ^= s[2];
+        s[0] ^= s[3];
+        s[2] ^= t;
+        s[3] = s[3].rotate_left(45);
+        result
+    }
+}
+
+const NORMAL_TABLE_BITS: u32 = 16;
+const NORMAL_TABLE_LEN: usize = 1 << NORMAL_TABLE_BITS;
+
+/// Standard normal samples for 16-bit uniform indices: entry `i` is the mean of the
+/// standard normal law over its `i`-th quantile bin of probability 2⁻¹⁶, rescaled
+/// so that the table has exactly zero mean and unit variance. The outermost bins
+/// hold the tail means (±4.5); the law is thus truncated near ±4.5 sigma, which
+/// matters for nothing an 8-bit image can show.
+static NORMAL_TABLE: LazyLock<Box<[f32; NORMAL_TABLE_LEN]>> = LazyLock::new(build_normal_table);
+
+fn build_normal_table() -> Box<[f32; NORMAL_TABLE_LEN]> {
+    let n = NORMAL_TABLE_LEN;
+    let pdf = |x: f64| (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    // Bin edges e_i = Phi^-1(i / n), i = 1..n-1, found by integrating the density
+    // (trapezoid rule, step 2e-5, from -7 where the remaining mass is ~1e-12).
+    let mut pdf_at_edge = vec![0.0f64; n + 1]; // pdf(e_0 = -inf) = pdf(e_n = inf) = 0
+    let h = 2e-5;
+    let mut x = -7.0f64;
+    let mut cdf = 1.28e-12;
+    let mut prev = pdf(x);
+    let mut i = 1usize;
+    while i < n / 2 {
+        let next_x = x + h;
+        let next = pdf(next_x);
+        let next_cdf = cdf + 0.5 * h * (prev + next);
+        while i < n / 2 && next_cdf >= i as f64 / n as f64 {
+            let t = (i as f64 / n as f64 - cdf) / (next_cdf - cdf);
+            pdf_at_edge[i] = pdf(x + t * h);
+            i += 1;
+        }
+        x = next_x;
+        cdf = next_cdf;
+        prev = next;
+    }
+    pdf_at_edge[n / 2] = pdf(0.0);
+    for i in n / 2 + 1..n {
+        pdf_at_edge[i] = pdf_at_edge[n - i];
+    }
+    // Mean over bin [e_i, e_{i+1}] = n * (pdf(e_i) - pdf(e_{i+1})).
+    let mut table = vec![0.0f64; n];
+    for (i, v) in table.iter_mut().enumerate().take(n / 2) {
+        *v = n as f64 * (pdf_at_edge[i] - pdf_at_edge[i + 1]);
+    }
+    for i in n / 2..n {
+        table[i] = -table[n - 1 - i];
+    }
+    let var = table.iter().map(|v| v * v).sum::<f64>() / n as f64;
+    let scale = 1.0 / var.sqrt();
+    let mut out = Box::new([0.0f32; NORMAL_TABLE_LEN]);
+    for (o, v) in out.iter_mut().zip(&table) {
+        *o = (v * scale) as f32;
+    }
+    out
+}
+
+/// Standard normal and uniform variates drawn from one xoshiro stream; each 64-bit
+/// word gives four normals.
+struct NoiseSource<'a> {
+    rng: Xoshiro256pp,
+    table: &'a [f32; NORMAL_TABLE_LEN],
+    bits: u64,
+    left: u32,
+}
+
+impl<'a> NoiseSource<'a> {
+    fn new(seed: u64, frame_index: u64) -> Self {
+        NoiseSource {
+            rng: Xoshiro256pp::for_frame(seed, frame_index),
+            table: &NORMAL_TABLE,
+            bits: 0,
+            left: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn normal(&mut self) -> f32 {
+        if self.left == 0 {
+            self.bits = self.rng.next_u64();
+            self.left = 4;
+        }
+        let idx = self.bits as u16;
+        self.bits >>= 16;
+        self.left -= 1;
+        self.table[idx as usize]
+    }
+
+    /// Uniform in [0, 1) with 24 bits of resolution.
+    #[inline(always)]
+    fn uniform(&mut self) -> f32 {
+        (self.rng.next_u64() >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
+    }
+}
+
+/// Rounds half up and clamps to 0..=255, as a camera's ADC delivers it.
+#[inline(always)]
+fn quantize(x: f32) -> u8 {
+    // `as` saturates, and the clamp keeps NaN-free inputs in range.
+    (x.clamp(0.0, 255.0) + 0.5) as u8
+}
+
+/// Photon counts below this are drawn exactly from the Poisson law.
+const EXACT_POISSON_BELOW: f32 = 20.0;
+
+/// Per-value constants of the Poisson-Gaussian model, for one frame.
+struct PoissonLut {
+    /// `v / gain` (the mean photon count), per clean value.
+    lambda: [f32; 256],
+    /// `exp(-lambda)`, for the exact sampler.
+    exp_neg_lambda: [f32; 256],
+    /// `sqrt(gain * v)`, for the Gaussian approximation.
+    shot_sd: [f32; 256],
+}
+
+impl PoissonLut {
+    fn new(gain: f32) -> Self {
+        let mut lut = PoissonLut {
+            lambda: [0.0; 256],
+            exp_neg_lambda: [1.0; 256],
+            shot_sd: [0.0; 256],
+        };
+        if gain > 0.0 {
+            for v in 0..256 {
+                let lambda = v as f32 / gain;
+                lut.lambda[v] = lambda;
+                lut.exp_neg_lambda[v] = (-lambda).exp();
+                lut.shot_sd[v] = (gain * v as f32).sqrt();
+            }
+        }
+        lut
+    }
+
+    /// The shot-noise term (in 8-bit units, zero mean) for clean value `v`.
+    #[inline(always)]
+    fn shot(&self, v: u8, gain: f32, src: &mut NoiseSource<'_>) -> f32 {
+        let i = v as usize;
+        let lambda = self.lambda[i];
+        if lambda <= 0.0 {
+            0.0
+        } else if lambda < EXACT_POISSON_BELOW {
+            // Inversion by sequential search: about lambda steps on average.
+            let u = src.uniform();
+            let mut p = self.exp_neg_lambda[i];
+            let mut cdf = p;
+            let mut k = 0u32;
+            while u > cdf && k < 200 {
+                k += 1;
+                p *= lambda / k as f32;
+                cdf += p;
+            }
+            gain * k as f32 - v as f32
+        } else {
+            self.shot_sd[i] * src.normal()
+        }
+    }
+}
+
+/// Adds noise in place to interleaved 8-bit samples.
+///
+/// The frame is `height` rows of `stride` bytes; a row holds `width` pixels of
+/// `pixel_stride` bytes, and the noisy samples of a pixel are at `channel_offsets`
+/// within it (for RGBA `pixel_stride = 4` and `channel_offsets = [0, 1, 2]`; for
+/// GRAY8 `1` and `[0]`). Other bytes (alpha, padding, row padding) are left
+/// untouched. Results are rounded and clamped to 0..=255.
+///
+/// The noise is a pure function of `(seed, frame_index)` and the frame's layout:
+/// the same pair gives bit-identical output, another `frame_index` gives
+/// independent noise. Samples are drawn in row-major order, pixel by pixel, channel
+/// by channel in the order of `channel_offsets`.
+///
+/// # Panics
+/// If `channel_offsets` has an offset not below `pixel_stride`, if a row's pixels
+/// do not fit in `stride`, or if `data` is shorter than the frame.
+#[allow(clippy::too_many_arguments)]
+pub fn add_noise_interleaved(
+    data: &mut [u8],
+    width: usize,
+    height: usize,
+    stride: usize,
+    pixel_stride: usize,
+    channel_offsets: &[usize],
+    params: &NoiseParams,
+    seed: u64,
+    frame_index: u64,
+) {
+    if width == 0 || height == 0 || channel_offsets.is_empty() || params.is_identity() {
+        return;
+    }
+    let max_offset = *channel_offsets.iter().max().expect("non-empty");
+    assert!(
+        max_offset < pixel_stride,
+        "channel offset {max_offset} does not fit in a pixel of {pixel_stride} bytes"
+    );
+    let row_bytes = (width - 1) * pixel_stride + max_offset + 1;
+    assert!(
+        row_bytes <= stride,
+        "{width} pixels of {pixel_stride} bytes do not fit in a row of {stride} bytes"
+    );
+    assert!(
+        data.len() >= (height - 1) * stride + row_bytes,
+        "frame of {} bytes is too short for {height} rows of stride {stride}",
+        data.len()
+    );
+
+    let sigma = nonneg(params.sigma);
+    let mut src = NoiseSource::new(seed, frame_index);
+    let rows = data.chunks_mut(stride).take(height);
+    match params.kind {
+        NoiseKind::Gaussian => {
+            for row in rows {
+                for px in row[..row_bytes].chunks_mut(pixel_stride) {
+                    for &c in channel_offsets {
+                        let v = px[c] as f32 + sigma * src.normal();
+                        px[c] = quantize(v);
+                    }
+                }
+            }
+        }
+        NoiseKind::PoissonGaussian => {
+            let gain = nonneg(params.gain);
+            let lut = PoissonLut::new(gain);
+            for row in rows {
+                for px in row[..row_bytes].chunks_mut(pixel_stride) {
+                    for &c in channel_offsets {
+                        let clean = px[c];
+                        let shot = lut.shot(clean, gain, &mut src);
+                        let read = if sigma > 0.0 {
+                            sigma * src.normal()
+                        } else {
+                            0.0
+                        };
+                        px[c] = quantize(clean as f32 + shot + read);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Estimation
+// ---------------------------------------------------------------------------
+
+/// Residual histogram resolution: bins per unit of the [0,1] scale (1/8 of an
+/// 8-bit step); residuals are clamped to the last bin (1024 8-bit units, far above
+/// the median of any noise the models handle).
+const RES_SCALE: f32 = 255.0 * 8.0;
+const RES_BINS: usize = 8192;
+/// Gradient histogram resolution: half an 8-bit step per bin, up to 2048 units
+/// (the largest |Gx| + |Gy| of the Sobel operator is 2040).
+const GRAD_SCALE: f32 = 255.0 * 2.0;
+const GRAD_BINS: usize = 4096;
+/// Pixels examined per channel, at most (rows are subsampled beyond this).
+const DEFAULT_BUDGET: usize = 1 << 17;
+/// The median of |N(0,1)|.
+const HALF_NORMAL_MEDIAN: f32 = 0.674_489_75;
+/// The norm of Immerkær's kernel [1 -2 1; -2 4 -2; 1 -2 1] (sqrt of 36).
+const KERNEL_NORM: f32 = 6.0;
+
+/// Estimates the standard deviation of white noise in a planar RGB float frame.
+///
+/// The method: Immerkær's operator (the outer product of two second differences,
+/// `[1 -2 1; -2 4 -2; 1 -2 1]`) cancels constant, linear and one-directional
+/// (horizontal or vertical) structure, and leaves white noise of variance `36 σ²`.
+/// Texture and oblique edges leak through, so pixels are ranked by Sobel gradient
+/// magnitude `|Gx| + |Gy|` and only the smoother half is kept (for pure noise the
+/// Sobel responses are uncorrelated with Immerkær's, hence, being Gaussian,
+/// independent of it: the selection does not bias the estimate). The median of the
+/// absolute residuals of the kept pixels gives `σ = median / (6 · 0.6745)`.
+/// Saturated pixels (0 or 1), where a camera clips the noise away, are skipped. All
+/// three channels are pooled. Rows are subsampled on large frames (about 2¹⁷ pixels
+/// per channel are examined).
+///
+/// The scratch buffers are reused, so after the first call on a given size no call
+/// allocates.
+#[derive(Debug, Clone)]
+pub struct SigmaEstimator {
+    grad_hist: Vec<u32>,
+    res_hist: Vec<u32>,
+    /// (gradient bin << 16) | residual bin, per examined pixel.
+    pairs: Vec<u32>,
+    budget: usize,
+}
+
+impl Default for SigmaEstimator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SigmaEstimator {
+    pub fn new() -> Self {
+        SigmaEstimator {
+            grad_hist: vec![0; GRAD_BINS],
+            res_hist: vec![0; RES_BINS],
+            pairs: Vec::new(),
+            budget: DEFAULT_BUDGET,
+        }
+    }
+
+    /// Like [`SigmaEstimator::new`], examining about `pixels_per_channel` pixels per
+    /// channel at most (more is slower and steadier).
+    pub fn with_budget(pixels_per_channel: usize) -> Self {
+        SigmaEstimator {
+            budget: pixels_per_channel.max(1),
+            ..Self::new()
+        }
+    }
+
+    /// The noise sigma of the top-left `width` × `height` of `planar`, RGB float
+    /// `[3, rows, row_len]` in [0,1], on the [0,1] scale (multiply by 255 for 8-bit
+    /// units). Returns 0 for frames smaller than 3×3.
+    ///
+    /// # Panics
+    /// If `row_len < width` or `planar` holds fewer than 3 planes of `height` rows.
+    pub fn estimate(&mut self, planar: &[f32], width: usize, height: usize, row_len: usize) -> f32 {
+        if width < 3 || height < 3 {
+            return 0.0;
+        }
+        assert!(row_len >= width, "row_len {row_len} < width {width}");
+        let rows_total = planar.len() / 3 / row_len;
+        assert!(
+            rows_total >= height,
+            "planar buffer of {} floats holds fewer than 3 x {height} rows of {row_len}",
+            planar.len()
+        );
+        let plane_len = rows_total * row_len;
+
+        let interior = (width - 2) * (height - 2);
+        let step = interior.div_ceil(self.budget).max(1);
+
+        self.grad_hist.fill(0);
+        self.res_hist.fill(0);
+        self.pairs.clear();
+        for c in 0..3 {
+            let plane = &planar[c * plane_len..(c + 1) * plane_len];
+            let mut y = 1;
+            while y + 1 < height {
+                let r0 = &plane[(y - 1) * row_len..(y - 1) * row_len + width];
+                let r1 = &plane[y * row_len..y * row_len + width];
+                let r2 = &plane[(y + 1) * row_len..(y + 1) * row_len + width];
+                scan_row(r0, r1, r2, &mut self.grad_hist, &mut self.pairs);
+                y += step;
+            }
+        }
+        let total = self.pairs.len();
+        if total == 0 {
+            return 0.0;
+        }
+
+        // Keep the smoother half by gradient.
+        let half = total.div_ceil(2) as u64;
+        let mut cum = 0u64;
+        let mut threshold = GRAD_BINS as u32 - 1;
+        for (b, &n) in self.grad_hist.iter().enumerate() {
+            cum += n as u64;
+            if cum >= half {
+                threshold = b as u32;
+                break;
+            }
+        }
+        let mut kept = 0u64;
+        for &p in &self.pairs {
+            if p >> 16 <= threshold {
+                self.res_hist[(p & 0xFFFF) as usize] += 1;
+                kept += 1;
+            }
+        }
+
+        // Median of |residual|, interpolated inside its bin.
+        let target = kept as f64 / 2.0;
+        let mut cum = 0u64;
+        let mut median_bins = 0.0f64;
+        for (b, &n) in self.res_hist.iter().enumerate() {
+            if n > 0 && (cum + n as u64) as f64 >= target {
+                median_bins = b as f64 + (target - cum as f64) / n as f64;
+                break;
+            }
+            cum += n as u64;
+        }
+        (median_bins as f32 / RES_SCALE) / (KERNEL_NORM * HALF_NORMAL_MEDIAN)
+    }
+}
+
+/// Examines the interior pixels of one row given the rows above and below.
+#[inline]
+fn scan_row(r0: &[f32], r1: &[f32], r2: &[f32], grad_hist: &mut [u32], pairs: &mut Vec<u32>) {
+    let w = r1.len();
+    let (r0, r2) = (&r0[..w], &r2[..w]);
+    for x in 1..w - 1 {
+        let center = r1[x];
+        if center <= 1e-6 || center >= 1.0 - 1e-6 {
+            continue;
+        }
+        let (a, b, c) = (r0[x - 1], r0[x], r0[x + 1]);
+        let (d, f) = (r1[x - 1], r1[x + 1]);
+        let (g, h, i) = (r2[x - 1], r2[x], r2[x + 1]);
+        let res = (a + c + g + i) - 2.0 * (b + d + f + h) + 4.0 * center;
+        let gx = (c + 2.0 * f + i) - (a + 2.0 * d + g);
+        let gy = (g + 2.0 * h + i) - (a + 2.0 * b + c);
+        let grad = gx.abs() + gy.abs();
+        // `as` saturates (and maps NaN to 0); min() keeps the bins in range.
+        let gbin = ((grad * GRAD_SCALE) as u32).min(GRAD_BINS as u32 - 1);
+        let rbin = ((res.abs() * RES_SCALE) as u32).min(RES_BINS as u32 - 1);
+        grad_hist[gbin as usize] += 1;
+        pairs.push((gbin << 16) | rbin);
+    }
+}
+
+/// The noise sigma (on the [0,1] scale) of a planar RGB float frame: a convenience
+/// for one-off calls; per-frame callers keep a [`SigmaEstimator`] to reuse its
+/// buffers. See [`SigmaEstimator::estimate`].
+pub fn estimate_sigma_planar(planar: &[f32], width: usize, height: usize, row_len: usize) -> f32 {
+    SigmaEstimator::new().estimate(planar, width, height, row_len)
+}
+
+/// Frames in the median window of [`SigmaSmoother`].
+const SMOOTHER_WINDOW: usize = 5;
+
+/// Temporal smoothing of per-frame sigma estimates: the median of the last five
+/// estimates (so a single odd frame, a scene cut or a flash, is rejected), then an
+/// exponential moving average with weight `alpha` on the new median.
+#[derive(Debug, Clone)]
+pub struct SigmaSmoother {
+    alpha: f32,
+    window: [f32; SMOOTHER_WINDOW],
+    len: usize,
+    pos: usize,
+    value: Option<f32>,
+}
+
+impl SigmaSmoother {
+    /// `alpha` in (0, 1]: 1 follows the median at once, 0.1 settles in about ten
+    /// frames. Values outside are clamped (NaN counts as 1).
+    pub fn new(alpha: f32) -> Self {
+        let alpha = if alpha.is_nan() {
+            1.0
+        } else {
+            alpha.clamp(1e-3, 1.0)
+        };
+        SigmaSmoother {
+            alpha,
+            window: [0.0; SMOOTHER_WINDOW],
+            len: 0,
+            pos: 0,
+            value: None,
+        }
+    }
+
+    /// Feeds one frame's estimate and returns the smoothed value. Non-finite or
+    /// negative estimates are ignored (the current value is returned, 0 before any).
+    pub fn update(&mut self, estimate: f32) -> f32 {
+        if !estimate.is_finite() || estimate < 0.0 {
+            return self.value.unwrap_or(0.0);
+        }
+        self.window[self.pos] = estimate;
+        self.pos = (self.pos + 1) % SMOOTHER_WINDOW;
+        self.len = (self.len + 1).min(SMOOTHER_WINDOW);
+        let mut sorted = self.window;
+        let recent = &mut sorted[..self.len];
+        recent.sort_unstable_by(f32::total_cmp);
+        // The lower median for an even count: with two values, an upward outlier
+        // is rejected.
+        let median = recent[(self.len - 1) / 2];
+        let next = match self.value {
+            None => median,
+            Some(v) => v + self.alpha * (median - v),
+        };
+        self.value = Some(next);
+        next
+    }
+
+    /// The current smoothed value, if any estimate was fed since the last reset.
+    pub fn value(&self) -> Option<f32> {
+        self.value
+    }
+
+    /// Forgets every estimate (on a new stream or a seek).
+    pub fn reset(&mut self) {
+        self.len = 0;
+        self.pos = 0;
+        self.value = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn std_of(values: impl Iterator<Item = f64>) -> (f64, f64) {
+        let (mut n, mut s, mut s2) = (0.0, 0.0, 0.0);
+        for v in values {
+            n += 1.0;
+            s += v;
+            s2 += v * v;
+        }
+        let mean = s / n;
+        (mean, (s2 / n - mean * mean).sqrt())
+    }
+
+    #[test]
+    fn normal_table_is_standard() {
+        let t = &**NORMAL_TABLE;
+        let (mean, sd) = std_of(t.iter().map(|&v| v as f64));
+        assert!(mean.abs() < 1e-6, "mean {mean}");
+        assert!((sd - 1.0).abs() < 1e-5, "sd {sd}");
+        // Monotone, symmetric, tails near 4.5 sigma.
+        assert!(t.windows(2).all(|w| w[0] < w[1]));
+        assert!((t[0] + t[NORMAL_TABLE_LEN - 1]).abs() < 1e-6);
+        assert!(t[0] < -4.3 && t[0] > -4.8, "tail {}", t[0]);
+        // The median bins sit near 0 and the quartiles near +-0.6745.
+        let q3 = t[NORMAL_TABLE_LEN * 3 / 4];
+        assert!((q3 - 0.6745).abs() < 1e-3, "q3 {q3}");
+        // Kurtosis of a normal law is 3.
+        let k = t.iter().map(|&v| (v as f64).powi(4)).sum::<f64>() / NORMAL_TABLE_LEN as f64;
+        assert!((k - 3.0).abs() < 0.02, "kurtosis {k}");
+    }
+
+    #[test]
+    fn gaussian_noise_has_requested_std() {
+        let (w, h) = (256, 256);
+        for sigma in [2.0f32, 10.0, 25.0] {
+            let mut data = vec![128u8; w * h * 3];
+            add_noise_interleaved(
+                &mut data,
+                w,
+                h,
+                w * 3,
+                3,
+                &[0, 1, 2],
+                &NoiseParams::gaussian(sigma),
+                7,
+                0,
+            );
+            let (mean, sd) = std_of(data.iter().map(|&v| v as f64));
+            // Rounding adds 1/12 of variance.
+            let want = ((sigma * sigma) as f64 + 1.0 / 12.0).sqrt();
+            assert!((mean - 128.0).abs() < 0.1, "sigma {sigma}: mean {mean}");
+            assert!(
+                (sd / want - 1.0).abs() < 0.02,
+                "sigma {sigma}: sd {sd}, want {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn poisson_gaussian_noise_has_requested_variance() {
+        let (w, h) = (256, 256);
+        for (sigma, gain, value) in [(5.0f32, 1.0f32, 128u8), (2.0, 4.0, 40), (0.0, 2.0, 100)] {
+            let mut data = vec![value; w * h];
+            let params = NoiseParams::poisson_gaussian(sigma, gain);
+            add_noise_interleaved(&mut data, w, h, w, 1, &[0], &params, 3, 9);
+            let (mean, sd) = std_of(data.iter().map(|&v| v as f64));
+            let want = ((sigma * sigma + gain * value as f32) as f64 + 1.0 / 12.0).sqrt();
+            assert!(
+                (mean - value as f64).abs() < 0.15,
+                "{sigma}/{gain}: mean {mean}"
+            );
+            assert!(
+                (sd / want - 1.0).abs() < 0.03,
+                "{sigma}/{gain}: sd {sd}, want {want}"
+            );
+        }
+        // Exact Poisson at low counts: gain 8 at value 16 is 2 photons on average,
+        // so the output only takes multiples of 8.
+        let mut data = vec![16u8; 4096];
+        let params = NoiseParams::poisson_gaussian(0.0, 8.0);
+        add_noise_interleaved(&mut data, 64, 64, 64, 1, &[0], &params, 1, 1);
+        assert!(data.iter().all(|&v| v % 8 == 0 || v == 255));
+        let zeros = data.iter().filter(|&&v| v == 0).count() as f64 / 4096.0;
+        assert!((zeros - (-2.0f64).exp()).abs() < 0.03, "P(0) {zeros}");
+    }
+
+    #[test]
+    fn synthesis_is_deterministic_and_varies_per_frame() {
+        let (w, h) = (64, 48);
+        let base: Vec<u8> = (0..w * h * 4).map(|i| (i * 7 % 256) as u8).collect();
+        let run = |seed, frame| {
+            let mut d = base.clone();
+            let p = NoiseParams::gaussian(20.0);
+            add_noise_interleaved(&mut d, w, h, w * 4, 4, &[0, 1, 2], &p, seed, frame);
+            d
+        };
+        assert_eq!(run(5, 3), run(5, 3));
+        assert_ne!(run(5, 3), run(5, 4));
+        assert_ne!(run(5, 3), run(6, 3));
+        // Frame 1 of seed 0 and frame 0 of seed 1 must not coincide either.
+        assert_ne!(run(0, 1), run(1, 0));
+        let pg = |frame| {
+            let mut d = base.clone();
+            let p = NoiseParams::poisson_gaussian(3.0, 2.0);
+            add_noise_interleaved(&mut d, w, h, w * 4, 4, &[0, 1, 2], &p, 11, frame);
+            d
+        };
+        assert_eq!(pg(0), pg(0));
+        assert_ne!(pg(0), pg(1));
+    }
+
+    #[test]
+    fn untouched_bytes_stay_untouched() {
+        // xRGB-like layout with row padding: stride 4 * 10 + 6.
+        let (w, h, stride) = (10, 5, 46);
+        let mut data: Vec<u8> = (0..stride * h).map(|i| (i % 251) as u8).collect();
+        let orig = data.clone();
+        let p = NoiseParams::gaussian(50.0);
+        add_noise_interleaved(&mut data, w, h, stride, 4, &[1, 2, 3], &p, 0, 0);
+        for (i, (&a, &b)) in data.iter().zip(&orig).enumerate() {
+            let (y, x) = (i / stride, i % stride);
+            if x >= w * 4 || x % 4 == 0 {
+                assert_eq!(a, b, "byte {x} of row {y} changed");
+            }
+        }
+        assert_ne!(data, orig);
+        // sigma 0 is the identity.
+        let mut same = orig.clone();
+        add_noise_interleaved(
+            &mut same,
+            w,
+            h,
+            stride,
+            4,
+            &[1, 2, 3],
+            &NoiseParams::gaussian(0.0),
+            0,
+            0,
+        );
+        assert_eq!(same, orig);
+    }
+
+    #[test]
+    fn clamps_to_byte_range() {
+        let mut data = vec![0u8; 1000];
+        data[500..].fill(255);
+        add_noise_interleaved(
+            &mut data,
+            1000,
+            1,
+            1000,
+            1,
+            &[0],
+            &NoiseParams::gaussian(80.0),
+            2,
+            0,
+        );
+        let zeros = data[..500].iter().filter(|&&v| v == 0).count();
+        let full = data[500..].iter().filter(|&&v| v == 255).count();
+        // About half of each side clips.
+        assert!((200..300).contains(&zeros), "{zeros}");
+        assert!((200..300).contains(&full), "{full}");
+    }
+
+    #[test]
+    #[should_panic]
+    fn short_buffer_panics() {
+        let mut data = vec![0u8; 10];
+        add_noise_interleaved(
+            &mut data,
+            4,
+            4,
+            4,
+            1,
+            &[0],
+            &NoiseParams::gaussian(1.0),
+            0,
+            0,
+        );
+    }
+
+    // --- estimation -------------------------------------------------------
+
+    const W: usize = 320;
+    const H: usize = 240;
+
+    /// Clean test images, RGB 8-bit values as f32, planar [3, H, W], within
+    /// 64..=192 so that little of the noise clips.
+    fn test_images() -> Vec<(&'static str, Vec<f32>)> {
+        let mut out = Vec::new();
+        let make = |f: &dyn Fn(usize, usize, usize) -> f32| -> Vec<f32> {
+            let mut v = vec![0.0; 3 * H * W];
+            for c in 0..3 {
+                for y in 0..H {
+                    for x in 0..W {
+                        v[(c * H + y) * W + x] = f(c, x, y).round().clamp(0.0, 255.0);
+                    }
+                }
+            }
+            v
+        };
+        out.push(("flat", make(&|c, _, _| 100.0 + 20.0 * c as f32)));
+        out.push((
+            "gradient",
+            make(&|c, x, y| 64.0 + 128.0 * (x + y) as f32 / (W + H) as f32 + 4.0 * c as f32),
+        ));
+        out.push((
+            "vertical stripes",
+            make(&|c, x, _| {
+                if (x / 4) % 2 == 0 {
+                    70.0
+                } else {
+                    180.0 + c as f32
+                }
+            }),
+        ));
+        out.push((
+            "diagonal stripes",
+            make(&|_, x, y| if ((x + y) / 8) % 2 == 0 { 80.0 } else { 170.0 }),
+        ));
+        out.push((
+            "checkerboard",
+            make(&|c, x, y| {
+                if ((x / 8) + (y / 8)) % 2 == 0 {
+                    70.0 + 10.0 * c as f32
+                } else {
+                    185.0
+                }
+            }),
+        ));
+        out.push((
+            "blobs",
+            make(&|c, x, y| {
+                let mut v = 128.0;
+                for (cx, cy, r, a) in [
+                    (80.0, 60.0, 30.0, 50.0),
+                    (200.0, 150.0, 45.0, -55.0),
+                    (260.0, 60.0, 20.0, 40.0),
+                    (120.0, 190.0, 35.0, -45.0),
+                ] {
+                    let d2 = (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2);
+                    v += a * (-d2 / (2.0 * r * r)).exp();
+                }
+                v + 3.0 * c as f32
+            }),
+        ));
+        out.push((
+            "disks and sine texture",
+            make(&|c, x, y| {
+                let (xf, yf) = (x as f32, y as f32);
+                let mut v = 128.0 + 30.0 * (xf * 0.15).sin() * (yf * 0.1).cos();
+                if (xf - 160.0).powi(2) + (yf - 120.0).powi(2) < 60.0f32.powi(2) {
+                    v += 35.0;
+                }
+                if (xf - 60.0).powi(2) + (yf - 180.0).powi(2) < 40.0f32.powi(2) {
+                    v -= 40.0;
+                }
+                v + 2.0 * c as f32
+            }),
+        ));
+        out
+    }
+
+    /// Adds Gaussian noise (through the synthesis above, so rounded and clamped
+    /// like 8-bit video) and scales to [0,1].
+    fn noisy(clean: &[f32], sigma: f32, seed: u64) -> Vec<f32> {
+        let mut bytes: Vec<u8> = clean.iter().map(|&v| v as u8).collect();
+        let n = bytes.len();
+        add_noise_interleaved(
+            &mut bytes,
+            n,
+            1,
+            n,
+            1,
+            &[0],
+            &NoiseParams::gaussian(sigma),
+            seed,
+            0,
+        );
+        bytes.iter().map(|&v| v as f32 / 255.0).collect()
+    }
+
+    #[test]
+    fn estimator_is_accurate_on_textured_images() {
+        let mut est = SigmaEstimator::new();
+        let mut worst = 0.0f32;
+        for (name, clean) in test_images() {
+            for sigma in [5.0f32, 10.0, 15.0, 25.0, 50.0] {
+                let img = noisy(&clean, sigma, 42);
+                let got = est.estimate(&img, W, H, W) * 255.0;
+                let tol = (0.15 * sigma).max(1.5);
+                let err = (got - sigma).abs();
+                eprintln!("{name:>24} sigma {sigma:>4}: {got:6.2}");
+                worst = worst.max(err / sigma);
+                assert!(err <= tol, "{name}, sigma {sigma}: estimated {got:.2}");
+            }
+        }
+        eprintln!("worst relative error {:.1}%", worst * 100.0);
+    }
+
+    #[test]
+    fn estimator_is_small_on_clean_images() {
+        let mut est = SigmaEstimator::new();
+        for (name, clean) in test_images() {
+            let img: Vec<f32> = clean.iter().map(|&v| v / 255.0).collect();
+            let got = est.estimate(&img, W, H, W);
+            assert!(got < 3.0 / 255.0, "{name}: {:.2}/255", got * 255.0);
+        }
+    }
+
+    #[test]
+    fn estimator_uses_only_the_top_left_region() {
+        // A 320x240 noisy frame inside a [3, 260, 400] buffer whose margin is wild.
+        let (rows, row_len) = (260, 400);
+        let clean = &test_images()[5].1;
+        let img = noisy(clean, 15.0, 1);
+        let mut big = vec![0.0f32; 3 * rows * row_len];
+        for (i, v) in big.iter_mut().enumerate() {
+            *v = ((i * 7919) % 255) as f32 / 255.0;
+        }
+        for c in 0..3 {
+            for y in 0..H {
+                let dst = (c * rows + y) * row_len;
+                let src = (c * H + y) * W;
+                big[dst..dst + W].copy_from_slice(&img[src..src + W]);
+            }
+        }
+        let got = estimate_sigma_planar(&big, W, H, row_len) * 255.0;
+        let direct = estimate_sigma_planar(&img, W, H, W) * 255.0;
+        assert_eq!(got, direct);
+        assert!((got - 15.0).abs() < 1.5, "{got}");
+    }
+
+    #[test]
+    fn estimator_handles_tiny_and_saturated_frames() {
+        assert_eq!(estimate_sigma_planar(&[0.5; 12], 2, 2, 2), 0.0);
+        // All saturated: nothing to examine.
+        assert_eq!(estimate_sigma_planar(&[1.0; 3 * 16 * 16], 16, 16, 16), 0.0);
+        // Flat: within half a histogram bin of 0.
+        assert!(estimate_sigma_planar(&[0.5; 3 * 16 * 16], 16, 16, 16) < 1e-4);
+    }
+
+    #[test]
+    fn estimator_is_fast_enough_on_1024x512() {
+        // Only meaningful in release builds; a loose check that the row
+        // subsampling bounds the work.
+        let (w, h) = (1024, 512);
+        let clean: Vec<f32> = (0..3 * w * h).map(|i| (64 + (i % w) / 8) as f32).collect();
+        let img = noisy(&clean, 20.0, 5);
+        let mut est = SigmaEstimator::new();
+        let first = est.estimate(&img, w, h, w);
+        let cap = est.pairs.capacity();
+        let t = std::time::Instant::now();
+        let runs = 5;
+        for _ in 0..runs {
+            assert_eq!(est.estimate(&img, w, h, w), first);
+        }
+        let per_call = t.elapsed() / runs;
+        assert_eq!(
+            est.pairs.capacity(),
+            cap,
+            "no reallocation after the first call"
+        );
+        eprintln!(
+            "1024x512 estimate: {per_call:?}, sigma {:.2}",
+            first * 255.0
+        );
+        assert!((first * 255.0 - 20.0).abs() < 2.0);
+    }
+
+    #[test]
+    fn smoother_rejects_outliers_and_settles() {
+        let mut s = SigmaSmoother::new(0.5);
+        assert_eq!(s.value(), None);
+        assert_eq!(s.update(10.0), 10.0);
+        // A single outlier is rejected by the median window.
+        assert_eq!(s.update(100.0), 10.0);
+        assert_eq!(s.update(10.0), 10.0);
+        assert_eq!(s.update(10.0), 10.0);
+        // Garbage is ignored.
+        assert_eq!(s.update(f32::NAN), 10.0);
+        assert_eq!(s.update(-1.0), 10.0);
+        // A lasting change is followed.
+        let mut v = 0.0;
+        for _ in 0..20 {
+            v = s.update(20.0);
+        }
+        assert!((v - 20.0).abs() < 1e-3, "{v}");
+        s.reset();
+        assert_eq!(s.value(), None);
+        assert_eq!(s.update(3.0), 3.0);
+    }
+}

@@ -1,0 +1,289 @@
+#!/usr/bin/env python3
+"""Builds the tiny ONNX test models of the denoiseseg model contract.
+
+The graphs are written with the `onnx` helper API (no PyTorch, no weights), so the
+output is deterministic. Files land next to this script:
+
+    joint.onnx          image -> denoised = 1 - image, labels = argmax over channels (uint8)
+    denoise_sigma.onnx  image, sigma -> denoised = clip(image + sigma, 0, 1)
+    seg_logits.onnx     image -> logits [N,4,H/4,W/4]: 4x4 average pool of RGB and 0.5
+    no_outputs.onnx     a copy of joint.onnx whose sidecar lists no outputs
+    wrong_rank.onnx     image input of rank 3 [3,H,W]
+    corrupt.onnx        bytes that are not an ONNX model
+
+each with a `<name>.toml` sidecar.
+
+Usage (from the repository root):
+
+    .venv/bin/python tests/models/make_test_models.py           # write the files
+    .venv/bin/python tests/models/make_test_models.py --check   # write, then verify with onnxruntime
+"""
+
+import argparse
+import os
+import sys
+
+import onnx
+from onnx import TensorProto, helper
+
+OPSET = 17
+IR_VERSION = 8
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROVENANCE = "tests/models/make_test_models.py"
+
+# Dynamic dimensions of the contract.
+N, H, W = "N", "H", "W"
+
+PRIMARY = [
+    (0, "red", [255, 0, 0]),
+    (1, "green", [0, 255, 0]),
+    (2, "blue", [0, 0, 255]),
+]
+GREY = (3, "grey", [128, 128, 128])
+
+
+def image_input(name="image", dims=(N, 3, H, W)):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(dims))
+
+
+def finish(graph, path):
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="denoiseseg-tests",
+        producer_version="1",
+        ir_version=IR_VERSION,
+    )
+    onnx.checker.check_model(model, full_check=True)
+    # Serialize deterministically (no timestamps are stored by onnx).
+    with open(path, "wb") as f:
+        f.write(model.SerializeToString(deterministic=True))
+    return model
+
+
+def make_joint(path, graph_name="joint"):
+    one = helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])
+    nodes = [
+        helper.make_node("Sub", ["one", "image"], ["denoised"], name="invert"),
+        helper.make_node("ArgMax", ["image"], ["argmax"], name="argmax", axis=1, keepdims=0,
+                         select_last_index=0),
+        helper.make_node("Cast", ["argmax"], ["labels"], name="to_u8", to=TensorProto.UINT8),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        graph_name,
+        [image_input()],
+        [
+            helper.make_tensor_value_info("denoised", TensorProto.FLOAT, [N, 3, H, W]),
+            helper.make_tensor_value_info("labels", TensorProto.UINT8, [N, H, W]),
+        ],
+        initializer=[one],
+    )
+    return finish(graph, path)
+
+
+def make_denoise_sigma(path):
+    lo = helper.make_tensor("lo", TensorProto.FLOAT, [], [0.0])
+    hi = helper.make_tensor("hi", TensorProto.FLOAT, [], [1.0])
+    nodes = [
+        helper.make_node("Add", ["image", "sigma"], ["shifted"], name="add_sigma"),
+        helper.make_node("Clip", ["shifted", "lo", "hi"], ["denoised"], name="clip"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "denoise_sigma",
+        [image_input(), image_input("sigma", (N, 1, 1, 1))],
+        [helper.make_tensor_value_info("denoised", TensorProto.FLOAT, [N, 3, H, W])],
+        initializer=[lo, hi],
+    )
+    return finish(graph, path)
+
+
+def make_seg_logits(path):
+    zero = helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])
+    half = helper.make_tensor("half", TensorProto.FLOAT, [], [0.5])
+    nodes = [
+        helper.make_node("AveragePool", ["image"], ["pooled"], name="pool",
+                         kernel_shape=[4, 4], strides=[4, 4]),
+        # A [N,1,H/4,W/4] channel of 0.5 shaped like the pooled image.
+        helper.make_node("ReduceMean", ["pooled"], ["mean"], name="mean", axes=[1], keepdims=1),
+        helper.make_node("Mul", ["mean", "zero"], ["zeros"], name="times_zero"),
+        helper.make_node("Add", ["zeros", "half"], ["grey"], name="plus_half"),
+        helper.make_node("Concat", ["pooled", "grey"], ["logits"], name="concat", axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "seg_logits",
+        [image_input()],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [N, 4, "h", "w"])],
+        initializer=[zero, half],
+    )
+    return finish(graph, path)
+
+
+def make_wrong_rank(path):
+    one = helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])
+    graph = helper.make_graph(
+        [helper.make_node("Sub", ["one", "image"], ["denoised"], name="invert")],
+        "wrong_rank",
+        [image_input(dims=(3, H, W))],
+        [helper.make_tensor_value_info("denoised", TensorProto.FLOAT, [3, H, W])],
+        initializer=[one],
+    )
+    return finish(graph, path)
+
+
+def toml_str(s):
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_sidecar(path, name, description, size_multiple, input_size, inputs, outputs,
+                  classes=()):
+    lines = [
+        f"name = {toml_str(name)}",
+        'version = "1.0.0"',
+        f"description = {toml_str(description)}",
+        'license = "MIT"',
+        f"provenance = {toml_str(PROVENANCE)}",
+        f"size_multiple = {size_multiple}",
+        f"input_size = [{input_size[0]}, {input_size[1]}]",
+        "",
+        "[inputs]",
+    ]
+    lines += [f"{k} = {toml_str(v)}" for k, v in inputs.items()]
+    lines += ["", "[outputs]"]
+    lines += [f"{k} = {toml_str(v)}" for k, v in outputs.items()]
+    for cid, cname, color in classes:
+        lines += [
+            "",
+            "[[classes]]",
+            f"id = {cid}",
+            f"name = {toml_str(cname)}",
+            f"color = [{color[0]}, {color[1]}, {color[2]}]",
+        ]
+    with open(path, "w", newline="\n") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def generate():
+    p = lambda name: os.path.join(HERE, name)  # noqa: E731
+
+    make_joint(p("joint.onnx"))
+    write_sidecar(
+        p("joint.toml"), "test-joint",
+        "Test model: denoised = 1 - image, labels = argmax over the RGB channels.",
+        8, (64, 32), {"image": "image"}, {"denoised": "denoised", "labels": "labels"}, PRIMARY)
+
+    make_denoise_sigma(p("denoise_sigma.onnx"))
+    write_sidecar(
+        p("denoise_sigma.toml"), "test-denoise-sigma",
+        "Test model: denoised = clip(image + sigma, 0, 1), with a noise-level input.",
+        1, (64, 32), {"image": "image", "sigma": "sigma"}, {"denoised": "denoised"})
+
+    make_seg_logits(p("seg_logits.onnx"))
+    write_sidecar(
+        p("seg_logits.toml"), "test-seg-logits",
+        "Test model: logits at 1/4 size, the 4x4 mean of R, G, B and a constant 0.5.",
+        4, (64, 32), {"image": "image"}, {"logits": "logits"}, list(PRIMARY) + [GREY])
+
+    # Bad models for the error paths.
+    make_joint(p("no_outputs.onnx"), graph_name="no_outputs")
+    write_sidecar(
+        p("no_outputs.toml"), "test-no-outputs",
+        "Broken test model: the sidecar lists no outputs.",
+        8, (64, 32), {"image": "image"}, {}, PRIMARY)
+
+    make_wrong_rank(p("wrong_rank.onnx"))
+    write_sidecar(
+        p("wrong_rank.toml"), "test-wrong-rank",
+        "Broken test model: the image input has rank 3 [3,H,W].",
+        1, (64, 32), {"image": "image"}, {"denoised": "denoised"})
+
+    with open(p("corrupt.onnx"), "wb") as f:
+        f.write(b"this is not an ONNX model\n\x00\x01\x02\xff" * 4)
+    write_sidecar(
+        p("corrupt.toml"), "test-corrupt",
+        "Broken test model: the .onnx file is not a protobuf model.",
+        8, (64, 32), {"image": "image"}, {"denoised": "denoised", "labels": "labels"}, PRIMARY)
+
+
+def check():
+    import numpy as np
+    import onnxruntime as ort
+
+    def session(name):
+        return ort.InferenceSession(os.path.join(HERE, name), providers=["CPUExecutionProvider"])
+
+    rng = np.random.default_rng(0)
+    shapes = [(1, 8, 8), (2, 16, 24), (3, 32, 64), (1, 4, 12)]
+
+    s = session("joint.onnx")
+    assert [i.name for i in s.get_inputs()] == ["image"]
+    assert [o.name for o in s.get_outputs()] == ["denoised", "labels"]
+    for n, h, w in shapes:
+        x = rng.random((n, 3, h, w), dtype=np.float32)
+        x[:, 1, 0, 0] = x[:, 0, 0, 0]  # a tie: the first index wins
+        x[:, :, 0, 1] = 0.5  # a three-way tie
+        den, lab = s.run(None, {"image": x})
+        assert den.dtype == np.float32 and den.shape == (n, 3, h, w)
+        np.testing.assert_allclose(den, 1.0 - x, rtol=0, atol=1e-7)
+        assert lab.dtype == np.uint8 and lab.shape == (n, h, w)
+        assert np.array_equal(lab, np.argmax(x, axis=1).astype(np.uint8))
+        assert (lab[:, 0, 1] == 0).all()
+
+    s = session("denoise_sigma.onnx")
+    assert [i.name for i in s.get_inputs()] == ["image", "sigma"]
+    for n, h, w in shapes:
+        x = rng.random((n, 3, h, w), dtype=np.float32)
+        sigma = np.linspace(-0.3, 0.3, n, dtype=np.float32).reshape(n, 1, 1, 1)
+        (den,) = s.run(None, {"image": x, "sigma": sigma})
+        assert den.shape == (n, 3, h, w)
+        np.testing.assert_allclose(den, np.clip(x + sigma, 0, 1), rtol=0, atol=1e-7)
+
+    s = session("seg_logits.onnx")
+    assert [o.name for o in s.get_outputs()] == ["logits"]
+    for n, h, w in shapes:
+        x = rng.random((n, 3, h, w), dtype=np.float32)
+        (logits,) = s.run(None, {"image": x})
+        assert logits.shape == (n, 4, h // 4, w // 4), logits.shape
+        pooled = x.reshape(n, 3, h // 4, 4, w // 4, 4).mean(axis=(3, 5))
+        np.testing.assert_allclose(logits[:, :3], pooled, rtol=0, atol=1e-6)
+        assert (logits[:, 3] == 0.5).all()
+
+    s = session("no_outputs.onnx")
+    assert [o.name for o in s.get_outputs()] == ["denoised", "labels"]
+
+    s = session("wrong_rank.onnx")
+    assert len(s.get_inputs()[0].shape) == 3
+
+    try:
+        session("corrupt.onnx")
+    except Exception:  # noqa: BLE001 - any load failure is the point
+        pass
+    else:
+        raise AssertionError("corrupt.onnx loaded")
+
+    import tomllib
+
+    for name in ["joint", "denoise_sigma", "seg_logits", "no_outputs", "wrong_rank", "corrupt"]:
+        with open(os.path.join(HERE, name + ".toml"), "rb") as f:
+            meta = tomllib.load(f)
+        assert meta["provenance"] == PROVENANCE
+        assert len(meta["input_size"]) == 2
+        assert (len(meta["outputs"]) == 0) == (name == "no_outputs")
+    print("all test models check out with onnxruntime", ort.__version__)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--check", action="store_true",
+                    help="after writing, verify the models with onnxruntime")
+    args = ap.parse_args()
+    generate()
+    if args.check:
+        check()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
