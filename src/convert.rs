@@ -30,11 +30,7 @@ fn check_planar(len: usize, pw: usize, ph: usize, layout: &FrameLayout) -> Resul
     let plane = pw
         .checked_mul(ph)
         .filter(|p| p.checked_mul(3).is_some_and(|n| n <= len))
-        .ok_or_else(|| {
-            Error::Frame(format!(
-                "planar buffer of {len} floats is smaller than 3x{ph}x{pw}"
-            ))
-        })?;
+        .ok_or_else(|| Error::Frame(format!("planar buffer of {len} floats is smaller than 3x{ph}x{pw}")))?;
     Ok(plane)
 }
 
@@ -126,10 +122,7 @@ impl Yuv {
         let l = self.kr * r + self.kg * g + self.kb * b;
         let cb = (b - l) / self.bu;
         let cr = (r - l) / self.rv;
-        (
-            round_u8(128.0 + self.c_scale * cb),
-            round_u8(128.0 + self.c_scale * cr),
-        )
+        (round_u8(128.0 + self.c_scale * cb), round_u8(128.0 + self.c_scale * cr))
     }
 }
 
@@ -137,13 +130,7 @@ impl Yuv {
 /// height) is filled by edge replication.
 ///
 /// `dst` must hold at least `3 * pw * ph` floats (only those are written).
-pub fn frame_to_planar(
-    src: &[u8],
-    layout: &FrameLayout,
-    dst: &mut [f32],
-    pw: usize,
-    ph: usize,
-) -> Result<()> {
+pub fn frame_to_planar(src: &[u8], layout: &FrameLayout, dst: &mut [f32], pw: usize, ph: usize) -> Result<()> {
     layout.validate(src.len())?;
     let plane = check_planar(dst.len(), pw, ph, layout)?;
     let (r, rest) = dst.split_at_mut(plane);
@@ -181,11 +168,7 @@ impl Planes<'_> {
     #[inline(always)]
     fn rows(&mut self, y: usize, w: usize) -> (&mut [f32], &mut [f32], &mut [f32]) {
         let o = y * self.pw;
-        (
-            &mut self.r[o..o + w],
-            &mut self.g[o..o + w],
-            &mut self.b[o..o + w],
-        )
+        (&mut self.r[o..o + w], &mut self.g[o..o + w], &mut self.b[o..o + w])
     }
 }
 
@@ -246,14 +229,7 @@ fn yuv420_to_planar<const NV12: bool>(src: &[u8], layout: &FrameLayout, mut p: P
 
 /// One row of YUV 4:2:0 to RGB, each chroma sample shared by two columns.
 #[inline(always)]
-fn yuv_row(
-    k: &Yuv,
-    luma: &[u8],
-    mut uv: impl Iterator<Item = (u8, u8)>,
-    r: &mut [f32],
-    g: &mut [f32],
-    b: &mut [f32],
-) {
+fn yuv_row(k: &Yuv, luma: &[u8], mut uv: impl Iterator<Item = (u8, u8)>, r: &mut [f32], g: &mut [f32], b: &mut [f32]) {
     let (lp, lrem) = luma.as_chunks::<2>();
     let (rp, rrem) = r.as_chunks_mut::<2>();
     let (gp, grem) = g.as_chunks_mut::<2>();
@@ -281,13 +257,7 @@ fn yuv_row(
 /// (clamped to [0,1], rounded). Alpha bytes of formats with alpha are set to 255, x
 /// bytes to 255 too. Bytes outside the planes' rows (stride padding) are untouched.
 /// YUV chroma is the average of each 2×2 block (of the pixels inside the frame).
-pub fn planar_to_frame(
-    src: &[f32],
-    pw: usize,
-    ph: usize,
-    layout: &FrameLayout,
-    dst: &mut [u8],
-) -> Result<()> {
+pub fn planar_to_frame(src: &[f32], pw: usize, ph: usize, layout: &FrameLayout, dst: &mut [u8]) -> Result<()> {
     layout.validate(dst.len())?;
     let plane = check_planar(src.len(), pw, ph, layout)?;
     let (r, rest) = src.split_at(plane);
@@ -353,11 +323,7 @@ fn row_range(layout: &FrameLayout, plane: usize, row: usize, len: usize) -> std:
     s..s + len
 }
 
-fn planar_to_yuv420<const NV12: bool>(
-    p: ConstPlanes<'_>,
-    layout: &FrameLayout,
-    dst: &mut [u8],
-) -> Result<()> {
+fn planar_to_yuv420<const NV12: bool>(p: ConstPlanes<'_>, layout: &FrameLayout, dst: &mut [u8]) -> Result<()> {
     let k = Yuv::new(layout.matrix, layout.full_range);
     let (w, h) = (layout.width, layout.height);
     let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
@@ -367,9 +333,7 @@ fn planar_to_yuv420<const NV12: bool>(
         let u_end = row_range(layout, 1, ch - 1, cw).end;
         let v_end = row_range(layout, 2, ch - 1, cw).end;
         if u0 < v_end && v0 < u_end {
-            return Err(Error::Frame(
-                "I420 layout: the U and V planes overlap".into(),
-            ));
+            return Err(Error::Frame("I420 layout: the U and V planes overlap".into()));
         }
     }
     for y in 0..h {
@@ -420,9 +384,7 @@ fn planar_to_yuv420<const NV12: bool>(
 #[inline(always)]
 fn for_each_block_mean(rows: [&[f32]; 6], mut f: impl FnMut(f32, f32, f32)) {
     let [r0, r1, g0, g1, b0, b1] = rows.map(|r| r.as_chunks::<2>());
-    let mean4 = |a: &[f32; 2], b: &[f32; 2]| {
-        0.25 * (clamp01(a[0]) + clamp01(a[1]) + clamp01(b[0]) + clamp01(b[1]))
-    };
+    let mean4 = |a: &[f32; 2], b: &[f32; 2]| 0.25 * (clamp01(a[0]) + clamp01(a[1]) + clamp01(b[0]) + clamp01(b[1]));
     let pairs =
         r0.0.iter()
             .zip(r1.0)
@@ -503,14 +465,7 @@ pub fn blend_labels(
 ///
 /// # Panics
 /// When a stride is below `width` or a slice is too small.
-pub fn copy_labels(
-    src: &[u8],
-    src_stride: usize,
-    width: usize,
-    height: usize,
-    dst: &mut [u8],
-    dst_stride: usize,
-) {
+pub fn copy_labels(src: &[u8], src_stride: usize, width: usize, height: usize, dst: &mut [u8], dst_stride: usize) {
     if width == 0 || height == 0 {
         return;
     }
@@ -519,15 +474,10 @@ pub fn copy_labels(
         "copy_labels: stride below width"
     );
     assert!(
-        src.len() >= (height - 1) * src_stride + width
-            && dst.len() >= (height - 1) * dst_stride + width,
+        src.len() >= (height - 1) * src_stride + width && dst.len() >= (height - 1) * dst_stride + width,
         "copy_labels: buffer too small"
     );
-    for (d, s) in dst
-        .chunks_mut(dst_stride)
-        .zip(src.chunks(src_stride))
-        .take(height)
-    {
+    for (d, s) in dst.chunks_mut(dst_stride).zip(src.chunks(src_stride)).take(height) {
         d[..width].copy_from_slice(&s[..width]);
     }
 }
@@ -569,20 +519,14 @@ pub fn logits_to_labels(
     if width == 0 || height == 0 {
         return;
     }
-    assert!(
-        (1..=256).contains(&classes),
-        "logits_to_labels: {classes} classes"
-    );
+    assert!((1..=256).contains(&classes), "logits_to_labels: {classes} classes");
     assert!(lh > 0 && lw > 0, "logits_to_labels: empty logits");
     assert!(
         width <= pw && height <= ph,
         "logits_to_labels: frame exceeds the output size"
     );
     let plane = lh * lw;
-    assert!(
-        logits.len() >= classes * plane,
-        "logits_to_labels: logits too small"
-    );
+    assert!(logits.len() >= classes * plane, "logits_to_labels: logits too small");
     assert!(
         dst.len() >= (height - 1) * pw + width,
         "logits_to_labels: dst too small"
@@ -617,12 +561,7 @@ pub fn logits_to_labels(
     let mut am = [[0u8; SPAN]; 2];
     for cx in (0..width).step_by(CHUNK) {
         let n = CHUNK.min(width - cx);
-        for (x, ((i0, i1), w1)) in (cx..).zip(
-            xi0[..n]
-                .iter_mut()
-                .zip(xi1[..n].iter_mut())
-                .zip(xw1[..n].iter_mut()),
-        ) {
+        for (x, ((i0, i1), w1)) in (cx..).zip(xi0[..n].iter_mut().zip(xi1[..n].iter_mut()).zip(xw1[..n].iter_mut())) {
             (*i0, *i1, *w1) = source_index(x, sx, lw);
         }
         // With lw <= pw, n columns read at most n + 1 source columns.
@@ -831,19 +770,11 @@ mod tests {
         let layout = FrameLayout::packed(PixelFormat::Rgb, 4, 1);
         let r = [-0.5, 1.7, 0.5, f32::NAN];
         let g = [0.0, 1.0, 0.499 / 255.0, 0.501 / 255.0];
-        let b = [
-            254.6 / 255.0,
-            254.49 / 255.0,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-        ];
+        let b = [254.6 / 255.0, 254.49 / 255.0, f32::INFINITY, f32::NEG_INFINITY];
         let planar: Vec<f32> = [r, g, b].concat();
         let mut out = vec![0u8; layout.size];
         planar_to_frame(&planar, 4, 1, &layout, &mut out).unwrap();
-        assert_eq!(
-            &out[..12],
-            &[0, 0, 255, 255, 255, 254, 128, 0, 255, 0, 1, 0]
-        );
+        assert_eq!(&out[..12], &[0, 0, 255, 255, 255, 254, 128, 0, 255, 0, 1, 0]);
     }
 
     #[test]
@@ -861,10 +792,7 @@ mod tests {
         }
         let mut planar = vec![-1.0; planar_len(pw, ph) + 7];
         frame_to_planar(&src, &layout, &mut planar, pw, ph).unwrap();
-        let r: Vec<u8> = planar[..pw * ph]
-            .iter()
-            .map(|v| (v * 255.0).round() as u8)
-            .collect();
+        let r: Vec<u8> = planar[..pw * ph].iter().map(|v| (v * 255.0).round() as u8).collect();
         #[rustfmt::skip]
         assert_eq!(r, [
             0, 1, 2, 2, 2,
@@ -877,9 +805,7 @@ mod tests {
             .map(|v| (v * 255.0).round() as u8)
             .collect();
         assert_eq!(g[pw * ph - 1], 112);
-        assert!(planar[2 * pw * ph..3 * pw * ph]
-            .iter()
-            .all(|&v| v == 200.0 * INV255));
+        assert!(planar[2 * pw * ph..3 * pw * ph].iter().all(|&v| v == 200.0 * INV255));
         assert!(
             planar[3 * pw * ph..].iter().all(|&v| v == -1.0),
             "past the planes untouched"
@@ -932,11 +858,7 @@ mod tests {
                     for y in 0..rows {
                         let a = packed.offsets[p] + y * packed.strides[p];
                         let b = wide.offsets[p] + y * wide.strides[p];
-                        assert_eq!(
-                            o1[a..a + row],
-                            o2[b..b + row],
-                            "{f} {w}x{h} plane {p} row {y}"
-                        );
+                        assert_eq!(o1[a..a + row], o2[b..b + row], "{f} {w}x{h} plane {p} row {y}");
                         // Stride padding untouched.
                         let pad = b + row..b + wide.strides[p];
                         assert_eq!(o2[pad.clone()], src2[pad]);
@@ -985,11 +907,7 @@ mod tests {
                 frame_to_planar(&src, layout, &mut planar, 3, 3).unwrap();
                 for (c, p) in planar.chunks_exact(9).enumerate() {
                     for &val in p {
-                        assert!(
-                            (val - rgb[c]).abs() < 1e-6,
-                            "{f} {y},{u},{v}: {val} vs {}",
-                            rgb[c]
-                        );
+                        assert!((val - rgb[c]).abs() < 1e-6, "{f} {y},{u},{v}: {val} vs {}", rgb[c]);
                     }
                 }
             }
@@ -1033,11 +951,7 @@ mod tests {
         let mut p = vec![0.0; planar_len(w, h)];
         for y in 0..h {
             for x in 0..w {
-                let (sx, sy) = if blocky {
-                    (x / 2 * 2, y / 2 * 2)
-                } else {
-                    (x, y)
-                };
+                let (sx, sy) = if blocky { (x / 2 * 2, y / 2 * 2) } else { (x, y) };
                 let (fx, fy) = (sx as f32 / 200.0, sy as f32 / 150.0);
                 p[y * w + x] = 0.1 + 0.8 * fx;
                 p[w * h + y * w + x] = 0.2 + 0.5 * fy + 0.2 * fx;
@@ -1065,14 +979,10 @@ mod tests {
                             planar_to_frame(&planar, w, h, &layout, &mut frame).unwrap();
                             let mut back = vec![0.0; planar.len()];
                             frame_to_planar(&frame, &layout, &mut back, w, h).unwrap();
-                            let errs = planar
-                                .iter()
-                                .zip(&back)
-                                .map(|(&a, &b)| to_u8(a).abs_diff(to_u8(b)));
+                            let errs = planar.iter().zip(&back).map(|(&a, &b)| to_u8(a).abs_diff(to_u8(b)));
                             let err = errs.clone().max().unwrap();
                             let mean = errs.map(f32::from).sum::<f32>() / planar.len() as f32;
-                            let what =
-                                format!("{f} {w}x{h} {matrix:?} full={full} blocky={blocky}");
+                            let what = format!("{f} {w}x{h} {matrix:?} full={full} blocky={blocky}");
                             assert!(err <= max_err, "{what}: {err}");
                             assert!(mean <= 1.0, "{what}: mean {mean}");
                         }
@@ -1096,10 +1006,7 @@ mod tests {
                         let mut again = yuv.clone();
                         planar_to_frame(&planar, w, h, &layout2, &mut again).unwrap();
                         let err = yuv.iter().zip(&again).map(|(&a, &b)| a.abs_diff(b)).max();
-                        assert!(
-                            err <= Some(1),
-                            "{f} {w}x{h} {matrix:?} full={full}: {err:?}"
-                        );
+                        assert!(err <= Some(1), "{f} {w}x{h} {matrix:?} full={full}: {err:?}");
                     }
                 }
             }
@@ -1110,8 +1017,7 @@ mod tests {
     fn chroma_is_the_block_mean() {
         // 3x3 I420: the chroma of the first block averages four pixels, the last
         // column block two, the corner block one.
-        let layout =
-            FrameLayout::packed(PixelFormat::I420, 3, 3).with_colorimetry(YuvMatrix::Bt601, true);
+        let layout = FrameLayout::packed(PixelFormat::I420, 3, 3).with_colorimetry(YuvMatrix::Bt601, true);
         let mut planar = vec![0.0; planar_len(3, 3)];
         // Blue channel only: B = 1 at (0,0) and (2,2); the corner block is pure blue.
         planar[18] = 1.0;
@@ -1166,18 +1072,9 @@ mod tests {
         let g = &planar[6..12];
         let b = &planar[12..];
         let close = |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(a, b)| (a - b).abs() < 1e-6);
-        assert!(
-            close(r, &[mix(255.0), mix(0.0), 0.5, 0.5, mix(10.0), 0.5]),
-            "{r:?}"
-        );
-        assert!(
-            close(g, &[mix(0.0), mix(255.0), 0.5, 0.5, mix(20.0), 0.5]),
-            "{g:?}"
-        );
-        assert!(
-            close(b, &[mix(0.0), mix(0.0), 0.5, 0.5, mix(30.0), 0.5]),
-            "{b:?}"
-        );
+        assert!(close(r, &[mix(255.0), mix(0.0), 0.5, 0.5, mix(10.0), 0.5]), "{r:?}");
+        assert!(close(g, &[mix(0.0), mix(255.0), 0.5, 0.5, mix(20.0), 0.5]), "{g:?}");
+        assert!(close(b, &[mix(0.0), mix(0.0), 0.5, 0.5, mix(30.0), 0.5]), "{b:?}");
         assert_eq!(planar[2], 0.5);
         assert_eq!(planar[3], 0.5);
         // Alpha 1 paints the colour exactly; alpha 0 leaves the image.
@@ -1198,14 +1095,7 @@ mod tests {
     }
 
     /// Straightforward reference: upsample every class, then take the argmax.
-    fn naive_labels(
-        logits: &[f32],
-        classes: usize,
-        lh: usize,
-        lw: usize,
-        ph: usize,
-        pw: usize,
-    ) -> Vec<u8> {
+    fn naive_labels(logits: &[f32], classes: usize, lh: usize, lw: usize, ph: usize, pw: usize) -> Vec<u8> {
         let (sy, sx) = (lh as f32 / ph as f32, lw as f32 / pw as f32);
         let mut out = vec![0u8; ph * pw];
         for y in 0..ph {
@@ -1255,6 +1145,30 @@ mod tests {
     }
 
     #[test]
+    fn smooth_logits_match_reference() {
+        // Large class regions: most pixels take the corner-agreement shortcut.
+        let (classes, lh, lw, ph, pw) = (7, 20, 70, 160, 560);
+        let mut logits = vec![0.0f32; classes * lh * lw];
+        for c in 0..classes {
+            let (cx, cy) = ((c * 3 % 7) as f32 / 7.0, (c * 5 % 7) as f32 / 7.0);
+            for y in 0..lh {
+                for x in 0..lw {
+                    let (dx, dy) = (x as f32 / lw as f32 - cx, y as f32 / lh as f32 - cy);
+                    logits[(c * lh + y) * lw + x] = -(dx * dx + dy * dy);
+                }
+            }
+        }
+        let expect = naive_labels(&logits, classes, lh, lw, ph, pw);
+        let mut dst = vec![0u8; ph * pw];
+        logits_to_labels(&logits, classes, lh, lw, ph, pw, pw - 5, ph - 3, &mut dst);
+        for y in 0..ph - 3 {
+            assert_eq!(dst[y * pw..y * pw + pw - 5], expect[y * pw..y * pw + pw - 5], "row {y}");
+        }
+        let distinct = (0..classes as u8).filter(|c| expect.contains(c)).count();
+        assert!(distinct >= 5, "{distinct}");
+    }
+
+    #[test]
     fn logits_match_reference() {
         let to_f = |b: &[u8]| b.iter().map(|&v| f32::from(v) / 17.0).collect::<Vec<f32>>();
         for (classes, lh, lw, ph, pw) in [
@@ -1275,11 +1189,7 @@ mod tests {
             logits_to_labels(&logits, classes, lh, lw, ph, pw, w, h, &mut part);
             for y in 0..ph {
                 for x in 0..pw {
-                    let e = if y < h && x < w {
-                        expect[y * pw + x]
-                    } else {
-                        200
-                    };
+                    let e = if y < h && x < w { expect[y * pw + x] } else { 200 };
                     assert_eq!(part[y * pw + x], e);
                 }
             }

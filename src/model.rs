@@ -256,13 +256,7 @@ impl ModelSpec {
             path: self.path.clone(),
             message,
         };
-        let list = |decls: &[TensorDecl]| {
-            decls
-                .iter()
-                .map(|d| d.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let list = |decls: &[TensorDecl]| decls.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(", ");
         let find = |decls: &'_ [TensorDecl], name: &str, what: &str| {
             decls.iter().find(|d| d.name == name).cloned().ok_or_else(|| {
                 bad(format!(
@@ -393,8 +387,10 @@ labels = "labels"
         assert!(e.to_string().contains("size_multiple = 0"), "{e}");
         let e = spec(&JOINT.replace("size_multiple = 8", "")).unwrap_err();
         assert!(e.to_string().contains("size_multiple"), "{e}");
-        let e = spec(&format!("{JOINT}\n[[classes]]\nid = 1\nname = \"a\"\ncolor = [1, 2, 3]\n"))
-            .unwrap_err();
+        let e = spec(&format!(
+            "{JOINT}\n[[classes]]\nid = 1\nname = \"a\"\ncolor = [1, 2, 3]\n"
+        ))
+        .unwrap_err();
         assert!(e.to_string().contains("without gaps"), "{e}");
         let e = spec(&JOINT.replace("version", "verzion")).unwrap_err();
         assert!(e.to_string().contains("verzion"), "{e}");

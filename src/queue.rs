@@ -146,7 +146,10 @@ pub struct QueueConfig {
 impl QueueConfig {
     pub fn validate(&self) -> Result<()> {
         if !(1..=64).contains(&self.batch_size) {
-            return Err(Error::Invalid(format!("batch-size {} is outside 1..=64", self.batch_size)));
+            return Err(Error::Invalid(format!(
+                "batch-size {} is outside 1..=64",
+                self.batch_size
+            )));
         }
         if self.max_in_flight < self.batch_size || self.max_in_flight > 1024 {
             return Err(Error::Invalid(format!(
@@ -333,7 +336,10 @@ enum DoneKind<O, E> {
 }
 
 enum Done<O, E> {
-    Seq { seq: u64, kind: DoneKind<O, E> },
+    Seq {
+        seq: u64,
+        kind: DoneKind<O, E>,
+    },
     /// Not tied to a position: the backend could not be built.
     Fatal(Error),
     /// Wakes a blocked `recv` (flush, shutdown).
@@ -448,7 +454,10 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
         let mut threads = Vec::new();
         for i in 0..shared.config.workers {
             let (sh, rx, tx) = (shared.clone(), pre_rx.clone(), infer_tx.clone());
-            threads.push(spawn(format!("dseg-pre-{i}"), Box::new(move || pre_worker(sh, rx, tx)))?);
+            threads.push(spawn(
+                format!("dseg-pre-{i}"),
+                Box::new(move || pre_worker(sh, rx, tx)),
+            )?);
             let (sh, rx) = (shared.clone(), post_rx.clone());
             threads.push(spawn(format!("dseg-post-{i}"), Box::new(move || post_worker(sh, rx)))?);
         }
@@ -696,11 +705,7 @@ impl<P: Processor, E: Send + 'static> Drop for FrameQueue<P, E> {
     }
 }
 
-fn pre_worker<P: Processor, E>(
-    sh: Arc<Shared<P, E>>,
-    rx: Receiver<Work<P::Frame>>,
-    tx: Sender<Staged<P::Frame>>,
-) {
+fn pre_worker<P: Processor, E>(sh: Arc<Shared<P, E>>, rx: Receiver<Work<P::Frame>>, tx: Sender<Staged<P::Frame>>) {
     let mut estimator = SigmaEstimator::new();
     while let Ok(mut w) = rx.recv() {
         if sh.stale(w.epoch) {
@@ -750,8 +755,7 @@ fn inference_thread<P: Processor, E>(
     tx: Sender<Staged<P::Frame>>,
     factory: BackendFactory,
 ) {
-    let built = catch_unwind(AssertUnwindSafe(factory))
-        .unwrap_or_else(|p| Err(Error::Panic(panic_message(p))));
+    let built = catch_unwind(AssertUnwindSafe(factory)).unwrap_or_else(|p| Err(Error::Panic(panic_message(p))));
     let mut backend = match built {
         Ok(b) => b,
         Err(e) => {
@@ -876,9 +880,7 @@ fn post_worker<P: Processor, E>(sh: Arc<Shared<P, E>>, rx: Receiver<Staged<P::Fr
         let result = catch_unwind(AssertUnwindSafe(|| {
             if t.logits_shape[0] > 0 && !t.has_labels {
                 let [c, lh, lw] = t.logits_shape;
-                convert::logits_to_labels(
-                    &t.logits, c, lh, lw, t.ph, t.pw, t.width, t.height, &mut t.labels,
-                );
+                convert::logits_to_labels(&t.logits, c, lh, lw, t.ph, t.pw, t.width, t.height, &mut t.labels);
                 t.has_labels = true;
             }
             sh.processor.post(s.frame, t)
@@ -895,4 +897,3 @@ fn post_worker<P: Processor, E>(sh: Arc<Shared<P, E>>, rx: Receiver<Staged<P::Fr
         sh.done(seq, kind);
     }
 }
-

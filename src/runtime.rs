@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use ort::ep::{self, ExecutionProvider};
 use ort::environment::Environment;
+use ort::ep::{self, ExecutionProvider};
 pub use ort::logging::LogLevel;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
@@ -85,7 +85,11 @@ pub fn environment(candidates: &[PathBuf]) -> Result<(Environment, PathBuf)> {
     Err(Error::Library(format!(
         "cannot load ONNX Runtime {ORT_VERSION} ({ORT_LIBRARY_NAME}); tried {}. Run `make setup` \
          (or scripts/setup-ort.sh), or set the element's ort-library property or ORT_DYLIB_PATH",
-        if errors.is_empty() { "nothing".to_string() } else { errors.join("; ") }
+        if errors.is_empty() {
+            "nothing".to_string()
+        } else {
+            errors.join("; ")
+        }
     )))
 }
 
@@ -257,10 +261,8 @@ fn session_for(env: &Environment, spec: &ModelSpec, p: Provider, opts: &SessionO
             provider: p.name().into(),
             message: e.to_string(),
         })?;
-    b.commit_from_file(&spec.path).map_err(|e| Error::Ort(format!(
-        "cannot load model {}: {e}",
-        spec.path.display()
-    )))
+    b.commit_from_file(&spec.path)
+        .map_err(|e| Error::Ort(format!("cannot load model {}: {e}", spec.path.display())))
 }
 
 /// Describes a graph's inputs or outputs for the contract check.
@@ -390,11 +392,9 @@ impl Backend for OrtBackend {
                 .run(ort::inputs![spec.image_input.as_str() => image])?,
         };
 
-        let bad_shape = |what: &str, got: &[i64]| {
-            Error::Contract {
-                path: spec.path.clone(),
-                message: format!("output '{what}' has shape {got:?} for an input of {shape:?}"),
-            }
+        let bad_shape = |what: &str, got: &[i64]| Error::Contract {
+            path: spec.path.clone(),
+            message: format!("output '{what}' has shape {got:?} for an input of {shape:?}"),
         };
         if let Some(name) = &spec.denoised_output {
             let (s, data) = outputs[name.as_str()].try_extract_tensor::<f32>()?;
@@ -418,11 +418,7 @@ impl Backend for OrtBackend {
         }
         if let Some(name) = &spec.logits_output {
             let (s, data) = outputs[name.as_str()].try_extract_tensor::<f32>()?;
-            let ok = s.len() == 4
-                && s[0] == n as i64
-                && s[1] as usize == spec.classes.len()
-                && s[2] > 0
-                && s[3] > 0;
+            let ok = s.len() == 4 && s[0] == n as i64 && s[1] as usize == spec.classes.len() && s[2] > 0 && s[3] > 0;
             if !ok {
                 return Err(bad_shape(name, s));
             }

