@@ -15,8 +15,10 @@
 //! - `src` (always): the same caps, carrying the denoised frame, or with
 //!   `output=overlay` the class colours blended over it. Each buffer also carries the
 //!   class map in a custom meta named `DenoisesegMaskMeta` (fields `mask`: GRAY8
-//!   buffer, `width`, `height`, `stride`, `classes`), so an appsink can read it
-//!   without linking `mask`.
+//!   buffer of class ids, `width`, `height`, `stride`: bytes per mask row, `classes`,
+//!   and `palette`: a `GBytes` of 3 × `classes` bytes, the RGB colour of each class
+//!   id), so an appsink, or `segoverlay` on another branch after a tee, can use it
+//!   without linking `mask`. The meta survives buffer copies.
 //! - `mask` (request): GRAY8 frames of class ids, same size and timestamps.
 //!
 //! Frames go through the engine's frame queue (pre-processing workers, one batching
@@ -256,6 +258,9 @@ enum QEvent {
 struct Proc {
     size_multiple: usize,
     palette: Vec<[u8; 3]>,
+    /// The same palette as the meta's `palette` field: made once per start, each
+    /// frame's meta takes a reference.
+    palette_bytes: glib::Bytes,
     classes: u32,
     /// The model does not denoise: the input is the output image.
     keep_input: bool,
@@ -305,8 +310,11 @@ impl Processor for Proc {
         let mut buffer = match frame.input {
             Some(input) if !overlay => input.into_buffer(),
             _ => {
-                if overlay && t.has_labels {
-                    let alpha = f32::from_bits(self.tunables.alpha.load(Ordering::Relaxed));
+                let alpha = f32::from_bits(self.tunables.alpha.load(Ordering::Relaxed));
+                // Packed RGB: blend over the 8-bit frame, as segoverlay does, so both
+                // give the same bytes; YUV: blend before conversion.
+                let blend_packed = overlay && t.has_labels && !info.format.is_yuv();
+                if overlay && t.has_labels && info.format.is_yuv() {
                     let (pw, ph) = (t.pw, t.ph);
                     convert::blend_labels(&mut t.image, pw, ph, w, h, &t.labels, pw, &self.palette, alpha);
                 }
@@ -320,6 +328,16 @@ impl Processor for Proc {
                         .map_writable()
                         .map_err(|_| Error::Frame("cannot map an output buffer".into()))?;
                     convert::planar_to_frame(&t.image, t.pw, t.ph, &info.out_layout, map.as_mut_slice())?;
+                    if blend_packed {
+                        convert::blend_labels_frame(
+                            map.as_mut_slice(),
+                            &info.out_layout,
+                            &t.labels,
+                            t.pw,
+                            &self.palette,
+                            alpha,
+                        )?;
+                    }
                 }
                 out
             }
@@ -336,6 +354,7 @@ impl Processor for Proc {
                 s.set("height", h as u32);
                 s.set("stride", info.mask_info.stride()[0] as u32);
                 s.set("classes", self.classes);
+                s.set("palette", self.palette_bytes.clone());
             }
         }
         Ok(Out { buffer, mask })
@@ -919,6 +938,7 @@ impl DenoiseSeg {
         let proc = Arc::new(Proc {
             size_multiple: spec.size_multiple,
             palette: spec.palette(),
+            palette_bytes: glib::Bytes::from_owned(spec.palette().concat()),
             classes: spec.classes.len() as u32,
             keep_input: !spec.denoises(),
             tunables: self.out_tunables.clone(),

@@ -1,0 +1,11 @@
+//! `denoiseseg bench` (being written).
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn main(_args: Args, _verbose: u8) -> Result<ExitCode> {
+    bail!("bench is not implemented yet")
+}

@@ -1,0 +1,517 @@
+//! What every command shares: finding the plugin and the shipped models, the element's
+//! options, running a pipeline to its end with progress and Ctrl-C, and pairing frames
+//! from several appsinks by timestamp.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use gst::glib;
+use gst::prelude::*;
+use gst_video::prelude::*;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// The shipped default model's file name.
+pub const DEFAULT_MODEL: &str = "denoiseseg-sdb-small.onnx";
+/// The shipped sample clip, relative to the models folder.
+pub const SAMPLE_CLIP: &str = "sample/street.mp4";
+/// Its label maps (GRAY8 train ids, FFV1), relative to the models folder.
+pub const SAMPLE_LABELS: &str = "sample/street-labels.mkv";
+
+/// The folder of the running executable.
+fn exe_dir() -> Option<PathBuf> {
+    std::env::current_exe().ok()?.parent().map(Path::to_path_buf)
+}
+
+/// Initializes GStreamer and makes sure the `denoiseseg` plugin is loaded: the one
+/// beside the executable first (both land in target/<profile>/), then whatever
+/// GST_PLUGIN_PATH and the system registry give.
+pub fn init_gstreamer() -> Result<()> {
+    gst::init().context("cannot initialize GStreamer")?;
+    if let Some(dir) = exe_dir() {
+        let so = dir.join("libgstdenoiseseg.so");
+        if so.is_file() && gst::ElementFactory::find("denoiseseg").is_none() {
+            gst::Plugin::load_file(&so).with_context(|| format!("cannot load the plugin {}", so.display()))?;
+        }
+    }
+    if gst::ElementFactory::find("denoiseseg").is_none() {
+        bail!(
+            "the denoiseseg GStreamer plugin was found neither beside this program nor in GST_PLUGIN_PATH; \
+             run `make build` (it lands in target/release/libgstdenoiseseg.so)"
+        );
+    }
+    Ok(())
+}
+
+/// The folder with the shipped models: $DENOISESEG_MODEL_DIR, the source tree's models/
+/// seen from target/<profile>/, or the source tree the app was built from.
+pub fn models_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("DENOISESEG_MODEL_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = exe_dir() {
+        let candidate = dir.join("../../models");
+        if candidate.join(DEFAULT_MODEL).is_file() {
+            return candidate.canonicalize().unwrap_or(candidate);
+        }
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
+}
+
+/// A model path given by the user, or the shipped default.
+pub fn resolve_model(model: Option<&Path>) -> Result<PathBuf> {
+    let path = match model {
+        Some(p) => p.to_path_buf(),
+        None => models_dir().join(DEFAULT_MODEL),
+    };
+    if !path.is_file() {
+        bail!("no model at {}", path.display());
+    }
+    Ok(path)
+}
+
+/// Quotes a value for a gst-launch pipeline description.
+pub fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The `denoiseseg` element's options, shared by run, demo, eval and bench.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ElementOpts {
+    /// ONNX model with its .toml sidecar beside it [default: the shipped denoiseseg-sdb-small.onnx]
+    #[arg(long, value_name = "FILE.onnx")]
+    pub model: Option<PathBuf>,
+    /// Property preset (TOML, see configs/), applied before the other options
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// Execution provider: auto, tensorrt, cuda or cpu
+    #[arg(long, value_name = "NAME")]
+    pub provider: Option<String>,
+    /// CUDA device index for tensorrt and cuda
+    #[arg(long, value_name = "N")]
+    pub device_id: Option<u32>,
+    /// TensorRT half precision (true/false)
+    #[arg(long, value_name = "BOOL")]
+    pub fp16: Option<bool>,
+    /// Folder for TensorRT engine and timing caches
+    #[arg(long, value_name = "DIR")]
+    pub engine_cache_dir: Option<PathBuf>,
+    /// Path of libonnxruntime.so.1
+    #[arg(long, value_name = "FILE")]
+    pub ort_library: Option<PathBuf>,
+    /// ONNX Runtime intra-op threads (0 = one per core)
+    #[arg(long, value_name = "N")]
+    pub inference_threads: Option<u32>,
+    /// Frames per inference call (1-64)
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<u32>,
+    /// Longest wait for a batch to fill, in milliseconds
+    #[arg(long, value_name = "MS")]
+    pub batch_timeout: Option<u32>,
+    /// Most frames inside the element at once
+    #[arg(long, value_name = "N")]
+    pub max_in_flight: Option<u32>,
+    /// Pre- and post-processing threads, each
+    #[arg(long, value_name = "N")]
+    pub workers: Option<u32>,
+    /// Noise sigma in 8-bit units fed to the model; -1 estimates it per frame
+    #[arg(long, value_name = "SIGMA", allow_negative_numbers = true)]
+    pub noise_level: Option<f64>,
+    /// Drop the oldest waiting frame instead of blocking the source (live sources)
+    #[arg(long)]
+    pub leaky: bool,
+    /// Opacity of the class colours in overlay views (0-1)
+    #[arg(long, value_name = "A")]
+    pub overlay_alpha: Option<f64>,
+    /// Any other element property, as NAME=VALUE (repeatable)
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl ElementOpts {
+    /// The (property, value) pairs these options set, in the order they apply.
+    pub fn properties(&self) -> Result<Vec<(String, String)>> {
+        let mut p: Vec<(String, String)> = Vec::new();
+        let mut put = |k: &str, v: String| p.push((k.to_string(), v));
+        if let Some(v) = &self.config {
+            put("config", v.display().to_string());
+        }
+        put("model", resolve_model(self.model.as_deref())?.display().to_string());
+        if let Some(v) = &self.provider {
+            put("execution-provider", v.clone());
+        }
+        if let Some(v) = self.device_id {
+            put("device-id", v.to_string());
+        }
+        if let Some(v) = self.fp16 {
+            put("fp16", v.to_string());
+        }
+        if let Some(v) = &self.engine_cache_dir {
+            put("engine-cache-dir", v.display().to_string());
+        }
+        if let Some(v) = &self.ort_library {
+            put("ort-library", v.display().to_string());
+        }
+        if let Some(v) = self.inference_threads {
+            put("inference-threads", v.to_string());
+        }
+        if let Some(v) = self.batch_size {
+            put("batch-size", v.to_string());
+        }
+        if let Some(v) = self.batch_timeout {
+            put("batch-timeout", v.to_string());
+        }
+        if let Some(v) = self.max_in_flight {
+            put("max-in-flight", v.to_string());
+        }
+        if let Some(v) = self.workers {
+            put("workers", v.to_string());
+        }
+        if let Some(v) = self.noise_level {
+            put("noise-level", v.to_string());
+        }
+        if self.leaky {
+            put("leaky", "true".into());
+        }
+        if let Some(v) = self.overlay_alpha {
+            put("overlay-alpha", v.to_string());
+        }
+        for kv in &self.set {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--set {kv}: expected NAME=VALUE"))?;
+            put(k.trim(), v.trim().to_string());
+        }
+        Ok(p)
+    }
+
+    /// Applies the options to a `denoiseseg` element; a bad name or value is an error
+    /// that names it, never a panic.
+    pub fn apply(&self, element: &gst::Element) -> Result<()> {
+        for (name, value) in self.properties()? {
+            set_property_checked(element, &name, &value)?;
+        }
+        Ok(())
+    }
+}
+
+/// Sets a property from text after checking that it exists, is writable, parses and
+/// lies in range (glib would panic on an out-of-range value).
+pub fn set_property_checked(element: &gst::Element, name: &str, value: &str) -> Result<()> {
+    let factory = element.factory().map(|f| f.name().to_string()).unwrap_or_default();
+    let pspec = element
+        .find_property(name)
+        .ok_or_else(|| anyhow!("{factory} has no property '{name}' (see gst-inspect-1.0 {factory})"))?;
+    if !pspec.flags().contains(glib::ParamFlags::WRITABLE) {
+        bail!("property '{name}' of {factory} is read-only");
+    }
+    let v = glib::Value::deserialize(value, pspec.value_type())
+        .map_err(|_| anyhow!("'{value}' is not a valid value for {name} ({})", pspec.value_type()))?;
+    let range = if let Some(p) = pspec.downcast_ref::<glib::ParamSpecUInt>() {
+        let x = v.get::<u32>()?;
+        (x < p.minimum() || x > p.maximum()).then(|| format!("{}..={}", p.minimum(), p.maximum()))
+    } else if let Some(p) = pspec.downcast_ref::<glib::ParamSpecInt>() {
+        let x = v.get::<i32>()?;
+        (x < p.minimum() || x > p.maximum()).then(|| format!("{}..={}", p.minimum(), p.maximum()))
+    } else if let Some(p) = pspec.downcast_ref::<glib::ParamSpecUInt64>() {
+        let x = v.get::<u64>()?;
+        (x < p.minimum() || x > p.maximum()).then(|| format!("{}..={}", p.minimum(), p.maximum()))
+    } else if let Some(p) = pspec.downcast_ref::<glib::ParamSpecDouble>() {
+        let x = v.get::<f64>()?;
+        (!(p.minimum()..=p.maximum()).contains(&x)).then(|| format!("{}..={}", p.minimum(), p.maximum()))
+    } else {
+        None
+    };
+    if let Some(range) = range {
+        bail!("{name} = {value} is out of range {range}");
+    }
+    element.set_property_from_value(name, &v);
+    Ok(())
+}
+
+/// Ctrl-C: the first press asks the pipeline to finish (EOS, so files are finalized),
+/// the second aborts.
+static INTERRUPTS: AtomicU32 = AtomicU32::new(0);
+
+pub fn install_ctrl_c() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            let n = INTERRUPTS.fetch_add(1, Ordering::SeqCst) + 1;
+            if n == 1 {
+                eprintln!("\ninterrupted: finishing the stream (Ctrl-C again to abort)");
+            }
+        });
+    });
+}
+
+fn interrupts() -> u32 {
+    INTERRUPTS.load(Ordering::SeqCst)
+}
+
+/// How a pipeline ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Eos,
+    /// Ctrl-C, then EOS: outputs are finalized.
+    Interrupted,
+    /// Ctrl-C twice: stopped without finishing.
+    Aborted,
+}
+
+/// Progress display while a pipeline runs.
+pub enum Progress {
+    None,
+    /// A file: a bar over its duration.
+    File,
+    /// A live source: a spinner with live statistics.
+    Live,
+}
+
+/// Reads the element's frame counter and the pipeline's position for the progress line.
+fn frames_of(element: Option<&gst::Element>) -> u64 {
+    element.map(|e| e.property::<u64>("frames-processed")).unwrap_or(0)
+}
+
+/// Runs `pipeline` to its end: EOS, an error (returned with GStreamer's detail as
+/// context for `-v`), or Ctrl-C. `element` is the denoiseseg element, for the
+/// progress line.
+pub fn run_pipeline(pipeline: &gst::Pipeline, element: Option<&gst::Element>, progress: Progress) -> Result<Ending> {
+    install_ctrl_c();
+    let bus = pipeline.bus().expect("a pipeline has a bus");
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|_| first_error(&bus).unwrap_or_else(|| anyhow!("the pipeline refused to start")))?;
+    let bar = match progress {
+        Progress::None => ProgressBar::hidden(),
+        Progress::File => {
+            let b = ProgressBar::new(0);
+            b.set_style(
+                ProgressStyle::with_template("{bar:30.cyan/blue} {percent:>3}% {msg}  ETA {eta}")
+                    .expect("valid template"),
+            );
+            b
+        }
+        Progress::Live => {
+            let b = ProgressBar::new_spinner();
+            b.set_style(ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"));
+            b
+        }
+    };
+    let started = Instant::now();
+    let mut sent_eos = false;
+    let ending = loop {
+        if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
+            use gst::MessageView;
+            match msg.view() {
+                MessageView::Eos(_) => break if sent_eos { Ending::Interrupted } else { Ending::Eos },
+                MessageView::Error(e) => {
+                    bar.finish_and_clear();
+                    let _ = pipeline.set_state(gst::State::Null);
+                    return Err(error_of(e));
+                }
+                MessageView::Warning(w) => {
+                    bar.suspend(|| eprintln!("warning: {}", w.error()));
+                }
+                _ => {}
+            }
+        }
+        match interrupts() {
+            0 => {}
+            1 if !sent_eos => {
+                sent_eos = true;
+                pipeline.send_event(gst::event::Eos::new());
+            }
+            1 => {}
+            _ => break Ending::Aborted,
+        }
+        let frames = frames_of(element);
+        let fps = frames as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        match progress {
+            Progress::None => {}
+            Progress::File => {
+                if let (Some(pos), Some(dur)) = (
+                    pipeline.query_position::<gst::ClockTime>(),
+                    pipeline.query_duration::<gst::ClockTime>(),
+                ) {
+                    bar.set_length(dur.mseconds().max(1));
+                    bar.set_position(pos.mseconds().min(dur.mseconds()));
+                }
+                bar.set_message(format!("{frames} frames, {fps:.1} frames/s"));
+            }
+            Progress::Live => {
+                let dropped = element.map(|e| e.property::<u64>("frames-dropped")).unwrap_or(0);
+                let latency = element.map(|e| e.property::<f64>("mean-latency")).unwrap_or(0.0);
+                bar.set_message(format!(
+                    "{frames} frames, {fps:.1} frames/s, {dropped} dropped, latency {latency:.0} ms"
+                ));
+                bar.tick();
+            }
+        }
+    };
+    bar.finish_and_clear();
+    pipeline
+        .set_state(gst::State::Null)
+        .context("cannot stop the pipeline")?;
+    Ok(ending)
+}
+
+/// A GStreamer error message as one line, with the debug detail as its cause.
+fn error_of(e: &gst::message::Error) -> anyhow::Error {
+    let src = e
+        .src()
+        .map(|s| s.path_string().to_string())
+        .unwrap_or_else(|| "pipeline".into());
+    let detail = e.debug().map(|d| d.to_string()).unwrap_or_default();
+    let short = src.rsplit('/').next().unwrap_or(&src).to_string();
+    anyhow!("{detail}\n(from {src})").context(format!("{short}: {}", e.error()))
+}
+
+fn first_error(bus: &gst::Bus) -> Option<anyhow::Error> {
+    while let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(500)) {
+        if let gst::MessageView::Error(e) = msg.view() {
+            return Some(error_of(e));
+        }
+    }
+    None
+}
+
+/// An interleaved 8-bit RGB frame copied out of a sample, tightly packed.
+#[derive(Clone, Debug)]
+pub struct RgbFrame {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<u8>,
+    /// The class map from the denoiseseg meta, tightly packed, when the buffer has one.
+    pub mask: Option<Vec<u8>>,
+}
+
+/// Copies an RGB (or GRAY8) sample into a packed frame, with the class-map meta if present.
+pub fn frame_of(sample: &gst::Sample) -> Result<RgbFrame> {
+    let buffer = sample.buffer().ok_or_else(|| anyhow!("sample without buffer"))?;
+    let caps = sample.caps().ok_or_else(|| anyhow!("sample without caps"))?;
+    let info = gst_video::VideoInfo::from_caps(caps).context("sample caps")?;
+    let frame =
+        gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).map_err(|_| anyhow!("cannot map a frame"))?;
+    let (w, h) = (info.width() as usize, info.height() as usize);
+    let bpp = match info.format() {
+        gst_video::VideoFormat::Rgb => 3,
+        gst_video::VideoFormat::Gray8 => 1,
+        f => bail!("expected RGB or GRAY8 frames, got {f:?}"),
+    };
+    let stride = frame.plane_stride()[0] as usize;
+    let plane = frame.plane_data(0).map_err(|_| anyhow!("cannot read a plane"))?;
+    let mut data = Vec::with_capacity(w * h * bpp);
+    for y in 0..h {
+        data.extend_from_slice(&plane[y * stride..y * stride + w * bpp]);
+    }
+    let mask = gst::meta::CustomMeta::from_buffer(buffer, "DenoisesegMaskMeta")
+        .ok()
+        .and_then(|m| {
+            let s = m.structure();
+            let mb = s.get::<gst::Buffer>("mask").ok()?;
+            let ms = s.get::<u32>("stride").ok()? as usize;
+            let map = mb.map_readable().ok()?;
+            let mut out = Vec::with_capacity(w * h);
+            for y in 0..h {
+                out.extend_from_slice(map.get(y * ms..y * ms + w)?);
+            }
+            Some(out)
+        });
+    Ok(RgbFrame {
+        width: w,
+        height: h,
+        data,
+        mask,
+    })
+}
+
+/// Pairs frames from several appsinks by presentation timestamp and hands each
+/// complete set, in timestamp order, to a callback. Frames only some sinks saw (a
+/// leaky drop) are counted and discarded at the end.
+pub struct FrameSets {
+    inner: Arc<Mutex<SetsInner>>,
+}
+
+struct SetsInner {
+    sinks: usize,
+    pending: BTreeMap<u64, Vec<Option<RgbFrame>>>,
+    error: Option<String>,
+    on_set: Box<dyn FnMut(u64, Vec<RgbFrame>) + Send>,
+}
+
+impl FrameSets {
+    /// Connects to `sinks` (appsinks by name in `pipeline`); `on_set(pts, frames)` gets
+    /// the frames in the order of `sinks`.
+    pub fn connect(
+        pipeline: &gst::Pipeline,
+        sinks: &[&str],
+        on_set: impl FnMut(u64, Vec<RgbFrame>) + Send + 'static,
+    ) -> Result<FrameSets> {
+        let inner = Arc::new(Mutex::new(SetsInner {
+            sinks: sinks.len(),
+            pending: BTreeMap::new(),
+            error: None,
+            on_set: Box::new(on_set),
+        }));
+        for (i, name) in sinks.iter().enumerate() {
+            let sink = pipeline
+                .by_name(name)
+                .ok_or_else(|| anyhow!("no element {name} in the pipeline"))?
+                .downcast::<gst_app::AppSink>()
+                .map_err(|_| anyhow!("{name} is not an appsink"))?;
+            let inner = inner.clone();
+            sink.set_callbacks(
+                gst_app::AppSinkCallbacks::builder()
+                    .new_sample(move |s| {
+                        let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                        let mut g = inner.lock().unwrap_or_else(|e| e.into_inner());
+                        let pts = sample.buffer().and_then(|b| b.pts()).map(|t| t.nseconds()).unwrap_or(0);
+                        match frame_of(&sample) {
+                            Ok(f) => g.add(i, pts, f),
+                            Err(e) => {
+                                g.error.get_or_insert(e.to_string());
+                            }
+                        }
+                        Ok(gst::FlowSuccess::Ok)
+                    })
+                    .build(),
+            );
+        }
+        Ok(FrameSets { inner })
+    }
+
+    /// Frames that never completed a set, and the first frame error, if any.
+    pub fn finish(&self) -> Result<usize> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = &g.error {
+            bail!("{e}");
+        }
+        Ok(g.pending.len())
+    }
+}
+
+impl SetsInner {
+    fn add(&mut self, i: usize, pts: u64, f: RgbFrame) {
+        let n = self.sinks;
+        let slot = self.pending.entry(pts).or_insert_with(|| vec![None; n]);
+        slot[i] = Some(f);
+        if slot.iter().all(Option::is_some) {
+            let set = self
+                .pending
+                .remove(&pts)
+                .expect("present")
+                .into_iter()
+                .flatten()
+                .collect();
+            (self.on_set)(pts, set);
+        }
+    }
+}
+
+/// Seconds as a duration for display.
+pub fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
