@@ -148,10 +148,12 @@ fn print_text(c: &Checked, classes: bool) {
             println!("  classes:");
             for k in &s.classes {
                 let [r, g, b] = k.color;
-                println!(
-                    "    {:>3}  \x1b[48;2;{r};{g};{b}m  \x1b[0m #{r:02x}{g:02x}{b:02x}  {}",
-                    k.id, k.name
-                );
+                let swatch = if std::io::stdout().is_terminal() {
+                    format!("\x1b[48;2;{r};{g};{b}m  \x1b[0m ")
+                } else {
+                    String::new()
+                };
+                println!("    {:>3}  {swatch}#{r:02x}{g:02x}{b:02x}  {}", k.id, k.name);
             }
         } else {
             let names: Vec<&str> = s.classes.iter().map(|k| k.name.as_str()).collect();

@@ -1,11 +1,308 @@
-//! `denoiseseg run` (being written).
+//! `denoiseseg run`: a video file, a URI or a camera through the element, to a file,
+//! the screen or nowhere, with an optional lossless class-map output.
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use gst::prelude::*;
+
+use crate::common::{self, quote, ElementOpts, Ending, Progress};
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum View {
+    /// The denoised frames
+    #[default]
+    Denoised,
+    /// The class colours blended over the denoised frames
+    Overlay,
+    /// Input, denoised and overlay side by side, with a class legend
+    Mosaic,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  denoiseseg run dashcam.mp4 -o annotated.mp4 --view overlay
+  denoiseseg run dashcam.mp4 -o mosaic.mkv --view mosaic --size 640x320
+  denoiseseg run /dev/video0 -o screen --leaky
+  denoiseseg run rtsp://192.168.1.20/stream -o record.mp4 --mask-output classes.mkv
+  denoiseseg run clip.mp4 --mask-output masks/%05d.png --noise-level 25
+Ctrl-C ends the stream cleanly (files are finalized); a second Ctrl-C aborts.";
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+#[command(after_help = EXAMPLES)]
+pub struct Args {
+    /// A video file, a URI (file://, rtsp://, http(s)://) or a camera (/dev/videoN)
+    #[arg(value_name = "INPUT")]
+    pub input: String,
+    /// Output: an .mp4 or .mkv file, `screen`, or nothing (process only)
+    #[arg(short, long, value_name = "OUTPUT")]
+    pub output: Option<String>,
+    /// What the output shows
+    #[arg(long, value_enum, default_value_t = View::Denoised)]
+    pub view: View,
+    /// Class-id maps, losslessly: a PNG pattern (masks/%05d.png) or an .mkv (FFV1)
+    #[arg(long, value_name = "PATTERN.png|FILE.mkv")]
+    pub mask_output: Option<String>,
+    /// Scale the input to WIDTHxHEIGHT before the model (faster on large frames)
+    #[arg(long, value_name = "WxH", value_parser = parse_size)]
+    pub size: Option<(u32, u32)>,
+    /// H.264 bitrate of file outputs in kbit/s
+    #[arg(long, value_name = "KBPS", default_value_t = 4000)]
+    pub bitrate: u32,
+    /// Print the GStreamer pipeline and exit
+    #[arg(long)]
+    pub print_pipeline: bool,
+    #[command(flatten)]
+    pub element: ElementOpts,
+}
 
-pub fn main(_args: Args, _verbose: u8) -> Result<ExitCode> {
-    bail!("run is not implemented yet")
+pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s.split_once(['x', 'X']).ok_or("expected WIDTHxHEIGHT, e.g. 1024x512")?;
+    let w: u32 = w.trim().parse().map_err(|_| format!("bad width '{w}'"))?;
+    let h: u32 = h.trim().parse().map_err(|_| format!("bad height '{h}'"))?;
+    if !(16..=8192).contains(&w) || !(16..=8192).contains(&h) {
+        return Err(format!("{w}x{h} is outside 16x16 .. 8192x8192"));
+    }
+    Ok((w, h))
+}
+
+/// Where the frames come from.
+enum Source {
+    File(PathBuf),
+    Uri(String),
+    Camera(PathBuf),
+}
+
+impl Source {
+    fn parse(input: &str) -> Result<Source> {
+        if input.starts_with("/dev/video") {
+            let dev = PathBuf::from(input);
+            if !dev.exists() {
+                bail!("no camera at {input}");
+            }
+            return Ok(Source::Camera(dev));
+        }
+        if input.contains("://") {
+            if let Some(path) = input.strip_prefix("file://") {
+                if !Path::new(path).exists() {
+                    bail!("no such file: {path}");
+                }
+            }
+            return Ok(Source::Uri(input.to_string()));
+        }
+        let path = Path::new(input);
+        if !path.is_file() {
+            bail!("no such file: {input}");
+        }
+        Ok(Source::File(path.canonicalize().unwrap_or_else(|_| path.to_path_buf())))
+    }
+
+    fn is_live(&self) -> bool {
+        match self {
+            Source::Camera(_) => true,
+            Source::Uri(u) => !u.starts_with("file://"),
+            Source::File(_) => false,
+        }
+    }
+
+    fn description(&self) -> String {
+        match self {
+            Source::File(p) => format!("uridecodebin uri={}", quote(&format!("file://{}", p.display()))),
+            Source::Uri(u) => format!("uridecodebin uri={}", quote(u)),
+            Source::Camera(d) => format!("v4l2src device={}", quote(&d.display().to_string())),
+        }
+    }
+}
+
+/// Where the output goes.
+enum Sink {
+    None,
+    Screen,
+    File(PathBuf, &'static str),
+}
+
+impl Sink {
+    fn parse(output: Option<&str>) -> Result<Sink> {
+        let Some(o) = output else { return Ok(Sink::None) };
+        if o == "screen" {
+            return Ok(Sink::Screen);
+        }
+        let path = PathBuf::from(o);
+        let mux = match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("mp4") | Some("mov") => "mp4mux",
+            Some("mkv") => "matroskamux",
+            _ => bail!("output {o}: give an .mp4 or .mkv file, or `screen`"),
+        };
+        check_writable(&path)?;
+        Ok(Sink::File(path, mux))
+    }
+
+    fn description(&self, bitrate: u32, live: bool) -> String {
+        match self {
+            Sink::None => format!("fakesink sync={live}"),
+            Sink::Screen => "videoconvert ! autovideosink".into(),
+            Sink::File(p, mux) => format!(
+                "videoconvert ! video/x-raw,format=I420 ! x264enc bitrate={bitrate} speed-preset=veryfast{} \
+                 ! h264parse ! {mux} ! filesink location={}",
+                if live { " tune=zerolatency" } else { "" },
+                quote(&p.display().to_string())
+            ),
+        }
+    }
+}
+
+fn check_writable(path: &Path) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create the folder {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The class-map branch, linked from the element's `mask` pad.
+fn mask_description(mask: &str) -> Result<String> {
+    let path = PathBuf::from(mask);
+    check_writable(&path)?;
+    let loc = quote(mask);
+    if mask.ends_with(".mkv") {
+        Ok(format!(
+            "d.mask ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ! avenc_ffv1 ! matroskamux \
+             ! filesink location={loc}"
+        ))
+    } else if mask.ends_with(".png") && mask.contains('%') {
+        Ok(format!(
+            "d.mask ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ! pngenc compression-level=1 \
+             ! multifilesink location={loc}"
+        ))
+    } else {
+        bail!("--mask-output {mask}: give a PNG pattern such as masks/%05d.png, or an .mkv file")
+    }
+}
+
+/// The Pango markup of the class legend: a coloured block and the name of each class.
+pub fn legend_markup(classes: &[denoiseseg::model::ClassInfo]) -> String {
+    classes
+        .iter()
+        .map(|c| {
+            let [r, g, b] = c.color;
+            format!(
+                "<span foreground=\"#{r:02x}{g:02x}{b:02x}\">\u{2588}\u{2588}</span> {}",
+                c.name.replace('&', "&amp;").replace('<', "&lt;")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The three-panel mosaic: input | denoised | class overlay with legend, each panel
+/// `w`x`h`. `input` is the tee with the (noisy) input, the element is named `d`.
+pub fn mosaic_description(w: u32, h: u32, legend: &str, input: &str) -> String {
+    let q = "queue max-size-buffers=4";
+    let panel = format!("videoconvert ! videoscale ! video/x-raw,width={w},height={h},pixel-aspect-ratio=1/1");
+    let label = |text: &str| {
+        format!(
+            "textoverlay text={} valignment=top halignment=left font-desc=\"Sans 12\" shaded-background=true",
+            quote(text)
+        )
+    };
+    format!(
+        "compositor name=comp background=black sink_1::xpos={w} sink_2::xpos={x2} ! {{OUT}} \
+         {input}. ! {q} ! {panel} ! {l0} ! comp.sink_0 \
+         d. ! tee name=den den. ! {q} ! {panel} ! {l1} ! comp.sink_1 \
+         den. ! {q} ! segoverlay ! {panel} ! {l2} \
+         ! textoverlay markup={legend} valignment=bottom halignment=right font-desc=\"Sans 8\" \
+           shaded-background=true ! comp.sink_2",
+        x2 = 2 * w,
+        l0 = label("input"),
+        l1 = label("denoised"),
+        l2 = label("classes"),
+        legend = quote(legend),
+    )
+}
+
+pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
+    let source = Source::parse(&args.input)?;
+    let sink = Sink::parse(args.output.as_deref())?;
+    let live = source.is_live();
+    common::init_gstreamer()?;
+    let model = common::resolve_model(args.element.model.as_deref())?;
+    let spec = denoiseseg::model::ModelSpec::load(&model)?;
+
+    let scale = match args.size {
+        Some((w, h)) => format!(" ! videoscale ! video/x-raw,width={w},height={h}"),
+        None => String::new(),
+    };
+    let out = sink.description(args.bitrate, live);
+    let head = format!("{}{} ! videoconvert", source.description(), scale);
+    let mut desc = match args.view {
+        View::Denoised | View::Overlay => {
+            let output = if args.view == View::Overlay {
+                "overlay"
+            } else {
+                "denoised"
+            };
+            format!("{head} ! denoiseseg name=d output={output} ! queue max-size-buffers=4 ! {out}")
+        }
+        View::Mosaic => {
+            let (w, h) = args.size.unwrap_or((640, 320));
+            let mosaic = mosaic_description(w, h, &legend_markup(&spec.classes), "in");
+            format!("{head} ! tee name=in in. ! queue max-size-buffers=4 ! denoiseseg name=d output=denoised {mosaic}")
+                .replace("{OUT}", &out)
+        }
+    };
+    if let Some(mask) = &args.mask_output {
+        if !spec.segments() {
+            bail!("--mask-output: the model {} does not segment", model.display());
+        }
+        desc = format!("{desc} {}", mask_description(mask)?);
+    }
+    if args.print_pipeline || verbose > 0 {
+        eprintln!("pipeline: {desc}");
+        if args.print_pipeline {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let pipeline = gst::parse::launch(&desc)
+        .context("cannot build the pipeline (is a GStreamer plugin missing? see -v)")?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
+    let element = pipeline.by_name("d").expect("the pipeline names the element d");
+    args.element.apply(&element)?;
+
+    let started = Instant::now();
+    let progress = if live { Progress::Live } else { Progress::File };
+    let ending = common::run_pipeline(&pipeline, Some(&element), progress)?;
+    let elapsed = started.elapsed();
+    let frames = element.property::<u64>("frames-processed");
+    let dropped = element.property::<u64>("frames-dropped");
+    let provider = element.property::<String>("provider");
+    eprintln!(
+        "{} frames in {} ({:.1} frames/s) on {provider}, {dropped} dropped, model {}{}",
+        frames,
+        common::secs(elapsed),
+        frames as f64 / elapsed.as_secs_f64().max(1e-3),
+        spec.name,
+        match ending {
+            Ending::Eos => String::new(),
+            Ending::Interrupted => ", interrupted (outputs finalized)".into(),
+            Ending::Aborted => ", aborted (outputs may be unplayable)".into(),
+        }
+    );
+    if let Sink::File(p, _) = &sink {
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(if ending == Ending::Aborted {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
