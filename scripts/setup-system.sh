@@ -6,7 +6,8 @@ set -euo pipefail
 PKGS=(build-essential pkg-config git unzip python3-venv
       libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
       gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
-      gstreamer1.0-plugins-ugly gstreamer1.0-libav)
+      gstreamer1.0-plugins-ugly gstreamer1.0-libav
+      gstreamer1.0-x fonts-dejavu-core)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -219,7 +219,7 @@ pub fn mosaic_description(w: u32, h: u32, legend: &str, input: &str) -> String {
          {input}. ! {q} ! {panel} ! {l0} ! comp.sink_0 \
          d. ! tee name=den den. ! {q} ! {panel} ! {l1} ! comp.sink_1 \
          den. ! {q} ! segoverlay ! {panel} ! {l2} \
-         ! textoverlay markup={legend} valignment=bottom halignment=right font-desc=\"Sans 8\" \
+         ! textoverlay text={legend} valignment=bottom halignment=right font-desc=\"Sans 8\" \
            shaded-background=true ! comp.sink_2",
         x2 = 2 * w,
         l0 = label("input"),

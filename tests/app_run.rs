@@ -1,0 +1,226 @@
+//! End-to-end tests of `denoiseseg run`, `demo` and `models`: the built binary on
+//! short clips made here with gst-launch-1.0. Needs `cargo build --release --workspace`
+//! first (the binary loads the plugin from beside itself), as `make test` does.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn bin() -> PathBuf {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_denoiseseg"));
+    let plugin = exe.with_file_name("libgstdenoiseseg.so");
+    assert!(
+        plugin.is_file(),
+        "{} is missing: run `cargo build --release --workspace` (or `make build`) before the app tests",
+        plugin.display()
+    );
+    exe
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn test_model(name: &str) -> String {
+    root().join("tests/models").join(name).display().to_string()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dseg-app-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn gst_launch(desc: &str) {
+    let args: Vec<&str> = desc.split_whitespace().collect();
+    let out = Command::new("gst-launch-1.0").arg("-q").args(&args).output().expect("gst-launch-1.0 runs");
+    assert!(out.status.success(), "gst-launch-1.0 {desc}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A lossless RGB clip (FFV1 in Matroska) of `n` frames.
+fn make_clip(dir: &Path, n: usize, w: usize, h: usize) -> PathBuf {
+    let path = dir.join("clip.mkv");
+    gst_launch(&format!(
+        "videotestsrc num-buffers={n} pattern=smpte ! video/x-raw,format=RGB,width={w},height={h},framerate=25/1 \
+         ! videoconvert ! video/x-raw,format=BGRx ! avenc_ffv1 ! matroskamux ! filesink location={}",
+        path.display()
+    ));
+    path
+}
+
+/// Decodes `path` and returns its frames as packed RGB or GRAY8 bytes.
+fn decode(path: &Path, format: &str, w: usize, h: usize) -> Vec<Vec<u8>> {
+    let dir = tmp(&format!("decode-{}", path.file_name().unwrap().to_string_lossy()));
+    gst_launch(&format!(
+        "filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format={format} \
+         ! videoconvert ! video/x-raw,format={format},width={w},height={h} \
+         ! multifilesink location={}/%04d.raw",
+        path.display(),
+        dir.display()
+    ));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let bpp = if format == "RGB" { 3 } else { 1 };
+    files
+        .iter()
+        .map(|f| {
+            let data = std::fs::read(f).unwrap();
+            // GStreamer rows are 4-byte aligned; pack them.
+            let stride = (w * bpp).div_ceil(4) * 4;
+            (0..h).flat_map(|y| data[y * stride..y * stride + w * bpp].to_vec()).collect()
+        })
+        .collect()
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).output().expect("the app runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn run_writes_every_frame_and_lossless_class_maps_that_match_the_model() {
+    let dir = tmp("masks");
+    let (n, w, h) = (12, 64, 32);
+    let clip = make_clip(&dir, n, w, h);
+    let out = dir.join("out.mkv");
+    let masks = dir.join("masks.mkv");
+    let o = run(&[
+        "run",
+        clip.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--mask-output",
+        masks.to_str().unwrap(),
+        "--model",
+        &test_model("joint.onnx"),
+        "--provider",
+        "cpu",
+        "--workers",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("{n} frames")), "{}", stderr(&o));
+
+    let input = decode(&clip, "RGB", w, h);
+    let classes = decode(&masks, "GRAY8", w, h);
+    assert_eq!(input.len(), n);
+    assert_eq!(classes.len(), n, "one class map per frame");
+    assert_eq!(decode(&out, "RGB", w, h).len(), n, "one output frame per input frame");
+    // The joint test model labels each pixel with its strongest channel (first on ties).
+    for (f, (rgb, cls)) in input.iter().zip(&classes).enumerate() {
+        for (i, px) in rgb.chunks_exact(3).enumerate() {
+            let mut best = 0;
+            for c in 1..3 {
+                if px[c] > px[best] {
+                    best = c;
+                }
+            }
+            assert_eq!(cls[i] as usize, best, "frame {f} pixel {i} {px:?}");
+        }
+    }
+}
+
+#[test]
+fn run_png_mask_sequence_and_overlay_view() {
+    let dir = tmp("png");
+    let clip = make_clip(&dir, 5, 48, 24);
+    let pattern = dir.join("m/%03d.png");
+    let o = run(&[
+        "run",
+        clip.to_str().unwrap(),
+        "--view",
+        "overlay",
+        "--mask-output",
+        pattern.to_str().unwrap(),
+        "--model",
+        &test_model("joint.onnx"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pngs = std::fs::read_dir(dir.join("m")).unwrap().count();
+    assert_eq!(pngs, 5);
+}
+
+#[test]
+fn errors_are_one_clear_line_and_exit_code_1() {
+    let dir = tmp("errors");
+    let clip = make_clip(&dir, 2, 32, 16);
+    let c = clip.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["run", "/no/such/clip.mp4"], "no such file: /no/such/clip.mp4"),
+        (&["run", c, "-o", "x.avi"], "give an .mp4 or .mkv file"),
+        (&["run", c, "--batch-size", "500"], "batch-size = 500 is out of range"),
+        (&["run", c, "--set", "nope=1"], "no property 'nope'"),
+        (&["run", c, "--model", "/no/model.onnx"], "no model at /no/model.onnx"),
+        (&["run", "/dev/video99"], "no camera at /dev/video99"),
+        (&["run", c, "--size", "3x2"], "outside 16x16"),
+    ];
+    for (args, want) in cases {
+        let o = run(args);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(err.contains(want), "{args:?}: expected '{want}' in:\n{err}");
+        assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
+    }
+    // A model that breaks the contract fails at start, with the reason.
+    let o = run(&["run", c, "--model", &test_model("wrong_rank.onnx")]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("rank"), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().filter(|l| l.contains("error")).count(), 1, "{}", stderr(&o));
+}
+
+#[test]
+fn ctrl_c_finishes_the_output_file() {
+    let dir = tmp("ctrlc");
+    // Long enough that the run is still going when interrupted.
+    let clip = make_clip(&dir, 3000, 96, 64);
+    let out = dir.join("out.mp4");
+    let child = Command::new(bin())
+        .args([
+            "run",
+            clip.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--model",
+            &test_model("joint.onnx"),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Interrupt once frames have gone through.
+    let start = Instant::now();
+    while !out.exists() || std::fs::metadata(&out).unwrap().len() < 10_000 {
+        assert!(start.elapsed() < Duration::from_secs(60), "no output after 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
+    assert!(status.success());
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("interrupted (outputs finalized)"), "{err}");
+    let frames = decode(&out, "RGB", 96, 64).len();
+    assert!(frames > 0 && frames < 3000, "the finalized MP4 plays {frames} frames");
+}
+
+#[test]
+fn models_lists_the_shipped_model_and_flags_broken_ones() {
+    let o = run(&["models", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let models = v["models"].as_array().unwrap();
+    let small = models
+        .iter()
+        .find(|m| m["name"] == "denoiseseg-sdb-small")
+        .expect("the shipped default is listed");
+    assert_eq!(small["ok"], true);
+    assert_eq!(small["classes"].as_array().unwrap().len(), 19);
+    assert_eq!(small["inputs"]["sigma"], "sigma");
+
+    let o = run(&["models", &test_model("corrupt.onnx")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("BROKEN"));
+}
