@@ -10,7 +10,7 @@ ORT_LIB := $(CURDIR)/.ort/lib/libonnxruntime.so.1
 export ORT_DYLIB_PATH := $(ORT_LIB)
 export GST_PLUGIN_PATH := $(CURDIR)/$(PROFILE_DIR)$(if $(GST_PLUGIN_PATH),:$(GST_PLUGIN_PATH))
 
-.PHONY: all setup setup-gpu build test lint demo clean-demo test-models
+.PHONY: all setup setup-gpu build test lint demo test-models
 
 all: build
 
@@ -36,9 +36,9 @@ test: build lint
 	$(CARGO) test --release --workspace
 	@scripts/check-inspect.sh
 
-# The main job: noisy street-like video through the shipped default model, written as MP4.
+# The main job: the shipped model on the shipped street clip with added noise -> out/demo.mp4.
 demo: build
-	@scripts/demo.sh
+	$(PROFILE_DIR)/denoiseseg demo
 
 test-models:
 	.venv/bin/python tests/models/make_test_models.py --check

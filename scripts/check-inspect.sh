@@ -4,7 +4,7 @@
 set -euo pipefail
 export GST_REGISTRY="${TMPDIR:-/tmp}/denoiseseg-registry-$$.bin"
 trap 'rm -f "$GST_REGISTRY"' EXIT
-for el in denoiseseg addnoise; do
+for el in denoiseseg segoverlay addnoise; do
   out=$(gst-inspect-1.0 "$el" 2>&1) || { echo "check-inspect: gst-inspect-1.0 $el failed:"; echo "$out"; exit 1; }
 done
 out=$(gst-inspect-1.0 denoiseseg)
