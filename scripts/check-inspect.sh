@@ -13,4 +13,4 @@ for prop in model config execution-provider device-id fp16 engine-cache-dir ort-
             frames-processed frames-dropped mean-latency max-latency provider stats; do
   grep -q "^  $prop " <<<"$out" || { echo "check-inspect: property $prop missing from gst-inspect-1.0 denoiseseg"; exit 1; }
 done
-echo "check-inspect: denoiseseg and addnoise registered, properties documented"
+echo "check-inspect: denoiseseg, segoverlay and addnoise registered, properties documented"

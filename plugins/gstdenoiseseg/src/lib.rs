@@ -1,12 +1,16 @@
 //! GStreamer plugin `denoiseseg`: the elements `denoiseseg` (joint denoising and
-//! semantic segmentation on ONNX Runtime) and `addnoise` (seeded synthetic noise).
+//! semantic segmentation on ONNX Runtime), `segoverlay` (draws the class map that
+//! `denoiseseg` attaches to each buffer, on any branch) and `addnoise` (seeded
+//! synthetic noise).
 use gst::glib;
 
 mod addnoise;
 mod denoiseseg;
+mod segoverlay;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     denoiseseg::register(plugin)?;
+    segoverlay::register(plugin)?;
     addnoise::register(plugin)?;
     Ok(())
 }

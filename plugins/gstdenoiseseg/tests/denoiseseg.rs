@@ -663,3 +663,23 @@ fn shipped_config_presets_name_only_real_properties_with_valid_values() {
     }
     assert!(seen >= 2, "expected the shipped presets in {}", dir.display());
 }
+
+#[test]
+fn config_preset_with_bad_values_warns_and_keeps_the_good_ones() {
+    let dir = std::env::temp_dir().join(format!("dseg-badconfig-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(
+        &path,
+        "[denoiseseg]\nbatch-size = 500\nframes-processed = 3\nnoise-level = \"loud\"\nworkers = 3\nnope = 1\n",
+    )
+    .unwrap();
+    let e = element("joint.onnx", &[]);
+    // Out of range, read-only, unparsable and unknown entries are skipped with a
+    // warning (glib would abort the process on the first two).
+    e.set_property("config", path.display().to_string());
+    assert_eq!(e.property::<u32>("batch-size"), 1);
+    assert_eq!(e.property::<f64>("noise-level"), -1.0);
+    assert_eq!(e.property::<u32>("workers"), 3);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

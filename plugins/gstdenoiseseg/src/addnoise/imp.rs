@@ -398,7 +398,7 @@ impl VideoFilterImpl for AddNoise {
                 ..
             }) => (*layout, *current_frame),
             _ => {
-                gst::element_imp_error!(self, gst::CoreError::Negotiation, ["received a frame before caps"]);
+                gst::element_imp_error!(self, gst::CoreError::Negotiation, ("received a frame before caps"));
                 return Err(gst::FlowError::NotNegotiated);
             }
         };
@@ -409,11 +409,11 @@ impl VideoFilterImpl for AddNoise {
         let (width, height) = (frame.width() as usize, frame.height() as usize);
         let stride = frame.plane_stride()[0];
         if stride <= 0 {
-            gst::element_imp_error!(self, gst::StreamError::Format, ["unsupported row stride {}", stride]);
+            gst::element_imp_error!(self, gst::StreamError::Format, ("unsupported row stride {}", stride));
             return Err(gst::FlowError::Error);
         }
         let data = frame.plane_data_mut(0).map_err(|err| {
-            gst::element_imp_error!(self, gst::ResourceError::Write, ["cannot map the frame: {}", err]);
+            gst::element_imp_error!(self, gst::ResourceError::Write, ("cannot map the frame: {}", err));
             gst::FlowError::Error
         })?;
         add_noise_interleaved(

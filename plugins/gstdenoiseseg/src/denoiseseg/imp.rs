@@ -433,7 +433,7 @@ impl DenoiseSeg {
             return Err(gst::FlowError::Flushing);
         };
         let Some(info) = info else {
-            gst::element_imp_error!(self, gst::CoreError::Negotiation, ["buffer before caps"]);
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("buffer before caps"));
             return Err(gst::FlowError::NotNegotiated);
         };
         if self.is_late(&buffer) {
@@ -449,7 +449,7 @@ impl DenoiseSeg {
             .copy_region(gst::BufferCopyFlags::FLAGS | gst::BufferCopyFlags::TIMESTAMPS, ..)
             .map_err(|_| gst::FlowError::Error)?;
         let map = buffer.into_mapped_buffer_readable().map_err(|_| {
-            gst::element_imp_error!(self, gst::StreamError::Failed, ["cannot map the input buffer"]);
+            gst::element_imp_error!(self, gst::StreamError::Failed, ("cannot map the input buffer"));
             gst::FlowError::Error
         })?;
         let (offsets, strides) = match &vmeta {
@@ -462,7 +462,7 @@ impl DenoiseSeg {
                 gst::element_imp_error!(
                     self,
                     gst::StreamError::Format,
-                    ["input buffer does not match its caps: {}", e]
+                    ("input buffer does not match its caps: {}", e)
                 );
                 gst::FlowError::Error
             })?;
@@ -581,7 +581,7 @@ impl DenoiseSeg {
                 let info = match FrameInfo::new(&caps) {
                     Ok(i) => Arc::new(i),
                     Err(e) => {
-                        gst::element_imp_error!(self, gst::CoreError::Negotiation, ["cannot handle caps: {}", e]);
+                        gst::element_imp_error!(self, gst::CoreError::Negotiation, ("cannot handle caps: {}", e));
                         return false;
                     }
                 };
@@ -596,7 +596,7 @@ impl DenoiseSeg {
                 if let Ok(seg) = s.segment().clone().downcast::<gst::ClockTime>() {
                     lock(&self.qos).segment = Some(seg);
                 } else {
-                    gst::element_imp_error!(self, gst::StreamError::Format, ["only TIME segments are supported"]);
+                    gst::element_imp_error!(self, gst::StreamError::Format, ("only TIME segments are supported"));
                     return false;
                 }
                 self.queue_event(event)
@@ -772,7 +772,7 @@ impl DenoiseSeg {
                 let _ = tx.send(());
             }
             Recv::Item(Output::Error(e)) => {
-                gst::element_imp_error!(self, gst::StreamError::Failed, ["{}", e]);
+                gst::element_imp_error!(self, gst::StreamError::Failed, ("{}", e));
                 self.set_flow(Err(gst::FlowError::Error));
             }
             Recv::Flushing | Recv::Closed => {
@@ -868,7 +868,7 @@ impl DenoiseSeg {
             PathBuf::from(&settings.model)
         };
         let spec =
-            ModelSpec::load(&model).map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ["model: {}", e]))?;
+            ModelSpec::load(&model).map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ("model: {}", e)))?;
         runtime::set_log_sink(Arc::new(|level, msg| {
             use runtime::LogLevel as L;
             match level {
@@ -887,17 +887,17 @@ impl DenoiseSeg {
         let explicit = (!settings.ort_library.is_empty()).then(|| PathBuf::from(&settings.ort_library));
         let candidates = runtime::library_candidates(explicit.as_deref(), plugin_dir.as_deref());
         let (env, lib) =
-            runtime::environment(&candidates).map_err(|e| gst::error_msg!(gst::LibraryError::Init, ["{}", e]))?;
+            runtime::environment(&candidates).map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("{}", e)))?;
         gst::info!(CAT, imp = self, "ONNX Runtime from {}", lib.display());
 
         if settings.max_in_flight < settings.batch_size {
             return Err(gst::error_msg!(
                 gst::LibraryError::Settings,
-                [
+                (
                     "max-in-flight ({}) must be at least batch-size ({})",
                     settings.max_in_flight,
                     settings.batch_size
-                ]
+                )
             ));
         }
         let provider = match settings.provider {
@@ -998,7 +998,7 @@ impl DenoiseSeg {
             }
         });
         let queue = FrameQueue::new(config, self.tunables.clone(), proc, factory)
-            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ["{}", e]))?;
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
         gst::info!(
             CAT,
             imp = self,
@@ -1055,22 +1055,51 @@ impl DenoiseSeg {
                         gst::warning!(CAT, imp = self, "config {path}: a config cannot load another config");
                         continue;
                     }
-                    if self.obj().find_property(&name).is_none() {
+                    let Some(pspec) = self.obj().find_property(&name) else {
                         gst::element_imp_warning!(
                             self,
                             gst::LibraryError::Settings,
-                            ["config {}: no property '{}'", path, name]
+                            ("config {}: no property '{}'", path, name)
                         );
                         continue;
+                    };
+                    match checked_value(&pspec, &value) {
+                        Ok(v) => self.obj().set_property_from_value(&name, &v),
+                        Err(e) => gst::element_imp_warning!(
+                            self,
+                            gst::LibraryError::Settings,
+                            ("config {}: {} {}", path, name, e)
+                        ),
                     }
-                    self.obj().set_property_from_str(&name, &value);
                 }
             }
             Err(e) => {
-                gst::element_imp_warning!(self, gst::LibraryError::Settings, ["{}", e]);
+                gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{}", e));
             }
         }
     }
+}
+
+/// Parses a property value from text and checks that the property is writable and the
+/// value in range (glib panics on a value it has to clamp).
+fn checked_value(pspec: &glib::ParamSpec, text: &str) -> Result<glib::Value, String> {
+    if !pspec.flags().contains(glib::ParamFlags::WRITABLE) {
+        return Err("is read-only".into());
+    }
+    let v = glib::Value::deserialize(text, pspec.value_type())
+        .map_err(|_| format!("= '{text}' is not a valid {}", pspec.value_type()))?;
+    fn range<T: PartialOrd + std::fmt::Display>(x: T, min: T, max: T) -> Result<(), String> {
+        if x < min || x > max {
+            return Err(format!("= {x} is outside {min}..={max}"));
+        }
+        Ok(())
+    }
+    if let Some(p) = pspec.downcast_ref::<glib::ParamSpecUInt>() {
+        range(v.get::<u32>().map_err(|e| e.to_string())?, p.minimum(), p.maximum())?;
+    } else if let Some(p) = pspec.downcast_ref::<glib::ParamSpecDouble>() {
+        range(v.get::<f64>().map_err(|e| e.to_string())?, p.minimum(), p.maximum())?;
+    }
+    Ok(v)
 }
 
 /// Noise level property (8-bit units, -1 = estimate) to the engine's [0,1] scale.

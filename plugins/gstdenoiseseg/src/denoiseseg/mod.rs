@@ -7,7 +7,8 @@ mod imp;
 
 /// Name of the custom meta that carries the class map on every `src` buffer. Its
 /// structure holds `mask` (a GRAY8 `GstBuffer` of class ids), `width`, `height`,
-/// `stride` (bytes per mask row) and `classes` (number of classes).
+/// `stride` (bytes per mask row), `classes` (number of classes) and `palette` (a
+/// `GBytes` of 3 × `classes` bytes: the RGB colour of each class id).
 pub const MASK_META: &str = "DenoisesegMaskMeta";
 
 glib::wrapper! {

@@ -4,6 +4,8 @@
 use gst::glib;
 use gst::prelude::*;
 
+use crate::denoiseseg::MASK_META;
+
 mod imp;
 
 glib::wrapper! {
@@ -12,5 +14,9 @@ glib::wrapper! {
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    // Registered by denoiseseg too; whichever comes first registers it.
+    if !gst::meta::CustomMeta::is_registered(MASK_META) {
+        gst::meta::CustomMeta::register(MASK_META, &["video"]);
+    }
     gst::Element::register(Some(plugin), "segoverlay", gst::Rank::NONE, SegOverlay::static_type())
 }
