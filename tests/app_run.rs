@@ -33,8 +33,16 @@ fn tmp(name: &str) -> PathBuf {
 
 fn gst_launch(desc: &str) {
     let args: Vec<&str> = desc.split_whitespace().collect();
-    let out = Command::new("gst-launch-1.0").arg("-q").args(&args).output().expect("gst-launch-1.0 runs");
-    assert!(out.status.success(), "gst-launch-1.0 {desc}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(&args)
+        .output()
+        .expect("gst-launch-1.0 runs");
+    assert!(
+        out.status.success(),
+        "gst-launch-1.0 {desc}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A lossless RGB clip (FFV1 in Matroska) of `n` frames.
@@ -67,7 +75,9 @@ fn decode(path: &Path, format: &str, w: usize, h: usize) -> Vec<Vec<u8>> {
             let data = std::fs::read(f).unwrap();
             // GStreamer rows are 4-byte aligned; pack them.
             let stride = (w * bpp).div_ceil(4) * 4;
-            (0..h).flat_map(|y| data[y * stride..y * stride + w * bpp].to_vec()).collect()
+            (0..h)
+                .flat_map(|y| data[y * stride..y * stride + w * bpp].to_vec())
+                .collect()
         })
         .collect()
 }
@@ -168,7 +178,12 @@ fn errors_are_one_clear_line_and_exit_code_1() {
     let o = run(&["run", c, "--model", &test_model("wrong_rank.onnx")]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("rank"), "{}", stderr(&o));
-    assert_eq!(stderr(&o).lines().filter(|l| l.contains("error")).count(), 1, "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o).lines().filter(|l| l.contains("error")).count(),
+        1,
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -223,4 +238,29 @@ fn models_lists_the_shipped_model_and_flags_broken_ones() {
     let o = run(&["models", &test_model("corrupt.onnx")]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stdout).contains("BROKEN"));
+}
+
+#[test]
+fn demo_writes_a_playable_mosaic_and_gains_psnr() {
+    let dir = tmp("demo");
+    let out = dir.join("demo.mp4");
+    let o = run(&["demo", "-o", out.to_str().unwrap(), "--panel", "256x128"]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}\n{text}", stderr(&o));
+    assert!(text.contains("frames     100 in"), "{text}");
+    assert!(
+        ["cpu", "cuda", "tensorrt"]
+            .iter()
+            .any(|p| text.contains(&format!("provider   {p}"))),
+        "{text}"
+    );
+    // "PSNR       noisy A dB -> denoised B dB (+G dB)": the shipped model must gain.
+    let line = text.lines().find(|l| l.starts_with("PSNR")).expect("a PSNR line");
+    let gain: f64 = line
+        .rsplit_once('(')
+        .and_then(|(_, g)| g.trim_end_matches(" dB)").parse().ok())
+        .unwrap_or_else(|| panic!("cannot read the gain in '{line}'"));
+    assert!(gain > 3.0, "the shipped model gains only {gain} dB at sigma 25");
+    // Three panels side by side, every frame.
+    assert_eq!(decode(&out, "RGB", 768, 128).len(), 100);
 }
