@@ -282,10 +282,13 @@ impl ModelSpec {
             if let Some(dims) = &d.dims {
                 if dims.len() != rank {
                     return Err(bad(format!(
-                        "'{}' must have rank {rank} but has rank {} ({:?})",
+                        "'{}' must have rank {rank} but has rank {} ([{}])",
                         d.name,
                         dims.len(),
-                        dims
+                        dims.iter()
+                            .map(|d| d.map_or("?".to_string(), |v| v.to_string()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )));
                 }
                 for &(axis, want) in fixed {

@@ -309,8 +309,29 @@ pub fn run_pipeline(pipeline: &gst::Pipeline, element: Option<&gst::Element>, pr
                 MessageView::Eos(_) => break if sent_eos { Ending::Interrupted } else { Ending::Eos },
                 MessageView::Error(e) => {
                     bar.finish_and_clear();
+                    // A source's "internal data stream error" often follows the real
+                    // cause (connection refused, no such host): prefer that one.
+                    let mut best = error_of(e);
+                    if e.error().matches(gst::StreamError::Failed) {
+                        while let Some(m) = bus.timed_pop_filtered(
+                            gst::ClockTime::from_mseconds(200),
+                            &[gst::MessageType::Error, gst::MessageType::Warning],
+                        ) {
+                            match m.view() {
+                                MessageView::Error(e2) if !e2.error().matches(gst::StreamError::Failed) => {
+                                    best = error_of(e2);
+                                    break;
+                                }
+                                MessageView::Warning(w) => {
+                                    best = best.context(format!("{}", w.error()));
+                                    break;
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
                     let _ = pipeline.set_state(gst::State::Null);
-                    return Err(error_of(e));
+                    return Err(best);
                 }
                 MessageView::Warning(w) => {
                     bar.suspend(|| eprintln!("warning: {}", w.error()));
@@ -360,13 +381,13 @@ pub fn run_pipeline(pipeline: &gst::Pipeline, element: Option<&gst::Element>, pr
 
 /// A GStreamer error message as one line, with the debug detail as its cause.
 fn error_of(e: &gst::message::Error) -> anyhow::Error {
-    let src = e
+    let (name, path) = e
         .src()
-        .map(|s| s.path_string().to_string())
-        .unwrap_or_else(|| "pipeline".into());
+        .map(|s| (s.name().to_string(), s.path_string().to_string()))
+        .unwrap_or_else(|| ("pipeline".into(), "pipeline".into()));
     let detail = e.debug().map(|d| d.to_string()).unwrap_or_default();
-    let short = src.rsplit('/').next().unwrap_or(&src).to_string();
-    anyhow!("{detail}\n(from {src})").context(format!("{short}: {}", e.error()))
+    let message = e.error().to_string();
+    anyhow!("{detail}\n(from {path})").context(format!("{} ({name})", message.trim_end_matches('.')))
 }
 
 fn first_error(bus: &gst::Bus) -> Option<anyhow::Error> {
