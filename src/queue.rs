@@ -83,6 +83,18 @@ pub struct Pooled {
     home: Sender<Box<Tensors>>,
 }
 
+impl Pooled {
+    /// Tensors outside any queue (a benchmark's bare inference loop, tests): dropping
+    /// them just frees them.
+    pub fn standalone(tensors: Tensors) -> Pooled {
+        let (home, _) = crossbeam_channel::bounded(1);
+        Pooled {
+            tensors: Some(Box::new(tensors)),
+            home,
+        }
+    }
+}
+
 impl Deref for Pooled {
     type Target = Tensors;
     fn deref(&self) -> &Tensors {

@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use ort::environment::Environment;
 use ort::ep::{self, ExecutionProvider};
@@ -13,7 +14,7 @@ use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use crate::model::{ElemType, ModelSpec, TensorDecl};
-use crate::queue::{Backend, Pooled};
+use crate::queue::{Backend, Pooled, Tensors};
 use crate::{Error, Result};
 
 /// The ONNX Runtime version the project is built and tested against.
@@ -147,7 +148,8 @@ pub struct SessionOptions {
     pub engine_cache_dir: Option<PathBuf>,
     /// ONNX Runtime intra-op threads (0 = ONNX Runtime's default: one per core).
     pub intra_threads: usize,
-    /// Batch size and padded frame size in use, for TensorRT's optimization profile.
+    /// Batch size, and the padded frame size (width, height) TensorRT tunes its kernels
+    /// for (the engine accepts any size up to [`TENSORRT_MAX_SIZE`]).
     pub batch_size: usize,
     pub profile_size: Option<(usize, usize)>,
 }
@@ -175,14 +177,24 @@ pub fn provider_compiled_in(p: Provider) -> bool {
     }
 }
 
-/// The TensorRT optimization profile for `image`: min batch 1, opt and max `batch`, at
-/// the padded frame size (width, height).
-pub fn tensorrt_profile(input: &str, batch: usize, size: (usize, usize)) -> [String; 3] {
-    let (w, h) = size;
+/// The largest frame (width, height) a TensorRT engine accepts: 4K UHD.
+pub const TENSORRT_MAX_SIZE: (usize, usize) = (3840, 2160);
+
+/// The TensorRT optimization profile for `image`, as (min, opt, max) shape strings:
+/// any frame from one `multiple` square up to [`TENSORRT_MAX_SIZE`] (padded) and any
+/// batch up to `batch` runs on one engine, so a caps change never needs a rebuild;
+/// kernels are tuned for `batch` frames of `opt_size` (width, height), the size in use.
+pub fn tensorrt_profile(input: &str, batch: usize, opt_size: (usize, usize), multiple: usize) -> [String; 3] {
+    let m = multiple.max(1);
+    let (w, h) = opt_size;
+    let (mw, mh) = (
+        crate::model::round_up(TENSORRT_MAX_SIZE.0.max(w), m),
+        crate::model::round_up(TENSORRT_MAX_SIZE.1.max(h), m),
+    );
     [
-        format!("{input}:1x3x{h}x{w}"),
+        format!("{input}:1x3x{m}x{m}"),
         format!("{input}:{batch}x3x{h}x{w}"),
-        format!("{input}:{batch}x3x{h}x{w}"),
+        format!("{input}:{batch}x3x{mh}x{mw}"),
     ]
 }
 
@@ -223,7 +235,7 @@ fn provider_dispatch(p: Provider, spec: &ModelSpec, opts: &SessionOptions) -> Re
                     .with_timing_cache_path(&d);
             }
             if let Some(size) = opts.profile_size {
-                let [min, opt, max] = tensorrt_profile(&spec.image_input, opts.batch_size, size);
+                let [min, opt, max] = tensorrt_profile(&spec.image_input, opts.batch_size, size, spec.size_multiple);
                 let sigma = spec
                     .sigma_input
                     .as_ref()
@@ -434,6 +446,85 @@ impl Backend for OrtBackend {
     }
 }
 
+/// The timing of a [`bare_loop`].
+#[derive(Clone, Debug, Default)]
+pub struct BareLoopTiming {
+    /// Frames timed (after the warm-up): a whole number of batches.
+    pub frames: usize,
+    /// Wall time of the timed batches (inference only).
+    pub elapsed: Duration,
+    /// Each timed batch's time.
+    pub batch_times: Vec<Duration>,
+}
+
+impl BareLoopTiming {
+    /// Frames per second over the timed batches (0 when nothing was timed).
+    pub fn fps(&self) -> f64 {
+        let s = self.elapsed.as_secs_f64();
+        if self.frames == 0 || s <= 0.0 {
+            0.0
+        } else {
+            self.frames as f64 / s
+        }
+    }
+}
+
+/// Copies a frame's model input (sizes, padded planar image, sigma) into `dst` and
+/// clears its results, as the queue's pre-processing would leave it.
+fn load_input(dst: &mut Tensors, src: &Tensors) {
+    dst.width = src.width;
+    dst.height = src.height;
+    dst.pw = src.pw;
+    dst.ph = src.ph;
+    dst.image.clear();
+    dst.image.extend_from_slice(&src.image);
+    dst.labels.resize(src.pw * src.ph, 0);
+    dst.denoised = false;
+    dst.has_labels = false;
+    dst.logits_shape = [0; 3];
+    dst.sigma_estimate = src.sigma_estimate;
+    dst.sigma = src.sigma;
+}
+
+/// A bare inference loop, the yardstick of the element's frame queue: runs `backend`
+/// on batches of `batch` frames taken in turn from `inputs` (prepared tensors: sizes,
+/// padded planar `image`, `sigma`), first `warmup` frames untimed, then at least
+/// `frames` frames timed (both rounded up to whole batches). Before every run each
+/// frame's input is restored from `inputs`, outside the timing (a backend replaces
+/// `image` with the denoised output), so every run sees the same tensors.
+pub fn bare_loop(
+    backend: &mut dyn Backend,
+    inputs: &[Tensors],
+    batch: usize,
+    warmup: usize,
+    frames: usize,
+) -> Result<BareLoopTiming> {
+    if inputs.is_empty() {
+        return Err(Error::Invalid("bare loop: no input frames".into()));
+    }
+    let batch = batch.max(1);
+    let mut slots: Vec<Pooled> = (0..batch).map(|_| Pooled::standalone(Tensors::default())).collect();
+    let mut next = 0usize;
+    let mut timing = BareLoopTiming::default();
+    let warmup_batches = warmup.div_ceil(batch);
+    let timed_batches = frames.div_ceil(batch);
+    for i in 0..warmup_batches + timed_batches {
+        for slot in slots.iter_mut() {
+            load_input(slot, &inputs[next % inputs.len()]);
+            next += 1;
+        }
+        let t0 = Instant::now();
+        backend.run(&mut slots)?;
+        let dt = t0.elapsed();
+        if i >= warmup_batches {
+            timing.frames += batch;
+            timing.elapsed += dt;
+            timing.batch_times.push(dt);
+        }
+    }
+    Ok(timing)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,9 +549,71 @@ mod tests {
 
     #[test]
     fn tensorrt_profile_covers_batch_and_size() {
-        let [min, opt, max] = tensorrt_profile("image", 4, (1024, 512));
-        assert_eq!(min, "image:1x3x512x1024");
+        let [min, opt, max] = tensorrt_profile("image", 4, (1024, 512), 8);
+        assert_eq!(min, "image:1x3x8x8");
         assert_eq!(opt, "image:4x3x512x1024");
-        assert_eq!(max, "image:4x3x512x1024");
+        assert_eq!(max, "image:4x3x2160x3840");
+        // A size beyond 4K in use still fits, rounded to the multiple.
+        let [_, opt, max] = tensorrt_profile("image", 1, (4100, 2200), 16);
+        assert_eq!(opt, "image:1x3x2200x4100");
+        assert_eq!(max, "image:1x3x2208x4112");
+    }
+
+    /// Replaces the image with 1 - image, like tests/models/joint.onnx, and records
+    /// what it saw.
+    struct Invert {
+        seen: Vec<(f32, f32)>,
+        sizes: Vec<usize>,
+    }
+
+    impl Backend for Invert {
+        fn run(&mut self, batch: &mut [Pooled]) -> Result<()> {
+            self.sizes.push(batch.len());
+            for t in batch.iter_mut() {
+                self.seen.push((t.image[0], t.sigma));
+                t.image.iter_mut().for_each(|v| *v = 1.0 - *v);
+                t.denoised = true;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+            Ok(())
+        }
+    }
+
+    fn input(value: f32, sigma: f32) -> Tensors {
+        let mut t = Tensors::default();
+        t.set_size(5, 3, 4);
+        t.image.fill(value);
+        t.sigma = sigma;
+        t
+    }
+
+    #[test]
+    fn bare_loop_restores_inputs_and_counts_whole_batches() {
+        let inputs = [input(0.25, 0.1), input(0.5, 0.2), input(0.75, 0.3)];
+        let mut b = Invert {
+            seen: Vec::new(),
+            sizes: Vec::new(),
+        };
+        let timing = bare_loop(&mut b, &inputs, 2, 3, 5).unwrap();
+        // 2 warm-up batches (3 frames rounded up) and 3 timed ones (5 rounded up).
+        assert_eq!(b.sizes, vec![2; 5]);
+        assert_eq!(timing.frames, 6);
+        assert_eq!(timing.batch_times.len(), 3);
+        assert!(timing.elapsed >= Duration::from_millis(6));
+        assert!(timing.fps() > 0.0);
+        // Inputs cycle and are never the previous run's output.
+        let want: Vec<(f32, f32)> = (0..10).map(|i| (inputs[i % 3].image[0], inputs[i % 3].sigma)).collect();
+        assert_eq!(b.seen, want);
+        assert_eq!(inputs[0].image[0], 0.25);
+    }
+
+    #[test]
+    fn bare_loop_needs_inputs() {
+        let mut b = Invert {
+            seen: Vec::new(),
+            sizes: Vec::new(),
+        };
+        assert!(bare_loop(&mut b, &[], 1, 0, 1).is_err());
+        assert_eq!(bare_loop(&mut b, &[input(0.0, 0.0)], 1, 0, 0).unwrap().fps(), 0.0);
     }
 }

@@ -1,0 +1,148 @@
+//! Per-frame engine costs at 1024x512, outside GStreamer: the pre-processing
+//! conversion (8-bit frame to padded planar f32), the post-processing conversion back,
+//! the class-map copy, and the noise-sigma estimator. These run on the frame queue's
+//! workers beside inference; `denoiseseg bench` shows whether they stay hidden.
+//!
+//!     cargo bench --bench pipeline            (or: cargo bench --bench pipeline -- 200 for 200 rounds)
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use denoiseseg::convert;
+use denoiseseg::frame::{FrameLayout, PixelFormat};
+use denoiseseg::model::round_up;
+use denoiseseg::noise::{add_noise_interleaved, NoiseParams, SigmaEstimator};
+
+const W: usize = 1024;
+const H: usize = 512;
+const MULTIPLE: usize = 8;
+
+/// Runs `f` `rounds` times (after 3 untimed runs); returns the median and the minimum.
+fn time(rounds: usize, mut f: impl FnMut()) -> (Duration, Duration) {
+    for _ in 0..3 {
+        f();
+    }
+    let mut t: Vec<Duration> = (0..rounds)
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed()
+        })
+        .collect();
+    t.sort();
+    (t[t.len() / 2], t[0])
+}
+
+fn report(name: &str, (median, min): (Duration, Duration)) {
+    println!(
+        "{name:<44} median {:>8.3} ms   min {:>8.3} ms",
+        median.as_secs_f64() * 1e3,
+        min.as_secs_f64() * 1e3
+    );
+}
+
+fn noisy_frame(layout: &FrameLayout) -> Vec<u8> {
+    let mut data = vec![0u8; layout.size];
+    let stride = layout.strides[0];
+    let bpp = layout.format.bytes_per_pixel().unwrap_or(3);
+    for y in 0..layout.height {
+        for x in 0..layout.width {
+            let o = y * stride + x * bpp;
+            data[o] = (x * 255 / layout.width) as u8;
+            data[o + 1] = (y * 255 / layout.height) as u8;
+            data[o + 2] = ((x + y) % 256) as u8;
+        }
+    }
+    let offsets: Vec<usize> = (0..3).collect();
+    add_noise_interleaved(
+        &mut data,
+        layout.width,
+        layout.height,
+        stride,
+        bpp,
+        &offsets,
+        &NoiseParams::gaussian(25.0),
+        1,
+        0,
+    );
+    data
+}
+
+fn main() {
+    // `cargo bench` passes --bench; a bare number sets the rounds.
+    let rounds = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse::<usize>().ok())
+        .unwrap_or(50)
+        .max(1);
+    let (pw, ph) = (round_up(W, MULTIPLE), round_up(H, MULTIPLE));
+    println!("engine per-frame costs at {W}x{H} (padded {pw}x{ph}), {rounds} rounds");
+    let mut planar = vec![0f32; convert::planar_len(pw, ph)];
+
+    for format in [
+        PixelFormat::Rgb,
+        PixelFormat::Rgbx,
+        PixelFormat::I420,
+        PixelFormat::Nv12,
+    ] {
+        let layout = FrameLayout::packed(format, W, H);
+        let frame = if format.is_yuv() {
+            // Any bytes do for timing.
+            (0..layout.size).map(|i| (i * 31 % 251) as u8).collect()
+        } else {
+            noisy_frame(&layout)
+        };
+        report(
+            &format!("pre: {} -> planar f32", format.name()),
+            time(rounds, || {
+                convert::frame_to_planar(black_box(&frame), &layout, &mut planar, pw, ph).expect("valid");
+            }),
+        );
+        let mut out = vec![0u8; layout.size];
+        report(
+            &format!("post: planar f32 -> {}", format.name()),
+            time(rounds, || {
+                convert::planar_to_frame(black_box(&planar), pw, ph, &layout, &mut out).expect("valid");
+            }),
+        );
+    }
+
+    let labels: Vec<u8> = (0..pw * ph).map(|i| (i % 19) as u8).collect();
+    let stride = round_up(W, 4);
+    let mut mask = vec![0u8; stride * H];
+    report(
+        "post: class map copy (GRAY8)",
+        time(rounds, || {
+            convert::copy_labels(black_box(&labels), pw, W, H, &mut mask, stride);
+        }),
+    );
+
+    let layout = FrameLayout::packed(PixelFormat::Rgb, W, H);
+    convert::frame_to_planar(&noisy_frame(&layout), &layout, &mut planar, pw, ph).expect("valid");
+    let mut estimator = SigmaEstimator::new();
+    let mut sigma = 0.0;
+    report(
+        "pre: noise sigma estimate (default budget)",
+        time(rounds, || {
+            sigma = estimator.estimate(black_box(&planar), W, H, pw);
+        }),
+    );
+    println!("  (estimated sigma {:.2} for noise of sigma 25)", sigma * 255.0);
+
+    let mut noisy = vec![0u8; layout.size];
+    report(
+        "addnoise: gaussian sigma 25 on RGB",
+        time(rounds.min(20), || {
+            add_noise_interleaved(
+                &mut noisy,
+                W,
+                H,
+                layout.strides[0],
+                3,
+                &[0, 1, 2],
+                &NoiseParams::gaussian(25.0),
+                7,
+                0,
+            );
+        }),
+    );
+}

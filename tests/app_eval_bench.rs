@@ -1,0 +1,488 @@
+//! End-to-end tests of `denoiseseg eval` and `denoiseseg bench`: the built binary on
+//! short clips that gst-launch-1.0 makes here, with tests/models/joint.onnx
+//! (denoised = 1 - image, labels = argmax over R, G, B), so that every number in the
+//! JSON report can be computed independently.
+//!
+//! The binary loads the plugin from beside itself: run `cargo build --release
+//! --workspace` first (the Makefile does), then `cargo test --release`.
+#![cfg(feature = "cli")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use denoiseseg::metrics::ssim_rgb_u8;
+use denoiseseg::noise::{add_noise_interleaved, NoiseParams};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_denoiseseg");
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn joint_model() -> String {
+    root().join("tests/models/joint.onnx").display().to_string()
+}
+
+/// The binary, after checking that the plugin lies beside it.
+fn app() -> Command {
+    let plugin = Path::new(BIN)
+        .parent()
+        .expect("the binary has a folder")
+        .join("libgstdenoiseseg.so");
+    assert!(
+        plugin.is_file(),
+        "{} is missing: run `cargo build --release --workspace` before `cargo test --release` \
+         (the app loads the plugin from beside its binary)",
+        plugin.display()
+    );
+    let mut c = Command::new(BIN);
+    c.env_remove("DENOISESEG_MODEL_DIR");
+    c
+}
+
+fn run(mut c: Command) -> Output {
+    let out = c.output().expect("the app runs");
+    eprintln!(
+        "{:?}\n--- stdout\n{}--- stderr\n{}",
+        c,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn gst_launch(desc: &str) {
+    let args: Vec<&str> = desc.split_whitespace().collect();
+    let out = Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(&args)
+        .output()
+        .expect("gst-launch-1.0 runs");
+    assert!(
+        out.status.success(),
+        "gst-launch-1.0 {desc} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Reads frames of `bpp` bytes per pixel written with GStreamer's default stride
+/// (rows padded to 4 bytes) and returns them tightly packed.
+fn read_frames(path: &Path, w: usize, h: usize, bpp: usize) -> Vec<Vec<u8>> {
+    let raw = std::fs::read(path).unwrap();
+    let stride = (w * bpp).div_ceil(4) * 4;
+    let size = stride * h;
+    assert_eq!(raw.len() % size, 0, "{} is not whole frames", path.display());
+    raw.chunks(size)
+        .map(|f| f.chunks(stride).flat_map(|r| &r[..w * bpp]).copied().collect())
+        .collect()
+}
+
+/// Writes packed frames with GStreamer's default stride.
+fn write_frames(path: &Path, frames: &[Vec<u8>], w: usize, bpp: usize) {
+    let stride = (w * bpp).div_ceil(4) * 4;
+    let mut raw = Vec::new();
+    for f in frames {
+        for row in f.chunks(w * bpp) {
+            raw.extend_from_slice(row);
+            raw.resize(raw.len() + stride - w * bpp, 0);
+        }
+    }
+    std::fs::write(path, raw).unwrap();
+}
+
+/// A clean clip from videotestsrc: `n` RGB frames, returned packed, and written as
+/// `out` (FFV1 in MKV through BGRx, lossless, or one PNG per frame when `out` ends
+/// in .png, with %d in the name).
+fn clean_clip(dir: &Path, out: &Path, w: usize, h: usize, n: usize, pattern: &str) -> Vec<Vec<u8>> {
+    let raw = dir.join(format!("clean-{w}x{h}-{pattern}.rgb"));
+    let encode = if out.extension().is_some_and(|e| e == "png") {
+        format!("pngenc ! multifilesink location={}", out.display())
+    } else {
+        format!(
+            "videoconvert ! video/x-raw,format=BGRx ! avenc_ffv1 ! matroskamux ! filesink location={}",
+            out.display()
+        )
+    };
+    gst_launch(&format!(
+        "videotestsrc num-buffers={n} pattern={pattern} horizontal-speed=3 ! \
+         video/x-raw,format=RGB,width={w},height={h},framerate=25/1 ! tee name=t \
+         t. ! queue ! filesink location={} t. ! queue ! {encode}",
+        raw.display()
+    ));
+    let frames = read_frames(&raw, w, h, 3);
+    assert_eq!(frames.len(), n);
+    frames
+}
+
+/// Label maps as GRAY8, written as FFV1 in MKV or as PNG files (%d in the name).
+fn write_labels(dir: &Path, out: &Path, labels: &[Vec<u8>], w: usize, h: usize) {
+    let raw = dir.join(format!("labels-{w}x{h}.gray"));
+    write_frames(&raw, labels, w, 1);
+    let encode = if out.extension().is_some_and(|e| e == "png") {
+        format!("pngenc ! multifilesink location={}", out.display())
+    } else {
+        format!("avenc_ffv1 ! matroskamux ! filesink location={}", out.display())
+    };
+    gst_launch(&format!(
+        "filesrc location={} ! rawvideoparse format=gray8 width={w} height={h} framerate=25/1 ! {encode}",
+        raw.display()
+    ));
+}
+
+/// The joint model's class rule: the strongest of R, G, B, the first on ties.
+fn argmax(rgb: &[u8]) -> Vec<u8> {
+    rgb.chunks(3)
+        .map(|p| {
+            let mut best = 0;
+            for c in 1..3 {
+                if p[c] > p[best] {
+                    best = c;
+                }
+            }
+            best as u8
+        })
+        .collect()
+}
+
+/// Ground truth for a clean frame: its argmax, with the first row ignored (255).
+fn truth_of(clean: &[u8], w: usize) -> Vec<u8> {
+    let mut t = argmax(clean);
+    t[..w].fill(255);
+    t
+}
+
+fn psnr(a: &[u8], b: &[u8]) -> f64 {
+    let sse: f64 = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum();
+    let mse = sse / a.len() as f64;
+    if mse == 0.0 {
+        100.0
+    } else {
+        (10.0 * (255.0f64 * 255.0 / mse).log10()).min(100.0)
+    }
+}
+
+/// What eval should report for one sigma, computed here.
+struct Expected {
+    psnr_noisy: f64,
+    psnr_denoised: f64,
+    ssim_noisy: f64,
+    ssim_denoised: f64,
+    miou: f64,
+    pixel_accuracy: f64,
+}
+
+fn expected(clean: &[Vec<u8>], sizes: &[(usize, usize)], truth: &[Vec<u8>], sigma: f32, seed: u64) -> Expected {
+    let n = clean.len() as f64;
+    let (mut pn, mut pd, mut sn, mut sd) = (0.0, 0.0, 0.0, 0.0);
+    let mut cm = [[0u64; 3]; 3];
+    for (k, (c, &(w, h))) in clean.iter().zip(sizes).enumerate() {
+        let mut noisy = c.clone();
+        add_noise_interleaved(
+            &mut noisy,
+            w,
+            h,
+            w * 3,
+            3,
+            &[0, 1, 2],
+            &NoiseParams::gaussian(sigma),
+            seed,
+            k as u64,
+        );
+        let denoised: Vec<u8> = noisy.iter().map(|&v| 255 - v).collect();
+        pn += psnr(&noisy, c);
+        pd += psnr(&denoised, c);
+        sn += ssim_rgb_u8(&noisy, c, w, h);
+        sd += ssim_rgb_u8(&denoised, c, w, h);
+        for (&p, &t) in argmax(&noisy).iter().zip(&truth[k]) {
+            if t != 255 {
+                cm[t as usize][p as usize] += 1;
+            }
+        }
+    }
+    let mut ious = Vec::new();
+    for (c, row) in cm.iter().enumerate() {
+        let tp = row[c];
+        let row: u64 = row.iter().sum();
+        let col: u64 = (0..3).map(|t| cm[t][c]).sum();
+        if row + col > 0 {
+            ious.push(tp as f64 / (row + col - tp) as f64);
+        }
+    }
+    let total: u64 = cm.iter().flatten().sum();
+    Expected {
+        psnr_noisy: pn / n,
+        psnr_denoised: pd / n,
+        ssim_noisy: sn / n,
+        ssim_denoised: sd / n,
+        miou: ious.iter().sum::<f64>() / ious.len() as f64,
+        pixel_accuracy: (0..3).map(|c| cm[c][c]).sum::<u64>() as f64 / total as f64,
+    }
+}
+
+fn close(got: &Value, want: f64, what: &str) {
+    let got = got.as_f64().unwrap_or_else(|| panic!("{what}: not a number: {got}"));
+    assert!((got - want).abs() < 1e-6, "{what}: got {got}, expected {want}");
+}
+
+fn check(r: &Value, e: &Expected, frames: usize) {
+    assert_eq!(r["frames"], frames, "{r}");
+    close(&r["psnr_noisy"], e.psnr_noisy, "psnr_noisy");
+    close(&r["psnr_denoised"], e.psnr_denoised, "psnr_denoised");
+    close(&r["ssim_noisy"], e.ssim_noisy, "ssim_noisy");
+    close(&r["ssim_denoised"], e.ssim_denoised, "ssim_denoised");
+    close(&r["miou"], e.miou, "miou");
+    close(&r["pixel_accuracy"], e.pixel_accuracy, "pixel_accuracy");
+    assert!(r["fps"].as_f64().unwrap() > 0.0, "{r}");
+    assert_eq!(r["complete"], true);
+}
+
+#[test]
+fn eval_on_a_video_with_label_video_matches_independent_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, h, n) = (64, 32, 8);
+    let clip = dir.path().join("clean.mkv");
+    let clean = clean_clip(dir.path(), &clip, w, h, n, "smpte");
+    let truth: Vec<Vec<u8>> = clean.iter().map(|c| truth_of(c, w)).collect();
+    let labels = dir.path().join("labels.mkv");
+    write_labels(dir.path(), &labels, &truth, w, h);
+    let json = dir.path().join("eval.json");
+
+    let mut c = app();
+    c.arg("eval")
+        .arg(&clip)
+        .arg("--labels")
+        .arg(&labels)
+        .args(["--sigma", "15,40", "--seed", "7", "--provider", "cpu", "--model"])
+        .arg(joint_model())
+        .arg("--json")
+        .arg(&json);
+    let out = run(c);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("PSNR noisy"), "the table is printed: {stdout}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["provider"], "cpu");
+    assert_eq!(report["model_name"], "test-joint");
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    let sizes = vec![(w, h); n];
+    for (r, sigma) in results.iter().zip([15.0, 40.0]) {
+        assert_eq!(r["sigma"], sigma);
+        check(r, &expected(&clean, &sizes, &truth, sigma as f32, 7), n);
+        assert!(r["iou_per_class"]["red"].is_number(), "{r}");
+    }
+    // The inverted image is far from the clean one.
+    assert!(results[0]["psnr_denoised"].as_f64().unwrap() < results[0]["psnr_noisy"].as_f64().unwrap());
+}
+
+#[test]
+fn eval_on_an_image_folder_of_mixed_sizes_with_json_on_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    let gt = dir.path().join("gt");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(&gt).unwrap();
+    // Sorted names give the order; 42x26 has padded rows and a padded model input.
+    let specs = [("a", 64, 32, "smpte"), ("b", 42, 26, "ball"), ("c", 48, 16, "colors")];
+    let (mut clean, mut sizes, mut truth) = (Vec::new(), Vec::new(), Vec::new());
+    for (name, w, h, pattern) in specs {
+        let frames = clean_clip(
+            dir.path(),
+            &images.join(format!("{name}_leftImg8bit.png")),
+            w,
+            h,
+            1,
+            pattern,
+        );
+        let t = truth_of(&frames[0], w);
+        write_labels(
+            dir.path(),
+            &gt.join(format!("{name}_gtFine_labelTrainIds.png")),
+            std::slice::from_ref(&t),
+            w,
+            h,
+        );
+        clean.push(frames[0].clone());
+        sizes.push((w, h));
+        truth.push(t);
+    }
+    let mut c = app();
+    c.arg("eval")
+        .arg(&images)
+        .arg("--labels")
+        .arg(&gt)
+        .args(["--sigma", "25", "--seed", "3", "--provider", "cpu", "--model"])
+        .arg(joint_model())
+        .args(["--json", "-"]);
+    let out = run(c);
+    assert!(out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).expect("stdout is the JSON report alone");
+    let r = &report["results"][0];
+    check(r, &expected(&clean, &sizes, &truth, 25.0, 3), 3);
+
+    // --frames takes the first images only.
+    let mut c = app();
+    c.arg("eval")
+        .arg(&images)
+        .args(["--sigma", "25", "--seed", "3", "--frames", "2", "--model"])
+        .arg(joint_model())
+        .args(["--json", "-"]);
+    let out = run(c);
+    assert!(out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &report["results"][0];
+    assert_eq!(r["frames"], 2);
+    assert!(r["miou"].is_null(), "no labels, no mIoU: {r}");
+    let e = expected(&clean[..2], &sizes[..2], &truth[..2], 25.0, 3);
+    close(&r["psnr_noisy"], e.psnr_noisy, "psnr_noisy");
+}
+
+/// A failed run: exit code 1 and one line on stderr that says `what`.
+fn fails_with(args: &[&str], what: &str) {
+    let mut c = app();
+    c.args(args);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.starts_with("sigma ") && !l.trim().is_empty())
+        .collect();
+    assert_eq!(lines.len(), 1, "one clear line: {stderr}");
+    assert!(lines[0].contains(what), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn eval_errors_are_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = joint_model();
+    let missing = dir.path().join("missing.mp4").display().to_string();
+    fails_with(&["eval", &missing, "--model", &model], "no such file or folder");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    fails_with(
+        &["eval", &empty.display().to_string(), "--model", &model],
+        "no PNG or JPEG images",
+    );
+
+    // Labels of another size than the frames.
+    let clip = dir.path().join("clean.mkv");
+    clean_clip(dir.path(), &clip, 64, 32, 3, "smpte");
+    let labels = dir.path().join("small-labels.mkv");
+    write_labels(dir.path(), &labels, &vec![vec![0u8; 32 * 16]; 3], 32, 16);
+    fails_with(
+        &[
+            "eval",
+            &clip.display().to_string(),
+            "--labels",
+            &labels.display().to_string(),
+            "--sigma",
+            "10",
+            "--model",
+            &model,
+        ],
+        "label map 1 is 32x16, but its frame is 64x32",
+    );
+    fails_with(
+        &[
+            "eval",
+            &clip.display().to_string(),
+            "--labels",
+            &dir.path().join("nope.mkv").display().to_string(),
+            "--model",
+            &model,
+        ],
+        "no such labels file or folder",
+    );
+    fails_with(
+        &["eval", &clip.display().to_string(), "--sigma", "300", "--model", &model],
+        "outside 0..=255",
+    );
+}
+
+#[test]
+fn bench_reports_both_loops_ratio_and_ordered_percentiles() {
+    let mut c = app();
+    c.args(["bench", "--model"]).arg(joint_model()).args([
+        "--size",
+        "64x32",
+        "--frames",
+        "12",
+        "--warmup",
+        "2",
+        "--provider",
+        "cpu",
+        "--threads",
+        "1",
+        "--json",
+        "-",
+    ]);
+    let out = run(c);
+    assert!(out.status.success());
+    let r: Value = serde_json::from_slice(&out.stdout).expect("stdout is the JSON report alone");
+    assert_eq!(r["provider"], "cpu");
+    assert_eq!(r["bare"]["provider"], "cpu");
+    assert_eq!(r["threads"], 1);
+    assert_eq!(r["frames"], 12);
+    assert_eq!(r["padded_size"], serde_json::json!([64, 32]));
+    let bare = r["bare"]["fps"].as_f64().unwrap();
+    let pipe = r["pipeline"]["fps"].as_f64().unwrap();
+    assert!(bare > 0.0 && pipe > 0.0, "{r}");
+    close(&r["ratio"], pipe / bare, "ratio");
+    let l = &r["pipeline"]["latency_ms"];
+    let (p50, p95, p99) = (
+        l["p50"].as_f64().unwrap(),
+        l["p95"].as_f64().unwrap(),
+        l["p99"].as_f64().unwrap(),
+    );
+    assert!(0.0 <= p50 && p50 <= p95 && p95 <= p99, "{l}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pipeline / bare"), "the table goes to stderr: {stderr}");
+
+    // Batches: frames round up to whole batches.
+    let mut c = app();
+    c.args(["bench", "--model"]).arg(joint_model()).args([
+        "--size",
+        "40x24",
+        "--frames",
+        "5",
+        "--warmup",
+        "1",
+        "--batch-size",
+        "2",
+        "--repeat",
+        "2",
+        "--json",
+        "-",
+    ]);
+    let out = run(c);
+    assert!(out.status.success());
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["frames"], 6);
+    assert_eq!(r["batch_size"], 2);
+    assert_eq!(r["pipeline"]["fps_rounds"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn bench_errors_are_one_clear_line() {
+    fails_with(&["bench", "--size", "big"], "expected WIDTHxHEIGHT");
+    fails_with(
+        &["bench", "--model", "/nonexistent/model.onnx", "--size", "64x32"],
+        "no model at /nonexistent/model.onnx",
+    );
+}
+
+#[test]
+fn eval_and_bench_help_show_examples() {
+    for cmd in ["eval", "bench"] {
+        let mut c = app();
+        c.args([cmd, "--help"]);
+        let out = run(c);
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Examples:"), "{text}");
+        assert!(text.contains(&format!("denoiseseg {cmd}")), "{text}");
+    }
+}
