@@ -7,38 +7,18 @@
 //! --workspace` first (the Makefile does), then `cargo test --release`.
 #![cfg(feature = "cli")]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use denoiseseg::metrics::ssim_rgb_u8;
 use denoiseseg::noise::{add_noise_interleaved, NoiseParams};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_denoiseseg");
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{app, gst_launch};
 
 fn joint_model() -> String {
-    root().join("tests/models/joint.onnx").display().to_string()
-}
-
-/// The binary, after checking that the plugin lies beside it.
-fn app() -> Command {
-    let plugin = Path::new(BIN)
-        .parent()
-        .expect("the binary has a folder")
-        .join("libgstdenoiseseg.so");
-    assert!(
-        plugin.is_file(),
-        "{} is missing: run `cargo build --release --workspace` before `cargo test --release` \
-         (the app loads the plugin from beside its binary)",
-        plugin.display()
-    );
-    let mut c = Command::new(BIN);
-    c.env_remove("DENOISESEG_MODEL_DIR");
-    c
+    common::test_model("joint.onnx")
 }
 
 fn run(mut c: Command) -> Output {
@@ -50,20 +30,6 @@ fn run(mut c: Command) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-fn gst_launch(desc: &str) {
-    let args: Vec<&str> = desc.split_whitespace().collect();
-    let out = Command::new("gst-launch-1.0")
-        .arg("-q")
-        .args(&args)
-        .output()
-        .expect("gst-launch-1.0 runs");
-    assert!(
-        out.status.success(),
-        "gst-launch-1.0 {desc} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Reads frames of `bpp` bytes per pixel written with GStreamer's default stride

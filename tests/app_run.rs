@@ -1,48 +1,19 @@
 //! End-to-end tests of `denoiseseg run`, `demo` and `models`: the built binary on
 //! short clips made here with gst-launch-1.0. Needs `cargo build --release --workspace`
 //! first (the binary loads the plugin from beside itself), as `make test` does.
+#![cfg(feature = "cli")]
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-fn bin() -> PathBuf {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_denoiseseg"));
-    let plugin = exe.with_file_name("libgstdenoiseseg.so");
-    assert!(
-        plugin.is_file(),
-        "{} is missing: run `cargo build --release --workspace` (or `make build`) before the app tests",
-        plugin.display()
-    );
-    exe
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn test_model(name: &str) -> String {
-    root().join("tests/models").join(name).display().to_string()
-}
+mod common;
+use common::{app, gst_launch, test_model};
 
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("dseg-app-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn gst_launch(desc: &str) {
-    let args: Vec<&str> = desc.split_whitespace().collect();
-    let out = Command::new("gst-launch-1.0")
-        .arg("-q")
-        .args(&args)
-        .output()
-        .expect("gst-launch-1.0 runs");
-    assert!(
-        out.status.success(),
-        "gst-launch-1.0 {desc}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A lossless RGB clip (FFV1 in Matroska) of `n` frames.
@@ -83,7 +54,7 @@ fn decode(path: &Path, format: &str, w: usize, h: usize) -> Vec<Vec<u8>> {
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(bin()).args(args).output().expect("the app runs")
+    app().args(args).output().expect("the app runs")
 }
 
 fn stderr(o: &Output) -> String {
@@ -192,7 +163,7 @@ fn ctrl_c_finishes_the_output_file() {
     // Long enough that the run is still going when interrupted.
     let clip = make_clip(&dir, 3000, 96, 64);
     let out = dir.join("out.mp4");
-    let child = Command::new(bin())
+    let child = app()
         .args([
             "run",
             clip.to_str().unwrap(),
