@@ -260,14 +260,16 @@ impl Stats {
     }
 }
 
-/// What `submit` did with the frame.
+/// What `submit` did with the frame. A dropped frame is handed back, so that the
+/// caller can report it (its timestamps in a QoS message, say).
 #[derive(Debug, PartialEq, Eq)]
-pub enum Submitted {
+pub enum Submitted<F> {
     Queued,
-    /// Queued after dropping the oldest waiting frame (leaky).
-    QueuedDroppedOldest,
-    /// The queue was full and nothing waited: the new frame was dropped (leaky).
-    DroppedNew,
+    /// Queued after dropping the oldest waiting frame (leaky), given back here.
+    QueuedDroppedOldest(F),
+    /// The queue was full and nothing waited: the new frame was dropped (leaky) and
+    /// is given back.
+    DroppedNew(F),
 }
 
 /// What `recv` gives.
@@ -514,7 +516,7 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
 
     /// Queues a frame. Blocks while the queue is full unless leaky; returns at once
     /// with `Refused::Flushing` when a flush starts.
-    pub fn submit(&self, frame: P::Frame) -> Result<Submitted, Refused> {
+    pub fn submit(&self, frame: P::Frame) -> Result<Submitted<P::Frame>, Refused> {
         let sh = &self.shared;
         let mut outcome = Submitted::Queued;
         let mut st = lock(&sh.capacity.state);
@@ -531,14 +533,14 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
             }
             if sh.tunables.leaky() {
                 drop(st);
-                if self.drop_oldest() {
-                    outcome = Submitted::QueuedDroppedOldest;
+                if let Some(oldest) = self.drop_oldest() {
+                    outcome = Submitted::QueuedDroppedOldest(oldest);
                     st = lock(&sh.capacity.state);
                     continue;
                 }
                 sh.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 lock(&self.reorder).after_drop = true;
-                return Ok(Submitted::DroppedNew);
+                return Ok(Submitted::DroppedNew(frame));
             }
             st = sh.capacity.cv.wait(st).unwrap_or_else(|e| e.into_inner());
         }
@@ -556,20 +558,16 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
         }
     }
 
-    /// Drops the oldest frame still waiting for inference (or for pre-processing).
-    fn drop_oldest(&self) -> bool {
-        let seq = match self.infer_rx.try_recv() {
-            Ok(s) => Some(s.seq),
-            Err(_) => self.pre_rx.try_recv().ok().map(|w| w.seq),
+    /// Drops the oldest frame still waiting for inference (or for pre-processing),
+    /// releasing its share of the capacity, and gives the frame back.
+    fn drop_oldest(&self) -> Option<P::Frame> {
+        let (seq, frame) = match self.infer_rx.try_recv() {
+            Ok(s) => (s.seq, s.frame),
+            Err(_) => self.pre_rx.try_recv().ok().map(|w| (w.seq, w.frame))?,
         };
-        match seq {
-            Some(seq) => {
-                self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                self.shared.done(seq, DoneKind::Dropped);
-                true
-            }
-            None => false,
-        }
+        self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        self.shared.done(seq, DoneKind::Dropped);
+        Some(frame)
     }
 
     /// Queues a serialized event: it comes out of `recv` after every frame submitted before it.

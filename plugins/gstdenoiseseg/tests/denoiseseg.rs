@@ -456,6 +456,8 @@ fn leaky_drops_frames_instead_of_blocking_and_counts_them() {
         "joint.onnx",
         &[("leaky", "true"), ("max-in-flight", "2"), ("workers", "1")],
     );
+    let bus = gst::Bus::new();
+    e.set_bus(Some(&bus));
     let mut hs = harness(&e, &rgb_caps(w, h));
     let frame = rgb_frame(0, w, h);
     let n = 40;
@@ -480,6 +482,16 @@ fn leaky_drops_frames_instead_of_blocking_and_counts_them() {
     assert!(dropped > 0, "no frame dropped");
     assert!(disconts > 0, "frames after a drop are marked DISCONT");
     assert_eq!(outs + dropped, n, "every frame is either out or counted as dropped");
+    // Each drop is posted as QoS with the dropped frame's own timestamp.
+    let mut qos_pts = Vec::new();
+    while let Some(m) = bus.pop_filtered(&[gst::MessageType::Qos]) {
+        if let gst::MessageView::Qos(q) = m.view() {
+            let (_live, _rt, _st, ts, _dur) = q.get();
+            qos_pts.push(ts.expect("QoS names the dropped frame's timestamp"));
+        }
+    }
+    assert_eq!(qos_pts.len() as u64, dropped);
+    assert!(qos_pts.iter().all(|t| t.mseconds() % 40 == 0 && t.mseconds() < 40 * n));
 }
 
 #[test]

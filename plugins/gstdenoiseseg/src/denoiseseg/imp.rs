@@ -474,9 +474,14 @@ impl DenoiseSeg {
         };
         match queue.submit(frame) {
             Ok(Submitted::Queued) => {}
-            Ok(Submitted::QueuedDroppedOldest) | Ok(Submitted::DroppedNew) => {
-                gst::debug!(CAT, imp = self, "queue full: dropped a frame (leaky)");
-                self.post_drop_qos();
+            Ok(Submitted::QueuedDroppedOldest(dropped)) | Ok(Submitted::DroppedNew(dropped)) => {
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "queue full: dropped the frame at {:?} (leaky)",
+                    dropped.meta.pts()
+                );
+                self.post_qos(&dropped.meta);
             }
             Err(Refused::Flushing) | Err(Refused::Closed) => {
                 let flow = *lock(&self.flow);
@@ -515,18 +520,6 @@ impl DenoiseSeg {
             .stream_time(stream_time)
             .timestamp(buffer.pts())
             .duration(buffer.duration())
-            .stats(
-                gst::format::Buffers::from_u64(stats.processed),
-                gst::format::Buffers::from_u64(stats.dropped),
-            )
-            .src(&*self.obj())
-            .build();
-        let _ = self.obj().post_message(msg);
-    }
-
-    fn post_drop_qos(&self) {
-        let stats = self.stats_snapshot();
-        let msg = gst::message::Qos::builder(true)
             .stats(
                 gst::format::Buffers::from_u64(stats.processed),
                 gst::format::Buffers::from_u64(stats.dropped),
