@@ -25,6 +25,36 @@ pub enum Error {
     Panic(String),
 }
 
+impl Error {
+    /// A copy with the same variant and text (an I/O error keeps its kind and message),
+    /// for reporting one failure at several frames' positions.
+    pub fn duplicate(&self) -> Error {
+        match self {
+            Error::Io { path, source } => Error::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::Sidecar { path, message } => Error::Sidecar {
+                path: path.clone(),
+                message: message.clone(),
+            },
+            Error::Contract { path, message } => Error::Contract {
+                path: path.clone(),
+                message: message.clone(),
+            },
+            Error::Library(m) => Error::Library(m.clone()),
+            Error::Provider { provider, message } => Error::Provider {
+                provider: provider.clone(),
+                message: message.clone(),
+            },
+            Error::Ort(m) => Error::Ort(m.clone()),
+            Error::Frame(m) => Error::Frame(m.clone()),
+            Error::Invalid(m) => Error::Invalid(m.clone()),
+            Error::Panic(m) => Error::Panic(m.clone()),
+        }
+    }
+}
+
 impl From<ort::Error> for Error {
     fn from(e: ort::Error) -> Self {
         Error::Ort(e.to_string())

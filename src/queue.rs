@@ -343,9 +343,16 @@ struct Staged<F> {
 }
 
 enum DoneKind<O, E> {
-    Frame { out: O, _permit: Permit, t0: Instant },
+    Frame {
+        out: O,
+        _permit: Permit,
+        t0: Instant,
+    },
     Event(E),
     Dropped,
+    /// A frame that failed after its error was already reported (the backend could
+    /// not be built): its position is skipped silently.
+    Failed,
     Error(Error),
 }
 
@@ -364,7 +371,7 @@ struct Reorder<O, E> {
     base: u64,
     slots: VecDeque<Option<DoneKind<O, E>>>,
     after_drop: bool,
-    fatal: Option<String>,
+    fatal: Option<Error>,
 }
 
 struct Shared<P: Processor, E> {
@@ -539,7 +546,8 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
                     continue;
                 }
                 sh.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                lock(&self.reorder).after_drop = true;
+                // It takes a position, so that the frame after the gap is the one marked.
+                sh.done(sh.next_seq.fetch_add(1, Ordering::AcqRel), DoneKind::Dropped);
                 return Ok(Submitted::DroppedNew(frame));
             }
             st = sh.capacity.cv.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -595,8 +603,8 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
                 if self.shared.flushing.load(Ordering::Acquire) {
                     return Recv::Flushing;
                 }
-                if let Some(msg) = r.fatal.take() {
-                    return Recv::Item(Output::Error(Error::Ort(msg)));
+                if let Some(e) = r.fatal.take() {
+                    return Recv::Item(Output::Error(e));
                 }
                 while let Some(Some(_)) = r.slots.front() {
                     let kind = r.slots.pop_front().flatten().expect("front checked");
@@ -605,6 +613,7 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
                         DoneKind::Dropped => {
                             r.after_drop = true;
                         }
+                        DoneKind::Failed => {}
                         DoneKind::Frame { out, _permit, t0 } => {
                             drop(_permit);
                             let latency = t0.elapsed();
@@ -632,7 +641,7 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
             let mut r = lock(&self.reorder);
             match msg {
                 Done::Wake => {}
-                Done::Fatal(e) => r.fatal = Some(e.to_string()),
+                Done::Fatal(e) => r.fatal = Some(e),
                 Done::Seq { seq, kind } => {
                     if seq < r.base {
                         continue; // from before a flush
@@ -770,8 +779,12 @@ fn inference_thread<P: Processor, E>(
         Ok(b) => b,
         Err(e) => {
             let _ = sh.done_tx.send(Done::Fatal(e));
-            // Keep draining so that permits are released and nothing blocks.
-            while rx.recv().is_ok() {}
+            // Keep draining: each frame's permit is released and its position freed
+            // (the error was reported once), so events queued behind frames, EOS or
+            // a drain, still come out and nothing blocks.
+            while let Ok(s) = rx.recv() {
+                sh.done(s.seq, DoneKind::Failed);
+            }
             return;
         }
     };
@@ -854,10 +867,9 @@ fn inference_thread<P: Processor, E>(
                 }
             }
             Err(e) => {
-                let msg = e.to_string();
                 tensors.clear();
                 for (seq, ..) in metas.drain(..) {
-                    sh.done(seq, DoneKind::Error(Error::Ort(msg.clone())));
+                    sh.done(seq, DoneKind::Error(e.duplicate()));
                 }
             }
         }
@@ -905,5 +917,1251 @@ fn post_worker<P: Processor, E>(sh: Arc<Shared<P, E>>, rx: Receiver<Staged<P::Fr
             Err(p) => DoneKind::Error(Error::Panic(panic_message(p))),
         };
         sh.done(seq, kind);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Engine tests of the queue with a fake processor and fake backends (no
+    //! GStreamer, no ONNX Runtime). Things that must happen are awaited for up to
+    //! `WAIT`; things that must not happen are watched for `QUIET`.
+    use super::*;
+    use crate::noise::{add_noise_interleaved, NoiseParams};
+    use crossbeam_channel::{unbounded, TryRecvError};
+    use std::collections::HashSet;
+    use std::thread;
+
+    /// The most any awaited step may take before the test fails.
+    const WAIT: Duration = Duration::from_secs(5);
+    /// How long a call is watched to make sure it stays blocked.
+    const QUIET: Duration = Duration::from_millis(300);
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct TestFrame {
+        id: u64,
+        width: usize,
+        height: usize,
+        /// Interleaved 8-bit RGB `width` x `height`; without it the image is filled with `id`.
+        rgb: Option<Arc<Vec<u8>>>,
+    }
+
+    fn frame(id: u64) -> TestFrame {
+        sized(id, 8, 8)
+    }
+
+    fn sized(id: u64, width: usize, height: usize) -> TestFrame {
+        TestFrame {
+            id,
+            width,
+            height,
+            rgb: None,
+        }
+    }
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct Out {
+        id: u64,
+        /// `image[0]` after inference: `id + add` for frames filled with their id.
+        value: f32,
+        sigma: f32,
+        sigma_estimate: f32,
+        padded: (usize, usize),
+        denoised: bool,
+    }
+
+    #[derive(Default)]
+    struct TestProc {
+        size_multiple: usize,
+        /// Sleep a little, differently per frame, in pre and post so that workers finish out of order.
+        jitter: bool,
+        pre_panic_on: Option<u64>,
+        pre_error_on: Option<u64>,
+        post_panic_on: Option<u64>,
+    }
+
+    fn jitter(id: u64, salt: u64) {
+        let us = (id.wrapping_mul(2_654_435_761).wrapping_add(salt) % 5) * 150;
+        if us > 0 {
+            thread::sleep(Duration::from_micros(us));
+        }
+    }
+
+    impl Processor for TestProc {
+        type Frame = TestFrame;
+        type Output = Out;
+
+        fn pre(&self, f: &mut TestFrame, t: &mut Tensors) -> Result<()> {
+            if self.pre_panic_on == Some(f.id) {
+                panic!("injected pre panic on frame {}", f.id);
+            }
+            if self.pre_error_on == Some(f.id) {
+                return Err(Error::Frame(format!("injected pre error on frame {}", f.id)));
+            }
+            if self.jitter {
+                jitter(f.id, 1);
+            }
+            t.set_size(f.width, f.height, self.size_multiple);
+            match f.rgb.take() {
+                Some(rgb) => {
+                    let (w, h, pw, ph) = (t.width, t.height, t.pw, t.ph);
+                    t.image.fill(0.0);
+                    for c in 0..3 {
+                        for y in 0..h {
+                            for x in 0..w {
+                                t.image[c * ph * pw + y * pw + x] = rgb[(y * w + x) * 3 + c] as f32 / 255.0;
+                            }
+                        }
+                    }
+                }
+                None => t.image.fill(f.id as f32),
+            }
+            Ok(())
+        }
+
+        fn post(&self, f: TestFrame, t: &mut Tensors) -> Result<Out> {
+            if self.post_panic_on == Some(f.id) {
+                panic!("injected post panic on frame {}", f.id);
+            }
+            if self.jitter {
+                jitter(f.id, 2);
+            }
+            Ok(Out {
+                id: f.id,
+                value: t.image[0],
+                sigma: t.sigma,
+                sigma_estimate: t.sigma_estimate,
+                padded: (t.pw, t.ph),
+                denoised: t.denoised,
+            })
+        }
+    }
+
+    /// What the backend saw in one `run`.
+    #[derive(Debug, Clone)]
+    struct BatchLog {
+        /// `image[0]` of each frame: its id for frames filled with their id.
+        ids: Vec<u64>,
+        padded: (usize, usize),
+        sigmas: Vec<f32>,
+    }
+
+    type Log = Arc<Mutex<Vec<BatchLog>>>;
+
+    /// A configurable fake backend: adds `add` to every sample, optionally waiting on
+    /// `gate` (one message per batch, or the sender dropped to open it for good),
+    /// sleeping, failing or panicking on a chosen frame.
+    #[derive(Default)]
+    struct FakeBackend {
+        add: f32,
+        sleep: Duration,
+        gate: Option<Receiver<()>>,
+        started: Option<Sender<Vec<u64>>>,
+        fail_on: Option<u64>,
+        panic_on: Option<u64>,
+        log: Log,
+    }
+
+    impl Backend for FakeBackend {
+        fn run(&mut self, batch: &mut [Pooled]) -> Result<()> {
+            let ids: Vec<u64> = batch.iter().map(|t| t.image[0] as u64).collect();
+            lock(&self.log).push(BatchLog {
+                ids: ids.clone(),
+                padded: (batch[0].pw, batch[0].ph),
+                sigmas: batch.iter().map(|t| t.sigma).collect(),
+            });
+            for t in batch.iter() {
+                assert_eq!(
+                    (t.pw, t.ph),
+                    (batch[0].pw, batch[0].ph),
+                    "mixed padded sizes in one batch"
+                );
+            }
+            if let Some(s) = &self.started {
+                let _ = s.send(ids.clone());
+            }
+            if let Some(g) = &self.gate {
+                let _ = g.recv();
+            }
+            if !self.sleep.is_zero() {
+                thread::sleep(self.sleep);
+            }
+            if let Some(bad) = self.fail_on.filter(|b| ids.contains(b)) {
+                return Err(Error::Ort(format!("injected failure on frame {bad}")));
+            }
+            if let Some(bad) = self.panic_on.filter(|b| ids.contains(b)) {
+                panic!("injected backend panic on frame {bad}");
+            }
+            for t in batch.iter_mut() {
+                for v in t.image.iter_mut() {
+                    *v += self.add;
+                }
+                t.denoised = true;
+            }
+            Ok(())
+        }
+    }
+
+    fn factory_of(b: FakeBackend) -> BackendFactory {
+        Box::new(move || Ok(Box::new(b) as Box<dyn Backend>))
+    }
+
+    type Q = FrameQueue<TestProc, u64>;
+    type R = Recv<Out, u64>;
+
+    /// The queue, shut down when the test ends (even when it fails).
+    struct Guard(Arc<Q>);
+
+    impl Deref for Guard {
+        type Target = Q;
+        fn deref(&self) -> &Q {
+            &self.0
+        }
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.shutdown();
+        }
+    }
+
+    impl Guard {
+        fn arc(&self) -> Arc<Q> {
+            self.0.clone()
+        }
+    }
+
+    fn config(batch_size: usize, max_in_flight: usize, workers: usize) -> QueueConfig {
+        QueueConfig {
+            batch_size,
+            max_in_flight,
+            workers,
+            size_multiple: 8,
+            needs_sigma: false,
+        }
+    }
+
+    fn tunables(leaky: bool, noise_level: f32, batch_timeout: Duration) -> Arc<Tunables> {
+        Arc::new(Tunables::new(leaky, noise_level, batch_timeout))
+    }
+
+    fn proc_(size_multiple: usize) -> TestProc {
+        TestProc {
+            size_multiple,
+            ..TestProc::default()
+        }
+    }
+
+    fn start(cfg: QueueConfig, tun: Arc<Tunables>, p: TestProc, factory: BackendFactory) -> Guard {
+        Guard(Arc::new(
+            FrameQueue::new(cfg, tun, Arc::new(p), factory).expect("queue starts"),
+        ))
+    }
+
+    /// Runs `f` on its own thread; its result arrives on the returned channel.
+    fn spawn_call<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Receiver<T> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx
+    }
+
+    /// A thread calling `recv` in a loop, forwarding everything but `Flushing`
+    /// (it stops after `Closed`).
+    fn spawn_receiver(q: Arc<Q>) -> Receiver<R> {
+        let (tx, rx) = unbounded();
+        thread::spawn(move || loop {
+            let r = q.recv();
+            match r {
+                Recv::Flushing => thread::sleep(Duration::from_millis(1)),
+                Recv::Closed => {
+                    let _ = tx.send(r);
+                    return;
+                }
+                Recv::Item(_) => {
+                    if tx.send(r).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        rx
+    }
+
+    /// What came out, in a comparable form.
+    #[derive(Debug, PartialEq)]
+    enum Item {
+        Frame { id: u64, after_drop: bool },
+        Event(u64),
+        Error(String),
+    }
+
+    fn item(r: R) -> Item {
+        match r {
+            Recv::Item(Output::Frame { out, after_drop, .. }) => Item::Frame { id: out.id, after_drop },
+            Recv::Item(Output::Event(e)) => Item::Event(e),
+            Recv::Item(Output::Error(e)) => Item::Error(e.to_string()),
+            other => panic!("expected an item, got {other:?}"),
+        }
+    }
+
+    fn next(rx: &Receiver<R>) -> R {
+        rx.recv_timeout(WAIT).expect("recv gave nothing in time")
+    }
+
+    fn next_item(rx: &Receiver<R>) -> Item {
+        item(next(rx))
+    }
+
+    fn next_frame(rx: &Receiver<R>) -> (Out, bool) {
+        match next(rx) {
+            Recv::Item(Output::Frame { out, after_drop, .. }) => (out, after_drop),
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+
+    fn next_error(rx: &Receiver<R>) -> Error {
+        match next(rx) {
+            Recv::Item(Output::Error(e)) => e,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    fn wait_until(what: &str, cond: impl Fn() -> bool) {
+        let end = Instant::now() + WAIT;
+        while !cond() {
+            assert!(Instant::now() < end, "timed out waiting until {what}");
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn batch_ids(log: &Log) -> Vec<Vec<u64>> {
+        lock(log).iter().map(|b| b.ids.clone()).collect()
+    }
+
+    // ---------------------------------------------------------------------
+    // Order
+    // ---------------------------------------------------------------------
+
+    #[test]
+    fn frames_and_events_come_out_in_submission_order_with_4_workers_and_batch_sizes_1_3_8() {
+        for batch in [1, 3, 8] {
+            let log = Log::default();
+            let backend = FakeBackend {
+                add: 0.5,
+                log: log.clone(),
+                ..FakeBackend::default()
+            };
+            let p = TestProc {
+                size_multiple: 8,
+                jitter: true,
+                ..TestProc::default()
+            };
+            let q = start(
+                config(batch, 16, 4),
+                tunables(false, 0.0, Duration::from_millis(2)),
+                p,
+                factory_of(backend),
+            );
+            let rx = spawn_receiver(q.arc());
+            let n = 120u64;
+            let mut expected = Vec::new();
+            for i in 0..n {
+                if i % 7 == 3 {
+                    q.submit_event(1000 + i).unwrap();
+                    expected.push(Item::Event(1000 + i));
+                }
+                assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+                assert!(q.in_flight() <= 16, "in flight {}", q.in_flight());
+                expected.push(Item::Frame {
+                    id: i,
+                    after_drop: false,
+                });
+            }
+            q.submit_event(9999).unwrap();
+            expected.push(Item::Event(9999));
+
+            let mut got = Vec::new();
+            for _ in 0..expected.len() {
+                match next(&rx) {
+                    Recv::Item(Output::Frame { out, after_drop, .. }) => {
+                        assert_eq!(
+                            out.value,
+                            out.id as f32 + 0.5,
+                            "batch {batch}: backend result of {}",
+                            out.id
+                        );
+                        assert!(out.denoised);
+                        got.push(Item::Frame { id: out.id, after_drop });
+                    }
+                    other => got.push(item(other)),
+                }
+            }
+            assert_eq!(got, expected, "batch size {batch}");
+
+            let batches = batch_ids(&log);
+            assert!(
+                batches.iter().all(|b| !b.is_empty() && b.len() <= batch),
+                "batch size {batch}: {batches:?}"
+            );
+            let mut seen: Vec<u64> = batches.concat();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..n).collect::<Vec<_>>(), "every frame inferred exactly once");
+            let s = q.stats().snapshot();
+            assert_eq!(s.processed, n);
+            assert_eq!(s.dropped, 0);
+            assert_eq!(s.batches, batches.len() as u64);
+            q.shutdown();
+            assert!(matches!(next(&rx), Recv::Closed));
+        }
+    }
+
+    // ---------------------------------------------------------------------
+    // Batching
+    // ---------------------------------------------------------------------
+
+    #[test]
+    fn batches_fill_to_batch_size_and_a_partial_batch_runs_after_the_timeout() {
+        let log = Log::default();
+        let backend = FakeBackend {
+            log: log.clone(),
+            ..FakeBackend::default()
+        };
+        let timeout = Duration::from_millis(300);
+        let q = start(
+            config(4, 16, 1),
+            tunables(false, 0.0, timeout),
+            proc_(8),
+            factory_of(backend),
+        );
+        let rx = spawn_receiver(q.arc());
+        let t0 = Instant::now();
+        for i in 0..10 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+        }
+        for i in 0..10 {
+            assert_eq!(next_frame(&rx).0.id, i);
+        }
+        let elapsed = t0.elapsed();
+        assert_eq!(batch_ids(&log), vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9]]);
+        // The last two frames waited for the batch timeout before running alone.
+        assert!(elapsed >= timeout, "partial batch ran after {elapsed:?}");
+        assert_eq!(q.stats().snapshot().batches, 3);
+    }
+
+    #[test]
+    fn frames_of_different_padded_sizes_are_never_batched_together() {
+        let log = Log::default();
+        let backend = FakeBackend {
+            log: log.clone(),
+            ..FakeBackend::default()
+        };
+        let q = start(
+            config(4, 16, 1),
+            tunables(false, 0.0, Duration::from_millis(200)),
+            proc_(32),
+            factory_of(backend),
+        );
+        let rx = spawn_receiver(q.arc());
+        // Frame sizes and the padded size (multiple of 32) each gets.
+        let frames = [
+            (64, 64, (64, 64)),
+            (50, 40, (64, 64)), // a different size, the same padded size: may share a batch
+            (70, 64, (96, 64)), // the size changes mid-stream
+            (96, 64, (96, 64)),
+            (90, 33, (96, 64)),
+            (64, 64, (64, 64)), // and back
+        ];
+        for (i, &(w, h, _)) in frames.iter().enumerate() {
+            assert_eq!(q.submit(sized(i as u64, w, h)), Ok(Submitted::Queued));
+        }
+        for (i, &(_, _, padded)) in frames.iter().enumerate() {
+            let (out, _) = next_frame(&rx);
+            assert_eq!((out.id, out.padded), (i as u64, padded));
+        }
+        let batches: Vec<(Vec<u64>, (usize, usize))> = lock(&log).iter().map(|b| (b.ids.clone(), b.padded)).collect();
+        assert_eq!(
+            batches,
+            vec![(vec![0, 1], (64, 64)), (vec![2, 3, 4], (96, 64)), (vec![5], (64, 64))]
+        );
+    }
+
+    // ---------------------------------------------------------------------
+    // Bounded memory
+    // ---------------------------------------------------------------------
+
+    #[test]
+    fn submit_blocks_once_max_in_flight_frames_are_in_flight_until_one_is_received() {
+        let (gate_tx, gate) = crossbeam_channel::unbounded::<()>();
+        let backend = FakeBackend {
+            gate: Some(gate),
+            ..FakeBackend::default()
+        };
+        let stats_q = start(
+            config(1, 4, 2),
+            tunables(false, 0.0, Duration::ZERO),
+            proc_(8),
+            factory_of(backend),
+        );
+        let q = stats_q.arc();
+        for i in 0..4 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+        }
+        assert_eq!(q.in_flight(), 4);
+        let q2 = q.clone();
+        let fifth = spawn_call(move || q2.submit(frame(4)));
+        assert_eq!(
+            fifth.recv_timeout(QUIET),
+            Err(RecvTimeoutError::Timeout),
+            "submit returned with max-in-flight frames in flight"
+        );
+        // Inference finishing is not enough: results waiting for recv still count.
+        drop(gate_tx);
+        let stats = q.stats();
+        wait_until("the backend ran the 4 frames", || stats.snapshot().batches >= 4);
+        assert_eq!(fifth.recv_timeout(QUIET), Err(RecvTimeoutError::Timeout));
+        assert_eq!(q.in_flight(), 4);
+        // Receiving one frame makes room.
+        let rx = spawn_receiver(q.clone());
+        assert_eq!(next_frame(&rx).0.id, 0);
+        assert_eq!(fifth.recv_timeout(WAIT), Ok(Ok(Submitted::Queued)));
+        for i in 1..5 {
+            assert_eq!(next_frame(&rx).0.id, i);
+        }
+        wait_until("all permits are released", || q.in_flight() == 0);
+    }
+
+    // ---------------------------------------------------------------------
+    // Leaky
+    // ---------------------------------------------------------------------
+
+    #[test]
+    fn leaky_submit_never_blocks_and_drops_the_oldest_waiting_frame() {
+        let (gate_tx, gate) = crossbeam_channel::unbounded::<()>();
+        let (started_tx, started) = crossbeam_channel::unbounded();
+        let backend = FakeBackend {
+            gate: Some(gate),
+            started: Some(started_tx),
+            ..FakeBackend::default()
+        };
+        let q = start(
+            config(1, 4, 1),
+            tunables(true, 0.0, Duration::ZERO),
+            proc_(8),
+            factory_of(backend),
+        );
+        assert_eq!(q.submit(frame(0)), Ok(Submitted::Queued));
+        assert_eq!(
+            started.recv_timeout(WAIT),
+            Ok(vec![0]),
+            "frame 0 is in the (blocked) backend"
+        );
+        let n = 31u64;
+        let q2 = q.arc();
+        let results = spawn_call(move || (1..n).map(|i| (i, q2.submit(frame(i)))).collect::<Vec<_>>())
+            .recv_timeout(WAIT)
+            .expect("leaky submit blocked");
+        let mut dropped = HashSet::new();
+        for (i, r) in results {
+            match r {
+                Ok(Submitted::Queued) => assert!(i < 4, "frame {i} queued with the queue full and nothing dropped"),
+                Ok(Submitted::QueuedDroppedOldest(old)) => {
+                    assert!(i >= 4, "frame {i}: dropped {} with room left", old.id);
+                    assert!(old.id < i && old.id > 0, "frame {i}: dropped frame {}", old.id);
+                    assert!(dropped.insert(old.id), "frame {} handed back twice", old.id);
+                }
+                other => panic!("frame {i}: {other:?} (a frame always waits here)"),
+            }
+        }
+        assert_eq!(dropped.len() as u64, n - 4, "one drop per submit beyond max-in-flight");
+        assert_eq!(q.stats().snapshot().dropped, dropped.len() as u64);
+
+        drop(gate_tx);
+        let rx = spawn_receiver(q.arc());
+        let mut outputs = Vec::new();
+        let mut prev: Option<u64> = None;
+        for _ in 0..(n - dropped.len() as u64) {
+            let (out, after_drop) = next_frame(&rx);
+            assert!(
+                prev.is_none_or(|p| out.id > p),
+                "out of order: {} after {prev:?}",
+                out.id
+            );
+            let gap = out.id != prev.map_or(0, |p| p + 1);
+            assert_eq!(
+                after_drop, gap,
+                "after_drop of frame {} (previous output {prev:?})",
+                out.id
+            );
+            prev = Some(out.id);
+            outputs.push(out.id);
+        }
+        assert_eq!(outputs[0], 0);
+        let all: HashSet<u64> = outputs.iter().copied().chain(dropped.iter().copied()).collect();
+        assert_eq!(
+            all.len() as u64,
+            n,
+            "outputs and dropped frames are disjoint and cover everything"
+        );
+        assert_eq!(q.stats().snapshot().processed, outputs.len() as u64);
+        q.shutdown();
+        assert!(matches!(next(&rx), Recv::Closed), "nothing else came out");
+    }
+
+    /// Drives a leaky queue to `DroppedNew`: two frames are inferred and wait for `recv`
+    /// (nothing waits for inference), and a third is submitted. Returns the queue and
+    /// its receiver after the drop.
+    fn leaky_queue_after_dropped_new() -> (Guard, Receiver<R>) {
+        let log = Log::default();
+        let backend = FakeBackend {
+            log: log.clone(),
+            ..FakeBackend::default()
+        };
+        let q = start(
+            config(2, 2, 1),
+            tunables(true, 0.0, Duration::from_millis(1)),
+            proc_(8),
+            factory_of(backend),
+        );
+        assert_eq!(q.submit(frame(0)), Ok(Submitted::Queued));
+        assert_eq!(q.submit(frame(1)), Ok(Submitted::Queued));
+        wait_until("both frames are inferred", || batch_ids(&log).concat().len() == 2);
+        let q2 = q.arc();
+        let r = spawn_call(move || q2.submit(frame(2)))
+            .recv_timeout(WAIT)
+            .expect("leaky submit blocked");
+        assert_eq!(r, Ok(Submitted::DroppedNew(frame(2))));
+        assert_eq!(q.stats().snapshot().dropped, 1);
+        let rx = spawn_receiver(q.arc());
+        (q, rx)
+    }
+
+    #[test]
+    fn leaky_drops_and_hands_back_the_new_frame_when_no_frame_waits() {
+        let (q, rx) = leaky_queue_after_dropped_new();
+        let (a, a_drop) = next_frame(&rx);
+        let (b, b_drop) = next_frame(&rx);
+        assert_eq!((a.id, b.id), (0, 1));
+        assert_eq!(q.submit(frame(3)), Ok(Submitted::Queued));
+        let (c, c_drop) = next_frame(&rx);
+        assert_eq!(c.id, 3);
+        // outputs (3) + dropped (1) == submitted (4), and the drop is flagged once.
+        assert_eq!([a_drop, b_drop, c_drop].iter().filter(|&&d| d).count(), 1);
+        let s = q.stats().snapshot();
+        assert_eq!((s.processed, s.dropped), (3, 1));
+    }
+
+    #[test]
+    fn after_drop_marks_the_frame_right_after_a_dropped_new_frame() {
+        let (q, rx) = leaky_queue_after_dropped_new();
+        let (a, a_drop) = next_frame(&rx);
+        let (b, b_drop) = next_frame(&rx);
+        assert_eq!(q.submit(frame(3)), Ok(Submitted::Queued));
+        let (c, c_drop) = next_frame(&rx);
+        assert_eq!(
+            [(a.id, a_drop), (b.id, b_drop), (c.id, c_drop)],
+            [(0, false), (1, false), (3, true)],
+            "only the frame after the gap is DISCONT"
+        );
+    }
+
+    // ---------------------------------------------------------------------
+    // Flush
+    // ---------------------------------------------------------------------
+
+    #[test]
+    fn flush_start_wakes_a_blocked_submit_and_a_blocked_recv() {
+        let (_gate_tx, gate) = crossbeam_channel::unbounded::<()>();
+        let (started_tx, started) = crossbeam_channel::unbounded();
+        let backend = FakeBackend {
+            gate: Some(gate),
+            started: Some(started_tx),
+            ..FakeBackend::default()
+        };
+        let q = start(
+            config(1, 2, 1),
+            tunables(false, 0.0, Duration::ZERO),
+            proc_(8),
+            factory_of(backend),
+        );
+        assert_eq!(q.submit(frame(0)), Ok(Submitted::Queued));
+        assert_eq!(started.recv_timeout(WAIT), Ok(vec![0]));
+        assert_eq!(q.submit(frame(1)), Ok(Submitted::Queued));
+        let q2 = q.arc();
+        let blocked_submit = spawn_call(move || q2.submit(frame(2)));
+        let q3 = q.arc();
+        let blocked_recv = spawn_call(move || q3.recv());
+        assert_eq!(blocked_submit.recv_timeout(QUIET), Err(RecvTimeoutError::Timeout));
+        assert!(
+            matches!(blocked_recv.try_recv(), Err(TryRecvError::Empty)),
+            "recv returned with nothing done"
+        );
+
+        q.flush_start();
+        assert_eq!(blocked_submit.recv_timeout(WAIT), Ok(Err(Refused::Flushing)));
+        assert!(matches!(blocked_recv.recv_timeout(WAIT), Ok(Recv::Flushing)));
+        // While flushing everything is refused at once.
+        assert!(q.is_flushing());
+        assert_eq!(q.submit(frame(3)), Err(Refused::Flushing));
+        assert_eq!(q.submit_event(7), Err(Refused::Flushing));
+        assert!(matches!(q.recv(), Recv::Flushing));
+        q.flush_stop();
+        assert!(!q.is_flushing());
+    }
+
+    #[test]
+    fn after_flush_stop_only_frames_and_events_submitted_after_the_flush_come_out() {
+        let (gate_tx, gate) = crossbeam_channel::unbounded::<()>();
+        let (started_tx, started) = crossbeam_channel::unbounded();
+        let backend = FakeBackend {
+            gate: Some(gate),
+            started: Some(started_tx),
+            ..FakeBackend::default()
+        };
+        let q = start(
+            config(1, 4, 2),
+            tunables(false, 0.0, Duration::ZERO),
+            proc_(8),
+            factory_of(backend),
+        );
+        // Before the flush: frame 0 finishes and waits for recv, frame 1 is in the
+        // backend, frame 2 waits for inference, two events are queued.
+        assert_eq!(q.submit(frame(0)), Ok(Submitted::Queued));
+        q.submit_event(100).unwrap();
+        assert_eq!(q.submit(frame(1)), Ok(Submitted::Queued));
+        assert_eq!(q.submit(frame(2)), Ok(Submitted::Queued));
+        q.submit_event(101).unwrap();
+        assert_eq!(started.recv_timeout(WAIT), Ok(vec![0]));
+        gate_tx.send(()).unwrap();
+        assert_eq!(started.recv_timeout(WAIT), Ok(vec![1]));
+        let stats = q.stats();
+        wait_until("frame 0 is inferred", || stats.snapshot().batches >= 1);
+
+        q.flush_start();
+        q.flush_stop();
+        // Frame 1 leaves the backend only now, after the flush.
+        drop(gate_tx);
+
+        let rx = spawn_receiver(q.arc());
+        let mut expected = vec![Item::Event(200)];
+        q.submit_event(200).unwrap();
+        for i in 10..17 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+            expected.push(Item::Frame {
+                id: i,
+                after_drop: false,
+            });
+        }
+        q.submit_event(201).unwrap();
+        expected.push(Item::Event(201));
+        let got: Vec<Item> = (0..expected.len()).map(|_| next_item(&rx)).collect();
+        assert_eq!(got, expected);
+        wait_until("stale frames release their permits", || q.in_flight() == 0);
+        q.shutdown();
+        assert!(
+            matches!(next(&rx), Recv::Closed),
+            "nothing from before the flush came out"
+        );
+    }
+
+    // ---------------------------------------------------------------------
+    // Errors
+    // ---------------------------------------------------------------------
+
+    #[test]
+    fn backend_error_comes_out_at_the_failing_frames_position_and_the_queue_goes_on() {
+        let backend = FakeBackend {
+            fail_on: Some(5),
+            ..FakeBackend::default()
+        };
+        let p = TestProc {
+            size_multiple: 8,
+            jitter: true,
+            ..TestProc::default()
+        };
+        let q = start(
+            config(1, 8, 4),
+            tunables(false, 0.0, Duration::ZERO),
+            p,
+            factory_of(backend),
+        );
+        let rx = spawn_receiver(q.arc());
+        for i in 0..12 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+        }
+        for i in 0..12 {
+            match next_item(&rx) {
+                Item::Error(msg) if i == 5 => assert!(msg.contains("injected failure on frame 5"), "{msg}"),
+                got => assert_eq!(
+                    got,
+                    Item::Frame {
+                        id: i,
+                        after_drop: false
+                    }
+                ),
+            }
+        }
+        wait_until("permits are released", || q.in_flight() == 0);
+    }
+
+    #[test]
+    fn backend_error_fails_every_frame_of_its_batch() {
+        let log = Log::default();
+        let backend = FakeBackend {
+            fail_on: Some(5),
+            log: log.clone(),
+            ..FakeBackend::default()
+        };
+        let q = start(
+            config(4, 8, 1),
+            tunables(false, 0.0, Duration::from_millis(500)),
+            proc_(8),
+            factory_of(backend),
+        );
+        let rx = spawn_receiver(q.arc());
+        for i in 0..12 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+        }
+        for i in 0..12 {
+            let got = next_item(&rx);
+            if (4..8).contains(&i) {
+                assert!(
+                    matches!(&got, Item::Error(m) if m.contains("injected failure on frame 5")),
+                    "frame {i}: {got:?}"
+                );
+            } else {
+                assert_eq!(
+                    got,
+                    Item::Frame {
+                        id: i,
+                        after_drop: false
+                    }
+                );
+            }
+        }
+        assert_eq!(
+            batch_ids(&log),
+            vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9, 10, 11]]
+        );
+        wait_until("permits are released", || q.in_flight() == 0);
+    }
+
+    #[test]
+    fn backend_panic_becomes_an_error_at_its_position_not_a_hang() {
+        let backend = FakeBackend {
+            panic_on: Some(3),
+            ..FakeBackend::default()
+        };
+        let q = start(
+            config(1, 4, 2),
+            tunables(false, 0.0, Duration::ZERO),
+            proc_(8),
+            factory_of(backend),
+        );
+        let rx = spawn_receiver(q.arc());
+        for i in 0..8 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+        }
+        for i in 0..8 {
+            if i == 3 {
+                let e = next_error(&rx);
+                // The panic message survives (as Error::Ort "worker panicked: ...", see
+                // backend_failures_keep_their_error_variant_and_message).
+                let msg = e.to_string();
+                assert!(msg.contains("injected backend panic on frame 3"), "{msg}");
+                assert!(msg.contains("worker panicked"), "{msg}");
+            } else {
+                assert_eq!(
+                    next_item(&rx),
+                    Item::Frame {
+                        id: i,
+                        after_drop: false
+                    }
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn backend_failures_keep_their_error_variant_and_message() {
+        let backend = FakeBackend {
+            panic_on: Some(1),
+            fail_on: Some(2),
+            ..FakeBackend::default()
+        };
+        let q = start(
+            config(1, 4, 1),
+            tunables(false, 0.0, Duration::ZERO),
+            proc_(8),
+            factory_of(backend),
+        );
+        let rx = spawn_receiver(q.arc());
+        for i in 0..3 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+        }
+        assert_eq!(next_frame(&rx).0.id, 0);
+        let panicked = next_error(&rx);
+        let failed = next_error(&rx);
+        assert_eq!(
+            (
+                matches!(&panicked, Error::Panic(m) if m.contains("injected backend panic")),
+                failed.to_string()
+            ),
+            (true, "ONNX Runtime: injected failure on frame 2".to_string()),
+            "panic came out as {panicked:?}"
+        );
+    }
+
+    #[test]
+    fn pre_processing_panic_and_error_become_errors_at_their_positions() {
+        let p = TestProc {
+            size_multiple: 8,
+            jitter: true,
+            pre_panic_on: Some(2),
+            pre_error_on: Some(4),
+            ..TestProc::default()
+        };
+        let q = start(
+            config(2, 4, 2),
+            tunables(false, 0.0, Duration::from_millis(2)),
+            p,
+            factory_of(FakeBackend::default()),
+        );
+        let rx = spawn_receiver(q.arc());
+        for i in 0..8 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+        }
+        for i in 0..8 {
+            match i {
+                2 => {
+                    let e = next_error(&rx);
+                    assert!(
+                        matches!(&e, Error::Panic(m) if m.contains("injected pre panic on frame 2")),
+                        "{e:?}"
+                    );
+                }
+                4 => {
+                    let e = next_error(&rx);
+                    assert!(
+                        matches!(&e, Error::Frame(m) if m.contains("injected pre error on frame 4")),
+                        "{e:?}"
+                    );
+                }
+                _ => assert_eq!(
+                    next_item(&rx),
+                    Item::Frame {
+                        id: i,
+                        after_drop: false
+                    }
+                ),
+            }
+        }
+        wait_until("permits are released", || q.in_flight() == 0);
+    }
+
+    #[test]
+    fn post_processing_panic_becomes_an_error_at_its_position() {
+        let p = TestProc {
+            size_multiple: 8,
+            post_panic_on: Some(1),
+            ..TestProc::default()
+        };
+        let q = start(
+            config(1, 4, 2),
+            tunables(false, 0.0, Duration::ZERO),
+            p,
+            factory_of(FakeBackend::default()),
+        );
+        let rx = spawn_receiver(q.arc());
+        for i in 0..4 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+        }
+        assert_eq!(
+            next_item(&rx),
+            Item::Frame {
+                id: 0,
+                after_drop: false
+            }
+        );
+        let e = next_error(&rx);
+        assert!(
+            matches!(&e, Error::Panic(m) if m.contains("injected post panic on frame 1")),
+            "{e:?}"
+        );
+        assert_eq!(
+            next_item(&rx),
+            Item::Frame {
+                id: 2,
+                after_drop: false
+            }
+        );
+        assert_eq!(
+            next_item(&rx),
+            Item::Frame {
+                id: 3,
+                after_drop: false
+            }
+        );
+        wait_until("permits are released", || q.in_flight() == 0);
+    }
+
+    #[test]
+    fn failing_backend_factory_makes_recv_return_an_error_promptly() {
+        let factory: BackendFactory = Box::new(|| {
+            Err(Error::Provider {
+                provider: "fake".into(),
+                message: "injected build failure".into(),
+            })
+        });
+        let q = start(config(2, 4, 2), tunables(false, 0.0, Duration::ZERO), proc_(8), factory);
+        let rx = spawn_receiver(q.arc());
+        let e = next_error(&rx);
+        assert!(e.to_string().contains("injected build failure"), "{e}");
+        // Submitting never blocks afterwards: frames are discarded and release their permits.
+        let q2 = q.arc();
+        let submitted = spawn_call(move || (0..12).map(|i| q2.submit(frame(i))).collect::<Vec<_>>())
+            .recv_timeout(WAIT)
+            .expect("submit blocked behind a failed backend");
+        assert!(submitted.iter().all(|r| r == &Ok(Submitted::Queued)));
+        let t = Instant::now();
+        q.shutdown();
+        assert!(t.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn panicking_backend_factory_makes_recv_return_an_error_promptly() {
+        let factory: BackendFactory = Box::new(|| panic!("injected factory panic"));
+        let q = start(config(1, 4, 1), tunables(false, 0.0, Duration::ZERO), proc_(8), factory);
+        assert_eq!(q.submit(frame(0)), Ok(Submitted::Queued));
+        let rx = spawn_receiver(q.arc());
+        let e = next_error(&rx);
+        assert!(e.to_string().contains("injected factory panic"), "{e}");
+    }
+
+    #[test]
+    fn failed_factory_still_lets_events_queued_behind_frames_come_out() {
+        let factory: BackendFactory = Box::new(|| Err(Error::Ort("injected build failure".into())));
+        let q = start(config(1, 4, 1), tunables(false, 0.0, Duration::ZERO), proc_(8), factory);
+        assert_eq!(q.submit(frame(0)), Ok(Submitted::Queued));
+        q.submit_event(42).unwrap();
+        let rx = spawn_receiver(q.arc());
+        // Errors (the build failure, and perhaps one per frame) and then the event.
+        loop {
+            match next_item(&rx) {
+                Item::Error(_) => continue,
+                Item::Event(e) => {
+                    assert_eq!(e, 42);
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------
+    // Shutdown
+    // ---------------------------------------------------------------------
+
+    #[test]
+    fn shutdown_returns_promptly_with_frames_in_flight_and_then_everything_is_closed() {
+        let (gate_tx, gate) = crossbeam_channel::unbounded::<()>();
+        let (started_tx, started) = crossbeam_channel::unbounded();
+        let backend = FakeBackend {
+            gate: Some(gate),
+            started: Some(started_tx),
+            ..FakeBackend::default()
+        };
+        let q = start(
+            config(2, 6, 2),
+            tunables(false, 0.0, Duration::ZERO),
+            proc_(8),
+            factory_of(backend),
+        );
+        for i in 0..6 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+        }
+        q.submit_event(1).unwrap();
+        started.recv_timeout(WAIT).expect("a batch is in the backend");
+        let t = Instant::now();
+        q.shutdown();
+        assert!(t.elapsed() < Duration::from_secs(2), "shutdown took {:?}", t.elapsed());
+        assert!(matches!(q.recv(), Recv::Closed));
+        assert_eq!(q.submit(frame(9)), Err(Refused::Closed));
+        assert_eq!(q.submit_event(2), Err(Refused::Closed));
+        drop(gate_tx);
+    }
+
+    #[test]
+    fn shutdown_wakes_a_blocked_submit_and_a_blocked_recv_with_closed() {
+        let (gate_tx, gate) = crossbeam_channel::unbounded::<()>();
+        let backend = FakeBackend {
+            gate: Some(gate),
+            ..FakeBackend::default()
+        };
+        let q = start(
+            config(1, 2, 1),
+            tunables(false, 0.0, Duration::ZERO),
+            proc_(8),
+            factory_of(backend),
+        );
+        assert_eq!(q.submit(frame(0)), Ok(Submitted::Queued));
+        assert_eq!(q.submit(frame(1)), Ok(Submitted::Queued));
+        let q2 = q.arc();
+        let blocked_submit = spawn_call(move || q2.submit(frame(2)));
+        let q3 = q.arc();
+        let blocked_recv = spawn_call(move || q3.recv());
+        assert_eq!(blocked_submit.recv_timeout(QUIET), Err(RecvTimeoutError::Timeout));
+        assert!(matches!(blocked_recv.try_recv(), Err(TryRecvError::Empty)));
+        let t = Instant::now();
+        q.shutdown();
+        assert!(t.elapsed() < Duration::from_secs(2), "shutdown took {:?}", t.elapsed());
+        assert_eq!(blocked_submit.recv_timeout(WAIT), Ok(Err(Refused::Closed)));
+        assert!(matches!(blocked_recv.recv_timeout(WAIT), Ok(Recv::Closed)));
+        drop(gate_tx);
+    }
+
+    #[test]
+    fn shutdown_does_not_wait_for_a_backend_still_being_built() {
+        let (gate_tx, gate) = crossbeam_channel::unbounded::<()>();
+        let (building_tx, building) = crossbeam_channel::unbounded::<()>();
+        let factory: BackendFactory = Box::new(move || {
+            let _ = building_tx.send(());
+            // A slow build (a TensorRT engine, say): until the test lets it finish.
+            let _ = gate.recv_timeout(Duration::from_secs(30));
+            Ok(Box::new(FakeBackend::default()) as Box<dyn Backend>)
+        });
+        let q = start(config(1, 4, 2), tunables(false, 0.0, Duration::ZERO), proc_(8), factory);
+        building.recv_timeout(WAIT).expect("the factory runs");
+        assert_eq!(q.submit(frame(0)), Ok(Submitted::Queued));
+        assert_eq!(q.submit(frame(1)), Ok(Submitted::Queued));
+        let t = Instant::now();
+        q.shutdown();
+        assert!(t.elapsed() < Duration::from_secs(2), "shutdown took {:?}", t.elapsed());
+        assert!(matches!(q.recv(), Recv::Closed));
+        assert_eq!(q.submit(frame(2)), Err(Refused::Closed));
+        drop(gate_tx);
+    }
+
+    // ---------------------------------------------------------------------
+    // Noise level
+    // ---------------------------------------------------------------------
+
+    #[test]
+    fn fixed_noise_level_is_the_sigma_the_backend_sees() {
+        let log = Log::default();
+        let backend = FakeBackend {
+            log: log.clone(),
+            ..FakeBackend::default()
+        };
+        let mut cfg = config(2, 4, 2);
+        cfg.needs_sigma = true;
+        let q = start(
+            cfg,
+            tunables(false, 0.1, Duration::from_millis(2)),
+            proc_(8),
+            factory_of(backend),
+        );
+        let rx = spawn_receiver(q.arc());
+        for i in 0..6 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+        }
+        for i in 0..6 {
+            let (out, _) = next_frame(&rx);
+            assert_eq!((out.id, out.sigma), (i, 0.1));
+            assert_eq!(out.sigma_estimate, -1.0, "no estimate with a fixed level");
+        }
+        assert!(lock(&log).iter().flat_map(|b| b.sigmas.iter()).all(|&s| s == 0.1));
+        assert!((q.stats().snapshot().sigma - 25.5).abs() < 1e-3);
+
+        // The level is a tunable: later frames see the new value.
+        q.tunables().set_noise_level(0.05);
+        lock(&log).clear();
+        for i in 6..9 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+        }
+        for i in 6..9 {
+            let (out, _) = next_frame(&rx);
+            assert_eq!((out.id, out.sigma), (i, 0.05));
+        }
+        assert!(lock(&log).iter().flat_map(|b| b.sigmas.iter()).all(|&s| s == 0.05));
+    }
+
+    #[test]
+    fn noise_level_minus_one_feeds_the_estimated_sigma_to_the_backend() {
+        let log = Log::default();
+        let backend = FakeBackend {
+            log: log.clone(),
+            ..FakeBackend::default()
+        };
+        let mut cfg = config(2, 4, 2);
+        cfg.size_multiple = 32;
+        cfg.needs_sigma = true;
+        let q = start(
+            cfg,
+            tunables(false, -1.0, Duration::from_millis(2)),
+            proc_(32),
+            factory_of(backend),
+        );
+        let rx = spawn_receiver(q.arc());
+        // Flat grey with Gaussian noise of 20 (8-bit units); 120x100 pads to 128x128.
+        let (w, h, sigma8) = (120, 100, 20.0f32);
+        for i in 0..6u64 {
+            let mut rgb = vec![128u8; w * h * 3];
+            add_noise_interleaved(
+                &mut rgb,
+                w,
+                h,
+                w * 3,
+                3,
+                &[0, 1, 2],
+                &NoiseParams::gaussian(sigma8),
+                7,
+                i,
+            );
+            let f = TestFrame {
+                id: i,
+                width: w,
+                height: h,
+                rgb: Some(Arc::new(rgb)),
+            };
+            assert_eq!(q.submit(f), Ok(Submitted::Queued));
+        }
+        let want = sigma8 / 255.0;
+        let close = |s: f32| (s / want - 1.0).abs() < 0.1;
+        for i in 0..6 {
+            let (out, _) = next_frame(&rx);
+            assert_eq!((out.id, out.padded), (i, (128, 128)));
+            assert!(
+                close(out.sigma_estimate),
+                "frame {i}: estimate {}",
+                out.sigma_estimate * 255.0
+            );
+            assert!(close(out.sigma), "frame {i}: sigma {}", out.sigma * 255.0);
+        }
+        let sigmas: Vec<f32> = lock(&log).iter().flat_map(|b| b.sigmas.clone()).collect();
+        assert_eq!(sigmas.len(), 6);
+        assert!(sigmas.iter().all(|&s| close(s)), "backend saw {sigmas:?}");
+        let stats_sigma = q.stats().snapshot().sigma;
+        assert!((stats_sigma / sigma8 - 1.0).abs() < 0.1, "stats sigma {stats_sigma}");
+    }
+
+    #[test]
+    fn without_a_sigma_input_the_noise_level_is_neither_estimated_nor_fed() {
+        let log = Log::default();
+        let backend = FakeBackend {
+            log: log.clone(),
+            ..FakeBackend::default()
+        };
+        let q = start(
+            config(1, 4, 1),
+            tunables(false, -1.0, Duration::ZERO),
+            proc_(8),
+            factory_of(backend),
+        );
+        let rx = spawn_receiver(q.arc());
+        assert_eq!(q.submit(frame(0)), Ok(Submitted::Queued));
+        let (out, _) = next_frame(&rx);
+        assert_eq!((out.sigma, out.sigma_estimate), (0.0, -1.0));
+        assert_eq!(lock(&log)[0].sigmas, vec![0.0]);
     }
 }
