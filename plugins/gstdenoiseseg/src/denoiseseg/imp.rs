@@ -60,17 +60,22 @@ static ORT_CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-/// The model used when `model` is empty: `$DENOISESEG_MODEL_DIR/<name>`, else the
-/// shipped one in the source tree's models/ folder.
+/// The model used when `model` is empty, looked for in `$DENOISESEG_MODEL_DIR`, then in
+/// `models/` two folders above the plugin (a build in target/<profile>/ of the source
+/// tree), then in the source tree the plugin was built from.
 pub const DEFAULT_MODEL_FILE: &str = "denoiseseg-sdb-small.onnx";
 
-fn default_model_path() -> PathBuf {
+fn default_model_path(plugin_dir: Option<&Path>) -> PathBuf {
     if let Some(dir) = std::env::var_os("DENOISESEG_MODEL_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir).join(DEFAULT_MODEL_FILE);
     }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let built_in = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../models")
-        .join(DEFAULT_MODEL_FILE)
+        .join(DEFAULT_MODEL_FILE);
+    plugin_dir
+        .map(|d| d.join("../../models").join(DEFAULT_MODEL_FILE))
+        .filter(|p| p.is_file())
+        .unwrap_or(built_in)
 }
 
 fn default_cache_dir() -> String {
@@ -855,8 +860,14 @@ impl DenoiseSeg {
     /// is built on the queue's inference thread, with Progress messages).
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
+        let plugin_dir = self
+            .obj()
+            .factory()
+            .and_then(|f| f.plugin())
+            .and_then(|p| p.filename())
+            .and_then(|f| f.parent().map(Path::to_path_buf));
         let model = if settings.model.is_empty() {
-            default_model_path()
+            default_model_path(plugin_dir.as_deref())
         } else {
             PathBuf::from(&settings.model)
         };
@@ -871,12 +882,7 @@ impl DenoiseSeg {
                 L::Verbose => gst::trace!(ORT_CAT, "{msg}"),
             }
         }));
-        let plugin_dir = self
-            .obj()
-            .factory()
-            .and_then(|f| f.plugin())
-            .and_then(|p| p.filename())
-            .and_then(|f| f.parent().map(Path::to_path_buf));
+
         let explicit = (!settings.ort_library.is_empty()).then(|| PathBuf::from(&settings.ort_library));
         let candidates = runtime::library_candidates(explicit.as_deref(), plugin_dir.as_deref());
         let (env, lib) =
@@ -1191,7 +1197,7 @@ impl ObjectImpl for DenoiseSeg {
                     .nick("Model")
                     .blurb(&format!(
                         "Path of the ONNX model; its TOML sidecar (same name, .toml) must lie beside it. \
-                         Empty: the shipped default {DEFAULT_MODEL_FILE} (or $DENOISESEG_MODEL_DIR). NULL/READY only"
+                         Empty: the shipped default {DEFAULT_MODEL_FILE} from $DENOISESEG_MODEL_DIR, else the models/ folder of the source tree the plugin was built in. NULL/READY only"
                     ))
                     .default_value(Some(""))
                     .mutable_ready()
