@@ -3,13 +3,17 @@
 split of the generator (seeds 1000000..1000000+n-1, 384x192) and on real photographs
 (scikit-image's chelsea, coffee, motorcycle_left; never used in training).
 
-    python models/train/evaluate.py --joint models/denoiseseg-sdb-small.onnx \
-        --plain runs/plain.onnx --seg-clean runs/seg_clean.onnx --seg-noisy runs/seg_noisy.onnx \
+    python models/train/evaluate.py --n 50 --classical --ffdnet \
+        --joint sdb=models/denoiseseg-sdb-small.onnx --joint plain=runs/plain.onnx \
+        --seg-clean runs/seg_clean.onnx --seg-noisy runs/seg_noisy.onnx \
         --out models/train/runs/eval.json
 
 Noise: AWGN at sigma 15/25/50 (8-bit units), seeded per image, rounded to 8 bit.
 PSNR/SSIM on [0,1] RGB (SSIM: skimage, channel_axis, data_range 1). mIoU: one confusion
 matrix over the whole split, mean over the classes present in the ground truth.
+Every denoiser that takes sigma is run twice: with the true sigma, and with the sigma
+estimated from the noisy image by the element's own estimator (`--estimator element`,
+a port of src/noise.rs) or by plain Immerkaer (`--estimator immerkaer`): keys `*_est_sigma`.
 """
 import argparse
 import json
@@ -47,13 +51,59 @@ def noisy_of(clean, sigma, seed):
     return (np.clip(np.round(y * 255), 0, 255) / 255.0).astype(np.float32)
 
 
-def estimate_sigma(img):
-    """Immerkaer (1996) fast noise std estimate on the grey image, [0,1] scale."""
-    g = img.mean(2).astype(np.float64)
+def estimate_sigma_immerkaer(img):
+    """Immerkaer (1996) fast noise std estimate, [0,1] scale: the mean absolute
+    residual, pooled over the three channels. (Run on each channel: the channel mean
+    would carry sigma / sqrt(3) of independent per-channel noise.)"""
     k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float64)
-    r = cv2.filter2D(g, -1, k)[1:-1, 1:-1]
-    h, w = g.shape
-    return float(np.sqrt(np.pi / 2) * np.abs(r).sum() / (6 * (w - 2) * (h - 2)))
+    h, w = img.shape[:2]
+    tot = sum(np.abs(cv2.filter2D(img[..., c].astype(np.float64), -1, k)[1:-1, 1:-1]).sum() for c in range(3))
+    return float(np.sqrt(np.pi / 2) * tot / (3 * 6 * (w - 2) * (h - 2)))
+
+
+def estimate_sigma_element(img, budget=1 << 16):
+    """The element's own estimator, a NumPy port of SigmaEstimator::estimate in
+    src/noise.rs: Immerkaer residuals of the smoother half of the pixels (Sobel
+    |Gx|+|Gy| at or below its median), saturated pixels skipped, channels pooled,
+    sigma = median|res| / (6 * 0.6745), same histogram bins and row subsampling."""
+    x = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
+    _, h, w = x.shape
+    if w < 3 or h < 3:
+        return 0.0
+    step = max(1, -(-((w - 2) * (h - 2)) // budget))
+
+    def parts(rows):
+        r0, r1, r2 = x[:, rows - 1], x[:, rows], x[:, rows + 1]
+        gx = (r0[..., 2:] + 2 * r1[..., 2:] + r2[..., 2:]) - (r0[..., :-2] + 2 * r1[..., :-2] + r2[..., :-2])
+        gy = (r2[..., :-2] + 2 * r2[..., 1:-1] + r2[..., 2:]) - (r0[..., :-2] + 2 * r0[..., 1:-1] + r0[..., 2:])
+        gb = np.minimum(((np.abs(gx) + np.abs(gy)) * np.float32(510.0)).astype(np.int64), 4095)
+        c = r1[..., 1:-1]
+        ok = (c > 1e-6) & (c < 1 - 1e-6)
+        return gb, ok, r0, r1, r2
+
+    gb, ok, *_ = parts(np.arange(1, h - 1, step * 4))
+    gb = gb[ok]
+    if gb.size == 0:
+        return 0.0
+    hist = np.bincount(gb, minlength=4096)
+    thr = int(np.searchsorted(np.cumsum(hist), -(-gb.size // 2)))
+    gb, ok, r0, r1, r2 = parts(np.arange(1, h - 1, step))
+    corners = r0[..., :-2] + r0[..., 2:] + r2[..., :-2] + r2[..., 2:]
+    edges = r0[..., 1:-1] + r1[..., :-2] + r1[..., 2:] + r2[..., 1:-1]
+    res = corners - 2 * edges + 4 * r1[..., 1:-1]
+    rb = np.minimum((np.abs(res) * np.float32(2040.0)).astype(np.int64), 8191)[ok & (gb <= thr)]
+    if rb.size == 0:
+        return 0.0
+    hist = np.bincount(rb, minlength=8192)
+    cum = np.cumsum(hist)
+    target = rb.size / 2.0
+    b = int(np.searchsorted(cum, target))
+    before = cum[b - 1] if b > 0 else 0
+    med = b + (target - before) / hist[b]
+    return float(med / 2040.0 / (6.0 * 0.67448975))
+
+
+estimate_sigma = estimate_sigma_element
 
 
 class Onnx:
@@ -124,6 +174,18 @@ class Conf:
         return float(np.nanmean(iou[present])), {NAMES[i]: float(iou[i]) for i in range(NUM_CLASSES) if present[i]}
 
 
+def mean_metric(fn, outs, refs):
+    return float(np.mean([fn(o, c) for o, c in zip(outs, refs)]))
+
+
+REAL_SOURCES = {
+    "chelsea.png": "scikit-image data, Chelsea the cat, CC0 (Stefan van der Walt)",
+    "coffee.png": "scikit-image data, coffee cup, CC0 (Rachel Michetti)",
+    "motorcycle_left.png": "scikit-image data, Middlebury 2014 stereo benchmark (Scharstein et al.), "
+                           "4x down-sampled; shipped in the BSD-3-Clause scikit-image wheel",
+}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--joint", action="append", default=[], help="name=path.onnx of a joint/denoise model (repeatable)")
@@ -132,21 +194,30 @@ def main():
     ap.add_argument("--ffdnet", action="store_true", help="also evaluate the pretrained colour FFDNet (torch)")
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--classical", action="store_true", help="OpenCV NLM and ffmpeg hqdn3d baselines")
+    ap.add_argument("--estimator", default="element", choices=["element", "immerkaer"],
+                    help="noise estimate for the *_est_sigma runs")
+    ap.add_argument("--sigmas", default="15,25,50")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--merge", default=None, help="json of an earlier run (same --n) to merge these results into")
     args = ap.parse_args()
+    global estimate_sigma
+    estimate_sigma = estimate_sigma_element if args.estimator == "element" else estimate_sigma_immerkaer
+    sigmas = [int(v) for v in args.sigmas.split(",")]
     t0 = time.time()
     split = [scenes.render(HELD_OUT_SEED + i, 384, 192) for i in range(args.n)]
     real = []
     for im in data.natural_images(data.NATURAL_EVAL):
         h, w = im.shape[:2]
         real.append(im[: h // 8 * 8, : w // 8 * 8].astype(np.float32) / 255.0)
+    if len(real) != len(data.NATURAL_EVAL):
+        raise SystemExit(f"found {len(real)} of the real photographs {data.NATURAL_EVAL}")
     models = {}
     for spec in args.joint:
         name, path = spec.split("=", 1)
         models[name] = Onnx(path)
     segc = Onnx(args.seg_clean) if args.seg_clean else None
     segn = Onnx(args.seg_noisy) if args.seg_noisy else None
-    ffd = None
+    dens = dict(models)
     if args.ffdnet:
         import torch
         import nets
@@ -157,91 +228,131 @@ def main():
 
         def ffd(img, sigma):
             with torch.no_grad():
-                x = torch.from_numpy(img.transpose(2, 0, 1))[None]
+                x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]
                 return {"denoised": net(x, torch.full((1, 1, 1, 1), sigma)).clamp(0, 1)[0].numpy().transpose(1, 2, 0)}
-    res = {"held_out": {"seed0": HELD_OUT_SEED, "n": args.n, "size": [384, 192]}, "synthetic": {}, "real": {}}
+        dens["ffdnet_pretrained"] = ffd
+    res = {"held_out": {"seed0": HELD_OUT_SEED, "n": args.n, "size": [384, 192]},
+           "real_images": {nm: {"size": [int(r.shape[1]), int(r.shape[0])], "source": REAL_SOURCES.get(nm, "")}
+                           for nm, r in zip(data.NATURAL_EVAL, real)},
+           "noise": "AWGN, rounded to 8 bit; synthetic image i at sigma s uses seed 1000*s+i, real photo i seed 5000*s+i",
+           "estimator": args.estimator, "models": {k: v for k, v in (s.split("=", 1) for s in args.joint)},
+           "synthetic": {}, "real": {}}
     # ---- segmentation of clean input (upper bound)
     if segc:
         c = Conf()
         for img, lab in split:
             c.add(lab, segc(img, 0.0)["labels"])
-        res["synthetic"]["miou_seg_clean_on_clean"] = c.miou()[0]
-        res["synthetic"]["per_class_seg_clean_on_clean"] = c.miou()[1]
+        res["synthetic"]["miou_seg_clean_on_clean"], res["synthetic"]["per_class_seg_clean_on_clean"] = c.miou()
+    if segn:
+        c = Conf()
+        for img, lab in split:
+            c.add(lab, segn(img, 0.0)["labels"])
+        res["synthetic"]["miou_seg_noisy_on_clean"] = c.miou()[0]
     for name, m in models.items():
         if "labels" in m.outs:
             c = Conf()
             for img, lab in split:
                 c.add(lab, m(img, 0.0)["labels"])
-            res["synthetic"][f"miou_{name}_on_clean"] = c.miou()[0]
-    for sg in SIGMAS:
+            res["synthetic"][f"miou_{name}_on_clean"], res["synthetic"][f"per_class_{name}_on_clean"] = c.miou()
+    print(f"clean-input mIoU done ({(time.time() - t0) / 60:.1f} min)", flush=True)
+    refs = [c for c, _ in split]
+    # classical baselines' strength is tuned on training scenes (seeds 0..2), not on the held-out split
+    tune_imgs = [scenes.render(i, 384, 192)[0] for i in range(3)]
+    labs = [lab for _, lab in split]
+    for sg in sigmas:
         r = {}
         noisy = [noisy_of(img, sg, 1000 * sg + i) for i, (img, _) in enumerate(split)]
-        r["psnr_noisy"] = float(np.mean([psnr(n, c) for n, (c, _) in zip(noisy, split)]))
-        for name, m in list(models.items()) + ([("ffdnet_pretrained", ffd)] if ffd else []):
-            outs = [m(n, sg / 255.0) for n in noisy]
-            if "denoised" in outs[0]:
-                r[f"psnr_{name}"] = float(np.mean([psnr(o["denoised"], c) for o, (c, _) in zip(outs, split)]))
-                r[f"ssim_{name}"] = float(np.mean([ssim(o["denoised"], c) for o, (c, _) in zip(outs, split)]))
-            if "labels" in outs[0]:
-                c = Conf()
-                for o, (_, lab) in zip(outs, split):
-                    c.add(lab, o["labels"])
-                r[f"miou_{name}"] = c.miou()[0]
-            if "denoised" in outs[0] and segc:
-                c = Conf()
-                for o, (_, lab) in zip(outs, split):
-                    c.add(lab, segc(o["denoised"], 0.0)["labels"])
-                r[f"miou_segclean_on_{name}_output"] = c.miou()[0]
-            if name in models:  # with the element's own noise estimate instead of the true sigma
-                outs = [m(n, estimate_sigma(n)) for n in noisy]
+        est = [estimate_sigma(n) for n in noisy]
+        r["psnr_noisy"] = mean_metric(psnr, noisy, refs)
+        r["ssim_noisy"] = mean_metric(ssim, noisy, refs)
+        r["est_sigma_mean"] = float(np.mean(est)) * 255
+        r["est_sigma_min"], r["est_sigma_max"] = float(np.min(est)) * 255, float(np.max(est)) * 255
+        for name, m in dens.items():
+            for tag, sgs in (("", [sg / 255.0] * len(noisy)), ("_est_sigma", est)):
+                outs = [m(n, s) for n, s in zip(noisy, sgs)]
                 if "denoised" in outs[0]:
-                    r[f"psnr_{name}_est_sigma"] = float(np.mean([psnr(o["denoised"], c) for o, (c, _) in zip(outs, split)]))
+                    den = [o["denoised"] for o in outs]
+                    r[f"psnr_{name}{tag}"] = mean_metric(psnr, den, refs)
+                    r[f"ssim_{name}{tag}"] = mean_metric(ssim, den, refs)
+                    if segc and not tag:
+                        c = Conf()
+                        for d, lab in zip(den, labs):
+                            c.add(lab, segc(d, 0.0)["labels"])
+                        r[f"miou_segclean_on_{name}_output"] = c.miou()[0]
+                if "labels" in outs[0]:
+                    c = Conf()
+                    for o, lab in zip(outs, labs):
+                        c.add(lab, o["labels"])
+                    r[f"miou_{name}{tag}"] = c.miou()[0]
         if segc:
             c = Conf()
-            for n, (_, lab) in zip(noisy, split):
+            for n, lab in zip(noisy, labs):
                 c.add(lab, segc(n, 0.0)["labels"])
             r["miou_seg_clean_on_noisy"] = c.miou()[0]
         if segn:
-            c = Conf()
-            for n, (_, lab) in zip(noisy, split):
-                c.add(lab, segn(n, sg / 255.0)["labels"])
-            r["miou_seg_noisy_on_noisy"] = c.miou()[0]
+            for tag, sgs in (("", [sg / 255.0] * len(noisy)), ("_est_sigma", est)):
+                c = Conf()
+                for n, s, lab in zip(noisy, sgs, labs):
+                    c.add(lab, segn(n, s)["labels"])
+                r[f"miou_seg_noisy_on_noisy{tag}"] = c.miou()[0]
         if args.classical:
-            hn = tune(nlm, [c for c, _ in split[:3]], sg, (0.5, 0.7, 0.9, 1.1))
+            hn = tune(nlm, tune_imgs, sg, (0.5, 0.7, 0.9, 1.1))
             r["nlm_h_factor"] = hn
             den = [nlm(n, sg, hn) for n in noisy]
-            r["psnr_nlm"] = float(np.mean([psnr(d, c) for d, (c, _) in zip(den, split)]))
-            r["ssim_nlm"] = float(np.mean([ssim(d, c) for d, (c, _) in zip(den, split)]))
+            r["psnr_nlm"] = mean_metric(psnr, den, refs)
+            r["ssim_nlm"] = mean_metric(ssim, den, refs)
             if shutil.which("ffmpeg"):
-                hq = tune(hqdn3d, [c for c, _ in split[:3]], sg, (0.3, 0.6, 1.0, 1.5, 2.5))
+                hq = tune(hqdn3d, tune_imgs, sg, (0.3, 0.6, 1.0, 1.5, 2.5, 4.0, 6.0, 9.0))
                 r["hqdn3d_factor"] = hq
                 den = [hqdn3d(n, sg, hq) for n in noisy]
-                r["psnr_hqdn3d"] = float(np.mean([psnr(d, c) for d, (c, _) in zip(den, split)]))
-                r["ssim_hqdn3d"] = float(np.mean([ssim(d, c) for d, (c, _) in zip(den, split)]))
+                r["psnr_hqdn3d"] = mean_metric(psnr, den, refs)
+                r["ssim_hqdn3d"] = mean_metric(ssim, den, refs)
+            else:
+                print("ffmpeg not found: hqdn3d skipped", flush=True)
         res["synthetic"][f"sigma{sg}"] = r
         # ---- real photographs
         q = {}
         rn = [noisy_of(c, sg, 5000 * sg + i) for i, c in enumerate(real)]
-        q["psnr_noisy"] = float(np.mean([psnr(n, c) for n, c in zip(rn, real)]))
-        for name, m in list(models.items()) + ([("ffdnet_pretrained", ffd)] if ffd else []):
-            outs = [m(n, sg / 255.0) for n in rn]
-            if "denoised" in outs[0]:
-                q[f"psnr_{name}"] = float(np.mean([psnr(o["denoised"], c) for o, c in zip(outs, real)]))
-                q[f"ssim_{name}"] = float(np.mean([ssim(o["denoised"], c) for o, c in zip(outs, real)]))
-                if name in models:
-                    outs = [m(n, estimate_sigma(n)) for n in rn]
-                    q[f"psnr_{name}_est_sigma"] = float(np.mean([psnr(o["denoised"], c) for o, c in zip(outs, real)]))
+        rest = [estimate_sigma(n) for n in rn]
+        q["psnr_noisy"] = mean_metric(psnr, rn, real)
+        q["ssim_noisy"] = mean_metric(ssim, rn, real)
+        q["est_sigma"] = [float(e) * 255 for e in rest]
+        for name, m in dens.items():
+            for tag, sgs in (("", [sg / 255.0] * len(rn)), ("_est_sigma", rest)):
+                outs = [m(n, s) for n, s in zip(rn, sgs)]
+                if "denoised" in outs[0]:
+                    den = [o["denoised"] for o in outs]
+                    q[f"psnr_{name}{tag}"] = mean_metric(psnr, den, real)
+                    q[f"ssim_{name}{tag}"] = mean_metric(ssim, den, real)
+                    if not tag:
+                        q[f"psnr_{name}_per_image"] = [psnr(d, c) for d, c in zip(den, real)]
         if args.classical:
             den = [nlm(n, sg, r["nlm_h_factor"]) for n in rn]
-            q["psnr_nlm"] = float(np.mean([psnr(d, c) for d, c in zip(den, real)]))
-            q["ssim_nlm"] = float(np.mean([ssim(d, c) for d, c in zip(den, real)]))
+            q["psnr_nlm"] = mean_metric(psnr, den, real)
+            q["ssim_nlm"] = mean_metric(ssim, den, real)
+            q["psnr_nlm_per_image"] = [psnr(d, c) for d, c in zip(den, real)]
             if "hqdn3d_factor" in r:
                 den = [hqdn3d(n, sg, r["hqdn3d_factor"]) for n in rn]
-                q["psnr_hqdn3d"] = float(np.mean([psnr(d, c) for d, c in zip(den, real)]))
-                q["ssim_hqdn3d"] = float(np.mean([ssim(d, c) for d, c in zip(den, real)]))
+                q["psnr_hqdn3d"] = mean_metric(psnr, den, real)
+                q["ssim_hqdn3d"] = mean_metric(ssim, den, real)
         res["real"][f"sigma{sg}"] = q
-        print(f"sigma {sg}: synthetic {json.dumps(r)}\n  real {json.dumps(q)}", flush=True)
+        print(f"sigma {sg} ({(time.time() - t0) / 60:.1f} min): synthetic {json.dumps(r)}\n  real {json.dumps(q)}", flush=True)
     res["eval_minutes"] = (time.time() - t0) / 60
+    if args.merge:
+        old = json.load(open(args.merge))
+        if old["held_out"] != res["held_out"]:
+            raise SystemExit(f"--merge: {args.merge} was measured on a different split")
+
+        def deep(a, b):
+            for k, v in b.items():
+                if isinstance(v, dict) and isinstance(a.get(k), dict):
+                    deep(a[k], v)
+                else:
+                    a[k] = v
+        res["models"] = {**old.get("models", {}), **res["models"]}
+        res["eval_minutes"] += old.get("eval_minutes", 0.0)
+        deep(old, res)
+        res = old
     json.dump(res, open(args.out, "w"), indent=1)
     print(json.dumps({k: v for k, v in res["synthetic"].items() if not k.startswith("per_class")}, indent=1))
 

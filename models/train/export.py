@@ -109,7 +109,7 @@ def write_sidecar(path, name, description, provenance, outputs, metrics, version
         lines += ["", "[[classes]]", f"id = {cid}", f"name = {toml_str(cname)}", f"color = [{col[0]}, {col[1]}, {col[2]}]"]
     lines += ["", "[metrics]"]
     for k, v in metrics.items():
-        lines.append(f"{k} = {float(v):.4f}")
+        lines.append(f"{k} = {v}" if isinstance(v, int) and not isinstance(v, bool) else f"{k} = {float(v):.4f}")
     open(path, "w").write("\n".join(lines) + "\n")
 
 
@@ -121,6 +121,7 @@ def main():
     ap.add_argument("--description", default="Joint denoising + Cityscapes 19-class segmentation (SDB, alternating segmentation-and-denoising blocks)")
     ap.add_argument("--provenance", default=None)
     ap.add_argument("--license", default="MIT")
+    ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--metrics", default=None, help="json of metrics to put in the sidecar")
     ap.add_argument("--no-sidecar", action="store_true")
     args = ap.parse_args()
@@ -146,7 +147,7 @@ def main():
         f"(seeds 0..{a['scenes'] - 1}) plus natural-image crops from scikit-image's bundled sample images; "
         f"exported by models/train/export.py")
     write_sidecar(os.path.splitext(args.onnx)[0] + ".toml", name, args.description, prov, outputs, metrics,
-                  license_=args.license)
+                  version=args.version, license_=args.license)
     print("sidecar written")
 
 

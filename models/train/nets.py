@@ -11,6 +11,22 @@ def conv(ci, co, k=3, s=1, d=1):
     return nn.Conv2d(ci, co, k, s, padding=d * (k // 2), dilation=d)
 
 
+def init_residual_denoiser(mod, out):
+    """He (fan-in, ReLU) init of the 3x3 convolutions, zero SFT scale/shift and a zero
+    last layer, so a residual denoiser starts as the identity with unit-gain features.
+    With PyTorch's default init the deep plain denoiser's signal shrinks about 2.4x
+    per layer and training at lr 1e-3..2e-3 stays stuck at the identity."""
+    for m in mod.modules():
+        if isinstance(m, nn.Conv2d):
+            if m.kernel_size == (1, 1):
+                nn.init.zeros_(m.weight)
+            else:
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+    nn.init.zeros_(out.weight)
+    nn.init.zeros_(out.bias)
+
+
 def sigma_map(x, sigma):
     return sigma * torch.ones_like(x[:, :1])
 
@@ -73,6 +89,7 @@ class DenoiseBlock(nn.Module):
             self.cfeat = conv(nc, 32)
             self.sft = nn.ModuleList([SFT(32, c) for _ in range(2)])
         self.out = conv(c, 12)
+        init_residual_denoiser(self, self.out)
 
     def forward(self, x, sigma, logits=None):
         z = F.pixel_unshuffle(x, 2)
@@ -117,6 +134,7 @@ class PlainDenoiser(nn.Module):
         self.inp = conv(13, c)
         self.body = nn.ModuleList([conv(c, c) for _ in range(depth)])
         self.out = conv(c, 12)
+        init_residual_denoiser(self, self.out)
 
     def forward(self, x, sigma):
         z = F.pixel_unshuffle(x, 2)

