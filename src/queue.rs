@@ -225,6 +225,10 @@ pub struct Stats {
     latency_sum_us: AtomicU64,
     latency_max_us: AtomicU64,
     batches: AtomicU64,
+    /// Time inside `Backend::run`, and time the inference thread waited for a frame
+    /// after its first batch (the device idling for want of input).
+    inference_us: AtomicU64,
+    starved_us: AtomicU64,
     /// f32 bits of the last sigma fed to the model ([0,1] scale).
     last_sigma: AtomicU32,
 }
@@ -237,6 +241,11 @@ pub struct StatsSnapshot {
     pub batches: u64,
     pub mean_latency: Duration,
     pub max_latency: Duration,
+    /// Mean time of one `Backend::run` (one batch).
+    pub mean_batch: Duration,
+    /// Share of the inference thread's time since its first batch spent running the
+    /// model (1.0: the device never waited for input).
+    pub busy: f64,
     /// Last noise sigma fed to the model, 8-bit units.
     pub sigma: f32,
 }
@@ -245,10 +254,19 @@ impl Stats {
     pub fn snapshot(&self) -> StatsSnapshot {
         let processed = self.processed.load(Ordering::Relaxed);
         let sum = self.latency_sum_us.load(Ordering::Relaxed);
+        let batches = self.batches.load(Ordering::Relaxed);
+        let inference = self.inference_us.load(Ordering::Relaxed);
+        let starved = self.starved_us.load(Ordering::Relaxed);
         StatsSnapshot {
             processed,
             dropped: self.dropped.load(Ordering::Relaxed),
-            batches: self.batches.load(Ordering::Relaxed),
+            batches,
+            mean_batch: Duration::from_micros(inference.checked_div(batches).unwrap_or(0)),
+            busy: if inference + starved > 0 {
+                inference as f64 / (inference + starved) as f64
+            } else {
+                0.0
+            },
             mean_latency: Duration::from_micros(sum.checked_div(processed).unwrap_or(0)),
             max_latency: Duration::from_micros(self.latency_max_us.load(Ordering::Relaxed)),
             sigma: f32::from_bits(self.last_sigma.load(Ordering::Relaxed)) * 255.0,
@@ -441,6 +459,8 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
         factory: BackendFactory,
     ) -> Result<Self> {
         config.validate()?;
+        // Before any queue thread exists, so that they allocate as tuned.
+        crate::runtime::tune_allocator();
         let (pool_tx, pool_rx) = crossbeam_channel::bounded(config.max_in_flight + 1);
         let (pre_tx, pre_rx) = crossbeam_channel::unbounded::<Work<P::Frame>>();
         let (infer_tx, infer_rx) = crossbeam_channel::unbounded::<Staged<P::Frame>>();
@@ -793,6 +813,8 @@ fn inference_thread<P: Processor, E>(
     let mut tensors: Vec<Pooled> = Vec::with_capacity(sh.config.batch_size);
     let mut metas: Vec<(u64, u64, P::Frame, Permit, Instant)> = Vec::with_capacity(sh.config.batch_size);
     let mut pending: Option<Staged<P::Frame>> = None;
+    // End of the last model run: the gap to the next one is time the device idled.
+    let mut last_run_end: Option<Instant> = None;
     loop {
         let first = match pending.take() {
             Some(s) => s,
@@ -847,8 +869,18 @@ fn inference_thread<P: Processor, E>(
             sh.stats.last_sigma.store(t.sigma.to_bits(), Ordering::Relaxed);
         }
 
+        let started = Instant::now();
+        if let Some(end) = last_run_end {
+            let gap = started.duration_since(end).as_micros() as u64;
+            sh.stats.starved_us.fetch_add(gap, Ordering::Relaxed);
+        }
         let result = catch_unwind(AssertUnwindSafe(|| backend.run(&mut tensors)))
             .unwrap_or_else(|p| Err(Error::Panic(panic_message(p))));
+        let end = Instant::now();
+        last_run_end = Some(end);
+        sh.stats
+            .inference_us
+            .fetch_add(end.duration_since(started).as_micros() as u64, Ordering::Relaxed);
         sh.stats.batches.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(()) => {

@@ -1346,7 +1346,9 @@ impl ObjectImpl for DenoiseSeg {
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb("All statistics in one structure: processed, dropped, batches, mean-latency-ms, \
-                            max-latency-ms, sigma, provider (read-only)")
+                            max-latency-ms, mean-batch-ms (one model run), busy (share of time the model \
+                            ran since its first batch: 1 = the device never waited for input), sigma, \
+                            provider (read-only)")
                     .read_only()
                     .build(),
             ]
@@ -1455,6 +1457,8 @@ impl ObjectImpl for DenoiseSeg {
                     .field("batches", st.batches)
                     .field("mean-latency-ms", st.mean_latency.as_secs_f64() * 1000.0)
                     .field("max-latency-ms", st.max_latency.as_secs_f64() * 1000.0)
+                    .field("mean-batch-ms", st.mean_batch.as_secs_f64() * 1000.0)
+                    .field("busy", st.busy)
                     .field("sigma", st.sigma as f64)
                     .field("provider", lock(&self.provider).clone())
                     .build()
