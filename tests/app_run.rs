@@ -136,7 +136,7 @@ fn errors_are_one_clear_line_and_exit_code_1() {
         (&["run", c, "--set", "nope=1"], "no property 'nope'"),
         (&["run", c, "--model", "/no/model.onnx"], "no model at /no/model.onnx"),
         (&["run", "/dev/video99"], "no camera at /dev/video99"),
-        (&["run", c, "--size", "3x2"], "outside 16x16"),
+        (&["run", c, "--size", "3x2"], "outside 8x8"),
     ];
     for (args, want) in cases {
         let o = run(args);

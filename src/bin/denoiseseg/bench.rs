@@ -74,18 +74,6 @@ pub struct Args {
 }
 
 /// Parses "WIDTHxHEIGHT".
-pub fn parse_size(s: &str) -> Result<(usize, usize)> {
-    let (w, h) = s
-        .split_once(['x', 'X'])
-        .ok_or_else(|| anyhow!("--size {s}: expected WIDTHxHEIGHT, such as 1024x512"))?;
-    let w: usize = w.trim().parse().map_err(|_| anyhow!("--size {s}: bad width"))?;
-    let h: usize = h.trim().parse().map_err(|_| anyhow!("--size {s}: bad height"))?;
-    if !(8..=8192).contains(&w) || !(8..=8192).contains(&h) {
-        bail!("--size {s}: width and height must lie within 8..=8192");
-    }
-    Ok((w, h))
-}
-
 /// A deterministic street-like RGB frame (sky, buildings, road with lane marks, a few
 /// cars), packed with GStreamer's default row stride; `shift` moves the scene.
 fn pattern(layout: &FrameLayout, shift: usize) -> Vec<u8> {
@@ -371,7 +359,8 @@ fn make_element(args: &Args) -> Result<gst::Element> {
 
 pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     common::init_gstreamer()?;
-    let (w, h) = parse_size(&args.size)?;
+    let (w, h) = common::parse_size(&args.size).map_err(|e| anyhow!("--size {}: {e}", args.size))?;
+    let (w, h) = (w as usize, h as usize);
     if args.frames == 0 {
         bail!("--frames must be at least 1");
     }
@@ -560,33 +549,13 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
             ""
         },
     );
-    match args.json.as_deref() {
-        Some(path) if path == Path::new("-") => {
-            eprintln!("{table}");
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        }
-        Some(path) => {
-            println!("{table}");
-            std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
-        None => println!("{table}"),
-    }
+    common::emit_report(&table, &report, args.json.as_deref())?;
     Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("1024x512").unwrap(), (1024, 512));
-        assert_eq!(parse_size("64X32").unwrap(), (64, 32));
-        assert!(parse_size("1024").is_err());
-        assert!(parse_size("0x512").is_err());
-        assert!(parse_size("ax5").is_err());
-    }
 
     #[test]
     fn percentiles_are_nearest_rank() {

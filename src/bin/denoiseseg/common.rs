@@ -532,7 +532,56 @@ impl SetsInner {
     }
 }
 
+/// Parses WIDTHxHEIGHT (each 8..=8192), as the commands' size options take it.
+pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s.split_once(['x', 'X']).ok_or("expected WIDTHxHEIGHT, e.g. 1024x512")?;
+    let w: u32 = w.trim().parse().map_err(|_| format!("bad width '{w}'"))?;
+    let h: u32 = h.trim().parse().map_err(|_| format!("bad height '{h}'"))?;
+    if !(8..=8192).contains(&w) || !(8..=8192).contains(&h) {
+        return Err(format!("{w}x{h} is outside 8x8 .. 8192x8192"));
+    }
+    Ok((w, h))
+}
+
+/// Prints a command's table and JSON report: `--json -` puts the JSON alone on
+/// standard output (the table goes to standard error), `--json FILE` writes it there.
+pub fn emit_report(table: &str, report: &serde_json::Value, json: Option<&Path>) -> Result<()> {
+    let table = table.trim_end();
+    match json {
+        Some(path) if path == Path::new("-") => {
+            eprintln!("{table}");
+            println!("{}", serde_json::to_string_pretty(report)?);
+        }
+        Some(path) => {
+            println!("{table}");
+            std::fs::write(path, serde_json::to_string_pretty(report)? + "\n")
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        None => println!("{table}"),
+    }
+    Ok(())
+}
+
 /// Seconds as a duration for display.
 pub fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_within_range() {
+        assert_eq!(parse_size("1024x512"), Ok((1024, 512)));
+        assert_eq!(parse_size("64X32"), Ok((64, 32)));
+        assert!(parse_size("1024").is_err());
+        assert!(parse_size("0x512").unwrap_err().contains("outside 8x8"));
+        assert!(parse_size("ax5").unwrap_err().contains("bad width"));
+    }
+
+    #[test]
+    fn launch_values_are_quoted() {
+        assert_eq!(quote(r#"a "b" \c"#), r#""a \"b\" \\c""#);
+    }
 }

@@ -35,7 +35,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Width and height of each mosaic panel
-    #[arg(long, value_name = "WxH", value_parser = crate::run::parse_size, default_value = "512x256")]
+    #[arg(long, value_name = "WxH", value_parser = common::parse_size, default_value = "512x256")]
     pub panel: (u32, u32),
     #[command(flatten)]
     pub element: ElementOpts,

@@ -708,18 +708,7 @@ pub fn main(mut args: Args, _verbose: u8) -> Result<ExitCode> {
             "complete": r.ending == Ending::Eos,
         })).collect::<Vec<_>>(),
     });
-    match args.json.as_deref() {
-        Some(path) if path == Path::new("-") => {
-            eprint!("{table}");
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        }
-        Some(path) => {
-            print!("{table}");
-            std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
-        None => print!("{table}"),
-    }
+    common::emit_report(&table, &report, args.json.as_deref())?;
     Ok(ExitCode::SUCCESS)
 }
 

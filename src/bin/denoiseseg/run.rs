@@ -45,7 +45,7 @@ pub struct Args {
     #[arg(long, value_name = "PATTERN.png|FILE.mkv")]
     pub mask_output: Option<String>,
     /// Scale the input to WIDTHxHEIGHT before the model (faster on large frames)
-    #[arg(long, value_name = "WxH", value_parser = parse_size)]
+    #[arg(long, value_name = "WxH", value_parser = common::parse_size)]
     pub size: Option<(u32, u32)>,
     /// H.264 bitrate of file outputs in kbit/s
     #[arg(long, value_name = "KBPS", default_value_t = 4000)]
@@ -55,16 +55,6 @@ pub struct Args {
     pub print_pipeline: bool,
     #[command(flatten)]
     pub element: ElementOpts,
-}
-
-pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
-    let (w, h) = s.split_once(['x', 'X']).ok_or("expected WIDTHxHEIGHT, e.g. 1024x512")?;
-    let w: u32 = w.trim().parse().map_err(|_| format!("bad width '{w}'"))?;
-    let h: u32 = h.trim().parse().map_err(|_| format!("bad height '{h}'"))?;
-    if !(16..=8192).contains(&w) || !(16..=8192).contains(&h) {
-        return Err(format!("{w}x{h} is outside 16x16 .. 8192x8192"));
-    }
-    Ok((w, h))
 }
 
 /// Where the frames come from.
