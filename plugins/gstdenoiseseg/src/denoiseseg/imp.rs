@@ -5,8 +5,8 @@
 //!
 //! ```text
 //! gst-launch-1.0 filesrc location=dashcam.mp4 ! decodebin ! videoconvert ! \
-//!     denoiseseg output=overlay name=d ! videoconvert ! x264enc ! mp4mux ! filesink location=out.mp4 \
-//!     d.mask ! fakesink
+//!     denoiseseg output=overlay name=d ! queue ! videoconvert ! x264enc ! mp4mux ! filesink location=out.mp4 \
+//!     d.mask ! queue ! fakesink
 //! ```
 //!
 //! Pads:
@@ -19,7 +19,9 @@
 //!   and `palette`: a `GBytes` of 3 × `classes` bytes, the RGB colour of each class
 //!   id), so an appsink, or `segoverlay` on another branch after a tee, can use it
 //!   without linking `mask`. The meta survives buffer copies.
-//! - `mask` (request): GRAY8 frames of class ids, same size and timestamps.
+//! - `mask` (request): GRAY8 frames of class ids, same size and timestamps. One thread
+//!   pushes both `src` and `mask`: as after a tee or a demuxer, give each branch a
+//!   `queue` when both are linked, or the sinks never preroll.
 //!
 //! Frames go through the engine's frame queue (pre-processing workers, one batching
 //! inference thread, post-processing workers, reordering); this element's src pad task
