@@ -459,8 +459,6 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
         factory: BackendFactory,
     ) -> Result<Self> {
         config.validate()?;
-        // Before any queue thread exists, so that they allocate as tuned.
-        crate::runtime::tune_allocator();
         let (pool_tx, pool_rx) = crossbeam_channel::bounded(config.max_in_flight + 1);
         let (pre_tx, pre_rx) = crossbeam_channel::unbounded::<Work<P::Frame>>();
         let (infer_tx, infer_rx) = crossbeam_channel::unbounded::<Staged<P::Frame>>();

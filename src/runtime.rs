@@ -104,8 +104,8 @@ pub fn environment(candidates: &[PathBuf]) -> Result<(Environment, PathBuf)> {
 /// queue's inference thread against 239 ms in a bare loop on `main`; with this
 /// tuning, 250 ms against 238 ms. It puts every thread on the main arena, never
 /// `mmap`s and never trims, so the process keeps its peak heap instead of handing it
-/// back between frames. Call it before the threads that run models start; it acts
-/// once per process. `DENOISESEG_KEEP_MALLOC=1` leaves the allocator alone.
+/// back between frames. Call it before the threads that run models start (the element
+/// does, before its frame queue; [`load_model`] does too); it acts once per process. `DENOISESEG_KEEP_MALLOC=1` leaves the allocator alone.
 pub fn tune_allocator() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {

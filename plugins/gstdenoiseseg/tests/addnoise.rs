@@ -1,20 +1,13 @@
 //! Harness tests of the `addnoise` element.
 use std::str::FromStr;
-use std::sync::Once;
 
 use denoiseseg::noise::{add_noise_interleaved, NoiseParams};
 use gst::glib;
+mod common;
+use common::init;
 use gst::prelude::*;
 use gst_base::prelude::*;
 use gst_check::Harness;
-
-fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().expect("gst::init");
-        gstdenoiseseg::plugin_register_static().expect("register the plugin");
-    });
-}
 
 /// An `addnoise` with the given properties (set before the harness starts it) fed
 /// `format` frames of `width`×`height`.

@@ -2,29 +2,14 @@
 //! tests/models (see tests/models/README.md for what each one computes). Expected pixel
 //! values are computed here, independently of the engine.
 use std::path::PathBuf;
-use std::sync::Once;
 use std::time::Duration;
 
+mod common;
+use common::{init, model};
 use gst::prelude::*;
 use gst_check::Harness;
 
 const MASK_META: &str = "DenoisesegMaskMeta";
-
-fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstdenoiseseg::plugin_register_static().expect("register plugin");
-    });
-}
-
-fn model(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/models")
-        .join(name)
-        .display()
-        .to_string()
-}
 
 fn element(model_name: &str, props: &[(&str, &str)]) -> gst::Element {
     init();

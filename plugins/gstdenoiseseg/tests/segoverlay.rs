@@ -2,30 +2,14 @@
 //! (tests/models/joint.onnx: denoised = 1 − image, class = argmax channel, classes 0
 //! red, 1 green, 2 blue), and alone with hand-made class-map metas. Expected pixel
 //! values are computed here, independently of the engine.
-use std::path::PathBuf;
-use std::sync::Once;
 
+mod common;
+use common::{init, model};
 use gst::prelude::*;
 use gst_check::Harness;
 
 const MASK_META: &str = "DenoisesegMaskMeta";
 const PALETTE: [[u8; 3]; 3] = [[255, 0, 0], [0, 255, 0], [0, 0, 255]];
-
-fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstdenoiseseg::plugin_register_static().expect("register plugin");
-    });
-}
-
-fn model(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/models")
-        .join(name)
-        .display()
-        .to_string()
-}
 
 /// Bytes per pixel and the byte index of R, G, B (and x) in a pixel.
 fn layout(format: &str) -> (usize, [usize; 3], Option<usize>) {

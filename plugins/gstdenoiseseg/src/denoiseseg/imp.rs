@@ -245,8 +245,53 @@ struct Frame {
     input: Option<gst::MappedBuffer<gst::buffer::Readable>>,
     layout: FrameLayout,
     info: Arc<FrameInfo>,
-    /// The input buffer's metadata (timestamps, flags), carried to the output.
-    meta: gst::Buffer,
+    /// The input buffer's timestamps and flags, carried to the output.
+    stamp: Stamp,
+}
+
+/// What an output buffer keeps of its input buffer: timestamps, offsets and flags.
+#[derive(Clone, Copy, Debug)]
+struct Stamp {
+    pts: Option<gst::ClockTime>,
+    dts: Option<gst::ClockTime>,
+    duration: Option<gst::ClockTime>,
+    offset: u64,
+    offset_end: u64,
+    flags: gst::BufferFlags,
+}
+
+impl Stamp {
+    /// The flags that describe the stream position and travel to the output.
+    const FLAGS: gst::BufferFlags = gst::BufferFlags::DISCONT
+        .union(gst::BufferFlags::RESYNC)
+        .union(gst::BufferFlags::GAP)
+        .union(gst::BufferFlags::DELTA_UNIT)
+        .union(gst::BufferFlags::HEADER)
+        .union(gst::BufferFlags::DROPPABLE)
+        .union(gst::BufferFlags::MARKER)
+        .union(gst::BufferFlags::CORRUPTED)
+        .union(gst::BufferFlags::DECODE_ONLY);
+
+    fn of(b: &gst::BufferRef) -> Stamp {
+        Stamp {
+            pts: b.pts(),
+            dts: b.dts(),
+            duration: b.duration(),
+            offset: b.offset(),
+            offset_end: b.offset_end(),
+            flags: b.flags() & Self::FLAGS,
+        }
+    }
+
+    fn apply(&self, dst: &mut gst::BufferRef) {
+        dst.set_pts(self.pts);
+        dst.set_dts(self.dts);
+        dst.set_duration(self.duration);
+        dst.set_offset(self.offset);
+        dst.set_offset_end(self.offset_end);
+        dst.unset_flags(Self::FLAGS);
+        dst.set_flags(self.flags);
+    }
 }
 
 /// What comes out of the queue for a frame.
@@ -307,7 +352,7 @@ impl Processor for Proc {
                 let stride = info.mask_info.stride()[0] as usize;
                 convert::copy_labels(&t.labels, t.pw, w, h, map.as_mut_slice(), stride);
             }
-            copy_metadata(mask.get_mut().expect("writable"), &frame.meta);
+            frame.stamp.apply(mask.get_mut().expect("writable"));
             Some(mask)
         } else {
             None
@@ -351,7 +396,7 @@ impl Processor for Proc {
         };
         {
             let b = buffer.make_mut();
-            copy_metadata(b, &frame.meta);
+            frame.stamp.apply(b);
             if let Some(mask) = &mask {
                 let mut meta = gst::meta::CustomMeta::add(b, MASK_META)
                     .map_err(|e| Error::Frame(format!("cannot attach the class map meta: {e}")))?;
@@ -366,25 +411,6 @@ impl Processor for Proc {
         }
         Ok(Out { buffer, mask })
     }
-}
-
-fn copy_metadata(dst: &mut gst::BufferRef, src: &gst::Buffer) {
-    dst.set_pts(src.pts());
-    dst.set_dts(src.dts());
-    dst.set_duration(src.duration());
-    dst.set_offset(src.offset());
-    dst.set_offset_end(src.offset_end());
-    let keep = gst::BufferFlags::DISCONT
-        | gst::BufferFlags::RESYNC
-        | gst::BufferFlags::GAP
-        | gst::BufferFlags::DELTA_UNIT
-        | gst::BufferFlags::HEADER
-        | gst::BufferFlags::DROPPABLE
-        | gst::BufferFlags::MARKER
-        | gst::BufferFlags::CORRUPTED
-        | gst::BufferFlags::DECODE_ONLY;
-    dst.unset_flags(keep);
-    dst.set_flags(src.flags() & keep);
 }
 
 type Queue = FrameQueue<Proc, QEvent>;
@@ -443,25 +469,28 @@ impl DenoiseSeg {
             gst::element_imp_error!(self, gst::CoreError::Negotiation, ("buffer before caps"));
             return Err(gst::FlowError::NotNegotiated);
         };
-        if self.is_late(&buffer) {
+        let stamp = Stamp::of(&buffer);
+        if self.is_late(stamp.pts) {
             queue.stats().count_drop();
-            self.post_qos(&buffer);
+            self.post_qos(&stamp);
             return Ok(gst::FlowSuccess::Ok);
         }
 
-        let vmeta = buffer
-            .meta::<gst_video::VideoMeta>()
-            .map(|m| (m.offset().to_vec(), m.stride().to_vec()));
-        let meta = buffer
-            .copy_region(gst::BufferCopyFlags::FLAGS | gst::BufferCopyFlags::TIMESTAMPS, ..)
-            .map_err(|_| gst::FlowError::Error)?;
+        // Plane offsets and strides from the video meta, without allocating.
+        let mut planes = ([0usize; 4], [0i32; 4], 0usize);
+        if let Some(m) = buffer.meta::<gst_video::VideoMeta>() {
+            let n = m.offset().len().min(4);
+            planes.0[..n].copy_from_slice(&m.offset()[..n]);
+            planes.1[..n].copy_from_slice(&m.stride()[..n]);
+            planes.2 = n;
+        }
         let map = buffer.into_mapped_buffer_readable().map_err(|_| {
             gst::element_imp_error!(self, gst::StreamError::Failed, ("cannot map the input buffer"));
             gst::FlowError::Error
         })?;
-        let (offsets, strides) = match &vmeta {
-            Some((o, s)) => (o.as_slice(), s.as_slice()),
-            None => (info.info.offset(), info.info.stride()),
+        let (offsets, strides) = match &planes {
+            (o, s, n) if *n > 0 => (&o[..*n], &s[..*n]),
+            _ => (info.info.offset(), info.info.stride()),
         };
         let layout = layout_of(info.format, &info.info, offsets, strides, map.len())
             .and_then(|l| l.validate(map.len()).map(|_| l))
@@ -477,7 +506,7 @@ impl DenoiseSeg {
             input: Some(map),
             layout,
             info,
-            meta,
+            stamp,
         };
         match queue.submit(frame) {
             Ok(Submitted::Queued) => {}
@@ -486,9 +515,9 @@ impl DenoiseSeg {
                     CAT,
                     imp = self,
                     "queue full: dropped the frame at {:?} (leaky)",
-                    dropped.meta.pts()
+                    dropped.stamp.pts
                 );
-                self.post_qos(&dropped.meta);
+                self.post_qos(&dropped.stamp);
             }
             Err(Refused::Flushing) | Err(Refused::Closed) => {
                 let flow = *lock(&self.flow);
@@ -498,14 +527,14 @@ impl DenoiseSeg {
         *lock(&self.flow)
     }
 
-    fn running_time(&self, buffer: &gst::Buffer) -> Option<gst::ClockTime> {
+    fn running_time(&self, pts: Option<gst::ClockTime>) -> Option<gst::ClockTime> {
         let qos = lock(&self.qos);
         let seg = qos.segment.as_ref()?;
-        seg.to_running_time(buffer.pts()?)
+        seg.to_running_time(pts?)
     }
 
-    fn is_late(&self, buffer: &gst::Buffer) -> bool {
-        let Some(rt) = self.running_time(buffer) else {
+    fn is_late(&self, pts: Option<gst::ClockTime>) -> bool {
+        let Some(rt) = self.running_time(pts) else {
             return false;
         };
         let qos = lock(&self.qos);
@@ -515,18 +544,17 @@ impl DenoiseSeg {
         }
     }
 
-    fn post_qos(&self, buffer: &gst::Buffer) {
-        let rt = self.running_time(buffer);
+    /// Posts QoS for a frame dropped before inference (late, or leaky).
+    fn post_qos(&self, stamp: &Stamp) {
+        let rt = self.running_time(stamp.pts);
         let seg = lock(&self.qos).segment.clone();
-        let stream_time = seg
-            .as_ref()
-            .and_then(|s| buffer.pts().and_then(|p| s.to_stream_time(p)));
+        let stream_time = seg.as_ref().and_then(|s| stamp.pts.and_then(|p| s.to_stream_time(p)));
         let stats = self.stats_snapshot();
         let msg = gst::message::Qos::builder(true)
             .running_time(rt)
             .stream_time(stream_time)
-            .timestamp(buffer.pts())
-            .duration(buffer.duration())
+            .timestamp(stamp.pts)
+            .duration(stamp.duration)
             .stats(
                 gst::format::Buffers::from_u64(stats.processed),
                 gst::format::Buffers::from_u64(stats.dropped),
@@ -998,6 +1026,8 @@ impl DenoiseSeg {
                 }
             }
         });
+        // Before the queue's threads start, so that they allocate as tuned.
+        runtime::tune_allocator();
         let queue = FrameQueue::new(config, self.tunables.clone(), proc, factory)
             .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
         gst::info!(
