@@ -81,6 +81,52 @@ SKLEARN_WHEEL = "scikit-learn==1.9.1"
 SKLEARN_EVAL = ["china.jpg", "flower.jpg"]
 
 
+# photographs from Debian's wallpaper packages (GPL-2+, see the model card): the
+# photographic ones only, the illustrations and renders are left out
+DEBIAN_PHOTOS = {
+    "plasma-workspace-wallpapers=4:5.27.5-2": [
+        f"usr/share/wallpapers/{n}/contents/images/2560x1600.jpg"
+        for n in ("BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf", "Grey",
+                  "Kite", "OneStandsOut", "Path", "summer_1am")],
+    "mate-backgrounds=1.26.0-1": [
+        f"usr/share/backgrounds/mate/nature/{n}.jpg"
+        for n in ("Aqua", "Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "LadyBird", "RainDrops",
+                  "Storm", "TwoWings", "Wood", "YellowFlower")],
+}
+
+
+def debian_photos(long_side=1024, log=print):
+    """The DEBIAN_PHOTOS, area-downsampled to `long_side` (which also averages away most
+    of their JPEG artefacts and sensor noise), RGB uint8. The packages are fetched once
+    with `apt-get download` (Debian's registry; nothing is installed) and unpacked under
+    data/debian/."""
+    import subprocess
+    root = os.path.join(DATA_DIR, "debian")
+    out = []
+    for pkg, files in DEBIAN_PHOTOS.items():
+        name = pkg.split("=")[0]
+        tree = os.path.join(root, name)
+        if not os.path.isdir(tree):
+            os.makedirs(root, exist_ok=True)
+            log(f"fetching {pkg} with apt-get download")
+            subprocess.check_call(["apt-get", "download", pkg], cwd=root)
+            deb = [f for f in os.listdir(root) if f.startswith(name + "_") and f.endswith(".deb")][0]
+            subprocess.check_call(["dpkg-deb", "-x", deb, tree + ".tmp"], cwd=root)
+            os.replace(tree + ".tmp", tree)
+        for f in files:
+            stem = f.split("/")[3] if name.startswith("plasma") else os.path.splitext(os.path.basename(f))[0]
+            small = os.path.join(root, f"{name}_{stem}_{long_side}.png")
+            if not os.path.exists(small):
+                im = cv2.imread(os.path.join(tree, f), cv2.IMREAD_COLOR)
+                if im is None:
+                    raise SystemExit(f"cannot read {os.path.join(tree, f)}")
+                s = long_side / max(im.shape[:2])
+                im = cv2.resize(im, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+                cv2.imwrite(small, im)
+            out.append(cv2.imread(small, cv2.IMREAD_COLOR)[..., ::-1].copy())
+    return out
+
+
 def natural_images(names):
     import skimage
     d = os.path.join(os.path.dirname(skimage.__file__), "data")
@@ -164,7 +210,7 @@ class Batcher:
     (both denoising only: labels = ignore)."""
 
     def __init__(self, rng, crop, source="synth", n_scenes=3000, seed0=0, natural_frac=0.25,
-                 cityscapes_root=None, log=print, deadleaves_frac=0.0):
+                 cityscapes_root=None, log=print, deadleaves_frac=0.0, debian_photos_on=False):
         self.rng, self.crop = rng, crop
         self.natural_frac = natural_frac
         self.deadleaves_frac = deadleaves_frac
@@ -175,7 +221,8 @@ class Batcher:
             log(f"cityscapes: {len(self.cs)} training pairs")
         else:
             self.imgs, self.labs = synth_pool(n_scenes, seed0, log=log)
-        self.nat = natural_images(NATURAL_TRAIN) if natural_frac > 0 else []
+        self.nat = (natural_images(NATURAL_TRAIN) + (debian_photos(log=log) if debian_photos_on else [])
+                    if natural_frac > 0 else [])
 
     def _crop(self, im, lb):
         h, w = im.shape[:2]

@@ -86,6 +86,9 @@ def main():
                     help="sdb: weight of the dual-learning term: a label decoder (trained alongside, not "
                          "exported) must reconstruct the clean image at 1/4 size from the predicted classes")
     ap.add_argument("--natural-frac", type=float, default=0.25, help="share of natural-image crops (denoising only)")
+    ap.add_argument("--debian-photos", type=int, default=0, choices=[0, 1],
+                    help="1 = the natural-image crops also come from 23 photographs of Debian's wallpaper "
+                         "packages (data.DEBIAN_PHOTOS, fetched with apt-get download)")
     ap.add_argument("--deadleaves-frac", type=float, default=0.0,
                     help="share of textured dead-leaves crops (deadleaves.py; denoising only)")
     ap.add_argument("--data", default="synth", choices=["synth", "cityscapes"])
@@ -182,7 +185,7 @@ def main():
     batcher = data.Batcher(rng, args.crop, source=args.data, n_scenes=args.scenes, seed0=0,
                            natural_frac=args.natural_frac if args.model not in ("seg", "ffdseg") else 0.0,
                            deadleaves_frac=args.deadleaves_frac if args.model not in ("seg", "ffdseg") else 0.0,
-                           cityscapes_root=args.cityscapes_root, log=log)
+                           cityscapes_root=args.cityscapes_root, log=log, debian_photos_on=bool(args.debian_photos))
 
     def save(path):
         ck = {"model": net.state_dict(), "opt": opt.state_dict(), "step": step, "args": vars(args)}
