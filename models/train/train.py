@@ -37,6 +37,17 @@ def ce(logits, lab):
     return F.cross_entropy(lg, lab, ignore_index=IGNORE, reduction="sum") / valid
 
 
+def frozen_seg(path, dev):
+    """A trained LightSeg checkpoint (--model seg), in eval mode with its weights frozen."""
+    ck = torch.load(path, map_location="cpu")
+    seg = nets.LightSeg(ck["args"]["seg_width"]).to(dev)
+    seg.load_state_dict(ck["model"])
+    seg.eval()
+    for p in seg.parameters():
+        p.requires_grad_(False)
+    return seg
+
+
 def build(args):
     if args.model == "sdb":
         return nets.SDB(args.blocks, args.width, args.depth, args.seg_width, args.arch)
@@ -124,23 +135,12 @@ def main():
     if args.model == "cascade":
         if not args.frozen_seg:
             ap.error("cascade needs --frozen-seg")
-        ck = torch.load(args.frozen_seg, map_location="cpu")
-        sa = ck["args"]
-        frozen = nets.LightSeg(sa["seg_width"]).to(dev)
-        frozen.load_state_dict(ck["model"])
-        frozen.eval()
-        for p in frozen.parameters():
-            p.requires_grad_(False)
+        frozen = frozen_seg(args.frozen_seg, dev)
     stats_seg = None
     if args.d2sm_weight > 0:
         if args.model not in ("sdb", "plain", "cascade") or not args.stats_seg:
             ap.error("--d2sm-weight needs --model sdb|plain|cascade and --stats-seg")
-        ck = torch.load(args.stats_seg, map_location="cpu")
-        stats_seg = nets.LightSeg(ck["args"]["seg_width"]).to(dev)
-        stats_seg.load_state_dict(ck["model"])
-        stats_seg.eval()
-        for p in stats_seg.parameters():
-            p.requires_grad_(False)
+        stats_seg = frozen_seg(args.stats_seg, dev)
     decoder = None
     if args.dual_weight > 0:
         if args.model != "sdb":
