@@ -9,7 +9,8 @@ import sys
 
 SIGMAS = (15, 25, 50)
 DENOISERS = [  # (key in eval.json, row label)
-    ("sdb", "**default** `denoiseseg-sdb-small` 1.2.0 (SDB-U, K=1, 16000 steps)"),
+    ("sdb", "**default** `denoiseseg-sdb-small` 1.2.0 (SDB-U, K=1, 16000 + 9000 steps)"),
+    ("sdbu16k", "SDB-U, the first 16000 steps"),
     ("sdb_v11", "previous default 1.1.0 (SDB, K=2 shallow blocks)"),
     ("sdb_v1", "default 1.0.0 (SDB v1, default init)"),
     ("quality", "**quality** `denoiseseg-sdb-quality` (FFDNet + LightSeg)"),
@@ -77,6 +78,7 @@ def main():
         ("clean-trained LightSeg on the default model's denoised output", None, "miou_segclean_on_sdb_output", None),
         ("clean-trained LightSeg on FFDNet's output", None, "miou_segclean_on_ffdnet_pretrained_output", None),
         ("**default** (SDB-U) own labels", "miou_sdb_on_clean", "miou_sdb", "miou_sdb_est_sigma"),
+        ("SDB-U 16000 steps, own labels", "miou_sdbu16k_on_clean", "miou_sdbu16k", "miou_sdbu16k_est_sigma"),
         ("SDB-U 3000 steps, own labels", "miou_sdbu3k_on_clean", "miou_sdbu3k", "miou_sdbu3k_est_sigma"),
         ("SDB-U 3000 steps + D2SM, own labels", "miou_sdbu3k_d2sm_on_clean", "miou_sdbu3k_d2sm", "miou_sdbu3k_d2sm_est_sigma"),
         ("SDB-U 3000 steps + dual learning, own labels", "miou_sdbu3k_dual_on_clean", "miou_sdbu3k_dual", "miou_sdbu3k_dual_est_sigma"),
