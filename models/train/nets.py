@@ -49,7 +49,8 @@ class LightSeg(nn.Module):
         self.fuse = conv(width + 32, 32)
         self.head = nn.Conv2d(32, nc, 1)
 
-    def forward(self, x, sigma=None):
+    def features(self, x, sigma=None):
+        """The encoder's stride-4 and stride-8 features (the latter with dilated context)."""
         if self.use_sigma:
             x = torch.cat([x, sigma_map(x, sigma)], 1)
         f1 = F.relu(self.e1(x))
@@ -59,6 +60,10 @@ class LightSeg(nn.Module):
         f = f + F.relu(self.c2(f))
         f = f + F.relu(self.c3(f))
         f = f + F.relu(self.c4(f))
+        return f2, f
+
+    def forward(self, x, sigma=None):
+        f2, f = self.features(x, sigma)
         f = F.interpolate(f, scale_factor=2.0, mode="bilinear", align_corners=False)
         f = F.relu(self.fuse(torch.cat([f, f2], 1)))
         return self.head(f)
@@ -236,17 +241,6 @@ class FFDNet(nn.Module):
     def forward(self, x, sigma):
         z = F.pixel_unshuffle(x, 2)
         return F.pixel_shuffle(self.model(torch.cat([z, sigma_map(z, sigma)], 1)), 2)
-
-
-def seg_features(seg, x, sigma):
-    """LightSeg's intermediate features (stride 4 and stride 8), for the D2SM term."""
-    if seg.use_sigma:
-        x = torch.cat([x, sigma_map(x, sigma)], 1)
-    f2 = F.relu(seg.e2(F.relu(seg.e1(x))))
-    f = F.relu(seg.e3(f2))
-    for c in (seg.c1, seg.c2, seg.c3, seg.c4):
-        f = f + F.relu(c(f))
-    return [f2, f]
 
 
 def feature_stats_loss(feats_a, feats_b):

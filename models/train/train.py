@@ -248,8 +248,8 @@ def main():
             loss = losses["ce"]
         if stats_seg is not None:
             with torch.no_grad():
-                ref = nets.seg_features(stats_seg, clean, sigma * 0)
-            losses["d2sm"] = nets.feature_stats_loss(nets.seg_features(stats_seg, out, sigma * 0), ref)
+                ref = stats_seg.features(clean, sigma * 0)
+            losses["d2sm"] = nets.feature_stats_loss(stats_seg.features(out, sigma * 0), ref)
             loss = loss + args.d2sm_weight * losses["d2sm"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
