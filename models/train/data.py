@@ -81,29 +81,41 @@ SKLEARN_WHEEL = "scikit-learn==1.9.1"
 SKLEARN_EVAL = ["china.jpg", "flower.jpg"]
 
 
-# photographs from Debian's wallpaper packages (GPL-2+, see the model card): the
-# photographic ones only, the illustrations and renders are left out
-DEBIAN_PHOTOS = {
-    "plasma-workspace-wallpapers=4:5.27.5-2": [
+# photographs from Debian's wallpaper packages, the photographic ones only (the
+# illustrations and renders are left out). Set 1 (GPL-2+): the 23 that 1.2.0 was trained
+# on. Set 2 adds 14 from the Ubuntu Touch wallpapers that Debian packages for Lomiri
+# (CC BY 4.0, CC BY-SA 3.0 and 4.0, CC0; per-file licenses in the packages' copyright file).
+DEBIAN_PHOTOS = [
+    (1, "plasma-workspace-wallpapers=4:5.27.5-2", [
         f"usr/share/wallpapers/{n}/contents/images/2560x1600.jpg"
         for n in ("BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf", "Grey",
-                  "Kite", "OneStandsOut", "Path", "summer_1am")],
-    "mate-backgrounds=1.26.0-1": [
+                  "Kite", "OneStandsOut", "Path", "summer_1am")]),
+    (1, "mate-backgrounds=1.26.0-1", [
         f"usr/share/backgrounds/mate/nature/{n}.jpg"
         for n in ("Aqua", "Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "LadyBird", "RainDrops",
-                  "Storm", "TwoWings", "Wood", "YellowFlower")],
-}
+                  "Storm", "TwoWings", "Wood", "YellowFlower")]),
+    (2, "lomiri-wallpapers-16.04=20.04.0-2", [
+        f"usr/share/backgrounds/{n}.jpg"
+        for n in ("Bridge_by_Sander_Klootwijk", "Dragonfly_by_Bolly", "Picture_0B_by_freespace",
+                  "Picture_1A_by_freespace", "Wine_by_Jakkub_Mede", "aitzgorri_by_Aitzol_Berasategi",
+                  "free_by_Peter_Nerlich", "friends_by_Aitzol_Berasategi", "greentock_by_Peter_Nerlich",
+                  "life_by_Aitzol_Berasategi", "picosdeeuropa_by_Aitzol_Berasategi",
+                  "seeding_by_Clements_Engelhardt", "sunset_by_Aitzol_Berasategi")]),
+    (2, "lomiri-wallpapers-20.04=20.04.0-2", ["usr/share/backgrounds/Kleiber_by_Lukas_Baubkus.jpg"]),
+]
 
 
-def debian_photos(long_side=1024, log=print):
-    """The DEBIAN_PHOTOS, area-downsampled to `long_side` (which also averages away most
-    of their JPEG artefacts and sensor noise), RGB uint8. The packages are fetched once
-    with `apt-get download` (Debian's registry; nothing is installed) and unpacked under
-    data/debian/."""
+def debian_photos(sets=1, long_side=1024, log=print):
+    """The DEBIAN_PHOTOS of sets 1..`sets`, area-downsampled to `long_side` (which also
+    averages away most of their JPEG artefacts and sensor noise), RGB uint8. The packages
+    are fetched once with `apt-get download` (Debian's registry; nothing is installed) and
+    unpacked under data/debian/."""
     import subprocess
     root = os.path.join(DATA_DIR, "debian")
     out = []
-    for pkg, files in DEBIAN_PHOTOS.items():
+    for which, pkg, files in DEBIAN_PHOTOS:
+        if which > sets:
+            continue
         name = pkg.split("=")[0]
         tree = os.path.join(root, name)
         if not os.path.isdir(tree):
@@ -124,6 +136,7 @@ def debian_photos(long_side=1024, log=print):
                 im = cv2.resize(im, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
                 cv2.imwrite(small, im)
             out.append(cv2.imread(small, cv2.IMREAD_COLOR)[..., ::-1].copy())
+    log(f"{len(out)} photographs from Debian's wallpaper packages (sets 1..{sets})")
     return out
 
 
@@ -221,7 +234,7 @@ class Batcher:
     (both denoising only: labels = ignore)."""
 
     def __init__(self, rng, crop, source="synth", n_scenes=3000, seed0=0, natural_frac=0.25,
-                 cityscapes_root=None, log=print, deadleaves_frac=0.0, debian_photos_on=False):
+                 cityscapes_root=None, log=print, deadleaves_frac=0.0, photo_sets=0):
         self.rng, self.crop = rng, crop
         self.natural_frac = natural_frac
         self.deadleaves_frac = deadleaves_frac
@@ -232,8 +245,22 @@ class Batcher:
             log(f"cityscapes: {len(self.cs)} training pairs")
         else:
             self.imgs, self.labs = synth_pool(n_scenes, seed0, log=log)
-        self.nat = (natural_images(NATURAL_TRAIN) + (debian_photos(log=log) if debian_photos_on else [])
+        self.nat = (natural_images(NATURAL_TRAIN) + (debian_photos(photo_sets, log=log) if photo_sets else [])
                     if natural_frac > 0 else [])
+
+    def class_frequencies(self, max_maps=400):
+        """Share of each of the NC classes among the labelled pixels of the scene source
+        (all generator scenes, or up to `max_maps` Cityscapes label maps)."""
+        from cityscapes_labels import NUM_CLASSES as NC
+        counts = np.zeros(256, np.int64)
+        if self.cs is not None:
+            for i in np.linspace(0, len(self.cs) - 1, min(max_maps, len(self.cs))).astype(int):
+                counts += np.bincount(self.cs.get(i)[1].ravel(), minlength=256)
+        else:
+            for lb in self.labs:
+                counts += np.bincount(lb.ravel(), minlength=256)
+        c = counts[:NC].astype(np.float64)
+        return c / max(c.sum(), 1.0)
 
     def _crop(self, im, lb):
         h, w = im.shape[:2]

@@ -29,12 +29,24 @@ import nets  # noqa: E402
 from cityscapes_labels import IGNORE  # noqa: E402
 
 
-def ce(logits, lab):
+def ce(logits, lab, weight=None):
     lg = F.interpolate(logits, size=lab.shape[-2:], mode="bilinear", align_corners=False)
     valid = (lab != IGNORE).sum()
     if valid == 0:
         return lg.sum() * 0.0
-    return F.cross_entropy(lg, lab, ignore_index=IGNORE, reduction="sum") / valid
+    return F.cross_entropy(lg, lab, weight=weight, ignore_index=IGNORE, reduction="sum") / valid
+
+
+def class_weights(freq, power, cap=10.0):
+    """(median frequency / frequency) ** power per class, scaled so that the average weight
+    of a labelled pixel is 1 (the loss keeps its scale), then capped; absent classes get
+    the cap."""
+    f = np.asarray(freq, np.float64)
+    med = np.median(f[f > 0])
+    w = np.where(f > 0, (med / np.maximum(f, 1e-12)) ** power, 0.0)
+    w = w / max((w * f).sum(), 1e-12)
+    w = np.where(f > 0, np.minimum(w, cap), cap)
+    return torch.tensor(w, dtype=torch.float32)
 
 
 def frozen_seg(path, dev):
@@ -97,9 +109,13 @@ def main():
                     help="sdb: weight of the dual-learning term: a label decoder (trained alongside, not "
                          "exported) must reconstruct the clean image at 1/4 size from the predicted classes")
     ap.add_argument("--natural-frac", type=float, default=0.25, help="share of natural-image crops (denoising only)")
-    ap.add_argument("--debian-photos", type=int, default=0, choices=[0, 1],
-                    help="1 = the natural-image crops also come from 23 photographs of Debian's wallpaper "
-                         "packages (data.DEBIAN_PHOTOS, fetched with apt-get download)")
+    ap.add_argument("--debian-photos", type=int, default=0, choices=[0, 1, 2],
+                    help="the natural-image crops also come from photographs of Debian's wallpaper packages "
+                         "(data.DEBIAN_PHOTOS, fetched with apt-get download): 1 = set 1 (23 photographs), "
+                         "2 = sets 1 and 2 (37)")
+    ap.add_argument("--class-balance", type=float, default=0.0,
+                    help="weight each class's cross-entropy by (median class frequency / its frequency) to this "
+                         "power (0 = unweighted, 0.5 = square-root balancing); weights capped at 10")
     ap.add_argument("--deadleaves-frac", type=float, default=0.0,
                     help="share of textured dead-leaves crops (deadleaves.py; denoising only)")
     ap.add_argument("--data", default="synth", choices=["synth", "cityscapes"])
@@ -185,7 +201,14 @@ def main():
     batcher = data.Batcher(rng, args.crop, source=args.data, n_scenes=args.scenes, seed0=0,
                            natural_frac=args.natural_frac if args.model not in ("seg", "ffdseg") else 0.0,
                            deadleaves_frac=args.deadleaves_frac if args.model not in ("seg", "ffdseg") else 0.0,
-                           cityscapes_root=args.cityscapes_root, log=log, debian_photos_on=bool(args.debian_photos))
+                           cityscapes_root=args.cityscapes_root, log=log, photo_sets=args.debian_photos)
+
+    cw = None
+    if args.class_balance > 0:
+        freq = batcher.class_frequencies()
+        cw = class_weights(freq, args.class_balance).to(dev)
+        log("class weights (frequency -> weight): " + ", ".join(
+            f"{i}:{f * 100:.2f}%->{w:.2f}" for i, (f, w) in enumerate(zip(freq, cw.tolist()))))
 
     def save(path):
         ck = {"model": net.state_dict(), "opt": opt.state_dict(), "step": step, "args": vars(args)}
@@ -209,7 +232,7 @@ def main():
             ims, logs = net(noisy, sigma, seg_grad=bool(args.seg_grad))
             K = len(ims)
             losses["l1"] = sum((0.5 if k < K - 1 else 1.0) * F.l1_loss(im, clean) for k, im in enumerate(ims))
-            losses["ce"] = sum((0.3 if k < len(logs) - 1 else 1.0) * ce(lg, lab) for k, lg in enumerate(logs))
+            losses["ce"] = sum((0.3 if k < len(logs) - 1 else 1.0) * ce(lg, lab, cw) for k, lg in enumerate(logs))
             loss = args.rec_weight * losses["l1"] + losses["ce"]
             out = ims[-1]
             if decoder is not None:
@@ -232,19 +255,19 @@ def main():
         elif args.model == "cascade":
             out = net(noisy, sigma)
             losses["l1"] = F.l1_loss(out, clean)
-            losses["ce"] = ce(frozen(out, sigma * 0), lab)
+            losses["ce"] = ce(frozen(out, sigma * 0), lab, cw)
             loss = args.rec_weight * losses["l1"] + losses["ce"]
         elif args.model == "ffdseg":
             with torch.no_grad():
                 den = torch.clamp(net.ffd(noisy, sigma), 0, 1)
-            losses["ce"] = ce(net.seg(den, sigma), lab)
+            losses["ce"] = ce(net.seg(den, sigma), lab, cw)
             loss = losses["ce"]
         else:  # seg
             if args.seg_input == "clean":
                 x, s = clean, sigma * 0
             else:
                 x, s = noisy, sigma
-            losses["ce"] = ce(net(x, s), lab)
+            losses["ce"] = ce(net(x, s), lab, cw)
             loss = losses["ce"]
         if stats_seg is not None:
             with torch.no_grad():
