@@ -3,7 +3,7 @@
 # that were actually run for it (2-core CPU, no GPU; timings in the card).
 # Each train.py command is resumable: re-running this script continues where it stopped
 # (a finished run is loaded, found complete and left as it is).
-# CPU: about 3.5 hours of training + 10 minutes of evaluation on 2 idle cores; much less on a GPU.
+# CPU: about 4 hours of training + 10 minutes of evaluation on 2 idle cores; much less on a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -58,13 +58,17 @@ wait
 run $PY $T/train.py $SDBU --d2sm-weight 0.1 --stats-seg $R/seg_clean/last.pt --out $R/sdbu3k_d2sm01 $C3 &
 run $PY $T/train.py $SDBU --d2sm-weight 0.01 --stats-seg $R/seg_clean/last.pt --out $R/sdbu3k_d2sm001 $C3
 wait
+# second seeds of SDB-U and SDB-U + D2SM 0.1
+run $PY $T/train.py $SDBU --out $R/sdbu3k_s2 $C3 --seed 2 &
+run $PY $T/train.py $SDBU --d2sm-weight 0.1 --stats-seg $R/seg_clean/last.pt --out $R/sdbu3k_d2sm01_s2 $C3 --seed 2
+wait
 # 1.1.0's same-budget plain denoiser (shallow, 19.2 GMAC), 3000 steps
 run $PY $T/train.py --model plain --out $R/plain --steps 3000 --width 50 --depth 6 --lr 1e-3
 # cascade: the 3000-step plain denoiser fine-tuned through the frozen clean-input segmenter
 run $PY $T/train.py --model cascade --out $R/cascade --steps 300 --width 50 --depth 6 \
     --init $R/plain/last.pt --frozen-seg $R/seg_clean/last.pt --lr 5e-4 --threads 1
 # export (+ ONNX Runtime vs PyTorch parity check)
-for m in plain seg_clean seg_noisy cascade sdbu3k plainu3k sdbu3k_d2sm sdbu3k_d2sm01 sdbu3k_d2sm001 sdbu3k_dual; do
+for m in plain seg_clean seg_noisy cascade sdbu3k plainu3k sdbu3k_d2sm sdbu3k_d2sm01 sdbu3k_d2sm001 sdbu3k_s2 sdbu3k_d2sm01_s2 sdbu3k_dual; do
   run $PY $T/export.py --ckpt $R/$m/last.pt --onnx $R/$m.onnx --no-sidecar
 done
 run $PY $T/export.py --ckpt $R/sdbu/last.pt --onnx $R/sdbu16k.onnx --no-sidecar
@@ -84,6 +88,7 @@ run $PY $T/evaluate.py --n 50 --classical --ffdnet \
     --joint sdbu16k=$R/sdbu16k.onnx --joint sdbu3k=$R/sdbu3k.onnx --joint plainu3k=$R/plainu3k.onnx \
     --joint sdbu3k_d2sm=$R/sdbu3k_d2sm.onnx --joint sdbu3k_d2sm01=$R/sdbu3k_d2sm01.onnx \
     --joint sdbu3k_d2sm001=$R/sdbu3k_d2sm001.onnx --joint sdbu3k_dual=$R/sdbu3k_dual.onnx \
+    --joint sdbu3k_s2=$R/sdbu3k_s2.onnx --joint sdbu3k_d2sm01_s2=$R/sdbu3k_d2sm01_s2.onnx \
     --joint plain=$R/plain.onnx --joint cascade=$R/cascade.onnx \
     --seg-clean $R/seg_clean.onnx --seg-noisy $R/seg_noisy.onnx --out $R/eval.json
 # the sidecars' [metrics] and the card's tables
