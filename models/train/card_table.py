@@ -75,33 +75,38 @@ def main():
     print("| segmentation | clean input | " + " | ".join(f"σ={s}" for s in SIGMAS) + " | " +
           " | ".join(f"σ={s} estimated" for s in SIGMAS) + " |")
     print("|---|---|" + "---|" * (2 * len(SIGMAS)))
+    segout = [  # (model key, whose output the clean-trained LightSeg segments)
+        ("plainu3k", "the plain U-Net's output (3000 steps)"),
+        ("sdbu3k", "SDB-U's output (3000 steps)"),
+        ("sdbu3k_d2sm", "SDB-U + D2SM's output (3000 steps, weight 1)"),
+        ("sdbu3k_d2sm01", "SDB-U + D2SM's output (3000 steps, weight 0.1)"),
+        ("sdbu3k_d2sm001", "SDB-U + D2SM's output (3000 steps, weight 0.01)"),
+        ("sdbu3k_s2", "SDB-U's output (3000 steps, seed 2)"),
+        ("sdbu3k_d2sm01_s2", "SDB-U + D2SM's output (3000 steps, weight 0.1, seed 2)"),
+        ("plain", "the plain shallow denoiser's output"),
+        ("cascade", "the cascade's output"),
+        ("sdb", "the default model's denoised output"),
+        ("ffdnet_pretrained", "FFDNet's output"),
+    ]
+    own = [  # (joint model key, row label): the model's own labels
+        ("sdb", "**default** (SDB-U) own labels"),
+        ("sdb_v12", "previous default 1.2.0, own labels"),
+        ("sdbu16k", "SDB-U 16000 steps, own labels"),
+        ("sdbu3k", "SDB-U 3000 steps, own labels"),
+        ("sdbu3k_d2sm", "SDB-U 3000 steps + D2SM (weight 1), own labels"),
+        ("sdbu3k_d2sm01", "SDB-U 3000 steps + D2SM (weight 0.1), own labels"),
+        ("sdbu3k_d2sm001", "SDB-U 3000 steps + D2SM (weight 0.01), own labels"),
+        ("sdbu3k_s2", "SDB-U 3000 steps, seed 2, own labels"),
+        ("sdbu3k_d2sm01_s2", "SDB-U 3000 steps + D2SM (weight 0.1), seed 2, own labels"),
+        ("sdbu3k_dual", "SDB-U 3000 steps + dual learning, own labels"),
+        ("sdb_v11", "previous default 1.1.0 own labels"),
+        ("quality", "**quality** own labels"),
+    ]
     rows = [
         ("LightSeg trained on clean input, fed the noisy image", "miou_seg_clean_on_clean", "miou_seg_clean_on_noisy", None),
         ("LightSeg trained on noisy input (sigma 0..75)", "miou_seg_noisy_on_clean", "miou_seg_noisy_on_noisy", "miou_seg_noisy_on_noisy_est_sigma"),
-        ("clean-trained LightSeg on the plain U-Net's output (3000 steps)", None, "miou_segclean_on_plainu3k_output", None),
-        ("clean-trained LightSeg on SDB-U's output (3000 steps)", None, "miou_segclean_on_sdbu3k_output", None),
-        ("clean-trained LightSeg on SDB-U + D2SM's output (3000 steps, weight 1)", None, "miou_segclean_on_sdbu3k_d2sm_output", None),
-        ("clean-trained LightSeg on SDB-U + D2SM's output (3000 steps, weight 0.1)", None, "miou_segclean_on_sdbu3k_d2sm01_output", None),
-        ("clean-trained LightSeg on SDB-U + D2SM's output (3000 steps, weight 0.01)", None, "miou_segclean_on_sdbu3k_d2sm001_output", None),
-        ("clean-trained LightSeg on SDB-U's output (3000 steps, seed 2)", None, "miou_segclean_on_sdbu3k_s2_output", None),
-        ("clean-trained LightSeg on SDB-U + D2SM's output (3000 steps, weight 0.1, seed 2)", None, "miou_segclean_on_sdbu3k_d2sm01_s2_output", None),
-        ("clean-trained LightSeg on the plain shallow denoiser's output", None, "miou_segclean_on_plain_output", None),
-        ("clean-trained LightSeg on the cascade's output", None, "miou_segclean_on_cascade_output", None),
-        ("clean-trained LightSeg on the default model's denoised output", None, "miou_segclean_on_sdb_output", None),
-        ("clean-trained LightSeg on FFDNet's output", None, "miou_segclean_on_ffdnet_pretrained_output", None),
-        ("**default** (SDB-U) own labels", "miou_sdb_on_clean", "miou_sdb", "miou_sdb_est_sigma"),
-        ("previous default 1.2.0, own labels", "miou_sdb_v12_on_clean", "miou_sdb_v12", "miou_sdb_v12_est_sigma"),
-        ("SDB-U 16000 steps, own labels", "miou_sdbu16k_on_clean", "miou_sdbu16k", "miou_sdbu16k_est_sigma"),
-        ("SDB-U 3000 steps, own labels", "miou_sdbu3k_on_clean", "miou_sdbu3k", "miou_sdbu3k_est_sigma"),
-        ("SDB-U 3000 steps + D2SM (weight 1), own labels", "miou_sdbu3k_d2sm_on_clean", "miou_sdbu3k_d2sm", "miou_sdbu3k_d2sm_est_sigma"),
-        ("SDB-U 3000 steps + D2SM (weight 0.1), own labels", "miou_sdbu3k_d2sm01_on_clean", "miou_sdbu3k_d2sm01", "miou_sdbu3k_d2sm01_est_sigma"),
-        ("SDB-U 3000 steps + D2SM (weight 0.01), own labels", "miou_sdbu3k_d2sm001_on_clean", "miou_sdbu3k_d2sm001", "miou_sdbu3k_d2sm001_est_sigma"),
-        ("SDB-U 3000 steps, seed 2, own labels", "miou_sdbu3k_s2_on_clean", "miou_sdbu3k_s2", "miou_sdbu3k_s2_est_sigma"),
-        ("SDB-U 3000 steps + D2SM (weight 0.1), seed 2, own labels", "miou_sdbu3k_d2sm01_s2_on_clean", "miou_sdbu3k_d2sm01_s2", "miou_sdbu3k_d2sm01_s2_est_sigma"),
-        ("SDB-U 3000 steps + dual learning, own labels", "miou_sdbu3k_dual_on_clean", "miou_sdbu3k_dual", "miou_sdbu3k_dual_est_sigma"),
-        ("previous default 1.1.0 own labels", "miou_sdb_v11_on_clean", "miou_sdb_v11", "miou_sdb_v11_est_sigma"),
-        ("**quality** own labels", "miou_quality_on_clean", "miou_quality", "miou_quality_est_sigma"),
-    ]
+    ] + [(f"clean-trained LightSeg on {what}", None, f"miou_segclean_on_{k}_output", None) for k, what in segout] \
+      + [(label, f"miou_{k}_on_clean", f"miou_{k}", f"miou_{k}_est_sigma") for k, label in own]
     for label, clean_key, key, est_key in rows:
         c = syn.get(clean_key) if clean_key else None
         vals = [syn.get(f"sigma{s}", {}).get(key) for s in SIGMAS]
