@@ -64,11 +64,11 @@ def main():
         keys = [("sdb", "default"), ("sdb_v12", "1.2.0"), ("sdb_v11", "1.1.0"), ("ffdnet_pretrained", "FFDNet"), ("nlm", "NLM")]
         print("| σ | photograph | " + " | ".join(lbl for _, lbl in keys) + " | default − FFDNet |")
         print("|---|---|" + "---|" * (len(keys) + 1))
+        ff = [k for k, _ in keys].index("ffdnet_pretrained")
         for s in SIGMAS:
             r = real.get(f"sigma{s}", {})
             for i, nm in enumerate(names):
                 vals = [r.get(f"psnr_{k}_per_image", [None] * len(names))[i] for k, _ in keys]
-                ff = [k for k, _ in keys].index("ffdnet_pretrained")
                 gap = vals[0] - vals[ff] if vals[0] is not None and vals[ff] is not None else None
                 print(f"| {s} | {nm} | " + " | ".join(f(v) for v in vals) + f" | {f(gap)} |")
     print("\n#### mIoU (19 Cityscapes classes, mean over the classes present), held-out generator split\n")
@@ -129,7 +129,7 @@ def main():
     if "per_class_sdb_on_clean" in syn:
         print("\n#### per-class IoU on clean input\n")
         keys = [k for k in ("per_class_seg_clean_on_clean", "per_class_sdb_on_clean", "per_class_sdb_v12_on_clean",
-                                  "per_class_quality_on_clean") if k in syn]
+                            "per_class_quality_on_clean") if k in syn]
         print("| class | " + " | ".join(k[len("per_class_"):-len("_on_clean")] for k in keys) + " |")
         print("|---|" + "---|" * len(keys))
         for cls in syn[keys[0]]:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 import scenes
-from cityscapes_labels import IGNORE
+from cityscapes_labels import IGNORE, NUM_CLASSES
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA_DIR = os.path.join(HERE, "data")
@@ -249,9 +249,8 @@ class Batcher:
                     if natural_frac > 0 else [])
 
     def class_frequencies(self, max_maps=400):
-        """Share of each of the NC classes among the labelled pixels of the scene source
-        (all generator scenes, or up to `max_maps` Cityscapes label maps)."""
-        from cityscapes_labels import NUM_CLASSES as NC
+        """Share of each of the NUM_CLASSES classes among the labelled pixels of the scene
+        source (all generator scenes, or up to `max_maps` Cityscapes label maps)."""
         counts = np.zeros(256, np.int64)
         if self.cs is not None:
             for i in np.linspace(0, len(self.cs) - 1, min(max_maps, len(self.cs))).astype(int):
@@ -259,7 +258,7 @@ class Batcher:
         else:
             for lb in self.labs:
                 counts += np.bincount(lb.ravel(), minlength=256)
-        c = counts[:NC].astype(np.float64)
+        c = counts[:NUM_CLASSES].astype(np.float64)
         return c / max(c.sum(), 1.0)
 
     def _crop(self, im, lb):
