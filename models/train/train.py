@@ -121,7 +121,7 @@ def main():
     ap.add_argument("--data", default="synth", choices=["synth", "cityscapes"])
     ap.add_argument("--cityscapes-root", default=None, help="folder with leftImg8bit/ and gtFine/")
     ap.add_argument("--scenes", type=int, default=3000, help="synthetic training scenes (seeds 0..n-1)")
-    ap.add_argument("--init", default=None, help="checkpoint to initialise from (weights only)")
+    ap.add_argument("--init", default=None, help="checkpoint to initialise from (weights only); for --model ffdseg also an SDB checkpoint, whose final segmenter is taken")
     ap.add_argument("--init-segs", default=None,
                     help="sdb: load this LightSeg checkpoint (--model seg) into every segmenter (fresh runs only)")
     ap.add_argument("--frozen-seg", default=None, help="cascade: checkpoint of a trained segmenter")
@@ -182,8 +182,14 @@ def main():
         log(f"resumed from {last} at step {step}")
     elif args.init:
         ck = torch.load(args.init, map_location="cpu")
-        target = net.seg if args.model == "ffdseg" else net
-        missing = target.load_state_dict(ck["model"], strict=False)
+        target, sd = (net.seg if args.model == "ffdseg" else net), ck["model"]
+        if args.model == "ffdseg" and any(k.startswith("segs.") for k in sd):
+            # an SDB checkpoint: its final segmenter, the one that reads the denoised image
+            last_seg = max(int(k.split(".")[1]) for k in sd if k.startswith("segs."))
+            prefix = f"segs.{last_seg}."
+            sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+            log(f"ffdseg: segmenter from {args.init}'s final segmenter ({prefix[:-1]})")
+        missing = target.load_state_dict(sd, strict=False)
         log(f"initialised from {args.init} ({missing})")
     if args.init_segs and not os.path.exists(last):
         if args.model != "sdb":
