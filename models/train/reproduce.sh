@@ -72,6 +72,10 @@ wait
 # 19.35 GMAC), 2 threads
 run $PY $T/train.py --model sdb --arch unet --blocks 2 --width 20 --seg-grad 0 --init-segs $R/seg_noisy/last.pt \
     --out $R/sdbu3k_k2 --steps 3000 --lr 1e-3 $DATA --log-every 100 --ckpt-every 500
+# SDB-U with the class-balanced cross-entropy at powers 0.5 and 0.25 (1 thread each, side by side)
+run $PY $T/train.py $SDBU --class-balance 0.5 --out $R/sdbu3k_cb05 $C3 &
+run $PY $T/train.py $SDBU --class-balance 0.25 --out $R/sdbu3k_cb025 $C3
+wait
 # second seeds of SDB-U and SDB-U + D2SM 0.1
 run $PY $T/train.py $SDBU --out $R/sdbu3k_s2 $C3 --seed 2 &
 run $PY $T/train.py $SDBU --d2sm-weight 0.1 --stats-seg $R/seg_clean/last.pt --out $R/sdbu3k_d2sm01_s2 $C3 --seed 2
@@ -82,7 +86,7 @@ run $PY $T/train.py --model plain --out $R/plain --steps 3000 --width 50 --depth
 run $PY $T/train.py --model cascade --out $R/cascade --steps 300 --width 50 --depth 6 \
     --init $R/plain/last.pt --frozen-seg $R/seg_clean/last.pt --lr 5e-4 --threads 1
 # export (+ ONNX Runtime vs PyTorch parity check)
-for m in plain seg_clean seg_noisy cascade sdbu3k sdbu3k_k2 plainu3k sdbu3k_d2sm sdbu3k_d2sm01 sdbu3k_d2sm001 sdbu3k_s2 sdbu3k_d2sm01_s2 sdbu3k_dual; do
+for m in plain seg_clean seg_noisy cascade sdbu3k sdbu3k_k2 sdbu3k_cb05 sdbu3k_cb025 plainu3k sdbu3k_d2sm sdbu3k_d2sm01 sdbu3k_d2sm001 sdbu3k_s2 sdbu3k_d2sm01_s2 sdbu3k_dual; do
   run $PY $T/export.py --ckpt $R/$m/last.pt --onnx $R/$m.onnx --no-sidecar
 done
 run $PY $T/export.py --ckpt $R/sdbu/last.pt --onnx $R/sdbu16k.onnx --no-sidecar
@@ -101,7 +105,7 @@ run $PY $T/export.py --ckpt $R/ffdseg14/last.pt --onnx models/denoiseseg-sdb-qua
 run $PY $T/evaluate.py --n 50 --classical --ffdnet \
     --joint sdb=models/denoiseseg-sdb-small.onnx --joint quality=models/denoiseseg-sdb-quality.onnx \
     --joint sdb_v13=$R/sdb_v13.onnx --joint quality_v10=$R/quality_v10.onnx --joint sdb_v12=$R/sdb_v12.onnx --joint sdb_v11=$R/sdb_v11.onnx --joint sdb_v1=$R/sdb_v1.onnx \
-    --joint sdbu16k=$R/sdbu16k.onnx --joint sdbu3k=$R/sdbu3k.onnx --joint sdbu3k_k2=$R/sdbu3k_k2.onnx --joint plainu3k=$R/plainu3k.onnx \
+    --joint sdbu16k=$R/sdbu16k.onnx --joint sdbu3k=$R/sdbu3k.onnx --joint sdbu3k_k2=$R/sdbu3k_k2.onnx --joint sdbu3k_cb05=$R/sdbu3k_cb05.onnx --joint sdbu3k_cb025=$R/sdbu3k_cb025.onnx --joint plainu3k=$R/plainu3k.onnx \
     --joint sdbu3k_d2sm=$R/sdbu3k_d2sm.onnx --joint sdbu3k_d2sm01=$R/sdbu3k_d2sm01.onnx \
     --joint sdbu3k_d2sm001=$R/sdbu3k_d2sm001.onnx --joint sdbu3k_dual=$R/sdbu3k_dual.onnx \
     --joint sdbu3k_s2=$R/sdbu3k_s2.onnx --joint sdbu3k_d2sm01_s2=$R/sdbu3k_d2sm01_s2.onnx \
