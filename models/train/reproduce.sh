@@ -3,7 +3,8 @@
 # that were actually run for it (2-core CPU, no GPU; timings in the card).
 # Each train.py command is resumable: re-running this script continues where it stopped
 # (a finished run is loaded, found complete and left as it is).
-# CPU: about 4 hours of training + 10 minutes of evaluation on 2 idle cores; much less on a GPU.
+# CPU: about 6 hours of training (the default alone 4) + 10 minutes of evaluation on 2 idle cores;
+# much less on a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
