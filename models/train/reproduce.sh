@@ -42,15 +42,13 @@ run $PY $T/train.py ${SDBU16/--steps 16000/--steps 25000} --out $R/sdbu25k --ini
 # root of the inverse class frequency (--class-balance 0.5). (The run that was shipped started
 # with --steps 52000 and was restarted at step 29000 with --steps 47000 to end within the session.)
 [ -e $R/sdbu13/last.pt ] || { mkdir -p $R/sdbu13 && cp $R/sdbu25k/last.pt $R/sdbu13/; }
-run $PY $T/train.py --model sdb --arch unet --blocks 1 --width 32 --steps 47000 --lr 1e-3 --seg-grad 0 \
-    --natural-frac 0.40 --debian-photos 2 --deadleaves-frac 0.25 --class-balance 0.5 \
-    --init-segs $R/seg_noisy/last.pt --log-every 100 --ckpt-every 500 --out $R/sdbu13
+SDBU13="--model sdb --arch unet --blocks 1 --width 32 --lr 1e-3 --seg-grad 0 --debian-photos 2 --deadleaves-frac 0.25
+    --class-balance 0.5 --init-segs $R/seg_noisy/last.pt --log-every 100 --ckpt-every 500"
+run $PY $T/train.py $SDBU13 --steps 47000 --natural-frac 0.40 --out $R/sdbu13
 # ... then, in a third copy, resumed to 77000 steps: the shipped 1.4.0. The photographs' share
 # goes up to 50 % (25 % generator, 25 % dead leaves); everything else as for 1.3.0
 [ -e $R/sdbu14/last.pt ] || { mkdir -p $R/sdbu14 && cp $R/sdbu13/last.pt $R/sdbu14/; }
-run $PY $T/train.py --model sdb --arch unet --blocks 1 --width 32 --steps 77000 --lr 1e-3 --seg-grad 0 \
-    --natural-frac 0.50 --debian-photos 2 --deadleaves-frac 0.25 --class-balance 0.5 \
-    --init-segs $R/seg_noisy/last.pt --log-every 100 --ckpt-every 500 --max-minutes 125 --out $R/sdbu14
+run $PY $T/train.py $SDBU13 --steps 77000 --natural-frac 0.50 --max-minutes 125 --out $R/sdbu14
 # the quality variant 1.1.0: FFDNet + the final segmenter of 1.4.0 (the one that reads the
 # denoised image), fine-tuned on FFDNet's output with the same class balancing
 run $PY $T/train.py --model ffdseg --out $R/ffdseg14 --steps 2000 --seg-width 64 --init $R/sdbu14/last.pt \
