@@ -37,6 +37,18 @@ def ce(logits, lab, weight=None):
     return F.cross_entropy(lg, lab, weight=weight, ignore_index=IGNORE, reduction="sum") / valid
 
 
+def rec_l1(out, clean, sigma, sigma0=0.0):
+    """L1 reconstruction loss. With sigma0 > 0 (8-bit units) each crop's L1 is weighted by
+    (25 + sigma0) / (its sigma + sigma0): the error of a denoiser grows with the noise, so a
+    plain mean lets the noisiest crops dominate the gradient and the low-noise ones (where
+    detail must be kept) count little. A sigma-25 crop keeps weight 1."""
+    if sigma0 <= 0:
+        return F.l1_loss(out, clean)
+    per = (out - clean).abs().mean(dim=(1, 2, 3))
+    w = (25.0 + sigma0) / (sigma.flatten() * 255.0 + sigma0)
+    return (per * w).mean()
+
+
 def class_weights(freq, power, cap=10.0):
     """(median frequency / frequency) ** power per class, scaled so that the average weight
     of a labelled pixel is 1 (the loss keeps its scale), then capped; absent classes get
@@ -101,6 +113,9 @@ def main():
                          "LightSeg, 1 holds a fresh denoiser at the identity (the noisy-input segmenter "
                          "prefers noisy input): train with 0 first")
     ap.add_argument("--sigma-max", type=float, default=75.0)
+    ap.add_argument("--sigma-weight", type=float, default=0.0,
+                    help="weight each crop's L1 by (25 + S) / (its noise sigma + S), sigma and S in 8-bit "
+                         "units, so that low-noise crops count as much as noisy ones (0 = plain mean)")
     ap.add_argument("--d2sm-weight", type=float, default=0.0,
                     help="sdb/plain/cascade: weight of the D2SM semantic feature-statistics matching term "
                          "(features of the frozen --stats-seg LightSeg on the output vs on the clean image)")
@@ -121,6 +136,9 @@ def main():
     ap.add_argument("--data", default="synth", choices=["synth", "cityscapes"])
     ap.add_argument("--cityscapes-root", default=None, help="folder with leftImg8bit/ and gtFine/")
     ap.add_argument("--scenes", type=int, default=3000, help="synthetic training scenes (seeds 0..n-1)")
+    ap.add_argument("--rare-scenes", type=int, default=0,
+                    help="add this many generator scenes whose traffic favours the rare classes (train, "
+                         "motorcycle, bicycle, rider; scenes.render rare=True, seeds data.RARE_SEED..)")
     ap.add_argument("--init", default=None, help="checkpoint to initialise from (weights only); for --model ffdseg also an SDB checkpoint, whose final segmenter is taken")
     ap.add_argument("--init-segs", default=None,
                     help="sdb: load this LightSeg checkpoint (--model seg) into every segmenter (fresh runs only)")
@@ -207,7 +225,8 @@ def main():
     batcher = data.Batcher(rng, args.crop, source=args.data, n_scenes=args.scenes, seed0=0,
                            natural_frac=args.natural_frac if args.model not in ("seg", "ffdseg") else 0.0,
                            deadleaves_frac=args.deadleaves_frac if args.model not in ("seg", "ffdseg") else 0.0,
-                           cityscapes_root=args.cityscapes_root, log=log, photo_sets=args.debian_photos)
+                           cityscapes_root=args.cityscapes_root, log=log, photo_sets=args.debian_photos,
+                           rare_scenes=args.rare_scenes if args.data == "synth" else 0)
 
     cw = None
     if args.class_balance > 0:
@@ -237,7 +256,8 @@ def main():
         if args.model == "sdb":
             ims, logs = net(noisy, sigma, seg_grad=bool(args.seg_grad))
             K = len(ims)
-            losses["l1"] = sum((0.5 if k < K - 1 else 1.0) * F.l1_loss(im, clean) for k, im in enumerate(ims))
+            losses["l1"] = sum((0.5 if k < K - 1 else 1.0) * rec_l1(im, clean, sigma, args.sigma_weight)
+                               for k, im in enumerate(ims))
             losses["ce"] = sum((0.3 if k < len(logs) - 1 else 1.0) * ce(lg, lab, cw) for k, lg in enumerate(logs))
             loss = args.rec_weight * losses["l1"] + losses["ce"]
             out = ims[-1]
@@ -256,11 +276,11 @@ def main():
                 loss = loss + args.dual_weight * losses["dual"]
         elif args.model in ("plain", "ffdnet"):
             out = net(noisy, sigma)
-            losses["l1"] = F.l1_loss(out, clean)
+            losses["l1"] = rec_l1(out, clean, sigma, args.sigma_weight)
             loss = losses["l1"]
         elif args.model == "cascade":
             out = net(noisy, sigma)
-            losses["l1"] = F.l1_loss(out, clean)
+            losses["l1"] = rec_l1(out, clean, sigma, args.sigma_weight)
             losses["ce"] = ce(frozen(out, sigma * 0), lab, cw)
             loss = args.rec_weight * losses["l1"] + losses["ce"]
         elif args.model == "ffdseg":
