@@ -3,7 +3,7 @@
 # that were actually run for it (2-core CPU, no GPU; timings in the card).
 # Each train.py command is resumable: re-running this script continues where it stopped
 # (a finished run is loaded, found complete and left as it is).
-# CPU: about 6 hours of training (the default alone 4) + 10 minutes of evaluation on 2 idle cores;
+# CPU: about 8 hours of training (the default alone 5.6) + 15 minutes of evaluation on 2 idle cores;
 # much less on a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -62,9 +62,9 @@ run $PY $T/train.py $FT14 --steps 3000 --lr 3e-4 --sigma-weight 5 --out $R/ft3k_
 # the default 1.5.0: 1.4.0 fine-tuned 31000 steps (fresh Adam, lr 5e-4 cosine) with --sigma-weight 5
 # and 1000 rare-class generator scenes (scenes.render rare=True, seeds 2000000..) added to the 3000
 # (the shipped run was stopped by hand after the checkpoint of step 27500, at lr 2.5e-5, to leave the
-# session time for the rest: 98.4 min)
-run $PY $T/train.py $FT14 --steps 31000 --lr 5e-4 --sigma-weight 5 --rare-scenes 1000 --max-minutes 115 \
-    --out $R/sdbu15
+# session time for the rest: 98.4 min; --stop-step 27500 does the same)
+run $PY $T/train.py $FT14 --steps 31000 --stop-step 27500 --lr 5e-4 --sigma-weight 5 --rare-scenes 1000 \
+    --max-minutes 115 --out $R/sdbu15
 # the quality variant 1.2.0: FFDNet + the final segmenter of 1.5.0, fine-tuned on FFDNet's output with
 # the same class balancing and the same rare-class scenes
 run $PY $T/train.py --model ffdseg --out $R/ffdseg15 --steps 2000 --seg-width 64 --init $R/sdbu15/last.pt \

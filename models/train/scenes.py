@@ -471,9 +471,9 @@ def render(seed, width=384, height=192, rare=False):
 
     rare=True draws the road traffic from a mix that favours the classes the default mix
     almost never shows (train, motorcycle, bicycle and their riders: under 0.1 % of its
-    labelled pixels each), two to five of them and nearer the camera. It changes only the
-    parameters of draws that the default mix makes too, so rare=False renders exactly the
-    scenes it always did (the held-out split and the cached pools stay valid)."""
+    labelled pixels each), two to five of them and nearer the camera. rare=False makes the
+    same random draws as before rare existed, so it renders exactly the scenes it always
+    did (the held-out split and the cached pools stay valid)."""
     rng = np.random.default_rng(seed)
     cv = Canvas(width, height)
     yh = height * rng.uniform(0.32, 0.5)

@@ -149,6 +149,8 @@ def main():
     ap.add_argument("--ckpt-every", type=int, default=100)
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--max-minutes", type=float, default=0, help="stop (with a checkpoint) after this long; 0 = no limit")
+    ap.add_argument("--stop-step", type=int, default=0,
+                    help="end the run at this step although the lr schedule runs to --steps (0 = at --steps)")
     args = ap.parse_args()
     if args.data == "cityscapes" and not args.cityscapes_root:
         ap.error("--data cityscapes needs --cityscapes-root")
@@ -245,7 +247,8 @@ def main():
     t0 = time.time()
     acc = {}
     net.train()
-    while step < args.steps:
+    end = min(args.steps, args.stop_step) if args.stop_step > 0 else args.steps
+    while step < end:
         lr = args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
         for g in opt.param_groups:
             g["lr"] = lr
@@ -308,12 +311,12 @@ def main():
         for k, v in losses.items():
             acc[k] = acc.get(k, 0.0) + float(v.detach())
         acc["n"] = acc.get("n", 0) + 1
-        if step % args.log_every == 0 or step == args.steps:
+        if step % args.log_every == 0 or step == end:
             el = time.time() - t0
             msg = " ".join(f"{k} {v / acc['n']:.4f}" for k, v in acc.items() if k != "n")
             log(f"step {step}/{args.steps} {msg} lr {lr:.2e} {el / 60:.1f} min")
             acc = {}
-        if step % args.ckpt_every == 0 or step == args.steps:
+        if step % args.ckpt_every == 0 or step == end:
             save(last)
         if args.max_minutes and time.time() - t0 > args.max_minutes * 60:
             save(last)
