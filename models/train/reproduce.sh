@@ -42,8 +42,9 @@ run $PY $T/train.py ${SDBU16/--steps 16000/--steps 25000} --out $R/sdbu25k --ini
 # root of the inverse class frequency (--class-balance 0.5). (The run that was shipped started
 # with --steps 52000 and was restarted at step 29000 with --steps 47000 to end within the session.)
 [ -e $R/sdbu13/last.pt ] || { mkdir -p $R/sdbu13 && cp $R/sdbu25k/last.pt $R/sdbu13/; }
-SDBU13="--model sdb --arch unet --blocks 1 --width 32 --lr 1e-3 --seg-grad 0 --debian-photos 2 --deadleaves-frac 0.25
-    --class-balance 0.5 --init-segs $R/seg_noisy/last.pt --log-every 100 --ckpt-every 500"
+SDBU_BASE="--model sdb --arch unet --blocks 1 --width 32 --seg-grad 0 --debian-photos 2 --deadleaves-frac 0.25
+    --class-balance 0.5 --log-every 100 --ckpt-every 500"
+SDBU13="$SDBU_BASE --lr 1e-3 --init-segs $R/seg_noisy/last.pt"
 run $PY $T/train.py $SDBU13 --steps 47000 --natural-frac 0.40 --out $R/sdbu13
 # ... then, in a third copy, resumed to 77000 steps: the shipped 1.4.0. The photographs' share
 # goes up to 50 % (25 % generator, 25 % dead leaves); everything else as for 1.3.0
@@ -55,8 +56,7 @@ run $PY $T/train.py --model ffdseg --out $R/ffdseg14 --steps 2000 --seg-width 64
     --lr 2e-4 --class-balance 0.5 --log-every 100 --ckpt-every 500
 # sigma-weighting probe: two 3000-step fine-tunes of 1.4.0 (fresh Adam, lr 3e-4 cosine), with the
 # plain mean L1 and with each crop's L1 weighted by (25 + 5) / (its sigma + 5) (--sigma-weight 5)
-FT14="--model sdb --arch unet --blocks 1 --width 32 --seg-grad 0 --debian-photos 2 --deadleaves-frac 0.25
-    --class-balance 0.5 --natural-frac 0.50 --init $R/sdbu14/last.pt --log-every 100 --ckpt-every 500"
+FT14="$SDBU_BASE --natural-frac 0.50 --init $R/sdbu14/last.pt"
 run $PY $T/train.py $FT14 --steps 3000 --lr 3e-4 --out $R/ft3k_base
 run $PY $T/train.py $FT14 --steps 3000 --lr 3e-4 --sigma-weight 5 --out $R/ft3k_sw5
 # the default 1.5.0: 1.4.0 fine-tuned 31000 steps (fresh Adam, lr 5e-4 cosine) with --sigma-weight 5

@@ -228,7 +228,7 @@ def main():
                            natural_frac=args.natural_frac if args.model not in ("seg", "ffdseg") else 0.0,
                            deadleaves_frac=args.deadleaves_frac if args.model not in ("seg", "ffdseg") else 0.0,
                            cityscapes_root=args.cityscapes_root, log=log, photo_sets=args.debian_photos,
-                           rare_scenes=args.rare_scenes if args.data == "synth" else 0)
+                           rare_scenes=args.rare_scenes)
 
     cw = None
     if args.class_balance > 0:
