@@ -152,6 +152,24 @@ def main():
         print("|---|" + "---|" * len(keys))
         for cls in syn[keys[0]]:
             print(f"| {cls} | " + " | ".join(f(syn[k].get(cls), 3) for k in keys) + " |")
+    if "rare" in ev:
+        rs, rare = ev["rare_split"], ev["rare"]
+        classes = ("person", "rider", "truck", "bus", "train", "motorcycle", "bicycle")
+        print(f"\n#### per-class IoU, rare-class held-out split ({rs['n']} scenes, seeds {rs['seed0']}.., "
+              f"{rs['size'][0]}x{rs['size'][1]}), clean / σ={rs['sigma']}\n")
+        first = next(iter(rare.values()))["clean"]["pixels"]
+        print("| model | " + " | ".join(f"{c} ({first[c]} px)" for c in classes) + " | mIoU |")
+        print("|---|" + "---|" * (len(classes) + 1))
+        labels = {"sdb": "default", "sdb_v15": "1.5.0", "sdb_v14": "1.4.0", "quality": "quality",
+                  "quality_v11": "quality 1.1.0", "seg_clean": "LightSeg, clean-trained"}
+        for k, r in rare.items():
+            print(f"| {labels.get(k, k)} | " + " | ".join(
+                f"{f(r['clean']['per_class'].get(c), 3)} / {f(r['sigma25']['per_class'].get(c), 3)}" for c in classes)
+                + f" | {f(r['clean']['miou'], 3)} / {f(r['sigma25']['miou'], 3)} |")
+        print("\nwhere the ground truth's train pixels went (clean input): " + "; ".join(
+            f"{labels.get(k, k)}: " + ", ".join(f"{c} {v * 100:.0f} %" for c, v in
+                                                 r["clean"]["predicted_as"].get("train", {}).items())
+            for k, r in rare.items()))
 
 
 if __name__ == "__main__":

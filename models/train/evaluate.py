@@ -12,6 +12,10 @@ used in training).
 Noise: AWGN at sigma 15/25/50 (8-bit units), seeded per image, rounded to 8 bit.
 PSNR/SSIM on [0,1] RGB (SSIM: skimage, channel_axis, data_range 1). mIoU: one confusion
 matrix over the whole split, mean over the classes present in the ground truth.
+`--rare-n N` adds a rare-class split (N scenes rendered with rare=True from seeds
+3000000.., 384x192): per-class IoU of every segmenting model on clean input and at
+sigma 25, and which classes the pixels of person, rider, vehicles and two-wheelers were
+given (key "rare").
 Every denoiser that takes sigma is run twice: with the true sigma, and with the sigma
 estimated from the noisy image by the element's own estimator (`--estimator element`,
 a port of src/noise.rs) or by plain Immerkaer (`--estimator immerkaer`): keys `*_est_sigma`.
@@ -35,6 +39,12 @@ from cityscapes_labels import NAMES, NUM_CLASSES  # noqa: E402
 
 SIGMAS = (15, 25, 50)
 HELD_OUT_SEED = 1_000_000
+# a second held-out split for the rare classes: scenes.render(..., rare=True) from seeds
+# apart from the training scenes (0..), the training rare scenes (data.RARE_SEED..) and
+# the main split. The main split has almost no train, motorcycle or rider pixels, so its
+# per-class IoU for them is noise; this one has thousands of each.
+RARE_HELD_OUT_SEED = 3_000_000
+RARE_CLASSES = ("person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle")
 
 
 def psnr(a, b):
@@ -175,6 +185,33 @@ class Conf:
         return float(np.nanmean(iou[present])), {NAMES[i]: float(iou[i]) for i in range(NUM_CLASSES) if present[i]}
 
 
+def rare_classes(n, segmenters):
+    """Per-class IoU of each segmenter on n rare-class held-out scenes, clean and at
+    sigma 25 (the segmenters that take sigma get the true one), and where the ground
+    truth's pixels of each rare class went (share of the class's pixels per predicted
+    class, the three largest)."""
+    split = [scenes.render(RARE_HELD_OUT_SEED + i, 384, 192, rare=True) for i in range(n)]
+    noisy = [noisy_of(img, 25, 7000 + i) for i, (img, _) in enumerate(split)]
+    out = {}
+    for name, m in segmenters.items():
+        r = {}
+        for tag, imgs, sg in (("clean", [im for im, _ in split], 0.0), ("sigma25", noisy, 25 / 255.0)):
+            c = Conf()
+            for im, (_, lab) in zip(imgs, split):
+                c.add(lab, m(im, sg)["labels"])
+            miou, per = c.miou()
+            where = {}
+            for cls in RARE_CLASSES:
+                row = c.m[NAMES.index(cls)]
+                if row.sum():
+                    top = np.argsort(row)[::-1][:3]
+                    where[cls] = {NAMES[j]: float(row[j] / row.sum()) for j in top if row[j]}
+            r[tag] = {"miou": miou, "per_class": per, "pixels": {cls: int(c.m[NAMES.index(cls)].sum()) for cls in RARE_CLASSES},
+                      "predicted_as": where}
+        out[name] = r
+    return out
+
+
 def mean_metric(fn, outs, refs):
     return float(np.mean([fn(o, c) for o, c in zip(outs, refs)]))
 
@@ -202,6 +239,8 @@ def main():
                     help="noise estimate for the *_est_sigma runs")
     ap.add_argument("--sigmas", default="15,25,50")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--rare-n", type=int, default=0,
+                    help="also score segmentation on N rare-class held-out scenes (seeds 3000000..; 0: skip)")
     ap.add_argument("--merge", default=None, help="json of an earlier run (same --n) to merge these results into")
     args = ap.parse_args()
     global estimate_sigma
@@ -344,11 +383,20 @@ def main():
                 q["ssim_hqdn3d"] = mean_metric(ssim, den, real)
         res["real"][f"sigma{sg}"] = q
         print(f"sigma {sg} ({(time.time() - t0) / 60:.1f} min): synthetic {json.dumps(r)}\n  real {json.dumps(q)}", flush=True)
+    if args.rare_n:
+        res["rare_split"] = {"seed0": RARE_HELD_OUT_SEED, "n": args.rare_n, "size": [384, 192], "sigma": 25}
+        res["rare"] = rare_classes(args.rare_n, {**{k: m for k, m in models.items() if "labels" in m.outs},
+                                                 **({"seg_clean": segc} if segc else {})})
+        print(f"rare-class split done ({(time.time() - t0) / 60:.1f} min): "
+              + json.dumps({k: {t: v[t]["per_class"].get("train") for t in ("clean", "sigma25")}
+                            for k, v in res["rare"].items()}), flush=True)
     res["eval_minutes"] = (time.time() - t0) / 60
     if args.merge:
         old = json.load(open(args.merge))
         if old["held_out"] != res["held_out"]:
             raise SystemExit(f"--merge: {args.merge} was measured on a different split")
+        if "rare_split" in old and "rare_split" in res and old["rare_split"] != res["rare_split"]:
+            raise SystemExit(f"--merge: {args.merge} was measured on a different rare-class split")
 
         def deep(a, b):
             for k, v in b.items():
