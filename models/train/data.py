@@ -57,17 +57,18 @@ def add_noise(clean, rng, sigma_max=75.0, pg_prob=0.3, sigma8=None):
 RARE_SEED = 2000000
 
 
-def synth_pool(n, seed0, width=384, height=192, cache=True, log=print, rare=False):
+def synth_pool(n, seed0, width=384, height=192, cache=True, log=print, rare=False, trams=False):
     """n scenes rendered from seeds seed0..seed0+n-1, cached as .npz under data/."""
     os.makedirs(DATA_DIR, exist_ok=True)
-    path = os.path.join(DATA_DIR, f"synth_{'rare_' if rare else ''}{seed0}_{n}_{width}x{height}_v1.npz")
+    kind = ("rare_" if rare else "") + ("trams_" if trams else "")
+    path = os.path.join(DATA_DIR, f"synth_{kind}{seed0}_{n}_{width}x{height}_v1.npz")
     if cache and os.path.exists(path):
         z = np.load(path)
         return z["img"], z["lab"]
     imgs = np.empty((n, height, width, 3), np.uint8)
     labs = np.empty((n, height, width), np.uint8)
     for i in range(n):
-        im, lb = scenes.render(seed0 + i, width, height, rare=rare)
+        im, lb = scenes.render(seed0 + i, width, height, rare=rare, trams=trams)
         imgs[i] = np.round(im * 255).astype(np.uint8)
         labs[i] = lb
         if (i + 1) % 500 == 0:
@@ -240,7 +241,8 @@ class Batcher:
     (both denoising only: labels = ignore)."""
 
     def __init__(self, rng, crop, source="synth", n_scenes=3000, seed0=0, natural_frac=0.25,
-                 cityscapes_root=None, log=print, deadleaves_frac=0.0, photo_sets=0, rare_scenes=0):
+                 cityscapes_root=None, log=print, deadleaves_frac=0.0, photo_sets=0, rare_scenes=0,
+                 trams=False):
         self.rng, self.crop = rng, crop
         self.natural_frac = natural_frac
         self.deadleaves_frac = deadleaves_frac
@@ -252,9 +254,10 @@ class Batcher:
         else:
             self.imgs, self.labs = synth_pool(n_scenes, seed0, log=log)
             if rare_scenes:
-                ri, rl = synth_pool(rare_scenes, RARE_SEED, log=log, rare=True)
+                ri, rl = synth_pool(rare_scenes, RARE_SEED, log=log, rare=True, trams=trams)
                 self.imgs, self.labs = np.concatenate([self.imgs, ri]), np.concatenate([self.labs, rl])
-                log(f"{rare_scenes} rare-class scenes added to the {n_scenes} generator scenes")
+                log(f"{rare_scenes} rare-class scenes{' with trams' if trams else ''} added to the "
+                    f"{n_scenes} generator scenes")
         self.nat = (natural_images(NATURAL_TRAIN) + (debian_photos(photo_sets, log=log) if photo_sets else [])
                     if natural_frac > 0 else [])
 

@@ -12,8 +12,8 @@ used in training).
 Noise: AWGN at sigma 15/25/50 (8-bit units), seeded per image, rounded to 8 bit.
 PSNR/SSIM on [0,1] RGB (SSIM: skimage, channel_axis, data_range 1). mIoU: one confusion
 matrix over the whole split, mean over the classes present in the ground truth.
-`--rare-n N` adds a rare-class split (N scenes rendered with rare=True from seeds
-3000000.., 384x192): per-class IoU of every segmenting model on clean input and at
+`--rare-n N` adds a rare-class split (N scenes rendered with rare=True, trams=True from
+seeds 3000000.., 384x192): per-class IoU of every segmenting model on clean input and at
 sigma 25, and which classes the pixels of person, rider, vehicles and two-wheelers were
 given (key "rare").
 Every denoiser that takes sigma is run twice: with the true sigma, and with the sigma
@@ -190,7 +190,7 @@ def rare_classes(n, segmenters):
     sigma 25 (the segmenters that take sigma get the true one), and where the ground
     truth's pixels of each rare class went (share of the class's pixels per predicted
     class, the three largest)."""
-    split = [scenes.render(RARE_HELD_OUT_SEED + i, 384, 192, rare=True) for i in range(n)]
+    split = [scenes.render(RARE_HELD_OUT_SEED + i, 384, 192, rare=True, trams=True) for i in range(n)]
     noisy = [noisy_of(img, 25, 7000 + i) for i, (img, _) in enumerate(split)]
     out = {}
     for name, m in segmenters.items():
@@ -384,7 +384,8 @@ def main():
         res["real"][f"sigma{sg}"] = q
         print(f"sigma {sg} ({(time.time() - t0) / 60:.1f} min): synthetic {json.dumps(r)}\n  real {json.dumps(q)}", flush=True)
     if args.rare_n:
-        res["rare_split"] = {"seed0": RARE_HELD_OUT_SEED, "n": args.rare_n, "size": [384, 192], "sigma": 25}
+        res["rare_split"] = {"seed0": RARE_HELD_OUT_SEED, "n": args.rare_n, "size": [384, 192], "sigma": 25,
+                             "render": "rare=True, trams=True"}
         res["rare"] = rare_classes(args.rare_n, {**{k: m for k, m in models.items() if "labels" in m.outs},
                                                  **({"seg_clean": segc} if segc else {})})
         print(f"rare-class split done ({(time.time() - t0) / 60:.1f} min): "

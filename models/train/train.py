@@ -139,6 +139,8 @@ def main():
     ap.add_argument("--rare-scenes", type=int, default=0,
                     help="add this many generator scenes whose traffic favours the rare classes (train, "
                          "motorcycle, bicycle, rider; scenes.render rare=True, seeds data.RARE_SEED..)")
+    ap.add_argument("--trams", action="store_true",
+                    help="the --rare-scenes paint their trains as trams on rails (scenes.render trams=True)")
     ap.add_argument("--init", default=None, help="checkpoint to initialise from (weights only); for --model ffdseg also an SDB checkpoint, whose final segmenter is taken")
     ap.add_argument("--init-segs", default=None,
                     help="sdb: load this LightSeg checkpoint (--model seg) into every segmenter (fresh runs only)")
@@ -228,7 +230,7 @@ def main():
                            natural_frac=args.natural_frac if args.model not in ("seg", "ffdseg") else 0.0,
                            deadleaves_frac=args.deadleaves_frac if args.model not in ("seg", "ffdseg") else 0.0,
                            cityscapes_root=args.cityscapes_root, log=log, photo_sets=args.debian_photos,
-                           rare_scenes=args.rare_scenes)
+                           rare_scenes=args.rare_scenes, trams=args.trams)
 
     cw = None
     if args.class_balance > 0:
