@@ -39,7 +39,7 @@ from cityscapes_labels import NAMES, NUM_CLASSES  # noqa: E402
 
 SIGMAS = (15, 25, 50)
 HELD_OUT_SEED = 1_000_000
-# a second held-out split for the rare classes: scenes.render(..., rare=True) from seeds
+# a second held-out split for the rare classes: scenes.render(..., rare=True, trams=True) from seeds
 # apart from the training scenes (0..), the training rare scenes (data.RARE_SEED..) and
 # the main split. The main split has almost no train, motorcycle or rider pixels, so its
 # per-class IoU for them is noise; this one has thousands of each.
@@ -200,14 +200,13 @@ def rare_classes(n, segmenters):
             for im, (_, lab) in zip(imgs, split):
                 c.add(lab, m(im, sg)["labels"])
             miou, per = c.miou()
-            where = {}
+            pixels, where = {}, {}
             for cls in RARE_CLASSES:
                 row = c.m[NAMES.index(cls)]
-                if row.sum():
-                    top = np.argsort(row)[::-1][:3]
-                    where[cls] = {NAMES[j]: float(row[j] / row.sum()) for j in top if row[j]}
-            r[tag] = {"miou": miou, "per_class": per, "pixels": {cls: int(c.m[NAMES.index(cls)].sum()) for cls in RARE_CLASSES},
-                      "predicted_as": where}
+                pixels[cls] = int(row.sum())
+                if pixels[cls]:
+                    where[cls] = {NAMES[j]: float(row[j] / pixels[cls]) for j in np.argsort(row)[::-1][:3] if row[j]}
+            r[tag] = {"miou": miou, "per_class": per, "pixels": pixels, "predicted_as": where}
         out[name] = r
     return out
 
