@@ -150,6 +150,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ckpt-every", type=int, default=100)
     ap.add_argument("--log-every", type=int, default=20)
+    ap.add_argument("--sigma-est-frac", type=float, default=0.0,
+                    help="fraction of the crops whose sigma input is the element's own estimate from the noisy "
+                         "crop (evaluate.estimate_sigma_element) instead of the sigma the noise was made with; "
+                         "the loss weighting keeps the true sigma")
     ap.add_argument("--max-minutes", type=float, default=0, help="stop (with a checkpoint) after this long; 0 = no limit")
     ap.add_argument("--stop-step", type=int, default=0,
                     help="end the run at this step although the lr schedule runs to --steps (0 = at --steps)")
@@ -226,6 +230,8 @@ def main():
     net.to(dev)
 
     rng = np.random.default_rng(args.seed * 1000003 + step)
+    if args.sigma_est_frac > 0:
+        from evaluate import estimate_sigma_element
     batcher = data.Batcher(rng, args.crop, source=args.data, n_scenes=args.scenes, seed0=0,
                            natural_frac=args.natural_frac if args.model not in ("seg", "ffdseg") else 0.0,
                            deadleaves_frac=args.deadleaves_frac if args.model not in ("seg", "ffdseg") else 0.0,
@@ -256,10 +262,18 @@ def main():
             g["lr"] = lr
         clean, lab = batcher.batch(args.batch)
         noisy, sigma = data.add_noise(clean, rng, args.sigma_max)
-        clean, lab, noisy, sigma = clean.to(dev), lab.to(dev), noisy.to(dev), sigma.to(dev)
+        sig_in = sigma
+        if args.sigma_est_frac > 0:
+            # what the element feeds the model by default (noise-level -1): its estimate, which reads
+            # the noise left after clipping, below the nominal sigma on bright or dark crops
+            sig_in = sigma.clone()
+            for i in range(noisy.shape[0]):
+                if rng.random() < args.sigma_est_frac:
+                    sig_in[i] = estimate_sigma_element(noisy[i].permute(1, 2, 0).numpy())
+        clean, lab, noisy, sigma, sig_in = clean.to(dev), lab.to(dev), noisy.to(dev), sigma.to(dev), sig_in.to(dev)
         losses = {}
         if args.model == "sdb":
-            ims, logs = net(noisy, sigma, seg_grad=bool(args.seg_grad))
+            ims, logs = net(noisy, sig_in, seg_grad=bool(args.seg_grad))
             K = len(ims)
             losses["l1"] = sum((0.5 if k < K - 1 else 1.0) * rec_l1(im, clean, sigma, args.sigma_weight)
                                for k, im in enumerate(ims))
@@ -280,18 +294,18 @@ def main():
                 losses["dual"] = ((gt_rec - small).abs() * w).sum() / denom + ((pred_rec - small).abs() * w).sum() / denom
                 loss = loss + args.dual_weight * losses["dual"]
         elif args.model in ("plain", "ffdnet"):
-            out = net(noisy, sigma)
+            out = net(noisy, sig_in)
             losses["l1"] = rec_l1(out, clean, sigma, args.sigma_weight)
             loss = losses["l1"]
         elif args.model == "cascade":
-            out = net(noisy, sigma)
+            out = net(noisy, sig_in)
             losses["l1"] = rec_l1(out, clean, sigma, args.sigma_weight)
             losses["ce"] = ce(frozen(out, sigma * 0), lab, cw)
             loss = args.rec_weight * losses["l1"] + losses["ce"]
         elif args.model == "ffdseg":
             with torch.no_grad():
-                den = torch.clamp(net.ffd(noisy, sigma), 0, 1)
-            losses["ce"] = ce(net.seg(den, sigma), lab, cw)
+                den = torch.clamp(net.ffd(noisy, sig_in), 0, 1)
+            losses["ce"] = ce(net.seg(den, sig_in), lab, cw)
             loss = losses["ce"]
         else:  # seg
             if args.seg_input == "clean":
