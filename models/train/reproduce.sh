@@ -90,6 +90,8 @@ FT17="$SDBU_BASE --natural-frac 0.50 --sigma-weight 5 --rare-scenes 1000 --trams
 run $PY $T/train.py $FT17 --sigma-est-frac 0.5 --out $R/ft2k_est05 &
 run $PY $T/train.py $FT17 --out $R/ft2k_base17
 wait
+# ... and, after them, with the lower of the estimate and the true sigma (2 threads)
+run $PY $T/train.py ${FT17/--threads 1/--threads 2} --sigma-est-frac 0.5 --sigma-est-min --out $R/ft2k_estmin05
 # equal-budget comparisons, 3000 steps each (1 thread, two at a time): SDB-U, the plain U-Net of
 # the same GMAC (no semantics), and SDB-U with each optional loss
 C3="--steps 3000 --lr 1e-3 $DATA --threads 1 --log-every 100 --ckpt-every 500"
@@ -122,7 +124,7 @@ run $PY $T/train.py --model plain --out $R/plain --steps 3000 --width 50 --depth
 run $PY $T/train.py --model cascade --out $R/cascade --steps 300 --width 50 --depth 6 \
     --init $R/plain/last.pt --frozen-seg $R/seg_clean/last.pt --lr 5e-4 --threads 1
 # export (+ ONNX Runtime vs PyTorch parity check)
-for m in plain seg_clean seg_noisy cascade ft3k_base ft3k_sw5 ft2k_est05 ft2k_base17 sdbu3k sdbu3k_k2 sdbu3k_cb05 sdbu3k_cb025 plainu3k sdbu3k_d2sm sdbu3k_d2sm01 sdbu3k_d2sm001 sdbu3k_s2 sdbu3k_d2sm01_s2 sdbu3k_dual; do
+for m in plain seg_clean seg_noisy cascade ft3k_base ft3k_sw5 ft2k_est05 ft2k_base17 ft2k_estmin05 sdbu3k sdbu3k_k2 sdbu3k_cb05 sdbu3k_cb025 plainu3k sdbu3k_d2sm sdbu3k_d2sm01 sdbu3k_d2sm001 sdbu3k_s2 sdbu3k_d2sm01_s2 sdbu3k_dual; do
   run $PY $T/export.py --ckpt $R/$m/last.pt --onnx $R/$m.onnx --no-sidecar
 done
 run $PY $T/export.py --ckpt $R/sdbu/last.pt --onnx $R/sdbu16k.onnx --no-sidecar
@@ -147,7 +149,7 @@ run $PY $T/export.py --ckpt $R/ffdseg17/last.pt --onnx models/denoiseseg-sdb-qua
 run $PY $T/evaluate.py --n 50 --classical --ffdnet \
     --joint sdb=models/denoiseseg-sdb-small.onnx --joint quality=models/denoiseseg-sdb-quality.onnx \
     --joint sdb_v16=$R/sdb_v16.onnx --joint quality_v13=$R/quality_v13.onnx --rare-n 50 \
-    --joint ft2k_est05=$R/ft2k_est05.onnx --joint ft2k_base17=$R/ft2k_base17.onnx \
+    --joint ft2k_est05=$R/ft2k_est05.onnx --joint ft2k_base17=$R/ft2k_base17.onnx --joint ft2k_estmin05=$R/ft2k_estmin05.onnx \
     --joint sdb_v15=$R/sdb_v15.onnx --joint quality_v12=$R/quality_v12.onnx \
     --joint sdb_v14=$R/sdb_v14.onnx --joint quality_v11=$R/quality_v11.onnx --joint ft3k_base=$R/ft3k_base.onnx --joint ft3k_sw5=$R/ft3k_sw5.onnx \
     --joint sdb_v13=$R/sdb_v13.onnx --joint quality_v10=$R/quality_v10.onnx --joint sdb_v12=$R/sdb_v12.onnx --joint sdb_v11=$R/sdb_v11.onnx --joint sdb_v1=$R/sdb_v1.onnx \

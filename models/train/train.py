@@ -154,6 +154,9 @@ def main():
                     help="fraction of the crops whose sigma input is the element's own estimate from the noisy "
                          "crop (evaluate.estimate_sigma_element) instead of the sigma the noise was made with; "
                          "the loss weighting keeps the true sigma")
+    ap.add_argument("--sigma-est-min", action="store_true",
+                    help="with --sigma-est-frac: the lower of the estimate and the true sigma (the noise left "
+                         "after clipping, without the crop estimate's upward errors on texture)")
     ap.add_argument("--max-minutes", type=float, default=0, help="stop (with a checkpoint) after this long; 0 = no limit")
     ap.add_argument("--stop-step", type=int, default=0,
                     help="end the run at this step although the lr schedule runs to --steps (0 = at --steps)")
@@ -269,7 +272,8 @@ def main():
             sig_in = sigma.clone()
             for i in range(noisy.shape[0]):
                 if rng.random() < args.sigma_est_frac:
-                    sig_in[i] = estimate_sigma_element(noisy[i].permute(1, 2, 0).numpy())
+                    est = estimate_sigma_element(noisy[i].permute(1, 2, 0).numpy())
+                    sig_in[i] = min(est, float(sigma[i])) if args.sigma_est_min else est
         clean, lab, noisy, sigma, sig_in = clean.to(dev), lab.to(dev), noisy.to(dev), sigma.to(dev), sig_in.to(dev)
         losses = {}
         if args.model == "sdb":
