@@ -71,7 +71,9 @@ run $PY $T/train.py --model ffdseg --out $R/ffdseg15 --steps 2000 --seg-width 64
     --lr 2e-4 --class-balance 0.5 --rare-scenes 1000 --log-every 100 --ckpt-every 500
 # the default 1.6.0: 1.5.0 fine-tuned 30000 steps (fresh Adam, lr 3e-4 cosine) with the same arguments,
 # the rare-class scenes' trains painted as trams on rails (--trams; scenes.render trams=True)
-FT15="$SDBU_BASE --natural-frac 0.50 --sigma-weight 5 --rare-scenes 1000 --init $R/sdbu15/last.pt"
+# (1.6.0 onwards: 1.5.0's arguments; FT15..FT17 differ only in --trams, the start and the schedule)
+FT="$SDBU_BASE --natural-frac 0.50 --sigma-weight 5 --rare-scenes 1000"
+FT15="$FT --init $R/sdbu15/last.pt"
 run $PY $T/train.py $FT15 --trams --steps 30000 --lr 3e-4 --out $R/sdbu16
 # the quality variant 1.3.0: FFDNet + the final segmenter of 1.6.0, fine-tuned on FFDNet's output as 1.2.0
 run $PY $T/train.py --model ffdseg --out $R/ffdseg16 --steps 2000 --seg-width 64 --init $R/sdbu16/last.pt \
@@ -79,14 +81,14 @@ run $PY $T/train.py --model ffdseg --out $R/ffdseg16 --steps 2000 --seg-width 64
 # the default 1.7.0: 1.6.0 fine-tuned 44000 steps (fresh Adam, lr 2e-4 cosine) with the same arguments
 # (the shipped run started with --steps 60000 and was restarted at step 11000 with --steps 44000 to end
 # within the session: over those first 11000 steps its lr was up to 7 % above this command's)
-FT16="$SDBU_BASE --natural-frac 0.50 --sigma-weight 5 --rare-scenes 1000 --trams --init $R/sdbu16/last.pt"
+FT16="$FT --trams --init $R/sdbu16/last.pt"
 run $PY $T/train.py $FT16 --steps 44000 --lr 2e-4 --out $R/sdbu17
 # the quality variant 1.4.0: FFDNet + the final segmenter of 1.7.0, fine-tuned on FFDNet's output as 1.3.0
 run $PY $T/train.py --model ffdseg --out $R/ffdseg17 --steps 2000 --seg-width 64 --init $R/sdbu17/last.pt \
     --lr 2e-4 --class-balance 0.5 --rare-scenes 1000 --trams --log-every 100 --ckpt-every 500
 # estimated-sigma probe: two 2000-step fine-tunes of 1.7.0 (lr 1e-4, 1 thread each, side by side), one
 # with half the crops given the element's own noise estimate as the sigma input (--sigma-est-frac 0.5)
-FT17="$SDBU_BASE --natural-frac 0.50 --sigma-weight 5 --rare-scenes 1000 --trams --init $R/sdbu17/last.pt --steps 2000 --lr 1e-4 --threads 1"
+FT17="$FT --trams --init $R/sdbu17/last.pt --steps 2000 --lr 1e-4 --threads 1"
 run $PY $T/train.py $FT17 --sigma-est-frac 0.5 --out $R/ft2k_est05 &
 run $PY $T/train.py $FT17 --out $R/ft2k_base17
 wait

@@ -49,6 +49,22 @@ def rec_l1(out, clean, sigma, sigma0=0.0):
     return (per * w).mean()
 
 
+def sigma_input(noisy, sigma, rng, frac, cap):
+    """The sigma the model is given: for a share `frac` of the crops the element's own estimate
+    from the noisy crop (what it feeds the model by default, noise-level -1; it reads the noise
+    left after clipping, below the nominal sigma on bright or dark crops), capped at the true
+    sigma if `cap`; the nominal sigma otherwise. frac 0 draws nothing from rng."""
+    if frac <= 0:
+        return sigma
+    from evaluate import estimate_sigma_element
+    out = sigma.clone()
+    for i in range(noisy.shape[0]):
+        if rng.random() < frac:
+            est = estimate_sigma_element(noisy[i].permute(1, 2, 0).numpy())
+            out[i] = min(est, float(sigma[i])) if cap else est
+    return out
+
+
 def class_weights(freq, power, cap=10.0):
     """(median frequency / frequency) ** power per class, scaled so that the average weight
     of a labelled pixel is 1 (the loss keeps its scale), then capped; absent classes get
@@ -233,8 +249,6 @@ def main():
     net.to(dev)
 
     rng = np.random.default_rng(args.seed * 1000003 + step)
-    if args.sigma_est_frac > 0:
-        from evaluate import estimate_sigma_element
     batcher = data.Batcher(rng, args.crop, source=args.data, n_scenes=args.scenes, seed0=0,
                            natural_frac=args.natural_frac if args.model not in ("seg", "ffdseg") else 0.0,
                            deadleaves_frac=args.deadleaves_frac if args.model not in ("seg", "ffdseg") else 0.0,
@@ -265,15 +279,7 @@ def main():
             g["lr"] = lr
         clean, lab = batcher.batch(args.batch)
         noisy, sigma = data.add_noise(clean, rng, args.sigma_max)
-        sig_in = sigma
-        if args.sigma_est_frac > 0:
-            # what the element feeds the model by default (noise-level -1): its estimate, which reads
-            # the noise left after clipping, below the nominal sigma on bright or dark crops
-            sig_in = sigma.clone()
-            for i in range(noisy.shape[0]):
-                if rng.random() < args.sigma_est_frac:
-                    est = estimate_sigma_element(noisy[i].permute(1, 2, 0).numpy())
-                    sig_in[i] = min(est, float(sigma[i])) if args.sigma_est_min else est
+        sig_in = sigma_input(noisy, sigma, rng, args.sigma_est_frac, args.sigma_est_min)
         clean, lab, noisy, sigma, sig_in = clean.to(dev), lab.to(dev), noisy.to(dev), sigma.to(dev), sig_in.to(dev)
         losses = {}
         if args.model == "sdb":
