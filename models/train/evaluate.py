@@ -72,15 +72,15 @@ def estimate_sigma_immerkaer(img):
     return float(np.sqrt(np.pi / 2) * tot / (3 * 6 * (w - 2) * (h - 2)))
 
 
-def estimate_sigma_element(img, budget=1 << 16):
-    """The element's own estimator, a NumPy port of SigmaEstimator::estimate in
-    src/noise.rs: Immerkaer residuals of the smoother half of the pixels (Sobel
-    |Gx|+|Gy| at or below its median), saturated pixels skipped, channels pooled,
-    sigma = median|res| / (6 * 0.6745), same histogram bins and row subsampling."""
-    x = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
+# SigmaEstimator's second pass (src/noise.rs): only the 3x3 windows whose mean lies
+# s1^2 / CLIP_MARGIN_SCALE (at most CLIP_MARGIN_MAX) inside [0, 1], s1 the first pass's
+# estimate, and only if at least 1/MIN_KEPT_SHARE of the first pass's pixels are left
+CLIP_MARGIN_SCALE, CLIP_MARGIN_MAX, MIN_KEPT_SHARE = 0.09, 0.3, 8
+
+
+def _element_pass(x, budget, lo, centre_only=False):
+    """One pass of SigmaEstimator (src/noise.rs) on planar x [3, h, w]: (sigma, kept pixels)."""
     _, h, w = x.shape
-    if w < 3 or h < 3:
-        return 0.0
     step = max(1, -(-((w - 2) * (h - 2)) // budget))
 
     def parts(rows):
@@ -88,14 +88,19 @@ def estimate_sigma_element(img, budget=1 << 16):
         gx = (r0[..., 2:] + 2 * r1[..., 2:] + r2[..., 2:]) - (r0[..., :-2] + 2 * r1[..., :-2] + r2[..., :-2])
         gy = (r2[..., :-2] + 2 * r2[..., 1:-1] + r2[..., 2:]) - (r0[..., :-2] + 2 * r0[..., 1:-1] + r0[..., 2:])
         gb = np.minimum(((np.abs(gx) + np.abs(gy)) * np.float32(510.0)).astype(np.int64), 4095)
-        c = r1[..., 1:-1]
-        ok = (c > 1e-6) & (c < 1 - 1e-6)
+        win = [r[..., a:r.shape[-1] - 2 + a] for r in (r0, r1, r2) for a in (0, 1, 2)]
+        ok = np.ones(gb.shape, bool)
+        for v in ([win[4]] if centre_only else win):
+            ok &= (v > 1e-6) & (v < 1 - 1e-6)
+        if lo > 0:
+            m = sum(win[1:], win[0]) * np.float32(1.0 / 9.0)
+            ok &= (m >= lo) & (m <= 1 - lo)
         return gb, ok, r0, r1, r2
 
     gb, ok, *_ = parts(np.arange(1, h - 1, step * 4))
     gb = gb[ok]
     if gb.size == 0:
-        return 0.0
+        return 0.0, 0
     hist = np.bincount(gb, minlength=4096)
     thr = int(np.searchsorted(np.cumsum(hist), -(-gb.size // 2)))
     gb, ok, r0, r1, r2 = parts(np.arange(1, h - 1, step))
@@ -104,14 +109,42 @@ def estimate_sigma_element(img, budget=1 << 16):
     res = corners - 2 * edges + 4 * r1[..., 1:-1]
     rb = np.minimum((np.abs(res) * np.float32(2040.0)).astype(np.int64), 8191)[ok & (gb <= thr)]
     if rb.size == 0:
-        return 0.0
+        return 0.0, 0
     hist = np.bincount(rb, minlength=8192)
     cum = np.cumsum(hist)
     target = rb.size / 2.0
     b = int(np.searchsorted(cum, target))
     before = cum[b - 1] if b > 0 else 0
     med = b + (target - before) / hist[b]
-    return float(med / 2040.0 / (6.0 * 0.67448975))
+    return float(med / 2040.0 / (6.0 * 0.67448975)), int(rb.size)
+
+
+def estimate_sigma_element1(img, budget=1 << 16):
+    """The element's estimator up to denoiseseg 0.x of 2026-11 (one pass, only the centre
+    pixel's saturation checked): what the --sigma-est-frac probes of 1.7.0 were trained with
+    and what the model card's σ-estimated figures before default 1.8.0 were measured with."""
+    x = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
+    if x.shape[1] < 3 or x.shape[2] < 3:
+        return 0.0
+    return _element_pass(x, budget, 0.0, centre_only=True)[0]
+
+
+def estimate_sigma_element(img, budget=1 << 16):
+    """The element's own estimator, a NumPy port of SigmaEstimator::estimate in
+    src/noise.rs: Immerkaer residuals of the smoother half of the pixels (Sobel
+    |Gx|+|Gy| at or below its median), 3x3 windows with a saturated pixel skipped,
+    channels pooled, sigma = median|res| / (6 * 0.6745), same histogram bins and row
+    subsampling; then the same again on the windows whose mean is at least
+    s1^2 / CLIP_MARGIN_SCALE from 0 and 1 (s1 the first estimate), where clipping has
+    not thinned the noise."""
+    x = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
+    if x.shape[1] < 3 or x.shape[2] < 3:
+        return 0.0
+    s0, n0 = _element_pass(x, budget, 0.0)
+    if s0 <= 0:
+        return s0
+    s1, n1 = _element_pass(x, budget, min(s0 * s0 / CLIP_MARGIN_SCALE, CLIP_MARGIN_MAX))
+    return s1 if n1 * MIN_KEPT_SHARE >= n0 else s0
 
 
 estimate_sigma = estimate_sigma_element
@@ -234,8 +267,9 @@ def main():
     ap.add_argument("--ffdnet", action="store_true", help="also evaluate the pretrained colour FFDNet (torch)")
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--classical", action="store_true", help="OpenCV NLM and ffmpeg hqdn3d baselines")
-    ap.add_argument("--estimator", default="element", choices=["element", "immerkaer"],
-                    help="noise estimate for the *_est_sigma runs")
+    ap.add_argument("--estimator", default="element", choices=["element", "element1", "immerkaer"],
+                    help="noise estimate for the *_est_sigma runs (element1: the element's one-pass estimator "
+                         "before default 1.8.0)")
     ap.add_argument("--sigmas", default="15,25,50")
     ap.add_argument("--out", required=True)
     ap.add_argument("--rare-n", type=int, default=0,
@@ -243,7 +277,8 @@ def main():
     ap.add_argument("--merge", default=None, help="json of an earlier run (same --n) to merge these results into")
     args = ap.parse_args()
     global estimate_sigma
-    estimate_sigma = estimate_sigma_element if args.estimator == "element" else estimate_sigma_immerkaer
+    estimate_sigma = {"element": estimate_sigma_element, "element1": estimate_sigma_element1,
+                      "immerkaer": estimate_sigma_immerkaer}[args.estimator]
     sigmas = [int(v) for v in args.sigmas.split(",")]
     t0 = time.time()
     split = [scenes.render(HELD_OUT_SEED + i, 384, 192) for i in range(args.n)]
@@ -279,6 +314,9 @@ def main():
                            for nm, r in zip(real_names, real)},
            "noise": "AWGN, rounded to 8 bit; synthetic image i at sigma s uses seed 1000*s+i, real photo i seed 5000*s+i",
            "estimator": args.estimator, "models": {k: v for k, v in (s.split("=", 1) for s in args.joint)},
+           # which estimator each model's *_est_sigma figures were measured with (a merged run keeps
+           # the earlier models' entries; models missing here predate the key: element1)
+           "estimator_of": {k: args.estimator for k in list(dens) + (["seg_noisy"] if segn else [])},
            "synthetic": {}, "real": {}}
     # ---- segmentation of clean input (upper bound)
     if segc:

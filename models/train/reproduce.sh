@@ -87,13 +87,27 @@ run $PY $T/train.py $FT16 --steps 44000 --lr 2e-4 --out $R/sdbu17
 run $PY $T/train.py --model ffdseg --out $R/ffdseg17 --steps 2000 --seg-width 64 --init $R/sdbu17/last.pt \
     --lr 2e-4 --class-balance 0.5 --rare-scenes 1000 --trams --log-every 100 --ckpt-every 500
 # estimated-sigma probe: two 2000-step fine-tunes of 1.7.0 (lr 1e-4, 1 thread each, side by side), one
-# with half the crops given the element's own noise estimate as the sigma input (--sigma-est-frac 0.5)
+# with half the crops given the element's own noise estimate as the sigma input (--sigma-est-frac 0.5;
+# these ran with the one-pass estimator, evaluate.estimate_sigma_element1: train.py now uses the two-pass one)
 FT17="$FT --trams --init $R/sdbu17/last.pt --steps 2000 --lr 1e-4 --threads 1"
 run $PY $T/train.py $FT17 --sigma-est-frac 0.5 --out $R/ft2k_est05 &
 run $PY $T/train.py $FT17 --out $R/ft2k_base17
 wait
 # ... and, after them, with the lower of the estimate and the true sigma (2 threads)
 run $PY $T/train.py ${FT17/--threads 1/--threads 2} --sigma-est-frac 0.5 --sigma-est-min --out $R/ft2k_estmin05
+# data probes, two more 2000-step fine-tunes of 1.7.0 as above (1 thread each, side by side): three
+# quarters photographs and no dead leaves; 192x192 crops in batches of 4 (1.1x the pixels per step)
+run $PY $T/train.py $FT17 --deadleaves-frac 0 --natural-frac 0.75 --out $R/ft2k_nat75 &
+run $PY $T/train.py $FT17 --crop 192 --batch 4 --out $R/ft2k_crop192
+wait
+# the default 1.8.0: 1.7.0 fine-tuned 24000 steps (fresh Adam, lr 2e-4 cosine) on 192x192 crops in
+# batches of 4, otherwise with 1.7.0's arguments (the shipped run started with --steps 27000 and was
+# restarted at step 1000 with --steps 24000, for time: its lr differed by under 0.1 %)
+run $PY $T/train.py $FT --trams --init $R/sdbu17/last.pt --crop 192 --batch 4 --steps 24000 --lr 2e-4 --out $R/sdbu18
+# the quality variant 1.5.0: FFDNet + the final segmenter of 1.8.0, fine-tuned on FFDNet's output as
+# 1.4.0 but on 192x192 crops in batches of 4
+run $PY $T/train.py --model ffdseg --out $R/ffdseg18 --steps 2000 --seg-width 64 --init $R/sdbu18/last.pt \
+    --lr 2e-4 --class-balance 0.5 --rare-scenes 1000 --trams --crop 192 --batch 4 --log-every 100 --ckpt-every 500
 # equal-budget comparisons, 3000 steps each (1 thread, two at a time): SDB-U, the plain U-Net of
 # the same GMAC (no semantics), and SDB-U with each optional loss
 C3="--steps 3000 --lr 1e-3 $DATA --threads 1 --log-every 100 --ckpt-every 500"
@@ -126,7 +140,7 @@ run $PY $T/train.py --model plain --out $R/plain --steps 3000 --width 50 --depth
 run $PY $T/train.py --model cascade --out $R/cascade --steps 300 --width 50 --depth 6 \
     --init $R/plain/last.pt --frozen-seg $R/seg_clean/last.pt --lr 5e-4 --threads 1
 # export (+ ONNX Runtime vs PyTorch parity check)
-for m in plain seg_clean seg_noisy cascade ft3k_base ft3k_sw5 ft2k_est05 ft2k_base17 ft2k_estmin05 sdbu3k sdbu3k_k2 sdbu3k_cb05 sdbu3k_cb025 plainu3k sdbu3k_d2sm sdbu3k_d2sm01 sdbu3k_d2sm001 sdbu3k_s2 sdbu3k_d2sm01_s2 sdbu3k_dual; do
+for m in plain seg_clean seg_noisy cascade ft3k_base ft3k_sw5 ft2k_est05 ft2k_base17 ft2k_estmin05 ft2k_nat75 ft2k_crop192 sdbu3k sdbu3k_k2 sdbu3k_cb05 sdbu3k_cb025 plainu3k sdbu3k_d2sm sdbu3k_d2sm01 sdbu3k_d2sm001 sdbu3k_s2 sdbu3k_d2sm01_s2 sdbu3k_dual; do
   run $PY $T/export.py --ckpt $R/$m/last.pt --onnx $R/$m.onnx --no-sidecar
 done
 run $PY $T/export.py --ckpt $R/sdbu/last.pt --onnx $R/sdbu16k.onnx --no-sidecar
