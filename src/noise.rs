@@ -515,6 +515,7 @@ impl SigmaEstimator {
     ) -> (f32, u64) {
         let interior = (width - 2) * (height - 2);
         let step = interior.div_ceil(self.budget).max(1);
+        let bounds = WindowBounds::new(margin);
 
         // Pass 1: the median gradient, on a subset of the rows.
         self.grad_hist.fill(0);
@@ -523,7 +524,7 @@ impl SigmaEstimator {
             let plane = &planar[c * plane_len..(c + 1) * plane_len];
             for y in (1..height - 1).step_by(step * THRESHOLD_ROW_FACTOR) {
                 let (r0, r1, r2) = neighbour_rows(plane, y, width, row_len);
-                counted += gradient_row(r0, r1, r2, margin, &mut self.grad_hist);
+                counted += gradient_row(r0, r1, r2, bounds, &mut self.grad_hist);
             }
         }
         if counted == 0 {
@@ -547,7 +548,7 @@ impl SigmaEstimator {
             let plane = &planar[c * plane_len..(c + 1) * plane_len];
             for y in (1..height - 1).step_by(step) {
                 let (r0, r1, r2) = neighbour_rows(plane, y, width, row_len);
-                kept += residual_row(r0, r1, r2, threshold, margin, &mut self.res_hist);
+                kept += residual_row(r0, r1, r2, threshold, bounds, &mut self.res_hist);
             }
         }
         if kept == 0 {
@@ -583,20 +584,41 @@ fn saturated(v: f32) -> bool {
     !(v > 1e-6 && v < 1.0 - 1e-6)
 }
 
-/// Whether the 3×3 window around `x` has no saturated sample and a mean in
-/// `[margin, 1 - margin]`.
+/// Column `x` of three rows: the sum of its samples, or +∞ if one is saturated (so
+/// that any window holding it fails [`WindowBounds::keeps`]).
 #[inline(always)]
-fn window_kept(r0: &[f32], r1: &[f32], r2: &[f32], x: usize, margin: f32) -> bool {
-    let mut sum = 0.0f32;
-    let mut clean = true;
-    for row in [r0, r1, r2] {
-        for &v in &row[x - 1..=x + 1] {
-            clean &= !saturated(v);
-            sum += v;
+fn column(r0: &[f32], r1: &[f32], r2: &[f32], x: usize) -> f32 {
+    let (a, b, c) = (r0[x], r1[x], r2[x]);
+    let sum = a + b + c;
+    if saturated(a) | saturated(b) | saturated(c) {
+        f32::INFINITY
+    } else {
+        sum
+    }
+}
+
+/// The 3×3 windows a pass keeps: no saturated sample, and a mean in
+/// `[margin, 1 - margin]` (compared as sums of the nine samples).
+#[derive(Clone, Copy)]
+struct WindowBounds {
+    lo: f32,
+    hi: f32,
+}
+
+impl WindowBounds {
+    fn new(margin: f32) -> Self {
+        WindowBounds {
+            lo: 9.0 * margin,
+            hi: 9.0 * (1.0 - margin),
         }
     }
-    let mean = sum * (1.0 / 9.0);
-    clean & (mean >= margin) & (mean <= 1.0 - margin)
+
+    /// Whether the window of these three column sums is kept.
+    #[inline(always)]
+    fn keeps(self, left: f32, mid: f32, right: f32) -> bool {
+        let sum = left + mid + right;
+        (sum >= self.lo) & (sum <= self.hi)
+    }
 }
 
 /// The Sobel magnitude `|Gx| + |Gy|` of a 3×3 neighbourhood, as a histogram bin.
@@ -609,14 +631,17 @@ fn gradient_bin(r0: &[f32], r1: &[f32], r2: &[f32], x: usize) -> u32 {
 }
 
 /// Histograms the gradients of one row's interior pixels whose window is kept
-/// ([`window_kept`]); returns how many. (Branch-free: the selection is a 0/1
-/// weight, as it is unpredictable.)
-fn gradient_row(r0: &[f32], r1: &[f32], r2: &[f32], margin: f32, hist: &mut [u32]) -> u64 {
+/// ([`WindowBounds`]); returns how many. (Branch-free: the selection is a 0/1
+/// weight, as it is unpredictable. The window's column sums slide along the row.)
+fn gradient_row(r0: &[f32], r1: &[f32], r2: &[f32], bounds: WindowBounds, hist: &mut [u32]) -> u64 {
     let w = r1.len();
     let (r0, r2) = (&r0[..w], &r2[..w]);
     let mut n = 0u64;
+    let (mut left, mut mid) = (column(r0, r1, r2, 0), column(r0, r1, r2, 1));
     for x in 1..w - 1 {
-        let keep = u32::from(window_kept(r0, r1, r2, x, margin));
+        let right = column(r0, r1, r2, x + 1);
+        let keep = u32::from(bounds.keeps(left, mid, right));
+        (left, mid) = (mid, right);
         hist[gradient_bin(r0, r1, r2, x) as usize] += keep;
         n += u64::from(keep);
     }
@@ -625,13 +650,17 @@ fn gradient_row(r0: &[f32], r1: &[f32], r2: &[f32], margin: f32, hist: &mut [u32
 
 /// Histograms Immerkær's residual of one row's interior pixels whose window is
 /// kept and whose gradient bin is at most `threshold`; returns how many.
-fn residual_row(r0: &[f32], r1: &[f32], r2: &[f32], threshold: u32, margin: f32, hist: &mut [u32]) -> u64 {
+fn residual_row(r0: &[f32], r1: &[f32], r2: &[f32], threshold: u32, bounds: WindowBounds, hist: &mut [u32]) -> u64 {
     let w = r1.len();
     let (r0, r2) = (&r0[..w], &r2[..w]);
     let mut n = 0u64;
+    let (mut left, mut mid) = (column(r0, r1, r2, 0), column(r0, r1, r2, 1));
     for x in 1..w - 1 {
         let center = r1[x];
-        let keep = u32::from(window_kept(r0, r1, r2, x, margin) & (gradient_bin(r0, r1, r2, x) <= threshold));
+        let right = column(r0, r1, r2, x + 1);
+        let window = bounds.keeps(left, mid, right);
+        (left, mid) = (mid, right);
+        let keep = u32::from(window & (gradient_bin(r0, r1, r2, x) <= threshold));
         let corners = r0[x - 1] + r0[x + 1] + r2[x - 1] + r2[x + 1];
         let edges = r0[x] + r1[x - 1] + r1[x + 1] + r2[x];
         let res = corners - 2.0 * edges + 4.0 * center;

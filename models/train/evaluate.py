@@ -88,13 +88,17 @@ def _element_pass(x, budget, lo, centre_only=False):
         gx = (r0[..., 2:] + 2 * r1[..., 2:] + r2[..., 2:]) - (r0[..., :-2] + 2 * r1[..., :-2] + r2[..., :-2])
         gy = (r2[..., :-2] + 2 * r2[..., 1:-1] + r2[..., 2:]) - (r0[..., :-2] + 2 * r0[..., 1:-1] + r0[..., 2:])
         gb = np.minimum(((np.abs(gx) + np.abs(gy)) * np.float32(510.0)).astype(np.int64), 4095)
-        win = [r[..., a:r.shape[-1] - 2 + a] for r in (r0, r1, r2) for a in (0, 1, 2)]
-        ok = np.ones(gb.shape, bool)
-        for v in ([win[4]] if centre_only else win):
-            ok &= (v > 1e-6) & (v < 1 - 1e-6)
-        if lo > 0:
-            m = sum(win[1:], win[0]) * np.float32(1.0 / 9.0)
-            ok &= (m >= lo) & (m <= 1 - lo)
+        def sat(v):
+            return ~((v > 1e-6) & (v < 1 - 1e-6))
+        if centre_only:
+            ok = ~sat(r1[..., 1:-1])
+        else:
+            # column sums (+inf where a sample is saturated), summed over the window, as
+            # WindowBounds::keeps in src/noise.rs
+            col = np.where(sat(r0) | sat(r1) | sat(r2), np.float32(np.inf), r0 + r1 + r2)
+            win = col[..., :-2] + col[..., 1:-1] + col[..., 2:]
+            m = np.float32(lo)
+            ok = (win >= np.float32(9) * m) & (win <= np.float32(9) * (np.float32(1) - m))
         return gb, ok, r0, r1, r2
 
     gb, ok, *_ = parts(np.arange(1, h - 1, step * 4))
@@ -143,7 +147,8 @@ def estimate_sigma_element(img, budget=1 << 16):
     s0, n0 = _element_pass(x, budget, 0.0)
     if s0 <= 0:
         return s0
-    s1, n1 = _element_pass(x, budget, min(s0 * s0 / CLIP_MARGIN_SCALE, CLIP_MARGIN_MAX))
+    s0f = np.float32(s0)
+    s1, n1 = _element_pass(x, budget, min(s0f * s0f / np.float32(CLIP_MARGIN_SCALE), np.float32(CLIP_MARGIN_MAX)))
     return s1 if n1 * MIN_KEPT_SHARE >= n0 else s0
 
 
