@@ -434,10 +434,9 @@ const KERNEL_NORM: f32 = 6.0;
 /// least that far from 0 and 1. The one-pass estimator this replaced read σ = 50 as
 /// about 45 on street scenes and 43 on photographs, the noise left after clipping
 /// rather than the σ the noise was made with (which the models take as input); this
-/// one reads about 48. Faint noise
-/// gets a thin margin, as it is barely clipped and the dark and bright flat areas
-/// are the best places to measure it. If the margin leaves fewer than 1/8 of the
-/// pixels, the first estimate stands.
+/// one reads about 48. Faint noise gets a thin margin, as it is barely clipped and
+/// the dark and bright flat areas are the best places to measure it. If the margin
+/// leaves fewer than 1/8 of the pixels, the first estimate stands.
 ///
 /// The estimator holds two fixed histograms and allocates nothing per call.
 #[derive(Debug, Clone)]
@@ -517,7 +516,7 @@ impl SigmaEstimator {
         let step = interior.div_ceil(self.budget).max(1);
         let bounds = WindowBounds::new(margin);
 
-        // Pass 1: the median gradient, on a subset of the rows.
+        // The median gradient, on a subset of the rows.
         self.grad_hist.fill(0);
         let mut counted = 0u64;
         for c in 0..3 {
@@ -541,7 +540,7 @@ impl SigmaEstimator {
             }
         }
 
-        // Pass 2: residuals of the pixels at or below the median gradient.
+        // Residuals of the pixels at or below the median gradient.
         self.res_hist.fill(0);
         let mut kept = 0u64;
         for c in 0..3 {
