@@ -438,12 +438,27 @@ const KERNEL_NORM: f32 = 6.0;
 /// the dark and bright flat areas are the best places to measure it. If the margin
 /// leaves fewer than 1/8 of the pixels, the first estimate stands.
 ///
-/// The estimator holds two fixed histograms and allocates nothing per call.
+/// The examined pixels' gradient bins, residual bins and window sums are computed once
+/// and kept for both passes (8 bytes a pixel: about 1.6 MB at the default budget).
+/// The estimator holds two fixed histograms and that buffer, which grows only when a
+/// frame needs more of it than any before, and allocates nothing else per call.
 #[derive(Debug, Clone)]
 pub struct SigmaEstimator {
     grad_hist: Vec<u32>,
     res_hist: Vec<u32>,
     budget: usize,
+    samples: Vec<Sample>,
+}
+
+/// What the passes need of one examined pixel.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    /// The sum of its 3×3 window, +∞ if the window holds a saturated sample.
+    window: f32,
+    /// Its Sobel magnitude's histogram bin.
+    grad: u16,
+    /// Its |Immerkær residual|'s histogram bin.
+    res: u16,
 }
 
 impl Default for SigmaEstimator {
@@ -458,6 +473,7 @@ impl SigmaEstimator {
             grad_hist: vec![0; GRAD_BINS],
             res_hist: vec![0; RES_BINS],
             budget: DEFAULT_BUDGET,
+            samples: Vec::new(),
         }
     }
 
@@ -488,12 +504,29 @@ impl SigmaEstimator {
             planar.len()
         );
         let plane_len = rows_total * row_len;
-        let (first, kept) = self.pass(planar, width, height, row_len, plane_len, 0.0);
+        let interior = (width - 2) * (height - 2);
+        let step = interior.div_ceil(self.budget).max(1);
+        let rows = (height - 2).div_ceil(step);
+        let per_row = width - 2;
+        let total = 3 * rows * per_row;
+        if self.samples.len() < total {
+            self.samples.resize(total, Sample::default());
+        }
+        let mut out = self.samples[..total].chunks_exact_mut(per_row);
+        for c in 0..3 {
+            let plane = &planar[c * plane_len..(c + 1) * plane_len];
+            for y in (1..height - 1).step_by(step) {
+                let (r0, r1, r2) = neighbour_rows(plane, y, width, row_len);
+                sample_row(r0, r1, r2, out.next().expect("one chunk per examined row"));
+            }
+        }
+
+        let (first, kept) = self.pass(total, per_row, 0.0);
         if kept == 0 {
             return 0.0;
         }
         let margin = (first * first / CLIP_MARGIN_SCALE).min(CLIP_MARGIN_MAX);
-        let (second, kept_inside) = self.pass(planar, width, height, row_len, plane_len, margin);
+        let (second, kept_inside) = self.pass(total, per_row, margin);
         if kept_inside * MIN_KEPT_SHARE >= kept {
             second
         } else {
@@ -501,29 +534,25 @@ impl SigmaEstimator {
         }
     }
 
-    /// One estimate from the 3×3 windows whose pixels are all unsaturated and whose
-    /// mean lies in `[margin, 1 - margin]`: (sigma, pixels kept).
-    fn pass(
-        &mut self,
-        planar: &[f32],
-        width: usize,
-        height: usize,
-        row_len: usize,
-        plane_len: usize,
-        margin: f32,
-    ) -> (f32, u64) {
-        let interior = (width - 2) * (height - 2);
-        let step = interior.div_ceil(self.budget).max(1);
+    /// One estimate from the first `total` samples (rows of `per_row`), counting the
+    /// pixels whose 3×3 window has no saturated sample and a mean in
+    /// `[margin, 1 - margin]`: (sigma, pixels kept).
+    fn pass(&mut self, total: usize, per_row: usize, margin: f32) -> (f32, u64) {
         let bounds = WindowBounds::new(margin);
+        let samples = &self.samples[..total];
 
-        // The median gradient, on a subset of the rows.
+        // The median gradient, on every THRESHOLD_ROW_FACTOR-th examined row (the
+        // channels' rows follow each other, and each channel's count of rows need
+        // not be a multiple of the factor, so the rows are taken per channel).
         self.grad_hist.fill(0);
         let mut counted = 0u64;
-        for c in 0..3 {
-            let plane = &planar[c * plane_len..(c + 1) * plane_len];
-            for y in (1..height - 1).step_by(step * THRESHOLD_ROW_FACTOR) {
-                let (r0, r1, r2) = neighbour_rows(plane, y, width, row_len);
-                counted += gradient_row(r0, r1, r2, bounds, &mut self.grad_hist);
+        for plane in samples.chunks_exact(total / 3) {
+            for row in plane.chunks_exact(per_row).step_by(THRESHOLD_ROW_FACTOR) {
+                for s in row {
+                    let keep = u32::from(bounds.keeps(s.window));
+                    self.grad_hist[s.grad as usize] += keep;
+                    counted += u64::from(keep);
+                }
             }
         }
         if counted == 0 {
@@ -531,11 +560,11 @@ impl SigmaEstimator {
         }
         let half = counted.div_ceil(2);
         let mut cum = 0u64;
-        let mut threshold = GRAD_BINS as u32 - 1;
+        let mut threshold = GRAD_BINS as u16 - 1;
         for (b, &n) in self.grad_hist.iter().enumerate() {
             cum += n as u64;
             if cum >= half {
-                threshold = b as u32;
+                threshold = b as u16;
                 break;
             }
         }
@@ -543,12 +572,10 @@ impl SigmaEstimator {
         // Residuals of the pixels at or below the median gradient.
         self.res_hist.fill(0);
         let mut kept = 0u64;
-        for c in 0..3 {
-            let plane = &planar[c * plane_len..(c + 1) * plane_len];
-            for y in (1..height - 1).step_by(step) {
-                let (r0, r1, r2) = neighbour_rows(plane, y, width, row_len);
-                kept += residual_row(r0, r1, r2, threshold, bounds, &mut self.res_hist);
-            }
+        for s in samples {
+            let keep = u32::from(bounds.keeps(s.window) & (s.grad <= threshold));
+            self.res_hist[s.res as usize] += keep;
+            kept += u64::from(keep);
         }
         if kept == 0 {
             return (0.0, 0);
@@ -584,7 +611,7 @@ fn saturated(v: f32) -> bool {
 }
 
 /// Column `x` of three rows: the sum of its samples, or +∞ if one is saturated (so
-/// that any window holding it fails [`WindowBounds::keeps`]).
+/// that any window holding it is +∞ and fails [`WindowBounds::keeps`]).
 #[inline(always)]
 fn column(r0: &[f32], r1: &[f32], r2: &[f32], x: usize) -> f32 {
     let (a, b, c) = (r0[x], r1[x], r2[x]);
@@ -612,10 +639,9 @@ impl WindowBounds {
         }
     }
 
-    /// Whether the window of these three column sums is kept.
+    /// Whether the window of this sum ([`Sample::window`]) is kept.
     #[inline(always)]
-    fn keeps(self, left: f32, mid: f32, right: f32) -> bool {
-        let sum = left + mid + right;
+    fn keeps(self, sum: f32) -> bool {
         (sum >= self.lo) & (sum <= self.hi)
     }
 }
@@ -629,45 +655,25 @@ fn gradient_bin(r0: &[f32], r1: &[f32], r2: &[f32], x: usize) -> u32 {
     (((gx.abs() + gy.abs()) * GRAD_SCALE) as u32).min(GRAD_BINS as u32 - 1)
 }
 
-/// Histograms the gradients of one row's interior pixels whose window is kept
-/// ([`WindowBounds`]); returns how many. (Branch-free: the selection is a 0/1
-/// weight, as it is unpredictable. The window's column sums slide along the row.)
-fn gradient_row(r0: &[f32], r1: &[f32], r2: &[f32], bounds: WindowBounds, hist: &mut [u32]) -> u64 {
+/// Fills `out` with the [`Sample`]s of one row's interior pixels (`out.len()` of
+/// them). The window's column sums slide along the row.
+fn sample_row(r0: &[f32], r1: &[f32], r2: &[f32], out: &mut [Sample]) {
     let w = r1.len();
     let (r0, r2) = (&r0[..w], &r2[..w]);
-    let mut n = 0u64;
     let (mut left, mut mid) = (column(r0, r1, r2, 0), column(r0, r1, r2, 1));
-    for x in 1..w - 1 {
+    for (x, s) in (1..w - 1).zip(out.iter_mut()) {
         let right = column(r0, r1, r2, x + 1);
-        let keep = u32::from(bounds.keeps(left, mid, right));
-        (left, mid) = (mid, right);
-        hist[gradient_bin(r0, r1, r2, x) as usize] += keep;
-        n += u64::from(keep);
-    }
-    n
-}
-
-/// Histograms Immerkær's residual of one row's interior pixels whose window is
-/// kept and whose gradient bin is at most `threshold`; returns how many.
-fn residual_row(r0: &[f32], r1: &[f32], r2: &[f32], threshold: u32, bounds: WindowBounds, hist: &mut [u32]) -> u64 {
-    let w = r1.len();
-    let (r0, r2) = (&r0[..w], &r2[..w]);
-    let mut n = 0u64;
-    let (mut left, mut mid) = (column(r0, r1, r2, 0), column(r0, r1, r2, 1));
-    for x in 1..w - 1 {
-        let center = r1[x];
-        let right = column(r0, r1, r2, x + 1);
-        let window = bounds.keeps(left, mid, right);
-        (left, mid) = (mid, right);
-        let keep = u32::from(window & (gradient_bin(r0, r1, r2, x) <= threshold));
         let corners = r0[x - 1] + r0[x + 1] + r2[x - 1] + r2[x + 1];
         let edges = r0[x] + r1[x - 1] + r1[x + 1] + r2[x];
-        let res = corners - 2.0 * edges + 4.0 * center;
-        let bin = ((res.abs() * RES_SCALE) as u32).min(RES_BINS as u32 - 1);
-        hist[bin as usize] += keep;
-        n += u64::from(keep);
+        let res = corners - 2.0 * edges + 4.0 * r1[x];
+        *s = Sample {
+            window: left + mid + right,
+            grad: gradient_bin(r0, r1, r2, x) as u16,
+            // `as` saturates (and maps NaN to 0); min() keeps the bin in range.
+            res: ((res.abs() * RES_SCALE) as u32).min(RES_BINS as u32 - 1) as u16,
+        };
+        (left, mid) = (mid, right);
     }
-    n
 }
 
 /// The noise sigma (on the [0,1] scale) of a planar RGB float frame: a convenience
