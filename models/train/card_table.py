@@ -145,14 +145,15 @@ def main():
         ("quality_v11", "previous quality 1.1.0, own labels"),
         ("quality_v10", "previous quality 1.0.0 (a LightSeg fine-tuned 400 steps), own labels"),
     ]
-    rows = [
-        ("LightSeg trained on clean input, fed the noisy image", "miou_seg_clean_on_clean", "miou_seg_clean_on_noisy", None),
-        ("LightSeg trained on noisy input (sigma 0..75)", "miou_seg_noisy_on_clean", "miou_seg_noisy_on_noisy", "miou_seg_noisy_on_noisy_est_sigma"),
-    ] + [(f"clean-trained LightSeg on {what}", None, f"miou_segclean_on_{k}_output", None) for k, what in segout] \
-      + [(label, f"miou_{k}_on_clean", f"miou_{k}", f"miou_{k}_est_sigma") for k, label in own]
-    for label, clean_key, key, est_key in rows:
-        m = mark(est_key[len("miou_"):est_key.index("_on_") if "_on_" in est_key else -len("_est_sigma")]) \
-            if est_key else ""
+    rows = [  # (label, clean-input key, noisy-input key, σ-estimated key, model whose estimator that used)
+        ("LightSeg trained on clean input, fed the noisy image", "miou_seg_clean_on_clean", "miou_seg_clean_on_noisy",
+         None, None),
+        ("LightSeg trained on noisy input (sigma 0..75)", "miou_seg_noisy_on_clean", "miou_seg_noisy_on_noisy",
+         "miou_seg_noisy_on_noisy_est_sigma", "seg_noisy"),
+    ] + [(f"clean-trained LightSeg on {what}", None, f"miou_segclean_on_{k}_output", None, None) for k, what in segout] \
+      + [(label, f"miou_{k}_on_clean", f"miou_{k}", f"miou_{k}_est_sigma", k) for k, label in own]
+    for label, clean_key, key, est_key, model in rows:
+        m = mark(model) if model else ""
         c = syn.get(clean_key) if clean_key else None
         vals = [syn.get(f"sigma{s}", {}).get(key) for s in SIGMAS]
         est = [syn.get(f"sigma{s}", {}).get(est_key) if est_key else None for s in SIGMAS]

@@ -78,6 +78,11 @@ def estimate_sigma_immerkaer(img):
 CLIP_MARGIN_SCALE, CLIP_MARGIN_MAX, MIN_KEPT_SHARE = 0.09, 0.3, 8
 
 
+def _saturated(v):
+    """Samples clipped to 0 or 1 (src/noise.rs `saturated`)."""
+    return ~((v > 1e-6) & (v < 1 - 1e-6))
+
+
 def _element_pass(x, budget, lo, centre_only=False):
     """One pass of SigmaEstimator (src/noise.rs) on planar x [3, h, w]: (sigma, kept pixels)."""
     _, h, w = x.shape
@@ -88,14 +93,12 @@ def _element_pass(x, budget, lo, centre_only=False):
         gx = (r0[..., 2:] + 2 * r1[..., 2:] + r2[..., 2:]) - (r0[..., :-2] + 2 * r1[..., :-2] + r2[..., :-2])
         gy = (r2[..., :-2] + 2 * r2[..., 1:-1] + r2[..., 2:]) - (r0[..., :-2] + 2 * r0[..., 1:-1] + r0[..., 2:])
         gb = np.minimum(((np.abs(gx) + np.abs(gy)) * np.float32(510.0)).astype(np.int64), 4095)
-        def sat(v):
-            return ~((v > 1e-6) & (v < 1 - 1e-6))
         if centre_only:
-            ok = ~sat(r1[..., 1:-1])
+            ok = ~_saturated(r1[..., 1:-1])
         else:
             # column sums (+inf where a sample is saturated), summed over the window, as
             # WindowBounds::keeps in src/noise.rs
-            col = np.where(sat(r0) | sat(r1) | sat(r2), np.float32(np.inf), r0 + r1 + r2)
+            col = np.where(_saturated(r0) | _saturated(r1) | _saturated(r2), np.float32(np.inf), r0 + r1 + r2)
             win = col[..., :-2] + col[..., 1:-1] + col[..., 2:]
             m = np.float32(lo)
             ok = (win >= np.float32(9) * m) & (win <= np.float32(9) * (np.float32(1) - m))
