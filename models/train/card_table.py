@@ -9,11 +9,14 @@ import sys
 
 SIGMAS = (15, 25, 50)
 DENOISERS = [  # (key in eval.json, row label)
-    ("sdb", "**default** `denoiseseg-sdb-small` 1.8.0 (SDB-U, K=1, 178500 + 24000 steps on 192x192 crops)"),
+    ("sdb", "**default** `denoiseseg-sdb-small` 1.9.0 (SDB-U, K=1, 202500 + 14000 steps, RMSE loss)"),
+    ("sdb_v18", "previous default 1.8.0 (the same SDB-U at 178500 + 24000 steps on 192x192 crops)"),
     ("sdb_v17", "previous default 1.7.0 (the same SDB-U at 134500 + 44000 steps)"),
     ("sdb_v16", "previous default 1.6.0 (the same SDB-U at 104500 + 30000 steps)"),
     ("sdb_v15", "previous default 1.5.0 (the same SDB-U at 77000 + 27500 steps)"),
     ("sdb_v14", "previous default 1.4.0 (the same SDB-U at 77000 steps)"),
+    ("ft2k_base18", "1.8.0 + 2000 fine-tuning steps, L1 as before"),
+    ("ft2k_rmse", "1.8.0 + 2000 fine-tuning steps, RMSE reconstruction error"),
     ("ft2k_base17", "1.7.0 + 2000 fine-tuning steps, the σ input as the noise was made"),
     ("ft2k_est05", "1.7.0 + 2000 fine-tuning steps, half the σ inputs the element's estimate"),
     ("ft2k_estmin05", "1.7.0 + 2000 fine-tuning steps, half the σ inputs min(estimate, σ)"),
@@ -83,7 +86,7 @@ def main():
     names = list(ev.get("real_images", {}).keys())
     if names:
         print("\n#### PSNR (dB) per real photograph, σ given\n")
-        keys = [("sdb", "default"), ("sdb_v17", "1.7.0"), ("sdb_v16", "1.6.0"), ("sdb_v15", "1.5.0"), ("sdb_v14", "1.4.0"), ("sdb_v13", "1.3.0"), ("sdb_v12", "1.2.0"), ("sdb_v11", "1.1.0"), ("ffdnet_pretrained", "FFDNet"), ("nlm", "NLM")]
+        keys = [("sdb", "default"), ("sdb_v18", "1.8.0"), ("sdb_v17", "1.7.0"), ("sdb_v16", "1.6.0"), ("sdb_v15", "1.5.0"), ("sdb_v14", "1.4.0"), ("sdb_v13", "1.3.0"), ("sdb_v12", "1.2.0"), ("sdb_v11", "1.1.0"), ("ffdnet_pretrained", "FFDNet"), ("nlm", "NLM")]
         print("| σ | photograph | " + " | ".join(lbl for _, lbl in keys) + " | default − FFDNet |")
         print("|---|---|" + "---|" * (len(keys) + 1))
         ff = [k for k, _ in keys].index("ffdnet_pretrained")
@@ -113,10 +116,13 @@ def main():
     ]
     own = [  # (joint model key, row label): the model's own labels
         ("sdb", "**default** (SDB-U) own labels"),
+        ("sdb_v18", "previous default 1.8.0, own labels"),
         ("sdb_v17", "previous default 1.7.0, own labels"),
         ("sdb_v16", "previous default 1.6.0, own labels"),
         ("sdb_v15", "previous default 1.5.0, own labels"),
         ("sdb_v14", "previous default 1.4.0, own labels"),
+        ("ft2k_base18", "1.8.0 + 2000 steps, L1, own labels"),
+        ("ft2k_rmse", "1.8.0 + 2000 steps, RMSE, own labels"),
         ("ft2k_base17", "1.7.0 + 2000 steps, σ as made, own labels"),
         ("ft2k_est05", "1.7.0 + 2000 steps, half the σ estimated, own labels"),
         ("ft2k_estmin05", "1.7.0 + 2000 steps, half the σ min(estimate, σ), own labels"),
@@ -176,7 +182,7 @@ def main():
         for s in SIGMAS))
     if "per_class_sdb_on_clean" in syn:
         print("\n#### per-class IoU on clean input\n")
-        keys = [k for k in ("per_class_seg_clean_on_clean", "per_class_sdb_on_clean", "per_class_sdb_v17_on_clean",
+        keys = [k for k in ("per_class_seg_clean_on_clean", "per_class_sdb_on_clean", "per_class_sdb_v18_on_clean", "per_class_sdb_v17_on_clean",
                             "per_class_sdb_v16_on_clean", "per_class_quality_on_clean",
                             "per_class_quality_v14_on_clean") if k in syn]
         print("| class | " + " | ".join(k[len("per_class_"):-len("_on_clean")] for k in keys) + " |")
@@ -191,7 +197,7 @@ def main():
         first = next(iter(rare.values()))["clean"]["pixels"]
         print("| model | " + " | ".join(f"{c} ({first[c]} px)" for c in classes) + " | mIoU |")
         print("|---|" + "---|" * (len(classes) + 1))
-        labels = {"sdb": "default 1.8.0", "sdb_v17": "1.7.0", "sdb_v16": "1.6.0", "sdb_v15": "1.5.0", "sdb_v14": "1.4.0",
+        labels = {"sdb": "default 1.9.0", "sdb_v18": "1.8.0", "sdb_v17": "1.7.0", "sdb_v16": "1.6.0", "sdb_v15": "1.5.0", "sdb_v14": "1.4.0",
                   "quality": "quality 1.5.0", "quality_v14": "quality 1.4.0", "quality_v13": "quality 1.3.0", "quality_v12": "quality 1.2.0", "seg_clean": "LightSeg, clean-trained"}
         # rows in the order above (the merged json keeps the order the runs were made in), then any others
         rare = {k: rare[k] for k in sorted(rare, key=lambda k: list(labels).index(k) if k in labels else len(labels))}

@@ -37,14 +37,25 @@ def ce(logits, lab, weight=None):
     return F.cross_entropy(lg, lab, weight=weight, ignore_index=IGNORE, reduction="sum") / valid
 
 
-def rec_l1(out, clean, sigma, sigma0=0.0):
-    """L1 reconstruction loss. With sigma0 > 0 (8-bit units) each crop's L1 is weighted by
-    (25 + sigma0) / (its sigma + sigma0): the error of a denoiser grows with the noise, so a
-    plain mean lets the noisiest crops dominate the gradient and the low-noise ones (where
-    detail must be kept) count little. A sigma-25 crop keeps weight 1."""
-    if sigma0 <= 0:
+def rec_error(out, clean, sigma, sigma0=0.0, kind="l1"):
+    """Reconstruction loss: each crop's mean absolute error (kind "l1") or its root mean
+    square error (kind "rmse"; 1e-8 inside the root). RMSE has the scale of L1 but its
+    minimiser is the minimiser of the squared error, the error PSNR measures; with the sigma
+    weighting below, the gradient a crop gets is close to that of its -PSNR, so every noise
+    level counts about alike in decibels.
+
+    With sigma0 > 0 (8-bit units) each crop's error is weighted by (25 + sigma0) / (its sigma
+    + sigma0): the error of a denoiser grows with the noise, so a plain mean lets the noisiest
+    crops dominate the gradient and the low-noise ones (where detail must be kept) count
+    little. A sigma-25 crop keeps weight 1."""
+    if kind == "rmse":
+        per = ((out - clean) ** 2).mean(dim=(1, 2, 3)).add(1e-8).sqrt()
+    elif sigma0 <= 0:
         return F.l1_loss(out, clean)
-    per = (out - clean).abs().mean(dim=(1, 2, 3))
+    else:
+        per = (out - clean).abs().mean(dim=(1, 2, 3))
+    if sigma0 <= 0:
+        return per.mean()
     w = (25.0 + sigma0) / (sigma.flatten() * 255.0 + sigma0)
     return (per * w).mean()
 
@@ -129,6 +140,9 @@ def main():
                          "LightSeg, 1 holds a fresh denoiser at the identity (the noisy-input segmenter "
                          "prefers noisy input): train with 0 first")
     ap.add_argument("--sigma-max", type=float, default=75.0)
+    ap.add_argument("--rec-loss", default="l1", choices=["l1", "rmse"],
+                    help="reconstruction error per crop: mean absolute (l1) or root mean square (rmse, "
+                         "whose minimiser is that of the squared error PSNR measures)")
     ap.add_argument("--sigma-weight", type=float, default=0.0,
                     help="weight each crop's L1 by (25 + S) / (its noise sigma + S), sigma and S in 8-bit "
                          "units, so that low-noise crops count as much as noisy ones (0 = plain mean)")
@@ -285,10 +299,11 @@ def main():
         if args.model == "sdb":
             ims, logs = net(noisy, sig_in, seg_grad=bool(args.seg_grad))
             K = len(ims)
-            losses["l1"] = sum((0.5 if k < K - 1 else 1.0) * rec_l1(im, clean, sigma, args.sigma_weight)
-                               for k, im in enumerate(ims))
+            losses[args.rec_loss] = sum((0.5 if k < K - 1 else 1.0)
+                                        * rec_error(im, clean, sigma, args.sigma_weight, args.rec_loss)
+                                        for k, im in enumerate(ims))
             losses["ce"] = sum((0.3 if k < len(logs) - 1 else 1.0) * ce(lg, lab, cw) for k, lg in enumerate(logs))
-            loss = args.rec_weight * losses["l1"] + losses["ce"]
+            loss = args.rec_weight * losses[args.rec_loss] + losses["ce"]
             out = ims[-1]
             if decoder is not None:
                 # the decoder learns appearance from the true labels; the same decoder on the
@@ -305,13 +320,13 @@ def main():
                 loss = loss + args.dual_weight * losses["dual"]
         elif args.model in ("plain", "ffdnet"):
             out = net(noisy, sig_in)
-            losses["l1"] = rec_l1(out, clean, sigma, args.sigma_weight)
-            loss = losses["l1"]
+            losses[args.rec_loss] = rec_error(out, clean, sigma, args.sigma_weight, args.rec_loss)
+            loss = losses[args.rec_loss]
         elif args.model == "cascade":
             out = net(noisy, sig_in)
-            losses["l1"] = rec_l1(out, clean, sigma, args.sigma_weight)
+            losses[args.rec_loss] = rec_error(out, clean, sigma, args.sigma_weight, args.rec_loss)
             losses["ce"] = ce(frozen(out, sigma * 0), lab, cw)
-            loss = args.rec_weight * losses["l1"] + losses["ce"]
+            loss = args.rec_weight * losses[args.rec_loss] + losses["ce"]
         elif args.model == "ffdseg":
             with torch.no_grad():
                 den = torch.clamp(net.ffd(noisy, sig_in), 0, 1)
