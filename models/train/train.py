@@ -40,9 +40,11 @@ def ce(logits, lab, weight=None):
 def rec_error(out, clean, sigma, sigma0=0.0, kind="l1"):
     """Reconstruction loss: each crop's mean absolute error (kind "l1") or its root mean
     square error (kind "rmse"; 1e-8 inside the root). RMSE has the scale of L1 but its
-    minimiser is the minimiser of the squared error, the error PSNR measures; with the sigma
-    weighting below, the gradient a crop gets is close to that of its -PSNR, so every noise
-    level counts about alike in decibels.
+    minimiser is the minimiser of the squared error, the error PSNR measures. A crop's
+    weighted RMSE has w / (2 RMSE) times the gradient of its squared error, -PSNR has
+    1 / MSE times it: with the sigma weighting below, which falls somewhat faster than a
+    denoiser's error grows with the noise, the noise levels count roughly alike in
+    decibels, the low ones a little more.
 
     With sigma0 > 0 (8-bit units) each crop's error is weighted by (25 + sigma0) / (its sigma
     + sigma0): the error of a denoiser grows with the noise, so a plain mean lets the noisiest
@@ -50,11 +52,9 @@ def rec_error(out, clean, sigma, sigma0=0.0, kind="l1"):
     little. A sigma-25 crop keeps weight 1."""
     if kind == "rmse":
         per = ((out - clean) ** 2).mean(dim=(1, 2, 3)).add(1e-8).sqrt()
-    elif sigma0 <= 0:
-        return F.l1_loss(out, clean)
     else:
         per = (out - clean).abs().mean(dim=(1, 2, 3))
-    if sigma0 <= 0:
+    if sigma0 <= 0:  # crops of one size: the mean of the crops' means is the plain mean
         return per.mean()
     w = (25.0 + sigma0) / (sigma.flatten() * 255.0 + sigma0)
     return (per * w).mean()
