@@ -9,7 +9,8 @@ import sys
 
 SIGMAS = (15, 25, 50)
 DENOISERS = [  # (key in eval.json, row label)
-    ("sdb", "**default** `denoiseseg-sdb-small` 1.9.0 (SDB-U, K=1, 202500 + 14000 steps, RMSE loss)"),
+    ("sdb", "**default** `denoiseseg-sdb-small` 1.10.0 (SDB-U, K=1, 202500 + 28000 steps, RMSE loss)"),
+    ("sdb_v19", "previous default 1.9.0 (the same SDB-U at 202500 + 14000 steps, RMSE loss)"),
     ("sdb_v18", "previous default 1.8.0 (the same SDB-U at 178500 + 24000 steps on 192x192 crops)"),
     ("sdb_v17", "previous default 1.7.0 (the same SDB-U at 134500 + 44000 steps)"),
     ("sdb_v16", "previous default 1.6.0 (the same SDB-U at 104500 + 30000 steps)"),
@@ -86,7 +87,7 @@ def main():
     names = list(ev.get("real_images", {}).keys())
     if names:
         print("\n#### PSNR (dB) per real photograph, σ given\n")
-        keys = [("sdb", "default"), ("sdb_v18", "1.8.0"), ("sdb_v17", "1.7.0"), ("sdb_v16", "1.6.0"), ("sdb_v15", "1.5.0"), ("sdb_v14", "1.4.0"), ("sdb_v13", "1.3.0"), ("sdb_v12", "1.2.0"), ("sdb_v11", "1.1.0"), ("ffdnet_pretrained", "FFDNet"), ("nlm", "NLM")]
+        keys = [("sdb", "default"), ("sdb_v19", "1.9.0"), ("sdb_v18", "1.8.0"), ("sdb_v17", "1.7.0"), ("sdb_v16", "1.6.0"), ("sdb_v15", "1.5.0"), ("sdb_v14", "1.4.0"), ("sdb_v13", "1.3.0"), ("sdb_v12", "1.2.0"), ("sdb_v11", "1.1.0"), ("ffdnet_pretrained", "FFDNet"), ("nlm", "NLM")]
         print("| σ | photograph | " + " | ".join(lbl for _, lbl in keys) + " | default − FFDNet |")
         print("|---|---|" + "---|" * (len(keys) + 1))
         ff = [k for k, _ in keys].index("ffdnet_pretrained")
@@ -116,6 +117,7 @@ def main():
     ]
     own = [  # (joint model key, row label): the model's own labels
         ("sdb", "**default** (SDB-U) own labels"),
+        ("sdb_v19", "previous default 1.9.0, own labels"),
         ("sdb_v18", "previous default 1.8.0, own labels"),
         ("sdb_v17", "previous default 1.7.0, own labels"),
         ("sdb_v16", "previous default 1.6.0, own labels"),
@@ -182,8 +184,8 @@ def main():
         for s in SIGMAS))
     if "per_class_sdb_on_clean" in syn:
         print("\n#### per-class IoU on clean input\n")
-        keys = [k for k in ("per_class_seg_clean_on_clean", "per_class_sdb_on_clean", "per_class_sdb_v18_on_clean", "per_class_sdb_v17_on_clean",
-                            "per_class_sdb_v16_on_clean", "per_class_quality_on_clean",
+        keys = [k for k in ("per_class_seg_clean_on_clean", "per_class_sdb_on_clean", "per_class_sdb_v19_on_clean", "per_class_sdb_v18_on_clean",
+                            "per_class_sdb_v17_on_clean", "per_class_quality_on_clean",
                             "per_class_quality_v14_on_clean") if k in syn]
         print("| class | " + " | ".join(k[len("per_class_"):-len("_on_clean")] for k in keys) + " |")
         print("|---|" + "---|" * len(keys))
@@ -197,7 +199,7 @@ def main():
         first = next(iter(rare.values()))["clean"]["pixels"]
         print("| model | " + " | ".join(f"{c} ({first[c]} px)" for c in classes) + " | mIoU |")
         print("|---|" + "---|" * (len(classes) + 1))
-        labels = {"sdb": "default 1.9.0", "sdb_v18": "1.8.0", "sdb_v17": "1.7.0", "sdb_v16": "1.6.0", "sdb_v15": "1.5.0", "sdb_v14": "1.4.0",
+        labels = {"sdb": "default 1.10.0", "sdb_v19": "1.9.0", "sdb_v18": "1.8.0", "sdb_v17": "1.7.0", "sdb_v16": "1.6.0", "sdb_v15": "1.5.0", "sdb_v14": "1.4.0",
                   "quality": "quality 1.5.0", "quality_v14": "quality 1.4.0", "quality_v13": "quality 1.3.0", "quality_v12": "quality 1.2.0", "seg_clean": "LightSeg, clean-trained"}
         # rows in the order above (the merged json keeps the order the runs were made in), then any others
         rare = {k: rare[k] for k in sorted(rare, key=lambda k: list(labels).index(k) if k in labels else len(labels))}

