@@ -62,8 +62,13 @@ def main():
     syn, real = ev["synthetic"], ev["real"]
     est_by = ev.get("estimator_of", {})
 
+    marked = set()  # the models whose printed σ-estimated figures carry ONE_PASS
+
     def mark(key):
-        return "" if est_by.get(key) == "element" else ONE_PASS
+        if est_by.get(key) == "element":
+            return ""
+        marked.add(key)
+        return ONE_PASS
     for title, part in (("held-out generator split", syn), ("real photographs", real)):
         print(f"\n#### PSNR (dB) / SSIM, {title}\n")
         hdr = "| model | " + " | ".join(f"σ={s} given | σ={s} estimated" for s in SIGMAS) + " |"
@@ -161,16 +166,17 @@ def main():
     ] + [(f"clean-trained LightSeg on {what}", None, f"miou_segclean_on_{k}_output", None, None) for k, what in segout] \
       + [(label, f"miou_{k}_on_clean", f"miou_{k}", f"miou_{k}_est_sigma", k) for k, label in own]
     for label, clean_key, key, est_key, model in rows:
-        m = mark(model) if model else ""
         c = syn.get(clean_key) if clean_key else None
         vals = [syn.get(f"sigma{s}", {}).get(key) for s in SIGMAS]
         est = [syn.get(f"sigma{s}", {}).get(est_key) if est_key else None for s in SIGMAS]
         if c is None and all(v is None for v in vals):
             continue
+        m = mark(model) if model and any(v is not None for v in est) else ""
         print(f"| {label} | {f(c, 3)} | " + " | ".join(f(v, 3) for v in vals) + " | " +
               " | ".join(f(v, 3) + (m if v is not None else "") for v in est) + " |")
-    print(f"\n{ONE_PASS} σ estimated by the element's one-pass estimator of before default 1.8.0 "
-          "(`evaluate.py --estimator element1`); unmarked: its two-pass estimator (src/noise.rs).")
+    if marked:
+        print(f"\n{ONE_PASS} σ estimated by the element's one-pass estimator of before default 1.8.0 "
+              "(`evaluate.py --estimator element1`); unmarked: its two-pass estimator (src/noise.rs).")
     print("\n#### noise estimate (element's estimator), mean over the images, 8-bit units\n")
     print("| true σ | generator split (min..max) | real photographs (each) | real: σ of noisy − clean after clipping |")
     print("|---|---|---|---|")
@@ -201,14 +207,14 @@ def main():
         print("|---|" + "---|" * (len(classes) + 1))
         labels = {"sdb": "default 1.10.0", "sdb_v19": "1.9.0", "sdb_v18": "1.8.0", "sdb_v17": "1.7.0", "sdb_v16": "1.6.0", "sdb_v15": "1.5.0", "sdb_v14": "1.4.0",
                   "quality": "quality 1.5.0", "quality_v14": "quality 1.4.0", "quality_v13": "quality 1.3.0", "quality_v12": "quality 1.2.0", "seg_clean": "LightSeg, clean-trained"}
-        # rows in the order above (the merged json keeps the order the runs were made in), then any others
-        rare = {k: rare[k] for k in sorted(rare, key=lambda k: list(labels).index(k) if k in labels else len(labels))}
+        # the models labelled above, in that order (eval.json has every model that ran with --rare-n)
+        rare = {k: rare[k] for k in labels if k in rare}
         for k, r in rare.items():
-            print(f"| {labels.get(k, k)} | " + " | ".join(
+            print(f"| {labels[k]} | " + " | ".join(
                 f"{f(r['clean']['per_class'].get(c), 3)} / {f(r['sigma25']['per_class'].get(c), 3)}" for c in classes)
                 + f" | {f(r['clean']['miou'], 3)} / {f(r['sigma25']['miou'], 3)} |")
         print("\nwhere the ground truth's train pixels went (clean input): " + "; ".join(
-            f"{labels.get(k, k)}: " + ", ".join(f"{c} {v * 100:.0f} %" for c, v in
+            f"{labels[k]}: " + ", ".join(f"{c} {v * 100:.0f} %" for c, v in
                                                  r["clean"]["predicted_as"].get("train", {}).items())
             for k, r in rare.items()))
 
