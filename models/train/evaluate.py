@@ -128,8 +128,9 @@ def _element_pass(x, budget, lo, centre_only=False):
 
 def estimate_sigma_element1(img, budget=1 << 16):
     """The element's estimator before default 1.8.0 (one pass, only the centre pixel's
-    saturation checked): what the --sigma-est-frac probes of 1.7.0 were trained with and
-    what the model card's σ-estimated figures marked † were measured with."""
+    saturation checked): what the --sigma-est-frac probes of 1.7.0 were trained with, and
+    what the card's σ-estimated figures of the models before 1.8.0 came from (marked †)
+    until every model was measured again with the two-pass estimator."""
     x = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
     if x.shape[1] < 3 or x.shape[2] < 3:
         return 0.0

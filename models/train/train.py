@@ -144,7 +144,7 @@ def main():
                     help="reconstruction error per crop: mean absolute (l1) or root mean square (rmse, "
                          "whose minimiser is that of the squared error PSNR measures)")
     ap.add_argument("--sigma-weight", type=float, default=0.0,
-                    help="weight each crop's L1 by (25 + S) / (its noise sigma + S), sigma and S in 8-bit "
+                    help="weight each crop's reconstruction error (--rec-loss) by (25 + S) / (its noise sigma + S), sigma and S in 8-bit "
                          "units, so that low-noise crops count as much as noisy ones (0 = plain mean)")
     ap.add_argument("--d2sm-weight", type=float, default=0.0,
                     help="sdb/plain/cascade: weight of the D2SM semantic feature-statistics matching term "
@@ -296,12 +296,13 @@ def main():
         sig_in = sigma_input(noisy, sigma, rng, args.sigma_est_frac, args.sigma_est_min)
         clean, lab, noisy, sigma, sig_in = clean.to(dev), lab.to(dev), noisy.to(dev), sigma.to(dev), sig_in.to(dev)
         losses = {}
+
+        def rec(im):
+            return rec_error(im, clean, sigma, args.sigma_weight, args.rec_loss)
         if args.model == "sdb":
             ims, logs = net(noisy, sig_in, seg_grad=bool(args.seg_grad))
             K = len(ims)
-            losses[args.rec_loss] = sum((0.5 if k < K - 1 else 1.0)
-                                        * rec_error(im, clean, sigma, args.sigma_weight, args.rec_loss)
-                                        for k, im in enumerate(ims))
+            losses[args.rec_loss] = sum((0.5 if k < K - 1 else 1.0) * rec(im) for k, im in enumerate(ims))
             losses["ce"] = sum((0.3 if k < len(logs) - 1 else 1.0) * ce(lg, lab, cw) for k, lg in enumerate(logs))
             loss = args.rec_weight * losses[args.rec_loss] + losses["ce"]
             out = ims[-1]
@@ -320,11 +321,11 @@ def main():
                 loss = loss + args.dual_weight * losses["dual"]
         elif args.model in ("plain", "ffdnet"):
             out = net(noisy, sig_in)
-            losses[args.rec_loss] = rec_error(out, clean, sigma, args.sigma_weight, args.rec_loss)
+            losses[args.rec_loss] = rec(out)
             loss = losses[args.rec_loss]
         elif args.model == "cascade":
             out = net(noisy, sig_in)
-            losses[args.rec_loss] = rec_error(out, clean, sigma, args.sigma_weight, args.rec_loss)
+            losses[args.rec_loss] = rec(out)
             losses["ce"] = ce(frozen(out, sigma * 0), lab, cw)
             loss = args.rec_weight * losses[args.rec_loss] + losses["ce"]
         elif args.model == "ffdseg":
