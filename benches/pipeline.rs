@@ -1,7 +1,8 @@
 //! Per-frame engine costs at 1024x512, outside GStreamer: the pre-processing
 //! conversion (8-bit frame to padded planar f32), the post-processing conversion back,
-//! the class-map copy, and the noise-sigma estimator. These run on the frame queue's
-//! workers beside inference; `denoiseseg bench` shows whether they stay hidden.
+//! the class-map copy and the noise-sigma estimator, which run on the frame queue's
+//! workers beside inference (`denoiseseg bench` shows whether they stay hidden), and
+//! the checked copies of the model's outputs, which run on the inference thread.
 //!
 //!     cargo bench --bench pipeline            (or: cargo bench --bench pipeline -- 200 for 200 rounds)
 use std::hint::black_box;
@@ -113,6 +114,31 @@ fn main() {
         "post: class map copy (GRAY8)",
         time(rounds, || {
             convert::copy_labels(black_box(&labels), pw, W, H, &mut mask, stride);
+        }),
+    );
+
+    // The backend's copies of a frame's outputs, checked (the contract's value ranges)
+    // against a plain copy, side by side.
+    let denoised: Vec<f32> = (0..planar.len()).map(|i| (i % 997) as f32 / 997.0).collect();
+    report(
+        "infer: denoised out, plain copy",
+        time(rounds, || planar.copy_from_slice(black_box(&denoised))),
+    );
+    report(
+        "infer: denoised out, copy_finite",
+        time(rounds, || {
+            black_box(convert::copy_finite(&mut planar, black_box(&denoised)));
+        }),
+    );
+    let mut label_copy = vec![0u8; labels.len()];
+    report(
+        "infer: labels out, plain copy",
+        time(rounds, || label_copy.copy_from_slice(black_box(&labels))),
+    );
+    report(
+        "infer: labels out, copy_class_ids",
+        time(rounds, || {
+            black_box(convert::copy_class_ids(&mut label_copy, black_box(&labels), 19));
         }),
     );
 

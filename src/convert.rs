@@ -637,6 +637,57 @@ pub fn copy_labels(src: &[u8], src_stride: usize, width: usize, height: usize, d
     }
 }
 
+/// Copies a model's image output into `dst` where it is finite and keeps what `dst`
+/// holds (the model's input) where it is NaN or infinite, so that a broken model shows
+/// the input there instead of black. Returns how many values were not finite.
+///
+/// # Panics
+/// When the slices differ in length.
+pub fn copy_finite(dst: &mut [f32], src: &[f32]) -> usize {
+    assert_eq!(dst.len(), src.len(), "copy_finite: lengths differ");
+    let mut bad = 0usize;
+    for (d, &s) in dst.iter_mut().zip(src) {
+        let ok = s.is_finite();
+        bad += usize::from(!ok);
+        *d = if ok { s } else { *d };
+    }
+    bad
+}
+
+/// Copies a model's logits, NaN replaced by −∞ so that a NaN never wins the argmax
+/// (a NaN compares false with everything, so the first class would keep it). Returns
+/// how many were NaN.
+///
+/// # Panics
+/// When the slices differ in length.
+pub fn copy_logits(dst: &mut [f32], src: &[f32]) -> usize {
+    assert_eq!(dst.len(), src.len(), "copy_logits: lengths differ");
+    let mut bad = 0usize;
+    for (d, &s) in dst.iter_mut().zip(src) {
+        let nan = s.is_nan();
+        bad += usize::from(nan);
+        *d = if nan { f32::NEG_INFINITY } else { s };
+    }
+    bad
+}
+
+/// Copies a model's class ids, an id of `classes` or more (outside the sidecar's class
+/// list) replaced by 0, so that no id without a class, colour or name leaves the
+/// engine. Returns how many were replaced.
+///
+/// # Panics
+/// When the slices differ in length.
+pub fn copy_class_ids(dst: &mut [u8], src: &[u8], classes: usize) -> usize {
+    assert_eq!(dst.len(), src.len(), "copy_class_ids: lengths differ");
+    let mut bad = 0usize;
+    for (d, &s) in dst.iter_mut().zip(src) {
+        let out = usize::from(s) >= classes;
+        bad += usize::from(out);
+        *d = if out { 0 } else { s };
+    }
+    bad
+}
+
 /// Source index of output coordinate `d` under PyTorch's bilinear
 /// `align_corners=False`: `(i0, i1, lambda1)`.
 #[inline(always)]
@@ -827,6 +878,35 @@ fn labels_direct(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_finite_keeps_the_input_where_the_output_is_nan_or_infinite() {
+        let mut dst = vec![0.1, 0.2, 0.3, 0.4, 0.5];
+        let src = [0.9, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0];
+        assert_eq!(copy_finite(&mut dst, &src), 3);
+        assert_eq!(dst, vec![0.9, 0.2, 0.3, 0.4, 0.0]);
+    }
+
+    #[test]
+    fn nan_logits_never_win_the_argmax() {
+        // Class 0 NaN, class 1 the largest finite logit, at every one of 3 pixels.
+        let src = [f32::NAN, f32::NAN, 0.5, 0.2, 0.9, 0.1, 0.1, 0.3, 0.7];
+        let mut logits = vec![0.0; 9];
+        assert_eq!(copy_logits(&mut logits, &src), 2);
+        let mut labels = vec![9u8; 3];
+        logits_to_labels(&logits, 3, 1, 3, 1, 3, 3, 1, &mut labels);
+        assert_eq!(labels, vec![1, 1, 2]);
+    }
+
+    #[test]
+    fn class_ids_outside_the_class_list_become_zero() {
+        let src = [0u8, 1, 2, 3, 200, 255];
+        let mut dst = vec![7u8; 6];
+        assert_eq!(copy_class_ids(&mut dst, &src, 3), 3);
+        assert_eq!(dst, vec![0, 1, 2, 0, 0, 0]);
+        assert_eq!(copy_class_ids(&mut dst, &src, 256), 0);
+        assert_eq!(dst, src.to_vec());
+    }
 
     /// Deterministic pseudo-random bytes.
     fn noise(n: usize, seed: u32) -> Vec<u8> {

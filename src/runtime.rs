@@ -15,7 +15,7 @@ use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use crate::model::{ElemType, ModelSpec, TensorDecl};
 use crate::queue::{Backend, Pooled, Tensors};
-use crate::{Error, Result};
+use crate::{convert, Error, Result};
 
 /// The ONNX Runtime version the project is built and tested against.
 pub const ORT_VERSION: &str = "1.31.1";
@@ -443,7 +443,7 @@ impl Backend for OrtBackend {
                 return Err(bad_shape(name, s));
             }
             for (src, t) in data.chunks_exact(frame_len).zip(batch.iter_mut()) {
-                t.image[..frame_len].copy_from_slice(src);
+                t.faults.nonfinite_denoised = convert::copy_finite(&mut t.image[..frame_len], src);
                 t.denoised = true;
             }
         }
@@ -452,8 +452,9 @@ impl Backend for OrtBackend {
             if **s != [n as i64, ph as i64, pw as i64] {
                 return Err(bad_shape(name, s));
             }
+            let classes = spec.classes.len();
             for (src, t) in data.chunks_exact(pw * ph).zip(batch.iter_mut()) {
-                t.labels[..pw * ph].copy_from_slice(src);
+                t.faults.bad_labels = convert::copy_class_ids(&mut t.labels[..pw * ph], src, classes);
                 t.has_labels = true;
             }
         }
@@ -467,7 +468,7 @@ impl Backend for OrtBackend {
             let len = c * lh * lw;
             for (src, t) in data.chunks_exact(len).zip(batch.iter_mut()) {
                 t.logits.resize(len, 0.0);
-                t.logits.copy_from_slice(src);
+                t.faults.nan_logits = convert::copy_logits(&mut t.logits, src);
                 t.logits_shape = [c, lh, lw];
             }
         }
@@ -513,6 +514,7 @@ fn load_input(dst: &mut Tensors, src: &Tensors) {
     dst.logits_shape = [0; 3];
     dst.sigma_estimate = src.sigma_estimate;
     dst.sigma = src.sigma;
+    dst.faults = Default::default();
 }
 
 /// A bare inference loop, the yardstick of the element's frame queue: runs `backend`

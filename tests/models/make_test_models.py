@@ -10,6 +10,9 @@ output is deterministic. Files land next to this script:
     no_outputs.onnx     a copy of joint.onnx whose sidecar lists no outputs
     wrong_rank.onnx     image input of rank 3 [3,H,W]
     corrupt.onnx        bytes that are not an ONNX model
+    faulty.onnx         image -> denoised = sqrt(image - 0.5) (NaN below 0.5),
+                        labels = 2 * argmax over channels (ids 0, 2, 4 of 3 classes)
+    nan_logits.onnx     image -> logits = sqrt(image - 0.5) (NaN below 0.5)
 
 each with a `<name>.toml` sidecar.
 
@@ -133,6 +136,47 @@ def make_wrong_rank(path):
     return finish(graph, path)
 
 
+def make_faulty(path):
+    """Outputs that break the contract's value ranges, for the element's fault reports."""
+    half = helper.make_tensor("half", TensorProto.FLOAT, [], [0.5])
+    two = helper.make_tensor("two", TensorProto.UINT8, [], [2])
+    nodes = [
+        helper.make_node("Sub", ["image", "half"], ["shifted"], name="shift"),
+        helper.make_node("Sqrt", ["shifted"], ["denoised"], name="sqrt"),
+        helper.make_node("ArgMax", ["image"], ["argmax"], name="argmax", axis=1, keepdims=0,
+                         select_last_index=0),
+        helper.make_node("Cast", ["argmax"], ["argmax_u8"], name="to_u8", to=TensorProto.UINT8),
+        helper.make_node("Mul", ["argmax_u8", "two"], ["labels"], name="double"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "faulty",
+        [image_input()],
+        [
+            helper.make_tensor_value_info("denoised", TensorProto.FLOAT, [N, 3, H, W]),
+            helper.make_tensor_value_info("labels", TensorProto.UINT8, [N, H, W]),
+        ],
+        initializer=[half, two],
+    )
+    finish(graph, path)
+
+
+def make_nan_logits(path):
+    half = helper.make_tensor("half", TensorProto.FLOAT, [], [0.5])
+    nodes = [
+        helper.make_node("Sub", ["image", "half"], ["shifted"], name="shift"),
+        helper.make_node("Sqrt", ["shifted"], ["logits"], name="sqrt"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "nan_logits",
+        [image_input()],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [N, 3, H, W])],
+        initializer=[half],
+    )
+    finish(graph, path)
+
+
 def toml_str(s):
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -199,6 +243,19 @@ def generate():
         "Broken test model: the image input has rank 3 [3,H,W].",
         1, (64, 32), {"image": "image"}, {"denoised": "denoised"})
 
+    make_faulty(p("faulty.onnx"))
+    write_sidecar(
+        p("faulty.toml"), "test-faulty",
+        "Faulty test model: denoised = sqrt(image - 0.5), NaN below 0.5; labels = 2 * argmax, "
+        "ids beyond the 3 classes.",
+        1, (64, 32), {"image": "image"}, {"denoised": "denoised", "labels": "labels"}, PRIMARY)
+
+    make_nan_logits(p("nan_logits.onnx"))
+    write_sidecar(
+        p("nan_logits.toml"), "test-nan-logits",
+        "Faulty test model: logits = sqrt(image - 0.5), NaN below 0.5.",
+        1, (64, 32), {"image": "image"}, {"logits": "logits"}, PRIMARY)
+
     with open(p("corrupt.onnx"), "wb") as f:
         f.write(b"this is not an ONNX model\n\x00\x01\x02\xff" * 4)
     write_sidecar(
@@ -256,6 +313,23 @@ def check():
     s = session("wrong_rank.onnx")
     assert len(s.get_inputs()[0].shape) == 3
 
+    s = session("faulty.onnx")
+    for n, h, w in shapes:
+        x = rng.random((n, 3, h, w), dtype=np.float32)
+        with np.errstate(invalid="ignore"):
+            want = np.sqrt(x - 0.5)
+        den, lab = s.run(None, {"image": x})
+        np.testing.assert_allclose(den, want, rtol=0, atol=1e-6)  # NaN where x < 0.5
+        assert np.array_equal(lab, 2 * np.argmax(x, axis=1).astype(np.uint8))
+
+    s = session("nan_logits.onnx")
+    for n, h, w in shapes:
+        x = rng.random((n, 3, h, w), dtype=np.float32)
+        with np.errstate(invalid="ignore"):
+            want = np.sqrt(x - 0.5)
+        (logits,) = s.run(None, {"image": x})
+        np.testing.assert_allclose(logits, want, rtol=0, atol=1e-6)
+
     try:
         session("corrupt.onnx")
     except Exception:  # noqa: BLE001 - any load failure is the point
@@ -265,7 +339,8 @@ def check():
 
     import tomllib
 
-    for name in ["joint", "denoise_sigma", "seg_logits", "no_outputs", "wrong_rank", "corrupt"]:
+    for name in ["joint", "denoise_sigma", "seg_logits", "no_outputs", "wrong_rank", "corrupt", "faulty",
+                 "nan_logits"]:
         with open(os.path.join(HERE, name + ".toml"), "rb") as f:
             meta = tomllib.load(f)
         assert meta["provenance"] == PROVENANCE

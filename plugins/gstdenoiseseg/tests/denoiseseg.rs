@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod common;
-use common::{init, model};
+use common::{argmax, init, model, pixel, rgb_caps, rgb_frame, stride};
 use gst::prelude::*;
 use gst_check::Harness;
 
@@ -29,52 +29,6 @@ fn harness(e: &gst::Element, caps: &str) -> Harness {
     h.set_src_caps_str(caps);
     h.play();
     h
-}
-
-fn stride(w: usize, bpp: usize) -> usize {
-    (w * bpp).div_ceil(4) * 4
-}
-
-/// Pixel (r, g, b) of test frame `i` at (x, y): varied so that every class appears.
-fn pixel(i: usize, x: usize, y: usize) -> [u8; 3] {
-    [
-        ((x * 37 + y * 11 + i * 5) % 256) as u8,
-        ((x * 13 + y * 29 + i * 3) % 256) as u8,
-        ((x * 7 + y * 17 + i * 11 + 80) % 256) as u8,
-    ]
-}
-
-fn rgb_frame(i: usize, w: usize, h: usize) -> gst::Buffer {
-    let s = stride(w, 3);
-    let mut data = vec![0u8; s * h];
-    for y in 0..h {
-        for x in 0..w {
-            data[y * s + x * 3..y * s + x * 3 + 3].copy_from_slice(&pixel(i, x, y));
-        }
-    }
-    let mut b = gst::Buffer::from_mut_slice(data);
-    {
-        let b = b.get_mut().unwrap();
-        b.set_pts(gst::ClockTime::from_mseconds(40 * i as u64));
-        b.set_dts(gst::ClockTime::from_mseconds(40 * i as u64));
-        b.set_duration(gst::ClockTime::from_mseconds(40));
-        b.set_offset(i as u64);
-    }
-    b
-}
-
-fn rgb_caps(w: usize, h: usize) -> String {
-    format!("video/x-raw,format=RGB,width={w},height={h},framerate=25/1")
-}
-
-fn argmax(p: [u8; 3]) -> u8 {
-    let mut best = 0;
-    for c in 1..3 {
-        if p[c] > p[best] {
-            best = c;
-        }
-    }
-    best as u8
 }
 
 fn mask_of(buffer: &gst::BufferRef) -> (Vec<u8>, usize) {
@@ -662,7 +616,7 @@ fn shipped_config_presets_name_only_real_properties_with_valid_values() {
 }
 
 #[test]
-fn config_preset_with_bad_values_warns_and_keeps_the_good_ones() {
+fn config_preset_with_bad_values_keeps_the_good_ones_and_fails_the_start_naming_the_bad() {
     let dir = std::env::temp_dir().join(format!("dseg-badconfig-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bad.toml");
@@ -672,11 +626,26 @@ fn config_preset_with_bad_values_warns_and_keeps_the_good_ones() {
     )
     .unwrap();
     let e = element("joint.onnx", &[]);
-    // Out of range, read-only, unparsable and unknown entries are skipped with a
-    // warning (glib would abort the process on the first two).
+    // Out of range, read-only, unparsable and unknown entries are not set (glib would
+    // abort the process on the first two); the others are.
     e.set_property("config", path.display().to_string());
     assert_eq!(e.property::<u32>("batch-size"), 1);
     assert_eq!(e.property::<f64>("noise-level"), -1.0);
     assert_eq!(e.property::<u32>("workers"), 3);
+    let msg = start_error(&e);
+    for what in [
+        path.display().to_string(),
+        "batch-size = 500 is outside 1..=64".into(),
+        "frames-processed is read-only".into(),
+        "noise-level = 'loud'".into(),
+        "no property 'nope'".into(),
+    ] {
+        assert!(msg.contains(&what), "{what} not in {msg}");
+    }
+    // A good preset set afterwards clears the error.
+    std::fs::write(&path, "workers = 2\n").unwrap();
+    e.set_property("config", path.display().to_string());
+    e.set_state(gst::State::Paused).expect("starts");
+    e.set_state(gst::State::Null).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -28,8 +28,23 @@
 //! is the single pusher. Serialized events travel through the queue in order, EOS
 //! drains it, flushes discard what is in flight, and with `leaky` the oldest waiting
 //! frame is dropped rather than blocking a live source.
+//!
+//! Model outputs are checked as they are copied out of the model: NaN or infinite
+//! values in `denoised` leave the input pixel in their place, NaN logits never win the
+//! argmax, and class ids outside the sidecar's classes become class 0, so no class id
+//! without a class leaves the element. Each kind of invalid output is posted once as an
+//! element warning (and logged) until the element stops.
+//!
+//! State changes: READY -> PAUSED reads the model and its sidecar and starts the queue;
+//! the ONNX Runtime session is built on the queue's inference thread, announced with
+//! Progress messages, so this transition returns at once. PAUSED -> READY waits until
+//! every thread of the queue has ended, including a session build still in progress:
+//! it can take as long as one build (well under a second for the shipped models on a
+//! CPU; a TensorRT engine without a cache in `engine-cache-dir`: up to minutes) or one
+//! batch in the model. Nothing of the element's outlives the transition, so a process
+//! may exit right after it, and a new start never runs two builds at once.
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -116,6 +131,9 @@ struct Settings {
     noise_level: f64,
     output: OutputMode,
     overlay_alpha: f64,
+    /// What was wrong with `config` when it was set: the next start fails with it (a
+    /// property set before the element is in a pipeline has no bus to report on).
+    config_error: Option<String>,
 }
 
 impl Default for Settings {
@@ -137,6 +155,7 @@ impl Default for Settings {
             noise_level: DEFAULT_NOISE_LEVEL,
             output: OutputMode::Denoised,
             overlay_alpha: DEFAULT_OVERLAY_ALPHA,
+            config_error: None,
         }
     }
 }
@@ -155,6 +174,8 @@ struct FrameInfo {
     /// Layout of buffers this element allocates (the default layout of `info`).
     out_layout: FrameLayout,
     mask_info: gst_video::VideoInfo,
+    /// The caps of `mask` for these frames.
+    mask_caps: gst::Caps,
     out_pool: gst::BufferPool,
     mask_pool: gst::BufferPool,
     format: PixelFormat,
@@ -232,6 +253,7 @@ impl FrameInfo {
             info,
             out_layout,
             mask_info,
+            mask_caps,
             out_pool,
             mask_pool,
             format,
@@ -298,11 +320,16 @@ impl Stamp {
 struct Out {
     buffer: gst::Buffer,
     mask: Option<gst::Buffer>,
+    /// The caps the frame was processed under (not the latest ones: a caps change may
+    /// have been queued behind it).
+    info: Arc<FrameInfo>,
 }
 
 /// Serialized items travelling through the queue between frames.
 enum QEvent {
     Gst(gst::Event),
+    /// A caps event, with what it fixes for the frames after it.
+    Caps(gst::Event, Arc<FrameInfo>),
     /// A DRAIN query: answered once every frame before it has been pushed.
     Drain(crossbeam_channel::Sender<()>),
 }
@@ -317,6 +344,44 @@ struct Proc {
     /// The model does not denoise: the input is the output image.
     keep_input: bool,
     tunables: Arc<OutputTunables>,
+    /// Where invalid model outputs are reported.
+    element: glib::WeakRef<super::DenoiseSeg>,
+    /// The kinds of invalid output already reported since start (bits of [`Proc::FAULTS`]).
+    warned: AtomicU8,
+    /// Name of class 0, which invalid class ids become.
+    class0: String,
+}
+
+impl Proc {
+    /// Reports what was invalid in a frame's model outputs, and how the engine mended
+    /// it, once per kind until the element stops: an element warning, which also logs.
+    fn report_faults(&self, faults: &queue::OutputFaults, pts: Option<gst::ClockTime>) {
+        let counts = [faults.nonfinite_denoised, faults.nan_logits, faults.bad_labels];
+        for (kind, count) in counts.into_iter().enumerate() {
+            let bit = 1u8 << kind;
+            if count == 0 || self.warned.fetch_or(bit, Ordering::Relaxed) & bit != 0 {
+                continue;
+            }
+            let Some(el) = self.element.upgrade() else { return };
+            let what = match kind {
+                0 => "NaN or infinite values in its denoised image; the input pixels are shown there".to_string(),
+                1 => "NaN values in its logits; they never win the argmax".to_string(),
+                _ => format!(
+                    "class ids outside its {} classes; they are shown as class 0 ({})",
+                    self.classes, self.class0
+                ),
+            };
+            gst::element_warning!(
+                el,
+                gst::StreamError::Decode,
+                ("The model gave invalid output: {}.", what),
+                [
+                    "{count} values in the frame at {}; reported once until the element stops",
+                    pts.display()
+                ]
+            );
+        }
+    }
 }
 
 impl Processor for Proc {
@@ -337,6 +402,9 @@ impl Processor for Proc {
     }
 
     fn post(&self, frame: Frame, t: &mut Tensors) -> denoiseseg::Result<Out> {
+        if t.faults.any() {
+            self.report_faults(&t.faults, frame.stamp.pts);
+        }
         let info = &frame.info;
         let (w, h) = (t.width, t.height);
         let mask = if t.has_labels {
@@ -409,7 +477,11 @@ impl Processor for Proc {
                 s.set("palette", self.palette_bytes.clone());
             }
         }
-        Ok(Out { buffer, mask })
+        Ok(Out {
+            buffer,
+            mask,
+            info: frame.info,
+        })
     }
 }
 
@@ -614,11 +686,14 @@ impl DenoiseSeg {
                     }
                 };
                 gst::info!(CAT, imp = self, "caps {caps}");
-                match lock(&self.state).as_mut() {
-                    Some(s) => s.info = Some(info),
+                let queue = match lock(&self.state).as_mut() {
+                    Some(s) => {
+                        s.info = Some(info.clone());
+                        s.queue.clone()
+                    }
                     None => return false,
-                }
-                self.queue_event(event)
+                };
+                queue.submit_event(QEvent::Caps(event, info)).is_ok()
             }
             EventView::Segment(s) => {
                 if let Ok(seg) = s.segment().clone().downcast::<gst::ClockTime>() {
@@ -778,7 +853,7 @@ impl DenoiseSeg {
                     buffer.make_mut().set_flags(gst::BufferFlags::DISCONT);
                 }
                 let flow = self.srcpad.push(buffer);
-                let mask_flow = out.mask.map(|m| self.push_mask(m));
+                let mask_flow = out.mask.map(|m| self.push_mask(m, &out.info));
                 let flow = match (flow, mask_flow) {
                     // Only the src pad being unlinked is no reason to stop while mask is linked.
                     (Err(gst::FlowError::NotLinked), Some(Ok(s))) => Ok(s),
@@ -786,10 +861,13 @@ impl DenoiseSeg {
                 };
                 self.set_flow(flow);
             }
-            Recv::Item(Output::Event(QEvent::Gst(event))) => {
-                if let gst::EventView::Caps(_) = event.view() {
-                    self.push_mask_caps();
+            Recv::Item(Output::Event(QEvent::Caps(event, info))) => {
+                if let Some(mask) = lock(&self.mask_pad).clone() {
+                    self.push_mask_caps(&mask, &info);
                 }
+                self.push_to_src_pads(event);
+            }
+            Recv::Item(Output::Event(QEvent::Gst(event))) => {
                 let eos = event.type_() == gst::EventType::Eos;
                 let ok = self.push_to_src_pads(event);
                 if eos && !ok {
@@ -839,19 +917,17 @@ impl DenoiseSeg {
         }
     }
 
-    fn push_mask_caps(&self) {
-        let Some(mask) = lock(&self.mask_pad).clone() else {
+    /// Sends `mask` the caps of the frames described by `info`, unless it has them.
+    fn push_mask_caps(&self, mask: &gst::Pad, info: &FrameInfo) {
+        let current = mask.current_caps();
+        if current
+            .as_ref()
+            .is_some_and(|c| c.as_ptr() == info.mask_caps.as_ptr() || *c == info.mask_caps)
+        {
             return;
-        };
-        let Some((_, Some(info))) = self.state_snapshot() else {
-            return;
-        };
-        self.ensure_mask_stream_start(&mask);
-        if let Ok(caps) = info.mask_info.to_caps() {
-            if mask.current_caps().as_ref() != Some(&caps) {
-                mask.push_event(gst::event::Caps::new(&caps));
-            }
         }
+        self.ensure_mask_stream_start(mask);
+        mask.push_event(gst::event::Caps::new(&info.mask_caps));
     }
 
     fn ensure_mask_stream_start(&self, mask: &gst::Pad) {
@@ -870,12 +946,14 @@ impl DenoiseSeg {
         mask.push_event(b.build());
     }
 
-    fn push_mask(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+    /// Pushes a class map on `mask`, under the caps of the frame it belongs to.
+    fn push_mask(&self, buffer: gst::Buffer, info: &FrameInfo) -> Result<gst::FlowSuccess, gst::FlowError> {
         let Some(mask) = lock(&self.mask_pad).clone() else {
             return Err(gst::FlowError::NotLinked);
         };
-        if mask.current_caps().is_none() {
-            self.push_mask_caps();
+        // A pad requested mid-stream has seen neither the caps nor the segment.
+        self.push_mask_caps(&mask, info);
+        if mask.sticky_event::<gst::event::Segment>(0).is_none() {
             if let Some(seg) = self.srcpad.sticky_event::<gst::event::Segment>(0) {
                 mask.push_event(seg);
             }
@@ -890,6 +968,12 @@ impl DenoiseSeg {
     /// is built on the queue's inference thread, with Progress messages).
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
+        if let Some(e) = &settings.config_error {
+            return Err(gst::error_msg!(
+                gst::ResourceError::Settings,
+                ("config {}: {}", settings.config, e)
+            ));
+        }
         let plugin_dir = self
             .obj()
             .factory()
@@ -971,6 +1055,9 @@ impl DenoiseSeg {
             classes: spec.classes.len() as u32,
             keep_input: !spec.denoises(),
             tunables: self.out_tunables.clone(),
+            element: self.obj().downgrade(),
+            warned: AtomicU8::new(0),
+            class0: spec.classes.first().map(|c| c.name.clone()).unwrap_or_default(),
         });
         let config = QueueConfig {
             batch_size: settings.batch_size as usize,
@@ -1075,39 +1162,38 @@ impl DenoiseSeg {
         true
     }
 
+    /// Sets the properties a preset names. Every entry that can be set is set; what
+    /// is wrong (the file, its TOML, an entry) is logged and kept for `start` to fail
+    /// with, since a property set before the element is in a pipeline has no bus.
     fn apply_config(&self, path: &str) {
-        if path.is_empty() {
-            return;
-        }
-        match denoiseseg::config::load_properties(Path::new(path)) {
-            Ok(props) => {
-                for (name, value) in props {
-                    if name == "config" {
-                        gst::warning!(CAT, imp = self, "config {path}: a config cannot load another config");
-                        continue;
-                    }
-                    let Some(pspec) = self.obj().find_property(&name) else {
-                        gst::element_imp_warning!(
-                            self,
-                            gst::LibraryError::Settings,
-                            ("config {}: no property '{}'", path, name)
-                        );
-                        continue;
-                    };
-                    match checked_value(&pspec, &value) {
-                        Ok(v) => self.obj().set_property_from_value(&name, &v),
-                        Err(e) => gst::element_imp_warning!(
-                            self,
-                            gst::LibraryError::Settings,
-                            ("config {}: {} {}", path, name, e)
-                        ),
-                    }
-                }
+        let problems = if path.is_empty() {
+            Vec::new()
+        } else {
+            match denoiseseg::config::load_properties(Path::new(path)) {
+                Ok(props) => props
+                    .into_iter()
+                    .filter_map(|(name, value)| self.apply_config_entry(&name, &value).err())
+                    .collect(),
+                Err(e) => vec![e.to_string()],
             }
-            Err(e) => {
-                gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{}", e));
-            }
+        };
+        for p in &problems {
+            gst::warning!(CAT, imp = self, "config {path}: {p}");
         }
+        lock(&self.settings).config_error = (!problems.is_empty()).then(|| problems.join("; "));
+    }
+
+    fn apply_config_entry(&self, name: &str, value: &str) -> Result<(), String> {
+        if name == "config" {
+            return Err("a config cannot load another config".into());
+        }
+        let pspec = self
+            .obj()
+            .find_property(name)
+            .ok_or_else(|| format!("no property '{name}'"))?;
+        let v = checked_value(&pspec, value).map_err(|e| format!("{name} {e}"))?;
+        self.obj().set_property_from_value(name, &v);
+        Ok(())
     }
 }
 
@@ -1163,6 +1249,15 @@ impl ObjectSubclass for DenoiseSeg {
             })
             .query_function(|pad, parent, query| {
                 DenoiseSeg::catch_panic_pad_function(parent, || false, |imp| imp.sink_query(pad, query))
+            })
+            // Caps and accept-caps queries are proxied to `src` only: `mask` carries
+            // GRAY8 whatever the video is, so its caps say nothing about ours.
+            .iterate_internal_links_function(|_pad, parent| {
+                DenoiseSeg::catch_panic_pad_function(
+                    parent,
+                    || gst::Iterator::from_vec(Vec::new()),
+                    |imp| gst::Iterator::from_vec(vec![imp.srcpad.clone()]),
+                )
             })
             .flags(gst::PadFlags::PROXY_CAPS)
             .build();
@@ -1236,7 +1331,9 @@ impl ObjectImpl for DenoiseSeg {
                     .build(),
                 glib::ParamSpecString::builder("config")
                     .nick("Config preset")
-                    .blurb("Path of a TOML preset whose [denoiseseg] table sets properties by name (see configs/); applied when set")
+                    .blurb("Path of a TOML preset whose [denoiseseg] table sets properties by name (see configs/); applied when \
+                            set. A preset that cannot be read, or an entry that cannot be set, fails the next start \
+                            with an error naming the file and the entry. NULL/READY only")
                     .default_value(Some(""))
                     .mutable_ready()
                     .build(),

@@ -21,3 +21,52 @@ pub fn model(name: &str) -> String {
         .display()
         .to_string()
 }
+
+/// Row stride of a packed frame `w` pixels wide with `bpp` bytes a pixel (4-byte aligned).
+pub fn stride(w: usize, bpp: usize) -> usize {
+    (w * bpp).div_ceil(4) * 4
+}
+
+/// Pixel (r, g, b) of test frame `i` at (x, y): varied so that every class appears.
+pub fn pixel(i: usize, x: usize, y: usize) -> [u8; 3] {
+    [
+        ((x * 37 + y * 11 + i * 5) % 256) as u8,
+        ((x * 13 + y * 29 + i * 3) % 256) as u8,
+        ((x * 7 + y * 17 + i * 11 + 80) % 256) as u8,
+    ]
+}
+
+/// Test frame `i`: packed RGB, timestamps 40 ms apart, offset `i`.
+pub fn rgb_frame(i: usize, w: usize, h: usize) -> gst::Buffer {
+    let s = stride(w, 3);
+    let mut data = vec![0u8; s * h];
+    for y in 0..h {
+        for x in 0..w {
+            data[y * s + x * 3..y * s + x * 3 + 3].copy_from_slice(&pixel(i, x, y));
+        }
+    }
+    let mut b = gst::Buffer::from_mut_slice(data);
+    {
+        let b = b.get_mut().unwrap();
+        b.set_pts(gst::ClockTime::from_mseconds(40 * i as u64));
+        b.set_dts(gst::ClockTime::from_mseconds(40 * i as u64));
+        b.set_duration(gst::ClockTime::from_mseconds(40));
+        b.set_offset(i as u64);
+    }
+    b
+}
+
+pub fn rgb_caps(w: usize, h: usize) -> String {
+    format!("video/x-raw,format=RGB,width={w},height={h},framerate=25/1")
+}
+
+/// The class the `joint` test model gives a pixel: its strongest channel, the first on ties.
+pub fn argmax(p: [u8; 3]) -> u8 {
+    let mut best = 0;
+    for c in 1..3 {
+        if p[c] > p[best] {
+            best = c;
+        }
+    }
+    best as u8
+}
