@@ -637,6 +637,26 @@ pub fn copy_labels(src: &[u8], src_stride: usize, width: usize, height: usize, d
     }
 }
 
+/// Values per counting block of the checked copies below: their counters are u32, so
+/// that the loops vectorize.
+const CHECK_BLOCK: usize = 1 << 16;
+
+/// Copies `src` into `dst` block by block, each value through `f`, which says whether
+/// the value was invalid; returns how many were.
+#[inline(always)]
+fn copy_counting<T: Copy>(dst: &mut [T], src: &[T], f: impl Fn(&mut T, T) -> bool) -> usize {
+    assert_eq!(dst.len(), src.len(), "checked copy: lengths differ");
+    let mut bad = 0usize;
+    for (d, s) in dst.chunks_mut(CHECK_BLOCK).zip(src.chunks(CHECK_BLOCK)) {
+        let mut n = 0u32;
+        for (d, &s) in d.iter_mut().zip(s) {
+            n += u32::from(f(d, s));
+        }
+        bad += n as usize;
+    }
+    bad
+}
+
 /// Copies a model's image output into `dst` where it is finite and keeps what `dst`
 /// holds (the model's input) where it is NaN or infinite, so that a broken model shows
 /// the input there instead of black. Returns how many values were not finite.
@@ -644,14 +664,13 @@ pub fn copy_labels(src: &[u8], src_stride: usize, width: usize, height: usize, d
 /// # Panics
 /// When the slices differ in length.
 pub fn copy_finite(dst: &mut [f32], src: &[f32]) -> usize {
-    assert_eq!(dst.len(), src.len(), "copy_finite: lengths differ");
-    let mut bad = 0usize;
-    for (d, &s) in dst.iter_mut().zip(src) {
-        let ok = s.is_finite();
-        bad += usize::from(!ok);
-        *d = if ok { s } else { *d };
-    }
-    bad
+    const EXPONENT: u32 = 0x7f80_0000;
+    copy_counting(dst, src, |d, s| {
+        // All exponent bits set: infinite or NaN.
+        let bad = s.to_bits() & EXPONENT == EXPONENT;
+        *d = if bad { *d } else { s };
+        bad
+    })
 }
 
 /// Copies a model's logits, NaN replaced by −∞ so that a NaN never wins the argmax
@@ -661,14 +680,11 @@ pub fn copy_finite(dst: &mut [f32], src: &[f32]) -> usize {
 /// # Panics
 /// When the slices differ in length.
 pub fn copy_logits(dst: &mut [f32], src: &[f32]) -> usize {
-    assert_eq!(dst.len(), src.len(), "copy_logits: lengths differ");
-    let mut bad = 0usize;
-    for (d, &s) in dst.iter_mut().zip(src) {
+    copy_counting(dst, src, |d, s| {
         let nan = s.is_nan();
-        bad += usize::from(nan);
         *d = if nan { f32::NEG_INFINITY } else { s };
-    }
-    bad
+        nan
+    })
 }
 
 /// Copies a model's class ids, an id of `classes` or more (outside the sidecar's class
@@ -678,14 +694,16 @@ pub fn copy_logits(dst: &mut [f32], src: &[f32]) -> usize {
 /// # Panics
 /// When the slices differ in length.
 pub fn copy_class_ids(dst: &mut [u8], src: &[u8], classes: usize) -> usize {
-    assert_eq!(dst.len(), src.len(), "copy_class_ids: lengths differ");
-    let mut bad = 0usize;
-    for (d, &s) in dst.iter_mut().zip(src) {
-        let out = usize::from(s) >= classes;
-        bad += usize::from(out);
+    let Ok(limit) = u8::try_from(classes) else {
+        // 256 classes or more: every id is one.
+        dst.copy_from_slice(src);
+        return 0;
+    };
+    copy_counting(dst, src, |d, s| {
+        let out = s >= limit;
         *d = if out { 0 } else { s };
-    }
-    bad
+        out
+    })
 }
 
 /// Source index of output coordinate `d` under PyTorch's bilinear
