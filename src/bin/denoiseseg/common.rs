@@ -449,9 +449,22 @@ pub fn frame_of(sample: &gst::Sample) -> Result<RgbFrame> {
     })
 }
 
-/// Pairs frames from several appsinks by presentation timestamp and hands each
-/// complete set, in timestamp order, to a callback. Frames only some sinks saw (a
-/// leaky drop) are counted and discarded at the end.
+/// A sample's running time in nanoseconds (its timestamp on the segment it came in:
+/// an encoder such as x264enc shifts timestamps and segments by 1000 hours, so the
+/// raw timestamps of branches with and without one differ); 0 without a timestamp.
+fn running_time_of(sample: &gst::Sample) -> u64 {
+    let pts = sample.buffer().and_then(|b| b.pts());
+    let running = sample
+        .segment()
+        .and_then(|s| s.downcast_ref::<gst::ClockTime>())
+        .zip(pts)
+        .and_then(|(seg, pts)| seg.to_running_time(pts));
+    running.or(pts).map(|t| t.nseconds()).unwrap_or(0)
+}
+
+/// Pairs frames from several appsinks by running time and hands each complete set, in
+/// time order, to a callback. Frames only some sinks saw (a leaky drop) are counted
+/// and discarded at the end.
 pub struct FrameSets {
     inner: Arc<Mutex<SetsInner>>,
 }
@@ -464,8 +477,8 @@ struct SetsInner {
 }
 
 impl FrameSets {
-    /// Connects to `sinks` (appsinks by name in `pipeline`); `on_set(pts, frames)` gets
-    /// the frames in the order of `sinks`.
+    /// Connects to `sinks` (appsinks by name in `pipeline`); `on_set(running_time, frames)`
+    /// gets the frames in the order of `sinks`.
     pub fn connect(
         pipeline: &gst::Pipeline,
         sinks: &[&str],
@@ -489,7 +502,7 @@ impl FrameSets {
                     .new_sample(move |s| {
                         let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
                         let mut g = inner.lock().unwrap_or_else(|e| e.into_inner());
-                        let pts = sample.buffer().and_then(|b| b.pts()).map(|t| t.nseconds()).unwrap_or(0);
+                        let pts = running_time_of(&sample);
                         match frame_of(&sample) {
                             Ok(f) => g.add(i, pts, f),
                             Err(e) => {

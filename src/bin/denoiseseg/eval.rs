@@ -1,13 +1,15 @@
-//! `denoiseseg eval`: adds seeded noise to clean footage at each given sigma, runs the
-//! element, and reports PSNR and SSIM (noisy and denoised against clean), mIoU and
-//! pixel accuracy of the class maps against ground-truth labels, and frames/s.
+//! `denoiseseg eval`: adds seeded noise to clean footage at each given sigma (white
+//! Gaussian, or camera-like signal-dependent noise), optionally compresses it as a
+//! camera would (H.264 or JPEG), runs the element, and reports PSNR and SSIM (noisy and
+//! denoised against clean), mIoU and pixel accuracy of the class maps against
+//! ground-truth labels, the noise level fed to the model, and frames/s.
 //!
 //! One pipeline per sigma:
 //!
 //! ```text
 //! source (RGB) ! tee ! queue ! appsink clean
-//!                tee ! queue ! addnoise sigma=S seed=N ! tee ! queue ! appsink noisy
-//!                                                        tee ! queue ! denoiseseg ! appsink denoised (+ class map meta)
+//!                tee ! queue ! addnoise seed=N ... [! encoder ! decoder] ! tee ! queue ! appsink noisy
+//!                                                                          tee ! queue ! denoiseseg ! appsink denoised (+ class map meta)
 //! ```
 //!
 //! The source is `filesrc ! decodebin ! videoconvert` for a video, or an appsrc fed
@@ -38,13 +40,21 @@ Examples:
   denoiseseg eval cityscapes/leftImg8bit/val/frankfurt --labels cityscapes/gtFine/val/frankfurt \\
       --sigma 15,25,50 --frames 100 --json eval.json
   denoiseseg eval clip.mkv --model my.onnx --provider cpu --seed 7
+  denoiseseg eval street.avi --noise camera --codec h264 --crf 23 --sigma 12,25 --estimate
+  denoiseseg eval street.avi --noise camera --codec jpeg --quality 60 --sigma 25 --noise-level 30
 
 INPUT is a clean video file (anything GStreamer decodes) or a folder of clean PNG/JPEG
 images, each at its own size, taken in sorted name order. LABELS is a GRAY8 video of
 class train ids (lossless: FFV1 in MKV, or PNG) or a folder of Cityscapes
 *_labelTrainIds.png maps, matched to the frames by order; 255 marks pixels to ignore.
 PSNR and SSIM are the means over frames (a frame identical to the clean one counts as
-100 dB). Frames/s is the element's output rate, from its first frame to its last.";
+100 dB); 'noisy' is what the model gets (after the codec, with --codec). 'fed' is the
+mean noise level given to the model: the sigma, the per-frame estimate (--estimate) or
+--noise-level. Frames/s is the element's output rate, from its first frame to its last.
+
+--noise camera is signal-dependent sensor noise (addnoise mode=poisson-gaussian): its
+variance is gain * v + read^2 for a clean value v, with three quarters of the variance
+from shot noise at mid-grey, so that SIGMA is its standard deviation at v = 128.";
 
 /// PSNR given to a frame identical to the reference.
 const PSNR_CAP: f64 = 100.0;
@@ -66,8 +76,21 @@ pub struct Args {
     /// Seed of the added noise (the same seed gives the same noise)
     #[arg(long, value_name = "N", default_value_t = 0)]
     seed: u64,
+    /// The noise added: gaussian (white, SIGMA its standard deviation) or camera
+    /// (signal-dependent shot and read noise, SIGMA its standard deviation at mid-grey)
+    #[arg(long, value_enum, default_value_t = NoiseModel::Gaussian)]
+    noise: NoiseModel,
+    /// Compress the noisy frames before the model, as cameras do: h264 (x264, --crf) or jpeg (--quality)
+    #[arg(long, value_enum, default_value_t = Codec::None)]
+    codec: Codec,
+    /// Constant-quality factor of --codec h264 (0-51; x264's CRF: 18 is visually lossless, 23 its default)
+    #[arg(long, value_name = "N", default_value_t = 23, value_parser = clap::value_parser!(u32).range(0..=51))]
+    crf: u32,
+    /// Quality of --codec jpeg (1-100)
+    #[arg(long, value_name = "Q", default_value_t = 75, value_parser = clap::value_parser!(u32).range(1..=100))]
+    quality: u32,
     /// Let the element estimate the noise level per frame (noise-level=-1) instead of giving it the sigma
-    #[arg(long)]
+    #[arg(long, conflicts_with = "noise_level")]
     estimate: bool,
     /// Evaluate the first N frames (images) only
     #[arg(long, value_name = "N")]
@@ -77,6 +100,75 @@ pub struct Args {
     json: Option<PathBuf>,
     #[command(flatten)]
     element: ElementOpts,
+}
+
+/// The noise `eval` adds.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoiseModel {
+    /// White Gaussian noise
+    Gaussian,
+    /// Signal-dependent shot noise plus read noise, as a camera sensor gives
+    Camera,
+}
+
+impl NoiseModel {
+    /// `addnoise` properties for noise of standard deviation `sigma` (at mid-grey for
+    /// camera noise).
+    fn addnoise_props(self, sigma: f64) -> String {
+        match self {
+            NoiseModel::Gaussian => format!("sigma={sigma}"),
+            NoiseModel::Camera => {
+                // Read noise carries a quarter of the variance at v = 128, shot noise
+                // (variance gain * v) the rest.
+                let read = sigma / 2.0;
+                let gain = 0.75 * sigma * sigma / 128.0;
+                format!("mode=poisson-gaussian sigma={read} gain={gain}")
+            }
+        }
+    }
+}
+
+/// The compression `eval` applies to the noisy frames.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    /// No compression
+    None,
+    /// H.264 with x264 at a constant quality (--crf), decoded with libav
+    H264,
+    /// JPEG at --quality
+    Jpeg,
+}
+
+impl Args {
+    /// The encode-and-decode chain after the noise (empty without a codec), ending in RGB.
+    fn codec_chain(&self) -> String {
+        match self.codec {
+            Codec::None => String::new(),
+            Codec::H264 => format!(
+                "! videoconvert ! video/x-raw,format=I420 ! x264enc pass=qual quantizer={} speed-preset=faster \
+                 ! h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=RGB",
+                self.crf
+            ),
+            Codec::Jpeg => format!(
+                "! jpegenc quality={} ! jpegdec ! videoconvert ! video/x-raw,format=RGB",
+                self.quality
+            ),
+        }
+    }
+
+    /// How the noise is made, for the report.
+    fn noise_description(&self) -> String {
+        let codec = match self.codec {
+            Codec::None => String::new(),
+            Codec::H264 => format!(", H.264 CRF {}", self.crf),
+            Codec::Jpeg => format!(", JPEG quality {}", self.quality),
+        };
+        let noise = match self.noise {
+            NoiseModel::Gaussian => "Gaussian noise",
+            NoiseModel::Camera => "camera noise (sigma at mid-grey)",
+        };
+        format!("{noise}{codec}")
+    }
 }
 
 /// Where the clean frames come from.
@@ -384,11 +476,16 @@ fn run_sigma(
     };
     let desc = format!(
         "{head} \
-         t. ! queue ! appsink name=clean sync=false \
-         t. ! queue ! addnoise name=noise sigma={sigma} seed={seed} ! tee name=n \
-         n. ! queue ! appsink name=noisy sync=false \
-         n. ! queue ! denoiseseg name=ds ! appsink name=den sync=false",
-        seed = args.seed
+         t. ! queue ! appsink name=clean {sink} \
+         t. ! queue ! addnoise name=noise {noise} seed={seed} {codec} ! tee name=n \
+         n. ! queue ! appsink name=noisy {sink} \
+         n. ! queue ! denoiseseg name=ds ! appsink name=den {sink}",
+        // Not waiting for preroll: an encoder holds tens of frames before its first
+        // output, and a prerolled clean sink would block the tee before it gets them.
+        sink = "sync=false async=false",
+        noise = args.noise.addnoise_props(sigma),
+        seed = args.seed,
+        codec = args.codec_chain(),
     );
     let pipeline = gst::parse::launch(&desc)
         .context("cannot build the evaluation pipeline")?
@@ -399,8 +496,10 @@ fn run_sigma(
         limit_frames(&pipeline, n)?;
     }
     args.element.apply(&ds)?;
-    let level = if args.estimate { -1.0 } else { sigma };
-    common::set_property_checked(&ds, "noise-level", &level.to_string())?;
+    if args.element.noise_level.is_none() {
+        let level = if args.estimate { -1.0 } else { sigma };
+        common::set_property_checked(&ds, "noise-level", &level.to_string())?;
+    }
 
     let (tx, rx) = mpsc::channel::<Set>();
     // Taken out after the run, so that the metrics thread ends even if GStreamer keeps
@@ -577,9 +676,6 @@ pub fn main(mut args: Args, _verbose: u8) -> Result<ExitCode> {
     if let Some(s) = args.sigma.iter().find(|s| !(0.0..=255.0).contains(*s)) {
         bail!("--sigma {s} is outside 0..=255");
     }
-    if args.element.noise_level.is_some() {
-        bail!("eval sets noise-level itself (to each sigma, or -1 with --estimate); drop --noise-level");
-    }
     if args.frames == Some(0) {
         bail!("--frames must be at least 1");
     }
@@ -641,16 +737,17 @@ pub fn main(mut args: Args, _verbose: u8) -> Result<ExitCode> {
     }
 
     let provider = info.provider.clone().unwrap_or_else(|| "unknown".into());
+    let fed = match args.element.noise_level {
+        Some(level) => format!(", noise level {level} given"),
+        None if args.estimate => ", noise level estimated".into(),
+        None => String::new(),
+    };
     let mut table = format!(
-        "model {} on {}, provider {provider}, seed {}{}\n{:>6} {:>6} {:>11} {:>11} {:>8} {:>9} {:>9} {:>7} {:>7} {:>9}\n",
+        "model {} on {}, provider {provider}, seed {}, {}{fed}\n{:>6} {:>6} {:>11} {:>11} {:>8} {:>9} {:>9} {:>7} {:>7} {:>6} {:>9}\n",
         spec.name,
         args.input().display(),
         args.seed,
-        if args.estimate {
-            ", noise level estimated"
-        } else {
-            ""
-        },
+        args.noise_description(),
         "sigma",
         "frames",
         "PSNR noisy",
@@ -660,12 +757,13 @@ pub fn main(mut args: Args, _verbose: u8) -> Result<ExitCode> {
         "SSIM out",
         "mIoU",
         "pixacc",
+        "fed",
         "frames/s"
     );
     let opt = |v: Option<f64>, scale: f64| v.map(|v| format!("{:.1}", v * scale)).unwrap_or_else(|| "-".into());
     for r in &results {
         table.push_str(&format!(
-            "{:>6} {:>6} {:>11.2} {:>11.2} {:>+8.2} {:>9.4} {:>9.4} {:>7} {:>7} {:>9.2}\n",
+            "{:>6} {:>6} {:>11.2} {:>11.2} {:>+8.2} {:>9.4} {:>9.4} {:>7} {:>7} {:>6.1} {:>9.2}\n",
             r.sigma,
             r.frames,
             r.psnr_noisy,
@@ -675,6 +773,7 @@ pub fn main(mut args: Args, _verbose: u8) -> Result<ExitCode> {
             r.ssim_denoised,
             opt(r.miou, 100.0),
             opt(r.pixel_accuracy, 100.0),
+            r.sigma_used,
             r.fps
         ));
     }
@@ -687,7 +786,12 @@ pub fn main(mut args: Args, _verbose: u8) -> Result<ExitCode> {
         "model_name": spec.name,
         "provider": provider,
         "seed": args.seed,
+        "noise": format!("{:?}", args.noise).to_lowercase(),
+        "codec": format!("{:?}", args.codec).to_lowercase(),
+        "crf": (args.codec == Codec::H264).then_some(args.crf),
+        "jpeg_quality": (args.codec == Codec::Jpeg).then_some(args.quality),
         "estimate": args.estimate,
+        "noise_level": args.element.noise_level,
         "results": results.iter().map(|r| json!({
             "sigma": r.sigma,
             "frames": r.frames,
