@@ -186,7 +186,7 @@ fn load_bare(s: &Settings, spec: &ModelSpec, padded: (usize, usize), verbose: u8
         batch_size: s.batch,
         profile_size: Some(padded),
     };
-    let model = runtime::load_model(&env, spec, &opts).context("bare loop")?;
+    let model = runtime::load_model(&env, spec, &opts).context("cannot start the bare ONNX Runtime loop")?;
     if verbose > 0 {
         for w in &model.warnings {
             eprintln!("bare loop: {w}");

@@ -2,6 +2,7 @@
 //! options, running a pipeline to its end with progress and Ctrl-C, and pairing frames
 //! from several appsinks by timestamp.
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Once};
@@ -19,6 +20,42 @@ pub const DEFAULT_MODEL: &str = "denoiseseg-sdb-small.onnx";
 pub const SAMPLE_CLIP: &str = "sample/street.mp4";
 /// Its label maps (GRAY8 train ids, FFV1), relative to the models folder.
 pub const SAMPLE_LABELS: &str = "sample/street-labels.mkv";
+
+/// Detail that only `-v` shows: GStreamer's debug text of an error and the element it
+/// came from. It sits at the end of an error's chain of causes.
+#[derive(Debug)]
+pub struct Detail(pub String);
+
+impl fmt::Display for Detail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Detail {}
+
+/// An error as one line: the message and each of its causes (anyhow's context chain),
+/// joined by ": ", each on one line, without the [`Detail`] that `-v` adds; a cause
+/// whose text the line already holds is not repeated.
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain().filter(|c| !c.is::<Detail>()) {
+        let text = cause.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// The [`Detail`] of an error, if it carries one, for `-v`.
+pub fn error_detail(e: &anyhow::Error) -> Option<String> {
+    e.chain().find(|c| c.is::<Detail>()).map(ToString::to_string)
+}
 
 /// The folder of the running executable.
 fn exe_dir() -> Option<PathBuf> {
@@ -379,15 +416,17 @@ pub fn run_pipeline(pipeline: &gst::Pipeline, element: Option<&gst::Element>, pr
     Ok(ending)
 }
 
-/// A GStreamer error message as one line, with the debug detail as its cause.
-fn error_of(e: &gst::message::Error) -> anyhow::Error {
+/// A GStreamer error message as one line (the message and the element's name), with
+/// the debug text as its [`Detail`].
+pub fn error_of(e: &gst::message::Error) -> anyhow::Error {
     let (name, path) = e
         .src()
         .map(|s| (s.name().to_string(), s.path_string().to_string()))
         .unwrap_or_else(|| ("pipeline".into(), "pipeline".into()));
     let detail = e.debug().map(|d| d.to_string()).unwrap_or_default();
     let message = e.error().to_string();
-    anyhow!("{detail}\n(from {path})").context(format!("{} ({name})", message.trim_end_matches('.')))
+    anyhow::Error::new(Detail(format!("{detail}\n(from {path})")))
+        .context(format!("{} ({name})", message.trim_end_matches('.')))
 }
 
 fn first_error(bus: &gst::Bus) -> Option<anyhow::Error> {
@@ -578,6 +617,22 @@ mod tests {
         assert!(parse_size("1024").is_err());
         assert!(parse_size("0x512").unwrap_err().contains("outside 8x8"));
         assert!(parse_size("ax5").unwrap_err().contains("bad width"));
+    }
+
+    #[test]
+    fn errors_print_their_causes_on_one_line_and_keep_the_detail_for_v() {
+        let e = anyhow::Error::new(Detail("gst.c(12): f ()\n(from /pipeline0/d)".into()))
+            .context("no such\nprovider")
+            .context("cannot start");
+        assert_eq!(error_line(&e), "cannot start: no such provider");
+        assert_eq!(
+            error_detail(&e).as_deref(),
+            Some("gst.c(12): f ()\n(from /pipeline0/d)")
+        );
+        // A cause already quoted by its context is not repeated.
+        let e = anyhow!("disk full").context("cannot write x: disk full");
+        assert_eq!(error_line(&e), "cannot write x: disk full");
+        assert!(error_detail(&e).is_none());
     }
 
     #[test]

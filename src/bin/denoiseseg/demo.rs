@@ -96,7 +96,7 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         eprintln!("pipeline: {desc}");
     }
     let pipeline = gst::parse::launch(&desc)
-        .context("cannot build the demo pipeline (is a GStreamer plugin missing? see -v)")?
+        .context("cannot build the demo pipeline (is a GStreamer plugin missing?)")?
         .downcast::<gst::Pipeline>()
         .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
     let element = pipeline.by_name("d").expect("the pipeline names the element d");

@@ -232,25 +232,23 @@ fn decode(path: &Path, format: &str, limit: Option<usize>) -> Result<Vec<RgbFram
         );
     }
     let bus = pipeline.bus().expect("a pipeline has a bus");
-    let result =
-        (|| -> Result<()> {
-            pipeline
-                .set_state(gst::State::Playing)
-                .map_err(|_| anyhow!("cannot decode {}", path.display()))?;
-            loop {
-                let Some(msg) = bus.timed_pop(gst::ClockTime::from_seconds(60)) else {
-                    bail!("decoding {} stalled", path.display());
-                };
-                match msg.view() {
-                    gst::MessageView::Eos(_) => return Ok(()),
-                    gst::MessageView::Error(e) => {
-                        return Err(anyhow!("{}", e.debug().map(|d| d.to_string()).unwrap_or_default())
-                            .context(format!("cannot decode {}: {}", path.display(), e.error())));
-                    }
-                    _ => {}
+    let result = (|| -> Result<()> {
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|_| anyhow!("cannot decode {}", path.display()))?;
+        loop {
+            let Some(msg) = bus.timed_pop(gst::ClockTime::from_seconds(60)) else {
+                bail!("decoding {} stalled", path.display());
+            };
+            match msg.view() {
+                gst::MessageView::Eos(_) => return Ok(()),
+                gst::MessageView::Error(e) => {
+                    return Err(common::error_of(e).context(format!("cannot decode {}", path.display())));
                 }
+                _ => {}
             }
-        })();
+        }
+    })();
     let _ = pipeline.set_state(gst::State::Null);
     result?;
     if let Some(e) = errors.lock().unwrap_or_else(|e| e.into_inner()).take() {

@@ -67,13 +67,15 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("denoiseseg: error: {e}");
+            // One line with every cause ("cannot X: because Y: because Z"); -v adds
+            // GStreamer's detail below it.
+            eprintln!("denoiseseg: error: {}", common::error_line(&e));
             if verbose > 0 {
-                for cause in e.chain().skip(1) {
-                    eprintln!("  {cause}");
+                if let Some(detail) = common::error_detail(&e) {
+                    for line in detail.lines() {
+                        eprintln!("  {line}");
+                    }
                 }
-            } else if e.chain().count() > 1 {
-                eprintln!("(run with -v for details)");
             }
             ExitCode::FAILURE
         }
