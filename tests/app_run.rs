@@ -235,3 +235,149 @@ fn demo_writes_a_playable_mosaic_and_gains_psnr() {
     // Three panels side by side, every frame.
     assert_eq!(decode(&out, "RGB", 768, 128).len(), 100);
 }
+
+/// A failed run that says `want` on its one line of stderr, and nothing from GStreamer
+/// or GLib (CRITICAL or WARNING blocks) around it.
+fn fails_cleanly(args: &[&str], want: &str) {
+    let o = run(args);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{args:?} succeeded");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{args:?}: one line expected:\n{err}");
+    assert!(lines[0].contains(want), "{args:?}: expected '{want}' in:\n{err}");
+    assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
+}
+
+#[test]
+fn option_combinations_and_start_failures_are_one_line_without_gstreamer_criticals() {
+    let dir = tmp("combos");
+    let clip = make_clip(&dir, 2, 32, 16);
+    let c = clip.to_str().unwrap();
+    let model = test_model("joint.onnx");
+    let m = model.as_str();
+    let out = dir.join("out.mp4");
+    let o = out.to_str().unwrap();
+    let preset = dir.join("bad.toml");
+    std::fs::write(&preset, "[denoiseseg]\nbatch-size = 500\n").unwrap();
+    let p = preset.to_str().unwrap();
+    let in_flight = "max-in-flight 4 is less than batch-size 16";
+    for (args, want) in [
+        (
+            &["run", c, "--model", m, "--batch-size", "16", "--max-in-flight", "4"][..],
+            in_flight,
+        ),
+        (
+            &[
+                "run",
+                c,
+                "--model",
+                m,
+                "--set",
+                "batch-size=16",
+                "--set",
+                "max-in-flight=4",
+            ],
+            in_flight,
+        ),
+        // The element's default max-in-flight (8) against a bigger batch.
+        (
+            &["run", c, "--model", m, "--batch-size", "16"],
+            "max-in-flight 8 is less than batch-size 16",
+        ),
+        // Checked before the pipeline is printed, too.
+        (
+            &[
+                "run",
+                c,
+                "--model",
+                m,
+                "--batch-size",
+                "16",
+                "--max-in-flight",
+                "4",
+                "--print-pipeline",
+            ],
+            in_flight,
+        ),
+        (
+            &[
+                "demo",
+                "--model",
+                m,
+                "--batch-size",
+                "16",
+                "--max-in-flight",
+                "4",
+                "-o",
+                o,
+            ],
+            in_flight,
+        ),
+        (
+            &[
+                "eval",
+                c,
+                "--model",
+                m,
+                "--sigma",
+                "5",
+                "--batch-size",
+                "16",
+                "--max-in-flight",
+                "4",
+            ],
+            in_flight,
+        ),
+        (
+            &[
+                "bench",
+                "--model",
+                m,
+                "--size",
+                "32x16",
+                "--batch-size",
+                "16",
+                "--max-in-flight",
+                "4",
+            ],
+            in_flight,
+        ),
+        (
+            &["run", c, "--model", m, "--config", p],
+            "bad.toml: batch-size = 500 is out of range 1..=64",
+        ),
+        (
+            &["run", c, "--model", m, "--set", "config=x.toml"],
+            "give the config with --config",
+        ),
+        (
+            &["run", c, "-o", o, "--model", m, "--size", "33x16"],
+            "needs an even width and height",
+        ),
+        (
+            &["demo", "-o", o, "--model", m, "--panel", "33x16"],
+            "needs an even width and height",
+        ),
+        // The element refuses to start: the pipeline goes back to NULL before it is
+        // dropped (GStreamer-CRITICAL blocks otherwise).
+        (
+            &[
+                "run",
+                c,
+                "--model",
+                m,
+                "--ort-library",
+                "/nonexistent/libonnxruntime.so.1",
+            ],
+            "cannot load ONNX Runtime",
+        ),
+    ] {
+        fails_cleanly(args, want);
+    }
+    assert!(!out.exists(), "nothing was written");
+    // Out-of-range encoder settings are refused by the option parser, not by GLib.
+    let o = run(&["run", c, "-o", o, "--model", m, "--bitrate", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("0 is not in 1..=2048000"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("GLib"), "{}", stderr(&o));
+}

@@ -20,6 +20,8 @@ pub const DEFAULT_MODEL: &str = "denoiseseg-sdb-small.onnx";
 pub const SAMPLE_CLIP: &str = "sample/street.mp4";
 /// Its label maps (GRAY8 train ids, FFV1), relative to the models folder.
 pub const SAMPLE_LABELS: &str = "sample/street-labels.mkv";
+/// The highest H.264 bitrate x264enc takes, in kbit/s (its `bitrate` property's range).
+pub const MAX_H264_KBPS: i64 = 2_048_000;
 
 /// Detail that only `-v` shows: GStreamer's debug text of an error and the element it
 /// came from. It sits at the end of an error's chain of causes.
@@ -168,13 +170,11 @@ pub struct ElementOpts {
 }
 
 impl ElementOpts {
-    /// The (property, value) pairs these options set, in the order they apply.
+    /// The (property, value) pairs these options set, in the order they apply, after
+    /// the preset's (see [`ElementOpts::apply`]).
     pub fn properties(&self) -> Result<Vec<(String, String)>> {
         let mut p: Vec<(String, String)> = Vec::new();
         let mut put = |k: &str, v: String| p.push((k.to_string(), v));
-        if let Some(v) = &self.config {
-            put("config", v.display().to_string());
-        }
         put("model", resolve_model(self.model.as_deref())?.display().to_string());
         if let Some(v) = &self.provider {
             put("execution-provider", v.clone());
@@ -219,18 +219,55 @@ impl ElementOpts {
             let (k, v) = kv
                 .split_once('=')
                 .ok_or_else(|| anyhow!("--set {kv}: expected NAME=VALUE"))?;
-            put(k.trim(), v.trim().to_string());
+            let k = k.trim();
+            // The app reads the model's classes and applies the preset itself: these
+            // two go through their own options.
+            if let Some(option) = ["model", "config"].into_iter().find(|o| *o == k) {
+                bail!("--set {kv}: give the {option} with --{option}");
+            }
+            put(k, v.trim().to_string());
         }
         Ok(p)
     }
 
-    /// Applies the options to a `denoiseseg` element; a bad name or value is an error
-    /// that names it, never a panic.
+    /// Applies the preset, then the options, to a `denoiseseg` element in the NULL
+    /// state, and checks the settings that only fail together. A bad name, value or
+    /// combination is a one-line error here, before any pipeline starts: the element
+    /// would otherwise refuse to start (an error, the pipeline left half-started) or
+    /// skip a preset entry with a warning.
     pub fn apply(&self, element: &gst::Element) -> Result<()> {
+        if let Some(path) = &self.config {
+            // The app applies the preset itself (as the element's `config` would) so
+            // that a bad entry is an error that names the file.
+            let preset = denoiseseg::config::load_properties(path)?;
+            for (name, value) in preset {
+                if name == "config" {
+                    bail!("config {}: a preset cannot load another preset", path.display());
+                }
+                set_property_checked(element, &name, &value).with_context(|| format!("config {}", path.display()))?;
+            }
+        }
         for (name, value) in self.properties()? {
             set_property_checked(element, &name, &value)?;
         }
+        let batch = element.property::<u32>("batch-size");
+        let in_flight = element.property::<u32>("max-in-flight");
+        if in_flight < batch {
+            bail!(
+                "max-in-flight {in_flight} is less than batch-size {batch}: a batch could never fill \
+                 (give --max-in-flight {batch} or more, or a smaller --batch-size)"
+            );
+        }
         Ok(())
+    }
+
+    /// Checks the options on a scratch element (see [`ElementOpts::apply`]), for a
+    /// command that wants them checked before it builds its pipeline.
+    pub fn check(&self) -> Result<()> {
+        let scratch = gst::ElementFactory::make("denoiseseg")
+            .build()
+            .context("cannot create the denoiseseg element")?;
+        self.apply(&scratch)
     }
 }
 
@@ -317,6 +354,18 @@ fn frames_of(element: Option<&gst::Element>) -> u64 {
 /// progress line.
 pub fn run_pipeline(pipeline: &gst::Pipeline, element: Option<&gst::Element>, progress: Progress) -> Result<Ending> {
     install_ctrl_c();
+    let ending = drive(pipeline, element, progress);
+    // However it ended, even when it never started (an element that refused its
+    // settings, a file that cannot be opened), the pipeline goes back to NULL: that
+    // closes the files, and GStreamer prints CRITICAL blocks for elements disposed
+    // in any other state.
+    let stopped = pipeline.set_state(gst::State::Null);
+    let ending = ending?;
+    stopped.context("cannot stop the pipeline")?;
+    Ok(ending)
+}
+
+fn drive(pipeline: &gst::Pipeline, element: Option<&gst::Element>, progress: Progress) -> Result<Ending> {
     let bus = pipeline.bus().expect("a pipeline has a bus");
     pipeline
         .set_state(gst::State::Playing)
@@ -367,8 +416,12 @@ pub fn run_pipeline(pipeline: &gst::Pipeline, element: Option<&gst::Element>, pr
                             }
                         }
                     }
-                    let _ = pipeline.set_state(gst::State::Null);
                     return Err(best);
+                }
+                // As gst-launch does: a sink that renders in time needs the new figure
+                // when an element's latency grows (denoiseseg posts it as it measures).
+                MessageView::Latency(_) => {
+                    let _ = pipeline.recalculate_latency();
                 }
                 MessageView::Warning(w) => {
                     bar.suspend(|| eprintln!("warning: {}", w.error()));
@@ -410,9 +463,6 @@ pub fn run_pipeline(pipeline: &gst::Pipeline, element: Option<&gst::Element>, pr
         }
     };
     bar.finish_and_clear();
-    pipeline
-        .set_state(gst::State::Null)
-        .context("cannot stop the pipeline")?;
     Ok(ending)
 }
 
@@ -580,6 +630,15 @@ pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
         return Err(format!("{w}x{h} is outside 8x8 .. 8192x8192"));
     }
     Ok((w, h))
+}
+
+/// H.264 in 4:2:0 (what the file outputs encode) needs an even width and height: a
+/// size the user chose is checked here rather than failing in x264enc.
+pub fn check_h264_size(option: &str, (w, h): (u32, u32)) -> Result<()> {
+    if w % 2 == 1 || h % 2 == 1 {
+        bail!("{option} {w}x{h}: the H.264 output needs an even width and height");
+    }
+    Ok(())
 }
 
 /// Prints a command's table and JSON report: `--json -` puts the JSON alone on

@@ -60,6 +60,7 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     if !input.is_file() {
         bail!("no clip at {}", input.display());
     }
+    common::check_h264_size("--panel", args.panel)?;
     if args.output.extension().and_then(|e| e.to_str()) != Some("mp4") {
         bail!("--output {}: the demo writes an .mp4 file", args.output.display());
     }

@@ -590,6 +590,7 @@ pub fn main(mut args: Args, _verbose: u8) -> Result<ExitCode> {
     let model = common::resolve_model(args.element.model.as_deref())?;
     let spec = ModelSpec::load(&model)?;
     common::init_gstreamer()?;
+    args.element.check()?;
     let labels = match &args.labels {
         Some(path) => {
             if spec.classes.is_empty() {

@@ -47,8 +47,9 @@ pub struct Args {
     /// Scale the input to WIDTHxHEIGHT before the model (faster on large frames)
     #[arg(long, value_name = "WxH", value_parser = common::parse_size)]
     pub size: Option<(u32, u32)>,
-    /// H.264 bitrate of file outputs in kbit/s
-    #[arg(long, value_name = "KBPS", default_value_t = 4000)]
+    /// H.264 bitrate of file outputs in kbit/s (1-2048000)
+    #[arg(long, value_name = "KBPS", default_value_t = 4000,
+          value_parser = clap::value_parser!(u32).range(1..=common::MAX_H264_KBPS))]
     pub bitrate: u32,
     /// Print the GStreamer pipeline and exit
     #[arg(long)]
@@ -222,8 +223,12 @@ pub fn mosaic_description(w: u32, h: u32, legend: &str, input: &str) -> String {
 pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     let source = Source::parse(&args.input)?;
     let sink = Sink::parse(args.output.as_deref())?;
+    if let (Sink::File(..), Some(size)) = (&sink, args.size) {
+        common::check_h264_size("--size", size)?;
+    }
     let live = source.is_live();
     common::init_gstreamer()?;
+    args.element.check()?;
     let model = common::resolve_model(args.element.model.as_deref())?;
     let spec = denoiseseg::model::ModelSpec::load(&model)?;
 
