@@ -108,6 +108,8 @@ fn run_writes_every_frame_and_lossless_class_maps_that_match_the_model() {
 fn run_png_mask_sequence_and_overlay_view() {
     let dir = tmp("png");
     let clip = make_clip(&dir, 5, 48, 24);
+    // The pattern's folder must exist, as every output's.
+    std::fs::create_dir(dir.join("m")).unwrap();
     let pattern = dir.join("m/%03d.png");
     let o = run(&[
         "run",
@@ -380,4 +382,72 @@ fn option_combinations_and_start_failures_are_one_line_without_gstreamer_critica
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("0 is not in 1..=2048000"), "{}", stderr(&o));
     assert!(!stderr(&o).contains("GLib"), "{}", stderr(&o));
+}
+
+#[test]
+fn outputs_in_a_missing_folder_are_errors_and_no_folder_is_created() {
+    let dir = tmp("missing");
+    let clip = make_clip(&dir, 2, 32, 16);
+    let c = clip.to_str().unwrap();
+    let m = test_model("joint.onnx");
+    let missing = dir.join("missing");
+    let at = |name: &str| missing.join(name).display().to_string();
+    let folder = format!("folder {} does not exist", missing.display());
+    for (args, file) in [
+        (vec!["run", c, "-o", &at("x.mp4")], at("x.mp4")),
+        (vec!["run", c, "--mask-output", &at("m.mkv")], at("m.mkv")),
+        (vec!["run", c, "--mask-output", &at("%05d.png")], at("%05d.png")),
+        (vec!["demo", "-o", &at("x.mp4")], at("x.mp4")),
+        (vec!["eval", c, "--sigma", "5", "--json", &at("r.json")], at("r.json")),
+        (vec!["bench", "--size", "32x16", "--json", &at("r.json")], at("r.json")),
+    ] {
+        let mut args = args;
+        args.extend(["--model", &m]);
+        fails_cleanly(&args, &format!("cannot write {file}: {folder}"));
+        assert!(!missing.exists(), "{args:?} created {}", missing.display());
+    }
+}
+
+#[test]
+fn one_file_named_twice_is_an_error_before_anything_runs() {
+    let dir = tmp("twice");
+    let clip = make_clip(&dir, 2, 32, 16);
+    let size = std::fs::metadata(&clip).unwrap().len();
+    let m = test_model("joint.onnx");
+    let run_in = |args: &[&str]| {
+        app()
+            .current_dir(&dir)
+            .args(args)
+            .args(["--model", &m])
+            .output()
+            .expect("the app runs")
+    };
+    // -o and --mask-output, also when written differently.
+    let roundabout = format!("../{}/a.mkv", dir.file_name().unwrap().to_string_lossy());
+    for (o, mask) in [
+        ("a.mkv", "a.mkv"),
+        ("a.mkv", "./a.mkv"),
+        ("./a.mkv", roundabout.as_str()),
+    ] {
+        let out = run_in(&["run", "clip.mkv", "-o", o, "--mask-output", mask]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&format!("-o {o} and --mask-output {mask} are the same file")),
+            "{err}"
+        );
+        assert!(!dir.join("a.mkv").exists(), "nothing may run");
+    }
+    // An output over the input.
+    let out = run_in(&["run", "clip.mkv", "-o", "./clip.mkv"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "the input {} and -o ./clip.mkv are the same file",
+            clip.canonicalize().unwrap().display()
+        )),
+        "{err}"
+    );
+    assert_eq!(std::fs::metadata(&clip).unwrap().len(), size, "the input is untouched");
 }

@@ -364,6 +364,7 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     if args.frames == 0 {
         bail!("--frames must be at least 1");
     }
+    common::check_report_path(args.json.as_deref())?;
     if let (Some(t), Some(i)) = (args.threads, args.element.inference_threads) {
         if t != i {
             bail!("--threads {t} and --inference-threads {i} disagree; give one");

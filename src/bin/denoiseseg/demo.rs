@@ -19,12 +19,15 @@ Examples:
   denoiseseg demo --sigma 50 -o /tmp/demo50.mp4
   denoiseseg demo --input clean.mp4 --noise-level 25";
 
+/// Where the mosaic goes when no --output is given.
+const DEFAULT_OUTPUT: &str = "out/demo.mp4";
+
 #[derive(clap::Args, Debug)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
-    /// The MP4 mosaic to write
-    #[arg(short, long, value_name = "FILE.mp4", default_value = "out/demo.mp4")]
-    pub output: PathBuf,
+    /// The MP4 mosaic to write [default: out/demo.mp4]
+    #[arg(short, long, value_name = "FILE.mp4")]
+    pub output: Option<PathBuf>,
     /// A clean clip to use instead of the shipped one
     #[arg(long, value_name = "FILE")]
     pub input: Option<PathBuf>,
@@ -61,12 +64,23 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         bail!("no clip at {}", input.display());
     }
     common::check_h264_size("--panel", args.panel)?;
-    if args.output.extension().and_then(|e| e.to_str()) != Some("mp4") {
-        bail!("--output {}: the demo writes an .mp4 file", args.output.display());
+    let output = match &args.output {
+        Some(output) => output.clone(),
+        None => {
+            // The default's folder is the demo's own (git-ignored) to make.
+            let output = PathBuf::from(DEFAULT_OUTPUT);
+            let dir = output.parent().expect("the default names a folder");
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            output
+        }
+    };
+    if output.extension().and_then(|e| e.to_str()) != Some("mp4") {
+        bail!("--output {}: the demo writes an .mp4 file", output.display());
     }
-    if let Some(dir) = args.output.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
+    common::check_distinct(&[
+        (format!("the input {}", input.display()), input.canonicalize()?),
+        (format!("-o {}", output.display()), common::check_output(&output)?),
+    ])?;
     common::init_gstreamer()?;
     let model = common::resolve_model(args.element.model.as_deref())?;
     let spec = denoiseseg::model::ModelSpec::load(&model)?;
@@ -78,7 +92,7 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     let out = format!(
         "videoconvert ! video/x-raw,format=I420 ! x264enc bitrate=6000 speed-preset=veryfast ! h264parse \
          ! mp4mux ! filesink location={}",
-        quote(&args.output.display().to_string())
+        quote(&output.display().to_string())
     );
     let q = "queue max-size-buffers=4";
     let desc = format!(
@@ -148,7 +162,7 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     if unpaired > 0 {
         println!("note       {unpaired} frames were not compared (dropped)");
     }
-    println!("wrote      {}", args.output.display());
+    println!("wrote      {}", output.display());
     Ok(match ending {
         Ending::Aborted => ExitCode::from(130),
         _ => ExitCode::SUCCESS,

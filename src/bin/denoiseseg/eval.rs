@@ -581,6 +581,7 @@ pub fn main(mut args: Args, _verbose: u8) -> Result<ExitCode> {
     if args.frames == Some(0) {
         bail!("--frames must be at least 1");
     }
+    common::check_report_path(args.json.as_deref())?;
     let source = source_of(args.input())?;
     if let Some(l) = &args.labels {
         if !l.exists() {

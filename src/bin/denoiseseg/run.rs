@@ -74,17 +74,13 @@ impl Source {
             }
             return Ok(Source::Camera(dev));
         }
-        if input.contains("://") {
-            if let Some(path) = input.strip_prefix("file://") {
-                if !Path::new(path).exists() {
-                    bail!("no such file: {path}");
-                }
-            }
+        let path = input.strip_prefix("file://").unwrap_or(input);
+        if path.contains("://") {
             return Ok(Source::Uri(input.to_string()));
         }
-        let path = Path::new(input);
+        let path = Path::new(path);
         if !path.is_file() {
-            bail!("no such file: {input}");
+            bail!("no such file: {}", path.display());
         }
         Ok(Source::File(path.canonicalize().unwrap_or_else(|_| path.to_path_buf())))
     }
@@ -92,7 +88,7 @@ impl Source {
     fn is_live(&self) -> bool {
         match self {
             Source::Camera(_) => true,
-            Source::Uri(u) => !u.starts_with("file://"),
+            Source::Uri(_) => true,
             Source::File(_) => false,
         }
     }
@@ -130,7 +126,6 @@ impl Sink {
             Some("mkv") => "matroskamux",
             _ => bail!("output {o}: give an .mp4 or .mkv file, or `screen`"),
         };
-        check_writable(&path)?;
         Ok(Sink::File(path, mux))
     }
 
@@ -148,35 +143,60 @@ impl Sink {
     }
 }
 
-fn check_writable(path: &Path) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create the folder {}", dir.display()))?;
-    }
-    Ok(())
+/// Where the class maps go (`--mask-output`).
+enum MaskSink {
+    /// One lossless FFV1 stream in Matroska.
+    Mkv(PathBuf),
+    /// One PNG per frame, named by a printf pattern.
+    Png(PathBuf),
 }
 
-/// The class-map branch, linked from the element's `mask` pad.
-fn mask_description(mask: &str) -> Result<String> {
-    let path = PathBuf::from(mask);
-    check_writable(&path)?;
-    let loc = quote(mask);
-    if mask.ends_with(".mkv") {
-        Ok(format!(
-            "d.mask ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ! avenc_ffv1 ! matroskamux \
-             ! filesink location={loc}"
-        ))
-    } else if mask.ends_with(".png") && mask.contains('%') {
-        Ok(format!(
-            "d.mask ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ! pngenc compression-level=1 \
-             ! multifilesink location={loc}"
-        ))
-    } else {
-        bail!("--mask-output {mask}: give a PNG pattern such as masks/%05d.png, or an .mkv file")
+impl MaskSink {
+    fn parse(mask: &str) -> Result<MaskSink> {
+        let path = PathBuf::from(mask);
+        if mask.ends_with(".mkv") {
+            Ok(MaskSink::Mkv(path))
+        } else if mask.ends_with(".png") && mask.contains('%') {
+            Ok(MaskSink::Png(path))
+        } else {
+            bail!("--mask-output {mask}: give a PNG pattern such as masks/%05d.png, or an .mkv file")
+        }
     }
+
+    /// The class-map branch, linked from the element's `mask` pad.
+    fn description(&self) -> String {
+        let q = "d.mask ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000";
+        match self {
+            MaskSink::Mkv(p) => format!(
+                "{q} ! avenc_ffv1 ! matroskamux ! filesink location={}",
+                quote(&p.display().to_string())
+            ),
+            MaskSink::Png(p) => format!(
+                "{q} ! pngenc compression-level=1 ! multifilesink location={}",
+                quote(&p.display().to_string())
+            ),
+        }
+    }
+}
+
+/// Checks the files a run writes before anything starts: their folders exist, and no
+/// two of them, nor one of them and the input, are the same file.
+fn check_outputs(source: &Source, sink: &Sink, mask: Option<&MaskSink>) -> Result<()> {
+    let mut files = Vec::new();
+    if let Source::File(p) = source {
+        files.push((format!("the input {}", p.display()), p.clone()));
+    }
+    if let Sink::File(p, _) = sink {
+        files.push((format!("-o {}", p.display()), common::check_output(p)?));
+    }
+    match mask {
+        Some(MaskSink::Mkv(p)) => files.push((format!("--mask-output {}", p.display()), common::check_output(p)?)),
+        Some(MaskSink::Png(p)) => {
+            common::check_output(p)?;
+        }
+        None => {}
+    }
+    common::check_distinct(&files)
 }
 
 /// The Pango markup of the class legend: a coloured block and the name of each class.
@@ -223,6 +243,8 @@ pub fn mosaic_description(w: u32, h: u32, legend: &str, input: &str) -> String {
 pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     let source = Source::parse(&args.input)?;
     let sink = Sink::parse(args.output.as_deref())?;
+    let mask = args.mask_output.as_deref().map(MaskSink::parse).transpose()?;
+    check_outputs(&source, &sink, mask.as_ref())?;
     if let (Sink::File(..), Some(size)) = (&sink, args.size) {
         common::check_h264_size("--size", size)?;
     }
@@ -254,11 +276,11 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
                 .replace("{OUT}", &out)
         }
     };
-    if let Some(mask) = &args.mask_output {
+    if let Some(mask) = &mask {
         if !spec.segments() {
             bail!("--mask-output: the model {} does not segment", model.display());
         }
-        desc = format!("{desc} {}", mask_description(mask)?);
+        desc = format!("{desc} {}", mask.description());
     }
     if args.print_pipeline || verbose > 0 {
         eprintln!("pipeline: {desc}");
