@@ -18,9 +18,14 @@ fn tmp(name: &str) -> PathBuf {
 
 /// A lossless RGB clip (FFV1 in Matroska) of `n` frames.
 fn make_clip(dir: &Path, n: usize, w: usize, h: usize) -> PathBuf {
+    make_clip_at(dir, n, w, h, 25)
+}
+
+/// [`make_clip`] at `fps` frames per second.
+fn make_clip_at(dir: &Path, n: usize, w: usize, h: usize, fps: u32) -> PathBuf {
     let path = dir.join("clip.mkv");
     gst_launch(&format!(
-        "videotestsrc num-buffers={n} pattern=smpte ! video/x-raw,format=RGB,width={w},height={h},framerate=25/1 \
+        "videotestsrc num-buffers={n} pattern=smpte ! video/x-raw,format=RGB,width={w},height={h},framerate={fps}/1 \
          ! videoconvert ! video/x-raw,format=BGRx ! avenc_ffv1 ! matroskamux ! filesink location={}",
         path.display()
     ));
@@ -55,6 +60,26 @@ fn decode(path: &Path, format: &str, w: usize, h: usize) -> Vec<Vec<u8>> {
 
 fn run(args: &[&str]) -> Output {
     app().args(args).output().expect("the app runs")
+}
+
+/// Runs the app and fails the test (killing the app) if it has not ended in `secs`.
+fn run_within(secs: u64, args: &[&str]) -> Output {
+    let mut child = app()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the app runs");
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(secs) {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!("{args:?} hung for {secs} s:\n{}", stderr(&o));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
 }
 
 fn stderr(o: &Output) -> String {
@@ -450,4 +475,88 @@ fn one_file_named_twice_is_an_error_before_anything_runs() {
         "{err}"
     );
     assert_eq!(std::fs::metadata(&clip).unwrap().len(), size, "the input is untouched");
+}
+
+#[test]
+fn pipelines_start_whatever_the_encoder_holds_before_its_first_frame() {
+    // x264enc keeps tens of frames before its first output, while the other sinks
+    // (demo's appsinks, run's class-map file) wait on their first frame: at 2 frames/s
+    // a queue's 1 s limit is 2 frames, so any sink that waited for the encoder hung
+    // the pipeline at preroll (as demo did on the 10 frames/s 768x576 street camera).
+    let dir = tmp("preroll");
+    let (n, w, h) = (30, 64, 32);
+    let clip = make_clip_at(&dir, n, w, h, 2);
+    let c = clip.to_str().unwrap();
+    let m = test_model("joint.onnx");
+    let demo = dir.join("demo.mp4");
+    let o = run_within(
+        60,
+        &[
+            "demo",
+            "--input",
+            c,
+            "-o",
+            demo.to_str().unwrap(),
+            "--panel",
+            "64x32",
+            "--model",
+            &m,
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(decode(&demo, "RGB", 3 * w, h).len(), n);
+
+    for view in ["denoised", "mosaic"] {
+        let out = dir.join(format!("{view}.mp4"));
+        let masks = dir.join(format!("{view}-masks.mkv"));
+        let o = run_within(
+            60,
+            &[
+                "run",
+                c,
+                "-o",
+                out.to_str().unwrap(),
+                "--mask-output",
+                masks.to_str().unwrap(),
+                "--view",
+                view,
+                "--size",
+                "64x32",
+                "--model",
+                &m,
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out_w = if view == "mosaic" { 3 * w } else { w };
+        assert_eq!(decode(&out, "RGB", out_w, h).len(), n, "{view}");
+        assert_eq!(decode(&masks, "GRAY8", w, h).len(), n, "{view}");
+    }
+}
+
+#[test]
+fn mosaic_batches_fill_without_waiting_out_their_timeout() {
+    // The compositor takes input frame N only with denoised frame N: an input-panel
+    // queue shorter than what the element holds stopped the tee before a batch of 8
+    // could fill, so every batch waited out its timeout (10 s here; 60 s in all).
+    let dir = tmp("mosaic-batch");
+    let clip = make_clip(&dir, 48, 64, 32);
+    let o = run_within(
+        20,
+        &[
+            "run",
+            clip.to_str().unwrap(),
+            "--view",
+            "mosaic",
+            "--size",
+            "64x32",
+            "--batch-size",
+            "8",
+            "--batch-timeout",
+            "10000",
+            "--model",
+            &test_model("joint.onnx"),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("48 frames"), "{}", stderr(&o));
 }

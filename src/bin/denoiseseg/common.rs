@@ -262,12 +262,14 @@ impl ElementOpts {
     }
 
     /// Checks the options on a scratch element (see [`ElementOpts::apply`]), for a
-    /// command that wants them checked before it builds its pipeline.
-    pub fn check(&self) -> Result<()> {
+    /// command that wants them checked before it builds its pipeline, and returns it:
+    /// its properties are the settings the options give.
+    pub fn check(&self) -> Result<gst::Element> {
         let scratch = gst::ElementFactory::make("denoiseseg")
             .build()
             .context("cannot create the denoiseseg element")?;
-        self.apply(&scratch)
+        self.apply(&scratch)?;
+        Ok(scratch)
     }
 }
 
@@ -685,6 +687,39 @@ pub fn check_distinct(files: &[(String, PathBuf)]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Frames a branch queue holds: enough for each branch to run in its own thread at
+/// its own pace, few enough that the model paces the pipeline.
+pub const QUEUE_FRAMES: u32 = 4;
+
+/// The queue that starts a branch (see [`QUEUE_FRAMES`]).
+pub fn queue() -> String {
+    format!("queue max-size-buffers={QUEUE_FRAMES}")
+}
+
+/// A sink that writes a file, for the end of a gst-launch description.
+///
+/// It takes no part in preroll (`async=false`): it has nothing to render in time, and
+/// an encoder keeps frames before its first output (x264enc's lookahead and frame
+/// threads hold tens of frames, more with more cores). A file sink that waited for
+/// that frame would hold the pipeline in PAUSED while every other sink (appsinks, a
+/// second file, the screen) blocked its branch on its own first frame; their queues
+/// would fill and stop the tee feeding them all, and the pipeline would never start.
+pub fn file_sink(path: &Path) -> String {
+    format!("filesink location={} async=false", quote(&path.display().to_string()))
+}
+
+/// An H.264 file output from raw video: `videoconvert ! x264enc ! h264parse ! MUX !`
+/// [`file_sink`]. `low_latency` (live inputs) turns off x264enc's lookahead and
+/// B-frames.
+pub fn h264_file(path: &Path, mux: &str, bitrate: u32, low_latency: bool) -> String {
+    format!(
+        "videoconvert ! video/x-raw,format=I420 ! x264enc bitrate={bitrate} speed-preset=veryfast{} \
+         ! h264parse ! {mux} ! {}",
+        if low_latency { " tune=zerolatency" } else { "" },
+        file_sink(path)
+    )
 }
 
 /// H.264 in 4:2:0 (what the file outputs encode) needs an even width and height: a

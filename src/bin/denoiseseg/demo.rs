@@ -88,13 +88,10 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         bail!("the demo needs a joint model; {} is {}", model.display(), spec.kind());
     }
 
+    let settings = args.element.check()?;
     let (w, h) = args.panel;
-    let out = format!(
-        "videoconvert ! video/x-raw,format=I420 ! x264enc bitrate=6000 speed-preset=veryfast ! h264parse \
-         ! mp4mux ! filesink location={}",
-        quote(&output.display().to_string())
-    );
-    let q = "queue max-size-buffers=4";
+    let out = common::h264_file(&output, "mp4mux", 6000, false);
+    let q = common::queue();
     let desc = format!(
         "filesrc location={src} ! decodebin ! videoconvert ! video/x-raw,format=RGB ! tee name=clean \
          clean. ! queue ! appsink name=clean_sink sync=false \
@@ -105,7 +102,15 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         src = quote(&input.display().to_string()),
         sigma = args.sigma,
         seed = args.seed,
-        mosaic = mosaic_description(w, h, &legend_markup(&spec.classes), "in").replace("{OUT}", &out),
+        mosaic = mosaic_description(
+            w,
+            h,
+            &legend_markup(&spec.classes),
+            "in",
+            settings.property::<u32>("max-in-flight"),
+            false
+        )
+        .replace("{OUT}", &out),
     );
     if verbose > 0 {
         eprintln!("pipeline: {desc}");

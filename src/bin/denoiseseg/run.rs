@@ -133,12 +133,7 @@ impl Sink {
         match self {
             Sink::None => format!("fakesink sync={live}"),
             Sink::Screen => "videoconvert ! autovideosink".into(),
-            Sink::File(p, mux) => format!(
-                "videoconvert ! video/x-raw,format=I420 ! x264enc bitrate={bitrate} speed-preset=veryfast{} \
-                 ! h264parse ! {mux} ! filesink location={}",
-                if live { " tune=zerolatency" } else { "" },
-                quote(&p.display().to_string())
-            ),
+            Sink::File(p, mux) => common::h264_file(p, mux, bitrate, live),
         }
     }
 }
@@ -163,16 +158,16 @@ impl MaskSink {
         }
     }
 
-    /// The class-map branch, linked from the element's `mask` pad.
+    /// The class-map branch, linked from the element's `mask` pad. Its sink, as the
+    /// main output's, takes no part in preroll (see [`common::file_sink`]), so this
+    /// branch needs no more than the usual queue whatever the other output's encoder
+    /// holds.
     fn description(&self) -> String {
-        let q = "d.mask ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000";
+        let q = common::queue();
         match self {
-            MaskSink::Mkv(p) => format!(
-                "{q} ! avenc_ffv1 ! matroskamux ! filesink location={}",
-                quote(&p.display().to_string())
-            ),
+            MaskSink::Mkv(p) => format!("d.mask ! {q} ! avenc_ffv1 ! matroskamux ! {}", common::file_sink(p)),
             MaskSink::Png(p) => format!(
-                "{q} ! pngenc compression-level=1 ! multifilesink location={}",
+                "d.mask ! {q} ! pngenc compression-level=1 ! multifilesink location={} async=false",
                 quote(&p.display().to_string())
             ),
         }
@@ -215,9 +210,22 @@ pub fn legend_markup(classes: &[denoiseseg::model::ClassInfo]) -> String {
 }
 
 /// The three-panel mosaic: input | denoised | class overlay with legend, each panel
-/// `w`x`h`. `input` is the tee with the (noisy) input, the element is named `d`.
-pub fn mosaic_description(w: u32, h: u32, legend: &str, input: &str) -> String {
-    let q = "queue max-size-buffers=4";
+/// `w`x`h`. `input` is the tee with the (noisy) input, which also feeds the element
+/// (named `d`) through a [`common::queue`]; `in_flight` is the element's
+/// max-in-flight.
+///
+/// The compositor takes input frame N with denoised frame N, so the input panel's
+/// queue holds every frame that can be on the way through the element: its queue, its
+/// max-in-flight and the denoised panels' queues. A shorter one would stop the tee
+/// (and so the element) before the element is full: batches would never fill. On a
+/// live input that queue leaks its oldest frame rather than ever stopping the source.
+pub fn mosaic_description(w: u32, h: u32, legend: &str, input: &str, in_flight: u32, live: bool) -> String {
+    let q = common::queue();
+    let ahead = format!(
+        "queue max-size-buffers={} max-size-bytes=0 max-size-time=0{}",
+        in_flight + 2 * common::QUEUE_FRAMES,
+        if live { " leaky=downstream" } else { "" }
+    );
     let panel = format!("videoconvert ! videoscale ! video/x-raw,width={w},height={h},pixel-aspect-ratio=1/1");
     let label = |text: &str| {
         format!(
@@ -227,7 +235,7 @@ pub fn mosaic_description(w: u32, h: u32, legend: &str, input: &str) -> String {
     };
     format!(
         "compositor name=comp background=black sink_1::xpos={w} sink_2::xpos={x2} ! {{OUT}} \
-         {input}. ! {q} ! {panel} ! {l0} ! comp.sink_0 \
+         {input}. ! {ahead} ! {panel} ! {l0} ! comp.sink_0 \
          d. ! tee name=den den. ! {q} ! {panel} ! {l1} ! comp.sink_1 \
          den. ! {q} ! segoverlay ! {panel} ! {l2} \
          ! textoverlay text={legend} valignment=bottom halignment=right font-desc=\"Sans 8\" \
@@ -250,7 +258,7 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     }
     let live = source.is_live();
     common::init_gstreamer()?;
-    args.element.check()?;
+    let settings = args.element.check()?;
     let model = common::resolve_model(args.element.model.as_deref())?;
     let spec = denoiseseg::model::ModelSpec::load(&model)?;
 
@@ -267,13 +275,20 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
             } else {
                 "denoised"
             };
-            format!("{head} ! denoiseseg name=d output={output} ! queue max-size-buffers=4 ! {out}")
+            format!(
+                "{head} ! denoiseseg name=d output={output} ! {} ! {out}",
+                common::queue()
+            )
         }
         View::Mosaic => {
             let (w, h) = args.size.unwrap_or((640, 320));
-            let mosaic = mosaic_description(w, h, &legend_markup(&spec.classes), "in");
-            format!("{head} ! tee name=in in. ! queue max-size-buffers=4 ! denoiseseg name=d output=denoised {mosaic}")
-                .replace("{OUT}", &out)
+            let in_flight = settings.property::<u32>("max-in-flight");
+            let mosaic = mosaic_description(w, h, &legend_markup(&spec.classes), "in", in_flight, live);
+            format!(
+                "{head} ! tee name=in in. ! {} ! denoiseseg name=d output=denoised {mosaic}",
+                common::queue()
+            )
+            .replace("{OUT}", &out)
         }
     };
     if let Some(mask) = &mask {
