@@ -560,3 +560,101 @@ fn mosaic_batches_fill_without_waiting_out_their_timeout() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("48 frames"), "{}", stderr(&o));
 }
+
+/// An HTTP server on a free port that answers every request with the first `head`
+/// bytes of `data` and then nothing, keeping the connection open.
+fn stalling_http_server(data: Vec<u8>, head: usize) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for mut s in listener.incoming().flatten() {
+            let _ = s.read(&mut [0u8; 4096]);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: {}\r\n\r\n",
+                data.len()
+            );
+            let _ = s.write_all(&data[..head]);
+            open.push(s);
+        }
+    });
+    port
+}
+
+/// Starts `denoiseseg run INPUT -o out ...`, interrupts it (SIGINT) a second after
+/// its pipeline opened `out`, and returns what it printed.
+fn interrupt_once_started(input: &str, out: &Path) -> Output {
+    let child = app()
+        .args([
+            "run",
+            input,
+            "-o",
+            out.to_str().unwrap(),
+            "--model",
+            &test_model("joint.onnx"),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !out.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the pipeline never opened its file"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn ctrl_c_before_the_first_frame_says_so_and_leaves_no_file() {
+    let dir = tmp("ctrlc-early");
+    // An MP4 whose header (moov first) arrives, then no frame: the pipeline is built
+    // and linked, EOS would go through the muxer with nothing ("outputs finalized" for
+    // a header-only file was printed).
+    let mp4 = dir.join("faststart.mp4");
+    gst_launch(&format!(
+        "videotestsrc num-buffers=10 ! video/x-raw,width=64,height=32,framerate=25/1 ! x264enc \
+         ! h264parse ! mp4mux faststart=true ! filesink location={}",
+        mp4.display()
+    ));
+    let data = std::fs::read(&mp4).unwrap();
+    let mut mdat = 0;
+    while &data[mdat + 4..mdat + 8] != b"mdat" {
+        mdat += u32::from_be_bytes(data[mdat..mdat + 4].try_into().unwrap()) as usize;
+    }
+    let port = stalling_http_server(data, mdat + 8);
+    // A live source that sends nothing at all (its typefind failed on EOS).
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for (i, input) in [
+        format!("http://127.0.0.1:{port}/clip.mp4"),
+        format!("udp://127.0.0.1:{udp}"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let out = dir.join(format!("out{i}.mp4"));
+        let o = interrupt_once_started(input, &out);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(130), "{input}: {err}");
+        assert!(
+            err.contains("stopped before the first frame: no output written"),
+            "{input}: {err}"
+        );
+        assert!(!err.contains("finalized") && !err.contains("error"), "{input}: {err}");
+        assert!(!out.exists(), "{input}: the file without frames is removed");
+    }
+}

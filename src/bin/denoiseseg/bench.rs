@@ -307,7 +307,7 @@ fn pipeline_run(
             pushed
         })
     };
-    let ending = common::run_pipeline(&pipeline, Some(&ds), Progress::None);
+    let ending = common::run_pipeline(&pipeline, &ds, Progress::None);
     let pushed = pusher.join().map_err(|_| anyhow!("the pushing thread panicked"))?;
     let ending = ending?;
     if ending != common::Ending::Eos {

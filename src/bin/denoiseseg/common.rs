@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
@@ -331,10 +331,68 @@ fn interrupts() -> u32 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
     Eos,
-    /// Ctrl-C, then EOS: outputs are finalized.
+    /// Ctrl-C, then EOS through every sink: outputs are finalized.
     Interrupted,
+    /// Ctrl-C before the element gave its first frame: stopped at once, as there is
+    /// nothing to finalize (and a source with no data yet, a camera or a stream still
+    /// connecting, may never pass EOS on).
+    BeforeFirstFrame,
     /// Ctrl-C twice: stopped without finishing.
     Aborted,
+}
+
+/// What a run says when it stopped before the first frame.
+pub const STOPPED_EARLY: &str = "stopped before the first frame: no output written";
+
+/// A file (or PNG pattern) that a pipeline writes, with the frames that reached the
+/// element writing it (its muxer, or multifilesink), counted as they pass.
+pub struct OutputFile {
+    path: PathBuf,
+    /// One file per frame: nothing to finalize or remove.
+    pattern: bool,
+    frames: Arc<AtomicU64>,
+}
+
+impl OutputFile {
+    /// Counts the frames that reach `writer` (an element of `pipeline`) on their way
+    /// into `path`.
+    pub fn watch(pipeline: &gst::Pipeline, writer: &str, path: &Path, pattern: bool) -> Result<OutputFile> {
+        let writer = pipeline
+            .by_name(writer)
+            .ok_or_else(|| anyhow!("no element {writer} in the pipeline"))?;
+        let frames = Arc::new(AtomicU64::new(0));
+        for pad in writer.sink_pads() {
+            let frames = frames.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                frames.fetch_add(1, Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            });
+        }
+        Ok(OutputFile {
+            path: path.to_path_buf(),
+            pattern,
+            frames,
+        })
+    }
+
+    pub fn frames(&self) -> u64 {
+        self.frames.load(Ordering::Relaxed)
+    }
+
+    /// After the pipeline stopped: removes the file when it holds no frame or was not
+    /// finalized (a muxer's headers alone do not play), and says what became of it.
+    pub fn conclude(&self, ending: Ending) -> String {
+        let (path, frames) = (self.path.display(), self.frames());
+        let unfinished = ending == Ending::BeforeFirstFrame;
+        if (frames == 0 || unfinished) && !self.pattern {
+            let removed = std::fs::remove_file(&self.path).is_ok();
+            return format!("{path}: no frame written{}", if removed { " (removed)" } else { "" });
+        }
+        match ending {
+            Ending::Aborted if !self.pattern => format!("{path}: {frames} frames, not finalized (may not play)"),
+            _ => format!("wrote {path} ({frames} frames)"),
+        }
+    }
 }
 
 /// Progress display while a pipeline runs.
@@ -346,15 +404,16 @@ pub enum Progress {
     Live,
 }
 
-/// Reads the element's frame counter and the pipeline's position for the progress line.
-fn frames_of(element: Option<&gst::Element>) -> u64 {
-    element.map(|e| e.property::<u64>("frames-processed")).unwrap_or(0)
+/// The frames the element gave so far.
+fn frames_of(element: &gst::Element) -> u64 {
+    element.property::<u64>("frames-processed")
 }
 
 /// Runs `pipeline` to its end: EOS, an error (returned with GStreamer's detail as
-/// context for `-v`), or Ctrl-C. `element` is the denoiseseg element, for the
-/// progress line.
-pub fn run_pipeline(pipeline: &gst::Pipeline, element: Option<&gst::Element>, progress: Progress) -> Result<Ending> {
+/// context for `-v`), or Ctrl-C (see [`Ending`]). `element` is the denoiseseg
+/// element: its frames tell the progress line, and whether Ctrl-C has anything to
+/// finalize.
+pub fn run_pipeline(pipeline: &gst::Pipeline, element: &gst::Element, progress: Progress) -> Result<Ending> {
     install_ctrl_c();
     let ending = drive(pipeline, element, progress);
     // However it ended, even when it never started (an element that refused its
@@ -367,7 +426,7 @@ pub fn run_pipeline(pipeline: &gst::Pipeline, element: Option<&gst::Element>, pr
     Ok(ending)
 }
 
-fn drive(pipeline: &gst::Pipeline, element: Option<&gst::Element>, progress: Progress) -> Result<Ending> {
+fn drive(pipeline: &gst::Pipeline, element: &gst::Element, progress: Progress) -> Result<Ending> {
     let bus = pipeline.bus().expect("a pipeline has a bus");
     pipeline
         .set_state(gst::State::Playing)
@@ -433,6 +492,7 @@ fn drive(pipeline: &gst::Pipeline, element: Option<&gst::Element>, progress: Pro
         }
         match interrupts() {
             0 => {}
+            1 if !sent_eos && frames_of(element) == 0 => break Ending::BeforeFirstFrame,
             1 if !sent_eos => {
                 sent_eos = true;
                 pipeline.send_event(gst::event::Eos::new());
@@ -455,8 +515,8 @@ fn drive(pipeline: &gst::Pipeline, element: Option<&gst::Element>, progress: Pro
                 bar.set_message(format!("{frames} frames, {fps:.1} frames/s"));
             }
             Progress::Live => {
-                let dropped = element.map(|e| e.property::<u64>("frames-dropped")).unwrap_or(0);
-                let latency = element.map(|e| e.property::<f64>("mean-latency")).unwrap_or(0.0);
+                let dropped = element.property::<u64>("frames-dropped");
+                let latency = element.property::<f64>("mean-latency");
                 bar.set_message(format!(
                     "{frames} frames, {fps:.1} frames/s, {dropped} dropped, latency {latency:.0} ms"
                 ));
@@ -710,13 +770,16 @@ pub fn file_sink(path: &Path) -> String {
     format!("filesink location={} async=false", quote(&path.display().to_string()))
 }
 
+/// The name of the muxer in [`h264_file`], to watch it with [`OutputFile::watch`].
+pub const H264_MUX: &str = "h264_mux";
+
 /// An H.264 file output from raw video: `videoconvert ! x264enc ! h264parse ! MUX !`
-/// [`file_sink`]. `low_latency` (live inputs) turns off x264enc's lookahead and
-/// B-frames.
+/// [`file_sink`], the muxer named [`H264_MUX`]. `low_latency` (live inputs) turns
+/// off x264enc's lookahead and B-frames.
 pub fn h264_file(path: &Path, mux: &str, bitrate: u32, low_latency: bool) -> String {
     format!(
         "videoconvert ! video/x-raw,format=I420 ! x264enc bitrate={bitrate} speed-preset=veryfast{} \
-         ! h264parse ! {mux} ! {}",
+         ! h264parse ! {mux} name={H264_MUX} ! {}",
         if low_latency { " tune=zerolatency" } else { "" },
         file_sink(path)
     )

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use denoiseseg::metrics::psnr_u8;
 use gst::prelude::*;
 
-use crate::common::{self, quote, ElementOpts, Ending, FrameSets, Progress};
+use crate::common::{self, quote, ElementOpts, Ending, FrameSets, OutputFile, Progress};
 use crate::run::{legend_markup, mosaic_description};
 
 const EXAMPLES: &str = "\
@@ -121,6 +121,7 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
     let element = pipeline.by_name("d").expect("the pipeline names the element d");
     args.element.apply(&element)?;
+    let written = OutputFile::watch(&pipeline, common::H264_MUX, &output, false)?;
 
     let psnr = Arc::new(Mutex::new(Psnr::default()));
     let sums = psnr.clone();
@@ -139,13 +140,18 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         args.sigma
     );
     let started = Instant::now();
-    let ending = common::run_pipeline(&pipeline, Some(&element), Progress::File)?;
+    let ending = common::run_pipeline(&pipeline, &element, Progress::File)?;
     let elapsed = started.elapsed();
+    let file = written.conclude(ending);
+    if ending == Ending::BeforeFirstFrame {
+        eprintln!("{}", common::STOPPED_EARLY);
+        return Ok(ExitCode::from(130));
+    }
     let unpaired = sets.finish()?;
     let frames = element.property::<u64>("frames-processed");
     let p = psnr.lock().unwrap_or_else(|e| e.into_inner());
     if p.frames == 0 {
-        bail!("no frames came through the pipeline");
+        bail!("no frames came through the pipeline: no output written");
     }
     let (noisy, den) = (p.noisy / p.frames as f64, p.denoised / p.frames as f64);
     println!("model      {} {} ({})", spec.name, spec.version, model.display());
@@ -167,7 +173,10 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     if unpaired > 0 {
         println!("note       {unpaired} frames were not compared (dropped)");
     }
-    println!("wrote      {}", output.display());
+    match ending {
+        Ending::Aborted => println!("output     {file}"),
+        _ => println!("wrote      {}", output.display()),
+    }
     Ok(match ending {
         Ending::Aborted => ExitCode::from(130),
         _ => ExitCode::SUCCESS,

@@ -448,7 +448,7 @@ fn run_sigma(
         Source::Video(_) => None,
     };
     let started = Instant::now();
-    let ending = common::run_pipeline(&pipeline, Some(&ds), Progress::File);
+    let ending = common::run_pipeline(&pipeline, &ds, Progress::File);
     let elapsed = started.elapsed();
     let fed = feeder.map(|f| f.join().map_err(|_| anyhow!("the image feeder panicked")));
     let leftover = sets.finish();
@@ -467,6 +467,9 @@ fn run_sigma(
         info.provider = Some(p);
     }
     if acc.frames == 0 {
+        if ending == Ending::BeforeFirstFrame {
+            bail!("stopped before the first frame: nothing measured");
+        }
         bail!("no frames decoded from {}", args.input().display());
     }
     let n = acc.frames as f64;

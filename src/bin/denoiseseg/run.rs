@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use gst::prelude::*;
 
-use crate::common::{self, quote, ElementOpts, Ending, Progress};
+use crate::common::{self, quote, ElementOpts, Ending, OutputFile, Progress};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum View {
@@ -138,6 +138,9 @@ impl Sink {
     }
 }
 
+/// The element that writes the class maps: the muxer, or multifilesink.
+const MASK_WRITER: &str = "mask_writer";
+
 /// Where the class maps go (`--mask-output`).
 enum MaskSink {
     /// One lossless FFV1 stream in Matroska.
@@ -165,11 +168,21 @@ impl MaskSink {
     fn description(&self) -> String {
         let q = common::queue();
         match self {
-            MaskSink::Mkv(p) => format!("d.mask ! {q} ! avenc_ffv1 ! matroskamux ! {}", common::file_sink(p)),
+            MaskSink::Mkv(p) => format!(
+                "d.mask ! {q} ! avenc_ffv1 ! matroskamux name={MASK_WRITER} ! {}",
+                common::file_sink(p)
+            ),
             MaskSink::Png(p) => format!(
-                "d.mask ! {q} ! pngenc compression-level=1 ! multifilesink location={} async=false",
+                "d.mask ! {q} ! pngenc compression-level=1 ! multifilesink name={MASK_WRITER} location={} async=false",
                 quote(&p.display().to_string())
             ),
+        }
+    }
+
+    fn watch(&self, pipeline: &gst::Pipeline) -> Result<OutputFile> {
+        match self {
+            MaskSink::Mkv(p) => OutputFile::watch(pipeline, MASK_WRITER, p, false),
+            MaskSink::Png(p) => OutputFile::watch(pipeline, MASK_WRITER, p, true),
         }
     }
 }
@@ -309,14 +322,32 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
     let element = pipeline.by_name("d").expect("the pipeline names the element d");
     args.element.apply(&element)?;
+    let mut outputs = Vec::new();
+    if let Sink::File(p, _) = &sink {
+        outputs.push(OutputFile::watch(&pipeline, common::H264_MUX, p, false)?);
+    }
+    if let Some(mask) = &mask {
+        outputs.push(mask.watch(&pipeline)?);
+    }
 
     let started = Instant::now();
     let progress = if live { Progress::Live } else { Progress::File };
-    let ending = common::run_pipeline(&pipeline, Some(&element), progress)?;
+    let ending = common::run_pipeline(&pipeline, &element, progress)?;
     let elapsed = started.elapsed();
+    let files: Vec<String> = outputs.iter().map(|o| o.conclude(ending)).collect();
     let frames = element.property::<u64>("frames-processed");
+    match ending {
+        Ending::BeforeFirstFrame => {
+            eprintln!("{}", common::STOPPED_EARLY);
+            return Ok(ExitCode::from(130));
+        }
+        Ending::Eos if frames == 0 => bail!("no frames came through the pipeline: no output written"),
+        _ => {}
+    }
     let dropped = element.property::<u64>("frames-dropped");
     let provider = element.property::<String>("provider");
+    // "Finalized" only when every file got frames and EOS went through its muxer.
+    let finalized = !outputs.is_empty() && outputs.iter().all(|o| o.frames() > 0);
     eprintln!(
         "{} frames in {} ({:.1} frames/s) on {provider}, {dropped} dropped, model {}{}",
         frames,
@@ -324,13 +355,14 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         frames as f64 / elapsed.as_secs_f64().max(1e-3),
         spec.name,
         match ending {
-            Ending::Eos => String::new(),
-            Ending::Interrupted => ", interrupted (outputs finalized)".into(),
-            Ending::Aborted => ", aborted (outputs may be unplayable)".into(),
+            Ending::Interrupted if finalized => ", interrupted (outputs finalized)",
+            Ending::Interrupted => ", interrupted",
+            Ending::Aborted => ", aborted (outputs may be unplayable)",
+            Ending::Eos | Ending::BeforeFirstFrame => "",
         }
     );
-    if let Sink::File(p, _) = &sink {
-        eprintln!("wrote {}", p.display());
+    for f in files {
+        eprintln!("{f}");
     }
     Ok(if ending == Ending::Aborted {
         ExitCode::from(130)
