@@ -528,17 +528,22 @@ fn drive(pipeline: &gst::Pipeline, element: &gst::Element, progress: Progress) -
     Ok(ending)
 }
 
-/// A GStreamer error message as one line (the message and the element's name), with
-/// the debug text as its [`Detail`].
+/// A GStreamer error message as one line: the message and the element's name, then
+/// the reason when the debug text gives one after its source location ("Failed to
+/// connect."); the whole debug text is its [`Detail`].
 pub fn error_of(e: &gst::message::Error) -> anyhow::Error {
     let (name, path) = e
         .src()
         .map(|s| (s.name().to_string(), s.path_string().to_string()))
         .unwrap_or_else(|| ("pipeline".into(), "pipeline".into()));
-    let detail = e.debug().map(|d| d.to_string()).unwrap_or_default();
-    let message = e.error().to_string();
-    anyhow::Error::new(Detail(format!("{detail}\n(from {path})")))
-        .context(format!("{} ({name})", message.trim_end_matches('.')))
+    let debug = e.debug().map(|d| d.to_string()).unwrap_or_default();
+    let message = format!("{} ({name})", e.error().to_string().trim_end_matches('.'));
+    let detail = anyhow::Error::new(Detail(format!("{debug}\n(from {path})")));
+    // "file.c(123): function (): /GstPipeline:pipeline0/...:\nthe reason"
+    match debug.split_once(":\n").map(|(_, reason)| reason.trim()) {
+        Some(reason) if !reason.is_empty() => detail.context(reason.to_string()).context(message),
+        _ => detail.context(message),
+    }
 }
 
 fn first_error(bus: &gst::Bus) -> Option<anyhow::Error> {
