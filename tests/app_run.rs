@@ -658,3 +658,133 @@ fn ctrl_c_before_the_first_frame_says_so_and_leaves_no_file() {
         assert!(!out.exists(), "{input}: the file without frames is removed");
     }
 }
+
+#[test]
+fn live_inputs_run_leaky_with_rtsp_options_unless_told_otherwise() {
+    let dir = tmp("live-pipeline");
+    let clip = make_clip(&dir, 2, 32, 16);
+    let c = clip.to_str().unwrap();
+    let m = test_model("joint.onnx");
+    let pipeline = |args: &[&str]| {
+        let o = app()
+            .args(args)
+            .args(["--model", &m, "--print-pipeline"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stderr(&o)
+    };
+    let rtsp = "rtsp://camera/stream";
+    let p = pipeline(&["run", rtsp]);
+    assert!(
+        p.contains(r#"rtspsrc location="rtsp://camera/stream" latency=200 drop-on-latency=true"#),
+        "{p}"
+    );
+    assert!(p.contains("denoiseseg name=d leaky=true"), "{p}");
+    assert!(p.contains("fakesink sync=false"), "{p}");
+    assert!(!p.contains("protocols="), "auto leaves rtspsrc's choice: {p}");
+    let p = pipeline(&["run", rtsp, "--rtsp-latency", "50", "--rtsp-transport", "tcp"]);
+    assert!(p.contains("latency=50 protocols=tcp "), "{p}");
+    let p = pipeline(&["run", rtsp, "--rtsp-transport", "udp"]);
+    assert!(p.contains("protocols=udp+udp-mcast "), "{p}");
+    // Opting out: the options, or a preset that says leaky = false.
+    let preset = common::root().join("configs/gpu-throughput.toml");
+    for opt_out in [
+        &["--no-leaky"][..],
+        &["--leaky", "false"],
+        &["--leaky=false"],
+        &["--config", preset.to_str().unwrap()],
+    ] {
+        let p = pipeline(&[&["run", rtsp][..], opt_out].concat());
+        assert!(!p.contains("leaky=true"), "{opt_out:?}: {p}");
+        assert!(p.contains("drop-on-latency=false"), "{opt_out:?}: {p}");
+    }
+    // Other live streams too; the mosaic's input panel leaks instead of stopping them.
+    let p = pipeline(&["run", "udp://127.0.0.1:5000", "--view", "mosaic"]);
+    assert!(p.contains("denoiseseg name=d leaky=true"), "{p}");
+    assert!(p.contains("max-size-time=0 leaky=downstream"), "{p}");
+    // Files are not live: every frame, unless asked.
+    assert!(!pipeline(&["run", c]).contains("leaky"));
+    assert!(pipeline(&["run", c, "--leaky"]).contains("denoiseseg name=d leaky=true"));
+    fails_cleanly(
+        &["run", c, "--rtsp-latency", "100", "--model", &m],
+        "--rtsp-latency applies to rtsp:// inputs only",
+    );
+    // The RTSP pipeline runs: a camera that is not there is one line with the reason.
+    let o = run(&[
+        "run",
+        "rtsp://127.0.0.1:1/none",
+        "--model",
+        &m,
+        "--rtsp-transport",
+        "tcp",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.lines().last().unwrap().contains("(rtspsrc0): Failed to connect"),
+        "{err}"
+    );
+    let help = String::from_utf8(run(&["run", "--help"]).stdout).unwrap();
+    for want in [
+        "--rtsp-latency <MS>",
+        "--rtsp-transport <TRANSPORT>",
+        "--no-leaky",
+        "Live inputs",
+    ] {
+        assert!(help.contains(want), "{want} is not in:\n{help}");
+    }
+}
+
+#[test]
+fn a_live_stream_runs_leaky_says_so_and_ctrl_c_finalizes_it() {
+    let dir = tmp("live-udp");
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // A live camera stand-in: H.264 in MPEG-TS over UDP, in real time; noise, so that
+    // the output fills filesink's 64 kB buffer within a few frames.
+    let mut sender = Command::new("gst-launch-1.0")
+        .args(
+            format!(
+                "-q videotestsrc is-live=true pattern=snow ! video/x-raw,width=160,height=96,framerate=25/1 \
+                 ! x264enc tune=zerolatency key-int-max=5 ! mpegtsmux ! udpsink host=127.0.0.1 port={port}"
+            )
+            .split_whitespace(),
+        )
+        .spawn()
+        .unwrap();
+    let out = dir.join("rec.mkv");
+    let child = app()
+        .args(["run", &format!("udp://127.0.0.1:{port}"), "-o", out.to_str().unwrap()])
+        .args(["--model", &test_model("joint.onnx")])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) < 4000 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no frames from the live stream"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let o = child.wait_with_output().unwrap();
+    let _ = sender.kill();
+    let _ = sender.wait();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("live input: frames are dropped when the model cannot keep up (--no-leaky to queue them instead)"),
+        "{err}"
+    );
+    assert!(err.contains("interrupted (outputs finalized)"), "{err}");
+    assert!(!decode(&out, "RGB", 160, 96).is_empty());
+}

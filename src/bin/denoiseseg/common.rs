@@ -158,9 +158,13 @@ pub struct ElementOpts {
     /// Noise sigma in 8-bit units fed to the model; -1 estimates it per frame
     #[arg(long, value_name = "SIGMA", allow_negative_numbers = true)]
     pub noise_level: Option<f64>,
-    /// Drop the oldest waiting frame instead of blocking the source (live sources)
-    #[arg(long)]
-    pub leaky: bool,
+    /// Drop the oldest waiting frame instead of blocking the source; `run` sets it on
+    /// live inputs (cameras, rtsp://, udp://, srt://, rtmp://) unless told otherwise
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub leaky: Option<bool>,
+    /// Never drop frames, also on live inputs: queue them (same as --leaky false)
+    #[arg(long, conflicts_with = "leaky")]
+    pub no_leaky: bool,
     /// Opacity of the class colours in overlay views (0-1)
     #[arg(long, value_name = "A")]
     pub overlay_alpha: Option<f64>,
@@ -209,8 +213,8 @@ impl ElementOpts {
         if let Some(v) = self.noise_level {
             put("noise-level", v.to_string());
         }
-        if self.leaky {
-            put("leaky", "true".into());
+        if let Some(v) = self.leaky_choice() {
+            put("leaky", v.to_string());
         }
         if let Some(v) = self.overlay_alpha {
             put("overlay-alpha", v.to_string());
@@ -228,6 +232,15 @@ impl ElementOpts {
             put(k, v.trim().to_string());
         }
         Ok(p)
+    }
+
+    /// Whether the user chose leaky or not (--leaky [BOOL], --no-leaky).
+    pub fn leaky_choice(&self) -> Option<bool> {
+        if self.no_leaky {
+            Some(false)
+        } else {
+            self.leaky
+        }
     }
 
     /// Applies the preset, then the options, to a `denoiseseg` element in the NULL
@@ -265,12 +278,17 @@ impl ElementOpts {
     /// command that wants them checked before it builds its pipeline, and returns it:
     /// its properties are the settings the options give.
     pub fn check(&self) -> Result<gst::Element> {
-        let scratch = gst::ElementFactory::make("denoiseseg")
-            .build()
-            .context("cannot create the denoiseseg element")?;
+        let scratch = scratch_element()?;
         self.apply(&scratch)?;
         Ok(scratch)
     }
+}
+
+/// A `denoiseseg` element outside any pipeline, to check settings on.
+pub fn scratch_element() -> Result<gst::Element> {
+    gst::ElementFactory::make("denoiseseg")
+        .build()
+        .context("cannot create the denoiseseg element")
 }
 
 /// Sets a property from text after checking that it exists, is writable, parses and

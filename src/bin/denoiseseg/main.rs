@@ -19,7 +19,7 @@ const EXAMPLES: &str = "\
 Examples:
   denoiseseg demo                                   the shipped model on the shipped noisy clip -> out/demo.mp4
   denoiseseg run dashcam.mp4 -o annotated.mp4 --view overlay
-  denoiseseg run /dev/video0 -o screen --leaky      a camera to the screen, live statistics
+  denoiseseg run /dev/video0 -o screen             a camera to the screen, live statistics
   denoiseseg run rtsp://cam/stream -o rec.mkv --mask-output classes.mkv
   denoiseseg eval models/sample/street.mp4 --labels models/sample/street-labels.mkv --sigma 15,25,50
   denoiseseg bench --size 1024x512 --provider cpu

@@ -20,19 +20,41 @@ pub enum View {
     Mosaic,
 }
 
+/// How an RTSP stream travels (rtspsrc's `protocols`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RtspTransport {
+    /// Interleaved in the RTSP connection: passes firewalls and NAT, nothing lost
+    Tcp,
+    /// RTP over UDP, unicast or multicast: the least delay, packets may be lost
+    Udp,
+    /// What the camera offers: UDP first, then TCP
+    Auto,
+}
+
+/// rtspsrc's jitter buffer for RTSP inputs, when --rtsp-latency is not given (rtspsrc's
+/// own default, 2000 ms, is long for a live view).
+const DEFAULT_RTSP_LATENCY_MS: u32 = 200;
+
+/// URI schemes of live streams: the source runs in real time whatever the app does.
+const LIVE_SCHEMES: &[&str] = &["rtsp", "rtsps", "rtspt", "rtspu", "udp", "rtp", "srt", "rtmp", "rtmps"];
+
 const EXAMPLES: &str = "\
 Examples:
   denoiseseg run dashcam.mp4 -o annotated.mp4 --view overlay
   denoiseseg run dashcam.mp4 -o mosaic.mkv --view mosaic --size 640x320
-  denoiseseg run /dev/video0 -o screen --leaky
-  denoiseseg run rtsp://192.168.1.20/stream -o record.mp4 --mask-output classes.mkv
+  denoiseseg run /dev/video0 -o screen
+  denoiseseg run rtsp://192.168.1.20/stream -o rec.mp4 --rtsp-transport tcp --rtsp-latency 100
   denoiseseg run clip.mp4 --mask-output masks/%05d.png --noise-level 25
-Ctrl-C ends the stream cleanly (files are finalized); a second Ctrl-C aborts.";
+Live inputs (cameras, rtsp://, udp://, srt://, rtmp://) run leaky: when the model cannot
+keep up, the oldest waiting frames are dropped (and counted), so the output stays close
+to the camera; --no-leaky queues every frame instead, and the output falls behind.
+Output folders must exist. Ctrl-C ends the stream cleanly: files are finalized, or,
+before the first frame, not written at all; a second Ctrl-C aborts.";
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
-    /// A video file, a URI (file://, rtsp://, http(s)://) or a camera (/dev/videoN)
+    /// A video file, a URI (file://, rtsp://, http(s)://, udp://, ...) or a camera (/dev/videoN)
     #[arg(value_name = "INPUT")]
     pub input: String,
     /// Output: an .mp4 or .mkv file, `screen`, or nothing (process only)
@@ -51,6 +73,12 @@ pub struct Args {
     #[arg(long, value_name = "KBPS", default_value_t = 4000,
           value_parser = clap::value_parser!(u32).range(1..=common::MAX_H264_KBPS))]
     pub bitrate: u32,
+    /// RTSP inputs: the jitter buffer in milliseconds (rtspsrc latency) [default: 200]
+    #[arg(long, value_name = "MS")]
+    pub rtsp_latency: Option<u32>,
+    /// RTSP inputs: how the stream travels [default: auto]
+    #[arg(long, value_enum, value_name = "TRANSPORT")]
+    pub rtsp_transport: Option<RtspTransport>,
     /// Print the GStreamer pipeline and exit
     #[arg(long)]
     pub print_pipeline: bool,
@@ -61,45 +89,100 @@ pub struct Args {
 /// Where the frames come from.
 enum Source {
     File(PathBuf),
-    Uri(String),
+    /// A URI that uridecodebin reads; `live` for the schemes of [`LIVE_SCHEMES`].
+    Uri {
+        uri: String,
+        live: bool,
+    },
+    Rtsp {
+        uri: String,
+        latency_ms: u32,
+        transport: RtspTransport,
+    },
     Camera(PathBuf),
 }
 
 impl Source {
-    fn parse(input: &str) -> Result<Source> {
-        if input.starts_with("/dev/video") {
+    fn parse(input: &str, rtsp_latency: Option<u32>, rtsp_transport: Option<RtspTransport>) -> Result<Source> {
+        let scheme = input.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        let source = if scheme.as_deref().is_some_and(|s| s.starts_with("rtsp")) {
+            Source::Rtsp {
+                uri: input.to_string(),
+                latency_ms: rtsp_latency.unwrap_or(DEFAULT_RTSP_LATENCY_MS),
+                transport: rtsp_transport.unwrap_or(RtspTransport::Auto),
+            }
+        } else if input.starts_with("/dev/video") {
             let dev = PathBuf::from(input);
             if !dev.exists() {
                 bail!("no camera at {input}");
             }
-            return Ok(Source::Camera(dev));
+            Source::Camera(dev)
+        } else if let Some(scheme) = scheme.filter(|s| s != "file") {
+            Source::Uri {
+                uri: input.to_string(),
+                live: LIVE_SCHEMES.contains(&scheme.as_str()),
+            }
+        } else {
+            let path = Path::new(input.strip_prefix("file://").unwrap_or(input));
+            if !path.is_file() {
+                bail!("no such file: {}", path.display());
+            }
+            Source::File(path.canonicalize().unwrap_or_else(|_| path.to_path_buf()))
+        };
+        if !matches!(source, Source::Rtsp { .. }) {
+            let given = [
+                rtsp_latency.map(|_| "--rtsp-latency"),
+                rtsp_transport.map(|_| "--rtsp-transport"),
+            ];
+            if let Some(option) = given.into_iter().flatten().next() {
+                bail!("{option} applies to rtsp:// inputs only, not {input}");
+            }
         }
-        let path = input.strip_prefix("file://").unwrap_or(input);
-        if path.contains("://") {
-            return Ok(Source::Uri(input.to_string()));
-        }
-        let path = Path::new(path);
-        if !path.is_file() {
-            bail!("no such file: {}", path.display());
-        }
-        Ok(Source::File(path.canonicalize().unwrap_or_else(|_| path.to_path_buf())))
+        Ok(source)
     }
 
     fn is_live(&self) -> bool {
         match self {
-            Source::Camera(_) => true,
-            Source::Uri(_) => true,
+            Source::Camera(_) | Source::Rtsp { .. } => true,
+            Source::Uri { live, .. } => *live,
             Source::File(_) => false,
         }
     }
 
-    fn description(&self) -> String {
+    /// The source and its decoder, up to raw video. `leaky`: the element drops what it
+    /// cannot take, so an RTSP jitter buffer may drop what is older than its latency
+    /// too (it would keep it otherwise, without bound, while its decoder lags).
+    fn description(&self, leaky: bool) -> String {
         match self {
             Source::File(p) => format!("uridecodebin uri={}", quote(&format!("file://{}", p.display()))),
-            Source::Uri(u) => format!("uridecodebin uri={}", quote(u)),
+            Source::Uri { uri, .. } => format!("uridecodebin uri={}", quote(uri)),
+            Source::Rtsp {
+                uri,
+                latency_ms,
+                transport,
+            } => format!(
+                "rtspsrc location={} latency={latency_ms}{} drop-on-latency={leaky} \
+                 ! application/x-rtp,media=video ! decodebin",
+                quote(uri),
+                match transport {
+                    RtspTransport::Tcp => " protocols=tcp",
+                    RtspTransport::Udp => " protocols=udp+udp-mcast",
+                    RtspTransport::Auto => "",
+                }
+            ),
             Source::Camera(d) => format!("v4l2src device={}", quote(&d.display().to_string())),
         }
     }
+}
+
+/// Sets up the element for this run: on a live input leaky (so that the model's pace
+/// never holds up the source), unless the preset or the options say otherwise; then
+/// the preset and the options.
+fn configure(element: &gst::Element, opts: &ElementOpts, live: bool) -> Result<()> {
+    if live {
+        element.set_property("leaky", true);
+    }
+    opts.apply(element)
 }
 
 /// Where the output goes.
@@ -129,10 +212,12 @@ impl Sink {
         Ok(Sink::File(path, mux))
     }
 
+    /// On a live input, the screen shows each frame as it comes (sync=false) rather
+    /// than dropping those that come later than the latency it was told.
     fn description(&self, bitrate: u32, live: bool) -> String {
         match self {
-            Sink::None => format!("fakesink sync={live}"),
-            Sink::Screen => "videoconvert ! autovideosink".into(),
+            Sink::None => "fakesink sync=false".into(),
+            Sink::Screen => format!("videoconvert ! autovideosink{}", if live { " sync=false" } else { "" }),
             Sink::File(p, mux) => common::h264_file(p, mux, bitrate, live),
         }
     }
@@ -262,7 +347,7 @@ pub fn mosaic_description(w: u32, h: u32, legend: &str, input: &str, in_flight: 
 }
 
 pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
-    let source = Source::parse(&args.input)?;
+    let source = Source::parse(&args.input, args.rtsp_latency, args.rtsp_transport)?;
     let sink = Sink::parse(args.output.as_deref())?;
     let mask = args.mask_output.as_deref().map(MaskSink::parse).transpose()?;
     check_outputs(&source, &sink, mask.as_ref())?;
@@ -271,7 +356,10 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     }
     let live = source.is_live();
     common::init_gstreamer()?;
-    let settings = args.element.check()?;
+    // The element's settings, checked on a scratch element before anything is built.
+    let settings = common::scratch_element()?;
+    configure(&settings, &args.element, live)?;
+    let leaky = settings.property::<bool>("leaky");
     let model = common::resolve_model(args.element.model.as_deref())?;
     let spec = denoiseseg::model::ModelSpec::load(&model)?;
 
@@ -280,7 +368,8 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         None => String::new(),
     };
     let out = sink.description(args.bitrate, live);
-    let head = format!("{}{} ! videoconvert", source.description(), scale);
+    let head = format!("{}{} ! videoconvert", source.description(leaky), scale);
+    let denoiseseg = format!("denoiseseg name=d{}", if leaky { " leaky=true" } else { "" });
     let mut desc = match args.view {
         View::Denoised | View::Overlay => {
             let output = if args.view == View::Overlay {
@@ -288,17 +377,14 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
             } else {
                 "denoised"
             };
-            format!(
-                "{head} ! denoiseseg name=d output={output} ! {} ! {out}",
-                common::queue()
-            )
+            format!("{head} ! {denoiseseg} output={output} ! {} ! {out}", common::queue())
         }
         View::Mosaic => {
             let (w, h) = args.size.unwrap_or((640, 320));
             let in_flight = settings.property::<u32>("max-in-flight");
             let mosaic = mosaic_description(w, h, &legend_markup(&spec.classes), "in", in_flight, live);
             format!(
-                "{head} ! tee name=in in. ! {} ! denoiseseg name=d output=denoised {mosaic}",
+                "{head} ! tee name=in in. ! {} ! {denoiseseg} output=denoised {mosaic}",
                 common::queue()
             )
             .replace("{OUT}", &out)
@@ -321,7 +407,10 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         .downcast::<gst::Pipeline>()
         .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
     let element = pipeline.by_name("d").expect("the pipeline names the element d");
-    args.element.apply(&element)?;
+    configure(&element, &args.element, live)?;
+    if live && leaky {
+        eprintln!("live input: frames are dropped when the model cannot keep up (--no-leaky to queue them instead)");
+    }
     let mut outputs = Vec::new();
     if let Sink::File(p, _) = &sink {
         outputs.push(OutputFile::watch(&pipeline, common::H264_MUX, p, false)?);
