@@ -441,6 +441,47 @@ fn bench_errors_are_one_clear_line() {
 }
 
 #[test]
+fn errors_carry_their_cause_on_the_one_line() {
+    // Without -v the line must say why, not only where ("error: bare loop" was all).
+    let corrupt = common::test_model("corrupt.onnx");
+    fails_with(
+        &["bench", "--model", &corrupt, "--size", "64x32", "--frames", "2"],
+        "cannot start the bare ONNX Runtime loop: ONNX Runtime: cannot load model",
+    );
+    fails_with(
+        &["bench", "--model", &corrupt, "--size", "64x32"],
+        "Protobuf parsing failed",
+    );
+    // The same model in the element: the element's error says it too.
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clean.mkv");
+    clean_clip(dir.path(), &clip, 32, 16, 2, "smpte");
+    fails_with(
+        &[
+            "eval",
+            &clip.display().to_string(),
+            "--sigma",
+            "10",
+            "--model",
+            &corrupt,
+        ],
+        "Protobuf parsing failed",
+    );
+    // A provider the ONNX Runtime library lacks (the CPU library has no CUDA); with the
+    // GPU library and a GPU, the run may succeed instead.
+    let mut c = app();
+    c.args(["bench", "--model", &joint_model(), "--size", "64x32", "--frames", "2"])
+        .args(["--warmup", "0", "--provider", "cuda"]);
+    let out = run(c);
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one clear line: {stderr}");
+        assert!(lines[0].contains("execution provider cuda: "), "{stderr}");
+    }
+}
+
+#[test]
 fn eval_and_bench_help_show_examples() {
     for cmd in ["eval", "bench"] {
         let mut c = app();

@@ -18,9 +18,14 @@ fn tmp(name: &str) -> PathBuf {
 
 /// A lossless RGB clip (FFV1 in Matroska) of `n` frames.
 fn make_clip(dir: &Path, n: usize, w: usize, h: usize) -> PathBuf {
+    make_clip_at(dir, n, w, h, 25)
+}
+
+/// [`make_clip`] at `fps` frames per second.
+fn make_clip_at(dir: &Path, n: usize, w: usize, h: usize, fps: u32) -> PathBuf {
     let path = dir.join("clip.mkv");
     gst_launch(&format!(
-        "videotestsrc num-buffers={n} pattern=smpte ! video/x-raw,format=RGB,width={w},height={h},framerate=25/1 \
+        "videotestsrc num-buffers={n} pattern=smpte ! video/x-raw,format=RGB,width={w},height={h},framerate={fps}/1 \
          ! videoconvert ! video/x-raw,format=BGRx ! avenc_ffv1 ! matroskamux ! filesink location={}",
         path.display()
     ));
@@ -55,6 +60,26 @@ fn decode(path: &Path, format: &str, w: usize, h: usize) -> Vec<Vec<u8>> {
 
 fn run(args: &[&str]) -> Output {
     app().args(args).output().expect("the app runs")
+}
+
+/// Runs the app and fails the test (killing the app) if it has not ended in `secs`.
+fn run_within(secs: u64, args: &[&str]) -> Output {
+    let mut child = app()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the app runs");
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(secs) {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!("{args:?} hung for {secs} s:\n{}", stderr(&o));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
 }
 
 fn stderr(o: &Output) -> String {
@@ -108,6 +133,8 @@ fn run_writes_every_frame_and_lossless_class_maps_that_match_the_model() {
 fn run_png_mask_sequence_and_overlay_view() {
     let dir = tmp("png");
     let clip = make_clip(&dir, 5, 48, 24);
+    // The pattern's folder must exist, as every output's.
+    std::fs::create_dir(dir.join("m")).unwrap();
     let pattern = dir.join("m/%03d.png");
     let o = run(&[
         "run",
@@ -234,4 +261,530 @@ fn demo_writes_a_playable_mosaic_and_gains_psnr() {
     assert!(gain > 3.0, "the shipped model gains only {gain} dB at sigma 25");
     // Three panels side by side, every frame.
     assert_eq!(decode(&out, "RGB", 768, 128).len(), 100);
+}
+
+/// A failed run that says `want` on its one line of stderr, and nothing from GStreamer
+/// or GLib (CRITICAL or WARNING blocks) around it.
+fn fails_cleanly(args: &[&str], want: &str) {
+    let o = run(args);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{args:?} succeeded");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{args:?}: one line expected:\n{err}");
+    assert!(lines[0].contains(want), "{args:?}: expected '{want}' in:\n{err}");
+    assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
+}
+
+#[test]
+fn option_combinations_and_start_failures_are_one_line_without_gstreamer_criticals() {
+    let dir = tmp("combos");
+    let clip = make_clip(&dir, 2, 32, 16);
+    let c = clip.to_str().unwrap();
+    let model = test_model("joint.onnx");
+    let m = model.as_str();
+    let out = dir.join("out.mp4");
+    let o = out.to_str().unwrap();
+    let preset = dir.join("bad.toml");
+    std::fs::write(&preset, "[denoiseseg]\nbatch-size = 500\n").unwrap();
+    let p = preset.to_str().unwrap();
+    let in_flight = "max-in-flight 4 is less than batch-size 16";
+    for (args, want) in [
+        (
+            &["run", c, "--model", m, "--batch-size", "16", "--max-in-flight", "4"][..],
+            in_flight,
+        ),
+        (
+            &[
+                "run",
+                c,
+                "--model",
+                m,
+                "--set",
+                "batch-size=16",
+                "--set",
+                "max-in-flight=4",
+            ],
+            in_flight,
+        ),
+        // The element's default max-in-flight (8) against a bigger batch.
+        (
+            &["run", c, "--model", m, "--batch-size", "16"],
+            "max-in-flight 8 is less than batch-size 16",
+        ),
+        // Checked before the pipeline is printed, too.
+        (
+            &[
+                "run",
+                c,
+                "--model",
+                m,
+                "--batch-size",
+                "16",
+                "--max-in-flight",
+                "4",
+                "--print-pipeline",
+            ],
+            in_flight,
+        ),
+        (
+            &[
+                "demo",
+                "--model",
+                m,
+                "--batch-size",
+                "16",
+                "--max-in-flight",
+                "4",
+                "-o",
+                o,
+            ],
+            in_flight,
+        ),
+        (
+            &[
+                "eval",
+                c,
+                "--model",
+                m,
+                "--sigma",
+                "5",
+                "--batch-size",
+                "16",
+                "--max-in-flight",
+                "4",
+            ],
+            in_flight,
+        ),
+        (
+            &[
+                "bench",
+                "--model",
+                m,
+                "--size",
+                "32x16",
+                "--batch-size",
+                "16",
+                "--max-in-flight",
+                "4",
+            ],
+            in_flight,
+        ),
+        (
+            &["run", c, "--model", m, "--config", p],
+            "bad.toml: batch-size = 500 is out of range 1..=64",
+        ),
+        (
+            &["run", c, "--model", m, "--set", "config=x.toml"],
+            "give the config with --config",
+        ),
+        (
+            &["run", c, "-o", o, "--model", m, "--size", "33x16"],
+            "needs an even width and height",
+        ),
+        (
+            &["demo", "-o", o, "--model", m, "--panel", "33x16"],
+            "needs an even width and height",
+        ),
+        // The element refuses to start: the pipeline goes back to NULL before it is
+        // dropped (GStreamer-CRITICAL blocks otherwise).
+        (
+            &[
+                "run",
+                c,
+                "--model",
+                m,
+                "--ort-library",
+                "/nonexistent/libonnxruntime.so.1",
+            ],
+            "cannot load ONNX Runtime",
+        ),
+    ] {
+        fails_cleanly(args, want);
+    }
+    assert!(!out.exists(), "nothing was written");
+    // Out-of-range encoder settings are refused by the option parser, not by GLib.
+    let o = run(&["run", c, "-o", o, "--model", m, "--bitrate", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("0 is not in 1..=2048000"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("GLib"), "{}", stderr(&o));
+}
+
+#[test]
+fn outputs_in_a_missing_folder_are_errors_and_no_folder_is_created() {
+    let dir = tmp("missing");
+    let clip = make_clip(&dir, 2, 32, 16);
+    let c = clip.to_str().unwrap();
+    let m = test_model("joint.onnx");
+    let missing = dir.join("missing");
+    let at = |name: &str| missing.join(name).display().to_string();
+    let folder = format!("folder {} does not exist", missing.display());
+    for (args, file) in [
+        (vec!["run", c, "-o", &at("x.mp4")], at("x.mp4")),
+        (vec!["run", c, "--mask-output", &at("m.mkv")], at("m.mkv")),
+        (vec!["run", c, "--mask-output", &at("%05d.png")], at("%05d.png")),
+        (vec!["demo", "-o", &at("x.mp4")], at("x.mp4")),
+        (vec!["eval", c, "--sigma", "5", "--json", &at("r.json")], at("r.json")),
+        (vec!["bench", "--size", "32x16", "--json", &at("r.json")], at("r.json")),
+    ] {
+        let mut args = args;
+        args.extend(["--model", &m]);
+        fails_cleanly(&args, &format!("cannot write {file}: {folder}"));
+        assert!(!missing.exists(), "{args:?} created {}", missing.display());
+    }
+}
+
+#[test]
+fn one_file_named_twice_is_an_error_before_anything_runs() {
+    let dir = tmp("twice");
+    let clip = make_clip(&dir, 2, 32, 16);
+    let size = std::fs::metadata(&clip).unwrap().len();
+    let m = test_model("joint.onnx");
+    let run_in = |args: &[&str]| {
+        app()
+            .current_dir(&dir)
+            .args(args)
+            .args(["--model", &m])
+            .output()
+            .expect("the app runs")
+    };
+    // -o and --mask-output, also when written differently.
+    let roundabout = format!("../{}/a.mkv", dir.file_name().unwrap().to_string_lossy());
+    for (o, mask) in [
+        ("a.mkv", "a.mkv"),
+        ("a.mkv", "./a.mkv"),
+        ("./a.mkv", roundabout.as_str()),
+    ] {
+        let out = run_in(&["run", "clip.mkv", "-o", o, "--mask-output", mask]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&format!("-o {o} and --mask-output {mask} are the same file")),
+            "{err}"
+        );
+        assert!(!dir.join("a.mkv").exists(), "nothing may run");
+    }
+    // An output over the input.
+    let out = run_in(&["run", "clip.mkv", "-o", "./clip.mkv"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "the input {} and -o ./clip.mkv are the same file",
+            clip.canonicalize().unwrap().display()
+        )),
+        "{err}"
+    );
+    assert_eq!(std::fs::metadata(&clip).unwrap().len(), size, "the input is untouched");
+}
+
+#[test]
+fn pipelines_start_whatever_the_encoder_holds_before_its_first_frame() {
+    // x264enc keeps tens of frames before its first output, while the other sinks
+    // (demo's appsinks, run's class-map file) wait on their first frame: at 2 frames/s
+    // a queue's 1 s limit is 2 frames, so any sink that waited for the encoder hung
+    // the pipeline at preroll (as demo did on the 10 frames/s 768x576 street camera).
+    let dir = tmp("preroll");
+    let (n, w, h) = (30, 64, 32);
+    let clip = make_clip_at(&dir, n, w, h, 2);
+    let c = clip.to_str().unwrap();
+    let m = test_model("joint.onnx");
+    let demo = dir.join("demo.mp4");
+    let o = run_within(
+        60,
+        &[
+            "demo",
+            "--input",
+            c,
+            "-o",
+            demo.to_str().unwrap(),
+            "--panel",
+            "64x32",
+            "--model",
+            &m,
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(decode(&demo, "RGB", 3 * w, h).len(), n);
+
+    for view in ["denoised", "mosaic"] {
+        let out = dir.join(format!("{view}.mp4"));
+        let masks = dir.join(format!("{view}-masks.mkv"));
+        let o = run_within(
+            60,
+            &[
+                "run",
+                c,
+                "-o",
+                out.to_str().unwrap(),
+                "--mask-output",
+                masks.to_str().unwrap(),
+                "--view",
+                view,
+                "--size",
+                "64x32",
+                "--model",
+                &m,
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out_w = if view == "mosaic" { 3 * w } else { w };
+        assert_eq!(decode(&out, "RGB", out_w, h).len(), n, "{view}");
+        assert_eq!(decode(&masks, "GRAY8", w, h).len(), n, "{view}");
+    }
+}
+
+#[test]
+fn mosaic_batches_fill_without_waiting_out_their_timeout() {
+    // The compositor takes input frame N only with denoised frame N: an input-panel
+    // queue shorter than what the element holds stopped the tee before a batch of 8
+    // could fill, so every batch waited out its timeout (10 s here; 60 s in all).
+    let dir = tmp("mosaic-batch");
+    let clip = make_clip(&dir, 48, 64, 32);
+    let o = run_within(
+        20,
+        &[
+            "run",
+            clip.to_str().unwrap(),
+            "--view",
+            "mosaic",
+            "--size",
+            "64x32",
+            "--batch-size",
+            "8",
+            "--batch-timeout",
+            "10000",
+            "--model",
+            &test_model("joint.onnx"),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("48 frames"), "{}", stderr(&o));
+}
+
+/// An HTTP server on a free port that answers every request with the first `head`
+/// bytes of `data` and then nothing, keeping the connection open.
+fn stalling_http_server(data: Vec<u8>, head: usize) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for mut s in listener.incoming().flatten() {
+            let _ = s.read(&mut [0u8; 4096]);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: {}\r\n\r\n",
+                data.len()
+            );
+            let _ = s.write_all(&data[..head]);
+            open.push(s);
+        }
+    });
+    port
+}
+
+/// Starts `denoiseseg run INPUT -o out ...`, interrupts it (SIGINT) a second after
+/// its pipeline opened `out`, and returns what it printed.
+fn interrupt_once_started(input: &str, out: &Path) -> Output {
+    let child = app()
+        .args([
+            "run",
+            input,
+            "-o",
+            out.to_str().unwrap(),
+            "--model",
+            &test_model("joint.onnx"),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !out.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the pipeline never opened its file"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn ctrl_c_before_the_first_frame_says_so_and_leaves_no_file() {
+    let dir = tmp("ctrlc-early");
+    // An MP4 whose header (moov first) arrives, then no frame: the pipeline is built
+    // and linked, EOS would go through the muxer with nothing ("outputs finalized" for
+    // a header-only file was printed).
+    let mp4 = dir.join("faststart.mp4");
+    gst_launch(&format!(
+        "videotestsrc num-buffers=10 ! video/x-raw,width=64,height=32,framerate=25/1 ! x264enc \
+         ! h264parse ! mp4mux faststart=true ! filesink location={}",
+        mp4.display()
+    ));
+    let data = std::fs::read(&mp4).unwrap();
+    let mut mdat = 0;
+    while &data[mdat + 4..mdat + 8] != b"mdat" {
+        mdat += u32::from_be_bytes(data[mdat..mdat + 4].try_into().unwrap()) as usize;
+    }
+    let port = stalling_http_server(data, mdat + 8);
+    // A live source that sends nothing at all (its typefind failed on EOS).
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for (i, input) in [
+        format!("http://127.0.0.1:{port}/clip.mp4"),
+        format!("udp://127.0.0.1:{udp}"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let out = dir.join(format!("out{i}.mp4"));
+        let o = interrupt_once_started(input, &out);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(130), "{input}: {err}");
+        assert!(
+            err.contains("stopped before the first frame: no output written"),
+            "{input}: {err}"
+        );
+        assert!(!err.contains("finalized") && !err.contains("error"), "{input}: {err}");
+        assert!(!out.exists(), "{input}: the file without frames is removed");
+    }
+}
+
+#[test]
+fn live_inputs_run_leaky_with_rtsp_options_unless_told_otherwise() {
+    let dir = tmp("live-pipeline");
+    let clip = make_clip(&dir, 2, 32, 16);
+    let c = clip.to_str().unwrap();
+    let m = test_model("joint.onnx");
+    let pipeline = |args: &[&str]| {
+        let o = app()
+            .args(args)
+            .args(["--model", &m, "--print-pipeline"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stderr(&o)
+    };
+    let rtsp = "rtsp://camera/stream";
+    let p = pipeline(&["run", rtsp]);
+    assert!(
+        p.contains(r#"rtspsrc location="rtsp://camera/stream" latency=200 drop-on-latency=true"#),
+        "{p}"
+    );
+    assert!(p.contains("denoiseseg name=d leaky=true"), "{p}");
+    assert!(p.contains("fakesink sync=false"), "{p}");
+    assert!(!p.contains("protocols="), "auto leaves rtspsrc's choice: {p}");
+    let p = pipeline(&["run", rtsp, "--rtsp-latency", "50", "--rtsp-transport", "tcp"]);
+    assert!(p.contains("latency=50 protocols=tcp "), "{p}");
+    let p = pipeline(&["run", rtsp, "--rtsp-transport", "udp"]);
+    assert!(p.contains("protocols=udp+udp-mcast "), "{p}");
+    // Opting out: the options, or a preset that says leaky = false.
+    let preset = common::root().join("configs/gpu-throughput.toml");
+    for opt_out in [
+        &["--no-leaky"][..],
+        &["--leaky", "false"],
+        &["--leaky=false"],
+        &["--config", preset.to_str().unwrap()],
+    ] {
+        let p = pipeline(&[&["run", rtsp][..], opt_out].concat());
+        assert!(!p.contains("leaky=true"), "{opt_out:?}: {p}");
+        assert!(p.contains("drop-on-latency=false"), "{opt_out:?}: {p}");
+    }
+    // Other live streams too; the mosaic's input panel leaks instead of stopping them.
+    let p = pipeline(&["run", "udp://127.0.0.1:5000", "--view", "mosaic"]);
+    assert!(p.contains("denoiseseg name=d leaky=true"), "{p}");
+    assert!(p.contains("max-size-time=0 leaky=downstream"), "{p}");
+    // Files are not live: every frame, unless asked.
+    assert!(!pipeline(&["run", c]).contains("leaky"));
+    assert!(pipeline(&["run", c, "--leaky"]).contains("denoiseseg name=d leaky=true"));
+    fails_cleanly(
+        &["run", c, "--rtsp-latency", "100", "--model", &m],
+        "--rtsp-latency applies to rtsp:// inputs only",
+    );
+    // The RTSP pipeline runs: a camera that is not there is one line with the reason.
+    let o = run(&[
+        "run",
+        "rtsp://127.0.0.1:1/none",
+        "--model",
+        &m,
+        "--rtsp-transport",
+        "tcp",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.lines().last().unwrap().contains("(rtspsrc0): Failed to connect"),
+        "{err}"
+    );
+    let help = String::from_utf8(run(&["run", "--help"]).stdout).unwrap();
+    for want in [
+        "--rtsp-latency <MS>",
+        "--rtsp-transport <TRANSPORT>",
+        "--no-leaky",
+        "Live inputs",
+    ] {
+        assert!(help.contains(want), "{want} is not in:\n{help}");
+    }
+}
+
+#[test]
+fn a_live_stream_runs_leaky_says_so_and_ctrl_c_finalizes_it() {
+    let dir = tmp("live-udp");
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // A live camera stand-in: H.264 in MPEG-TS over UDP, in real time; noise, so that
+    // the output fills filesink's 64 kB buffer within a few frames.
+    let mut sender = Command::new("gst-launch-1.0")
+        .args(
+            format!(
+                "-q videotestsrc is-live=true pattern=snow ! video/x-raw,width=160,height=96,framerate=25/1 \
+                 ! x264enc tune=zerolatency key-int-max=5 ! mpegtsmux ! udpsink host=127.0.0.1 port={port}"
+            )
+            .split_whitespace(),
+        )
+        .spawn()
+        .unwrap();
+    let out = dir.join("rec.mkv");
+    let child = app()
+        .args(["run", &format!("udp://127.0.0.1:{port}"), "-o", out.to_str().unwrap()])
+        .args(["--model", &test_model("joint.onnx")])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) < 4000 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no frames from the live stream"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let o = child.wait_with_output().unwrap();
+    let _ = sender.kill();
+    let _ = sender.wait();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("live input: frames are dropped when the model cannot keep up (--no-leaky to queue them instead)"),
+        "{err}"
+    );
+    assert!(err.contains("interrupted (outputs finalized)"), "{err}");
+    assert!(!decode(&out, "RGB", 160, 96).is_empty());
 }

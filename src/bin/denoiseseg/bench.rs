@@ -186,7 +186,7 @@ fn load_bare(s: &Settings, spec: &ModelSpec, padded: (usize, usize), verbose: u8
         batch_size: s.batch,
         profile_size: Some(padded),
     };
-    let model = runtime::load_model(&env, spec, &opts).context("bare loop")?;
+    let model = runtime::load_model(&env, spec, &opts).context("cannot start the bare ONNX Runtime loop")?;
     if verbose > 0 {
         for w in &model.warnings {
             eprintln!("bare loop: {w}");
@@ -307,7 +307,7 @@ fn pipeline_run(
             pushed
         })
     };
-    let ending = common::run_pipeline(&pipeline, Some(&ds), Progress::None);
+    let ending = common::run_pipeline(&pipeline, &ds, Progress::None);
     let pushed = pusher.join().map_err(|_| anyhow!("the pushing thread panicked"))?;
     let ending = ending?;
     if ending != common::Ending::Eos {
@@ -364,6 +364,7 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     if args.frames == 0 {
         bail!("--frames must be at least 1");
     }
+    common::check_report_path(args.json.as_deref())?;
     if let (Some(t), Some(i)) = (args.threads, args.element.inference_threads) {
         if t != i {
             bail!("--threads {t} and --inference-threads {i} disagree; give one");

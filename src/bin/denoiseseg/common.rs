@@ -2,8 +2,9 @@
 //! options, running a pipeline to its end with progress and Ctrl-C, and pairing frames
 //! from several appsinks by timestamp.
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,44 @@ pub const DEFAULT_MODEL: &str = "denoiseseg-sdb-small.onnx";
 pub const SAMPLE_CLIP: &str = "sample/street.mp4";
 /// Its label maps (GRAY8 train ids, FFV1), relative to the models folder.
 pub const SAMPLE_LABELS: &str = "sample/street-labels.mkv";
+/// The highest H.264 bitrate x264enc takes, in kbit/s (its `bitrate` property's range).
+pub const MAX_H264_KBPS: i64 = 2_048_000;
+
+/// Detail that only `-v` shows: GStreamer's debug text of an error and the element it
+/// came from. It sits at the end of an error's chain of causes.
+#[derive(Debug)]
+pub struct Detail(pub String);
+
+impl fmt::Display for Detail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Detail {}
+
+/// An error as one line: the message and each of its causes (anyhow's context chain),
+/// joined by ": ", each on one line, without the [`Detail`] that `-v` adds; a cause
+/// whose text the line already holds is not repeated.
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain().filter(|c| !c.is::<Detail>()) {
+        let text = cause.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// The [`Detail`] of an error, if it carries one, for `-v`.
+pub fn error_detail(e: &anyhow::Error) -> Option<String> {
+    e.chain().find(|c| c.is::<Detail>()).map(ToString::to_string)
+}
 
 /// The folder of the running executable.
 fn exe_dir() -> Option<PathBuf> {
@@ -119,9 +158,13 @@ pub struct ElementOpts {
     /// Noise sigma in 8-bit units fed to the model; -1 estimates it per frame
     #[arg(long, value_name = "SIGMA", allow_negative_numbers = true)]
     pub noise_level: Option<f64>,
-    /// Drop the oldest waiting frame instead of blocking the source (live sources)
-    #[arg(long)]
-    pub leaky: bool,
+    /// Drop the oldest waiting frame instead of blocking the source; `run` sets it on
+    /// live inputs (cameras, rtsp://, udp://, srt://, rtmp://) unless told otherwise
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub leaky: Option<bool>,
+    /// Never drop frames, also on live inputs: queue them (same as --leaky false)
+    #[arg(long, conflicts_with = "leaky")]
+    pub no_leaky: bool,
     /// Opacity of the class colours in overlay views (0-1)
     #[arg(long, value_name = "A")]
     pub overlay_alpha: Option<f64>,
@@ -131,13 +174,11 @@ pub struct ElementOpts {
 }
 
 impl ElementOpts {
-    /// The (property, value) pairs these options set, in the order they apply.
+    /// The (property, value) pairs these options set, in the order they apply, after
+    /// the preset's (see [`ElementOpts::apply`]).
     pub fn properties(&self) -> Result<Vec<(String, String)>> {
         let mut p: Vec<(String, String)> = Vec::new();
         let mut put = |k: &str, v: String| p.push((k.to_string(), v));
-        if let Some(v) = &self.config {
-            put("config", v.display().to_string());
-        }
         put("model", resolve_model(self.model.as_deref())?.display().to_string());
         if let Some(v) = &self.provider {
             put("execution-provider", v.clone());
@@ -172,8 +213,8 @@ impl ElementOpts {
         if let Some(v) = self.noise_level {
             put("noise-level", v.to_string());
         }
-        if self.leaky {
-            put("leaky", "true".into());
+        if let Some(v) = self.leaky_choice() {
+            put("leaky", v.to_string());
         }
         if let Some(v) = self.overlay_alpha {
             put("overlay-alpha", v.to_string());
@@ -182,19 +223,72 @@ impl ElementOpts {
             let (k, v) = kv
                 .split_once('=')
                 .ok_or_else(|| anyhow!("--set {kv}: expected NAME=VALUE"))?;
-            put(k.trim(), v.trim().to_string());
+            let k = k.trim();
+            // The app reads the model's classes and applies the preset itself: these
+            // two go through their own options.
+            if let Some(option) = ["model", "config"].into_iter().find(|o| *o == k) {
+                bail!("--set {kv}: give the {option} with --{option}");
+            }
+            put(k, v.trim().to_string());
         }
         Ok(p)
     }
 
-    /// Applies the options to a `denoiseseg` element; a bad name or value is an error
-    /// that names it, never a panic.
+    /// Whether the user chose leaky or not (--leaky [BOOL], --no-leaky).
+    pub fn leaky_choice(&self) -> Option<bool> {
+        if self.no_leaky {
+            Some(false)
+        } else {
+            self.leaky
+        }
+    }
+
+    /// Applies the preset, then the options, to a `denoiseseg` element in the NULL
+    /// state, and checks the settings that only fail together. A bad name, value or
+    /// combination is a one-line error here, before any pipeline starts: the element
+    /// would otherwise refuse to start (an error, the pipeline left half-started) or
+    /// skip a preset entry with a warning.
     pub fn apply(&self, element: &gst::Element) -> Result<()> {
+        if let Some(path) = &self.config {
+            // The app applies the preset itself (as the element's `config` would) so
+            // that a bad entry is an error that names the file.
+            let preset = denoiseseg::config::load_properties(path)?;
+            for (name, value) in preset {
+                if name == "config" {
+                    bail!("config {}: a preset cannot load another preset", path.display());
+                }
+                set_property_checked(element, &name, &value).with_context(|| format!("config {}", path.display()))?;
+            }
+        }
         for (name, value) in self.properties()? {
             set_property_checked(element, &name, &value)?;
         }
+        let batch = element.property::<u32>("batch-size");
+        let in_flight = element.property::<u32>("max-in-flight");
+        if in_flight < batch {
+            bail!(
+                "max-in-flight {in_flight} is less than batch-size {batch}: a batch could never fill \
+                 (give --max-in-flight {batch} or more, or a smaller --batch-size)"
+            );
+        }
         Ok(())
     }
+
+    /// Checks the options on a scratch element (see [`ElementOpts::apply`]), for a
+    /// command that wants them checked before it builds its pipeline, and returns it:
+    /// its properties are the settings the options give.
+    pub fn check(&self) -> Result<gst::Element> {
+        let scratch = scratch_element()?;
+        self.apply(&scratch)?;
+        Ok(scratch)
+    }
+}
+
+/// A `denoiseseg` element outside any pipeline, to check settings on.
+pub fn scratch_element() -> Result<gst::Element> {
+    gst::ElementFactory::make("denoiseseg")
+        .build()
+        .context("cannot create the denoiseseg element")
 }
 
 /// Sets a property from text after checking that it exists, is writable, parses and
@@ -255,10 +349,68 @@ fn interrupts() -> u32 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
     Eos,
-    /// Ctrl-C, then EOS: outputs are finalized.
+    /// Ctrl-C, then EOS through every sink: outputs are finalized.
     Interrupted,
+    /// Ctrl-C before the element gave its first frame: stopped at once, as there is
+    /// nothing to finalize (and a source with no data yet, a camera or a stream still
+    /// connecting, may never pass EOS on).
+    BeforeFirstFrame,
     /// Ctrl-C twice: stopped without finishing.
     Aborted,
+}
+
+/// What a run says when it stopped before the first frame.
+pub const STOPPED_EARLY: &str = "stopped before the first frame: no output written";
+
+/// A file (or PNG pattern) that a pipeline writes, with the frames that reached the
+/// element writing it (its muxer, or multifilesink), counted as they pass.
+pub struct OutputFile {
+    path: PathBuf,
+    /// One file per frame: nothing to finalize or remove.
+    pattern: bool,
+    frames: Arc<AtomicU64>,
+}
+
+impl OutputFile {
+    /// Counts the frames that reach `writer` (an element of `pipeline`) on their way
+    /// into `path`.
+    pub fn watch(pipeline: &gst::Pipeline, writer: &str, path: &Path, pattern: bool) -> Result<OutputFile> {
+        let writer = pipeline
+            .by_name(writer)
+            .ok_or_else(|| anyhow!("no element {writer} in the pipeline"))?;
+        let frames = Arc::new(AtomicU64::new(0));
+        for pad in writer.sink_pads() {
+            let frames = frames.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                frames.fetch_add(1, Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            });
+        }
+        Ok(OutputFile {
+            path: path.to_path_buf(),
+            pattern,
+            frames,
+        })
+    }
+
+    pub fn frames(&self) -> u64 {
+        self.frames.load(Ordering::Relaxed)
+    }
+
+    /// After the pipeline stopped: removes the file when it holds no frame or was not
+    /// finalized (a muxer's headers alone do not play), and says what became of it.
+    pub fn conclude(&self, ending: Ending) -> String {
+        let (path, frames) = (self.path.display(), self.frames());
+        let unfinished = ending == Ending::BeforeFirstFrame;
+        if (frames == 0 || unfinished) && !self.pattern {
+            let removed = std::fs::remove_file(&self.path).is_ok();
+            return format!("{path}: no frame written{}", if removed { " (removed)" } else { "" });
+        }
+        match ending {
+            Ending::Aborted if !self.pattern => format!("{path}: {frames} frames, not finalized (may not play)"),
+            _ => format!("wrote {path} ({frames} frames)"),
+        }
+    }
 }
 
 /// Progress display while a pipeline runs.
@@ -270,16 +422,29 @@ pub enum Progress {
     Live,
 }
 
-/// Reads the element's frame counter and the pipeline's position for the progress line.
-fn frames_of(element: Option<&gst::Element>) -> u64 {
-    element.map(|e| e.property::<u64>("frames-processed")).unwrap_or(0)
+/// The frames the element gave so far.
+fn frames_of(element: &gst::Element) -> u64 {
+    element.property::<u64>("frames-processed")
 }
 
 /// Runs `pipeline` to its end: EOS, an error (returned with GStreamer's detail as
-/// context for `-v`), or Ctrl-C. `element` is the denoiseseg element, for the
-/// progress line.
-pub fn run_pipeline(pipeline: &gst::Pipeline, element: Option<&gst::Element>, progress: Progress) -> Result<Ending> {
+/// context for `-v`), or Ctrl-C (see [`Ending`]). `element` is the denoiseseg
+/// element: its frames tell the progress line, and whether Ctrl-C has anything to
+/// finalize.
+pub fn run_pipeline(pipeline: &gst::Pipeline, element: &gst::Element, progress: Progress) -> Result<Ending> {
     install_ctrl_c();
+    let ending = drive(pipeline, element, progress);
+    // However it ended, even when it never started (an element that refused its
+    // settings, a file that cannot be opened), the pipeline goes back to NULL: that
+    // closes the files, and GStreamer prints CRITICAL blocks for elements disposed
+    // in any other state.
+    let stopped = pipeline.set_state(gst::State::Null);
+    let ending = ending?;
+    stopped.context("cannot stop the pipeline")?;
+    Ok(ending)
+}
+
+fn drive(pipeline: &gst::Pipeline, element: &gst::Element, progress: Progress) -> Result<Ending> {
     let bus = pipeline.bus().expect("a pipeline has a bus");
     pipeline
         .set_state(gst::State::Playing)
@@ -330,8 +495,12 @@ pub fn run_pipeline(pipeline: &gst::Pipeline, element: Option<&gst::Element>, pr
                             }
                         }
                     }
-                    let _ = pipeline.set_state(gst::State::Null);
                     return Err(best);
+                }
+                // As gst-launch does: a sink that renders in time needs the new figure
+                // when an element's latency grows (denoiseseg posts it as it measures).
+                MessageView::Latency(_) => {
+                    let _ = pipeline.recalculate_latency();
                 }
                 MessageView::Warning(w) => {
                     bar.suspend(|| eprintln!("warning: {}", w.error()));
@@ -341,6 +510,7 @@ pub fn run_pipeline(pipeline: &gst::Pipeline, element: Option<&gst::Element>, pr
         }
         match interrupts() {
             0 => {}
+            1 if !sent_eos && frames_of(element) == 0 => break Ending::BeforeFirstFrame,
             1 if !sent_eos => {
                 sent_eos = true;
                 pipeline.send_event(gst::event::Eos::new());
@@ -363,8 +533,8 @@ pub fn run_pipeline(pipeline: &gst::Pipeline, element: Option<&gst::Element>, pr
                 bar.set_message(format!("{frames} frames, {fps:.1} frames/s"));
             }
             Progress::Live => {
-                let dropped = element.map(|e| e.property::<u64>("frames-dropped")).unwrap_or(0);
-                let latency = element.map(|e| e.property::<f64>("mean-latency")).unwrap_or(0.0);
+                let dropped = element.property::<u64>("frames-dropped");
+                let latency = element.property::<f64>("mean-latency");
                 bar.set_message(format!(
                     "{frames} frames, {fps:.1} frames/s, {dropped} dropped, latency {latency:.0} ms"
                 ));
@@ -373,21 +543,25 @@ pub fn run_pipeline(pipeline: &gst::Pipeline, element: Option<&gst::Element>, pr
         }
     };
     bar.finish_and_clear();
-    pipeline
-        .set_state(gst::State::Null)
-        .context("cannot stop the pipeline")?;
     Ok(ending)
 }
 
-/// A GStreamer error message as one line, with the debug detail as its cause.
-fn error_of(e: &gst::message::Error) -> anyhow::Error {
+/// A GStreamer error message as one line: the message and the element's name, then
+/// the reason when the debug text gives one after its source location ("Failed to
+/// connect."); the whole debug text is its [`Detail`].
+pub fn error_of(e: &gst::message::Error) -> anyhow::Error {
     let (name, path) = e
         .src()
         .map(|s| (s.name().to_string(), s.path_string().to_string()))
         .unwrap_or_else(|| ("pipeline".into(), "pipeline".into()));
-    let detail = e.debug().map(|d| d.to_string()).unwrap_or_default();
-    let message = e.error().to_string();
-    anyhow!("{detail}\n(from {path})").context(format!("{} ({name})", message.trim_end_matches('.')))
+    let debug = e.debug().map(|d| d.to_string()).unwrap_or_default();
+    let message = format!("{} ({name})", e.error().to_string().trim_end_matches('.'));
+    let detail = anyhow::Error::new(Detail(format!("{debug}\n(from {path})")));
+    // "file.c(123): function (): /GstPipeline:pipeline0/...:\nthe reason"
+    match debug.split_once(":\n").map(|(_, reason)| reason.trim()) {
+        Some(reason) if !reason.is_empty() => detail.context(reason.to_string()).context(message),
+        _ => detail.context(message),
+    }
 }
 
 fn first_error(bus: &gst::Bus) -> Option<anyhow::Error> {
@@ -556,6 +730,115 @@ pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
     Ok((w, h))
 }
 
+/// Checks a file that a command will write, before anything runs: its folder must
+/// exist (nothing is created, as ffmpeg does) and be writable, and the path must not
+/// be a folder. `path` may be a pattern (masks/%05d.png): its folder is checked the
+/// same way. Returns the path with its folder resolved (symbolic links, `.` and `..`),
+/// to compare outputs with [`check_distinct`].
+pub fn check_output(path: &Path) -> Result<PathBuf> {
+    let shown = path.display();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let Some(name) = path.file_name() else {
+        bail!("cannot write {shown}: it names no file");
+    };
+    if !dir.exists() {
+        bail!("cannot write {shown}: folder {} does not exist", dir.display());
+    }
+    if !dir.is_dir() {
+        bail!("cannot write {shown}: {} is not a folder", dir.display());
+    }
+    if path.is_dir() {
+        bail!("cannot write {shown}: it is a folder");
+    }
+    if !writable(dir) {
+        bail!("cannot write {shown}: folder {} is not writable", dir.display());
+    }
+    let resolved = match path.canonicalize() {
+        Ok(p) => p,
+        Err(_) => dir
+            .canonicalize()
+            .with_context(|| format!("cannot write {shown}"))?
+            .join(name),
+    };
+    Ok(resolved)
+}
+
+fn writable(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(dir.as_os_str().as_bytes())
+        // SAFETY: access(2) reads the NUL-terminated path and nothing else.
+        .is_ok_and(|c| unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0)
+}
+
+/// Fails when two of `files` (what names each, e.g. "-o a.mkv"; its resolved path, from
+/// [`check_output`] or canonicalize) are one file: a pipeline writing one file twice,
+/// or over its own input, leaves it corrupt.
+pub fn check_distinct(files: &[(String, PathBuf)]) -> Result<()> {
+    for (i, (a, pa)) in files.iter().enumerate() {
+        if let Some((b, _)) = files[i + 1..].iter().find(|(_, pb)| pb == pa) {
+            bail!("{a} and {b} are the same file: give each its own file");
+        }
+    }
+    Ok(())
+}
+
+/// Frames a branch queue holds: enough for each branch to run in its own thread at
+/// its own pace, few enough that the model paces the pipeline.
+pub const QUEUE_FRAMES: u32 = 4;
+
+/// The queue that starts a branch (see [`QUEUE_FRAMES`]).
+pub fn queue() -> String {
+    format!("queue max-size-buffers={QUEUE_FRAMES}")
+}
+
+/// A sink that writes a file, for the end of a gst-launch description.
+///
+/// It takes no part in preroll (`async=false`): it has nothing to render in time, and
+/// an encoder keeps frames before its first output (x264enc's lookahead and frame
+/// threads hold tens of frames, more with more cores). A file sink that waited for
+/// that frame would hold the pipeline in PAUSED while every other sink (appsinks, a
+/// second file, the screen) blocked its branch on its own first frame; their queues
+/// would fill and stop the tee feeding them all, and the pipeline would never start.
+pub fn file_sink(path: &Path) -> String {
+    format!("filesink location={} async=false", quote(&path.display().to_string()))
+}
+
+/// The name of the muxer in [`h264_file`], to watch it with [`OutputFile::watch`].
+pub const H264_MUX: &str = "h264_mux";
+
+/// An H.264 file output from raw video: `videoconvert ! x264enc ! h264parse ! MUX !`
+/// [`file_sink`], the muxer named [`H264_MUX`]. `low_latency` (live inputs) turns
+/// off x264enc's lookahead and B-frames.
+pub fn h264_file(path: &Path, mux: &str, bitrate: u32, low_latency: bool) -> String {
+    format!(
+        "videoconvert ! video/x-raw,format=I420 ! x264enc bitrate={bitrate} speed-preset=veryfast{} \
+         ! h264parse ! {mux} name={H264_MUX} ! {}",
+        if low_latency { " tune=zerolatency" } else { "" },
+        file_sink(path)
+    )
+}
+
+/// H.264 in 4:2:0 (what the file outputs encode) needs an even width and height: a
+/// size the user chose is checked here rather than failing in x264enc.
+pub fn check_h264_size(option: &str, (w, h): (u32, u32)) -> Result<()> {
+    if w % 2 == 1 || h % 2 == 1 {
+        bail!("{option} {w}x{h}: the H.264 output needs an even width and height");
+    }
+    Ok(())
+}
+
+/// Checks a `--json FILE` before the command runs (see [`check_output`]); `-` is
+/// standard output.
+pub fn check_report_path(json: Option<&Path>) -> Result<()> {
+    match json {
+        Some(path) if path != Path::new("-") => check_output(path).map(drop),
+        _ => Ok(()),
+    }
+}
+
 /// Prints a command's table and JSON report: `--json -` puts the JSON alone on
 /// standard output (the table goes to standard error), `--json FILE` writes it there.
 pub fn emit_report(table: &str, report: &serde_json::Value, json: Option<&Path>) -> Result<()> {
@@ -591,6 +874,22 @@ mod tests {
         assert!(parse_size("1024").is_err());
         assert!(parse_size("0x512").unwrap_err().contains("outside 8x8"));
         assert!(parse_size("ax5").unwrap_err().contains("bad width"));
+    }
+
+    #[test]
+    fn errors_print_their_causes_on_one_line_and_keep_the_detail_for_v() {
+        let e = anyhow::Error::new(Detail("gst.c(12): f ()\n(from /pipeline0/d)".into()))
+            .context("no such\nprovider")
+            .context("cannot start");
+        assert_eq!(error_line(&e), "cannot start: no such provider");
+        assert_eq!(
+            error_detail(&e).as_deref(),
+            Some("gst.c(12): f ()\n(from /pipeline0/d)")
+        );
+        // A cause already quoted by its context is not repeated.
+        let e = anyhow!("disk full").context("cannot write x: disk full");
+        assert_eq!(error_line(&e), "cannot write x: disk full");
+        assert!(error_detail(&e).is_none());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use denoiseseg::metrics::psnr_u8;
 use gst::prelude::*;
 
-use crate::common::{self, quote, ElementOpts, Ending, FrameSets, Progress};
+use crate::common::{self, quote, ElementOpts, Ending, FrameSets, OutputFile, Progress};
 use crate::run::{legend_markup, mosaic_description};
 
 const EXAMPLES: &str = "\
@@ -19,12 +19,15 @@ Examples:
   denoiseseg demo --sigma 50 -o /tmp/demo50.mp4
   denoiseseg demo --input clean.mp4 --noise-level 25";
 
+/// Where the mosaic goes when no --output is given.
+const DEFAULT_OUTPUT: &str = "out/demo.mp4";
+
 #[derive(clap::Args, Debug)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
-    /// The MP4 mosaic to write
-    #[arg(short, long, value_name = "FILE.mp4", default_value = "out/demo.mp4")]
-    pub output: PathBuf,
+    /// The MP4 mosaic to write [default: out/demo.mp4]
+    #[arg(short, long, value_name = "FILE.mp4")]
+    pub output: Option<PathBuf>,
     /// A clean clip to use instead of the shipped one
     #[arg(long, value_name = "FILE")]
     pub input: Option<PathBuf>,
@@ -60,12 +63,24 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     if !input.is_file() {
         bail!("no clip at {}", input.display());
     }
-    if args.output.extension().and_then(|e| e.to_str()) != Some("mp4") {
-        bail!("--output {}: the demo writes an .mp4 file", args.output.display());
+    common::check_h264_size("--panel", args.panel)?;
+    let output = match &args.output {
+        Some(output) => output.clone(),
+        None => {
+            // The default's folder is the demo's own (git-ignored) to make.
+            let output = PathBuf::from(DEFAULT_OUTPUT);
+            let dir = output.parent().expect("the default names a folder");
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            output
+        }
+    };
+    if output.extension().and_then(|e| e.to_str()) != Some("mp4") {
+        bail!("--output {}: the demo writes an .mp4 file", output.display());
     }
-    if let Some(dir) = args.output.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
+    common::check_distinct(&[
+        (format!("the input {}", input.display()), input.canonicalize()?),
+        (format!("-o {}", output.display()), common::check_output(&output)?),
+    ])?;
     common::init_gstreamer()?;
     let model = common::resolve_model(args.element.model.as_deref())?;
     let spec = denoiseseg::model::ModelSpec::load(&model)?;
@@ -73,13 +88,10 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         bail!("the demo needs a joint model; {} is {}", model.display(), spec.kind());
     }
 
+    let settings = args.element.check()?;
     let (w, h) = args.panel;
-    let out = format!(
-        "videoconvert ! video/x-raw,format=I420 ! x264enc bitrate=6000 speed-preset=veryfast ! h264parse \
-         ! mp4mux ! filesink location={}",
-        quote(&args.output.display().to_string())
-    );
-    let q = "queue max-size-buffers=4";
+    let out = common::h264_file(&output, "mp4mux", 6000, false);
+    let q = common::queue();
     let desc = format!(
         "filesrc location={src} ! decodebin ! videoconvert ! video/x-raw,format=RGB ! tee name=clean \
          clean. ! queue ! appsink name=clean_sink sync=false \
@@ -90,17 +102,26 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         src = quote(&input.display().to_string()),
         sigma = args.sigma,
         seed = args.seed,
-        mosaic = mosaic_description(w, h, &legend_markup(&spec.classes), "in").replace("{OUT}", &out),
+        mosaic = mosaic_description(
+            w,
+            h,
+            &legend_markup(&spec.classes),
+            "in",
+            settings.property::<u32>("max-in-flight"),
+            false
+        )
+        .replace("{OUT}", &out),
     );
     if verbose > 0 {
         eprintln!("pipeline: {desc}");
     }
     let pipeline = gst::parse::launch(&desc)
-        .context("cannot build the demo pipeline (is a GStreamer plugin missing? see -v)")?
+        .context("cannot build the demo pipeline (is a GStreamer plugin missing?)")?
         .downcast::<gst::Pipeline>()
         .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
     let element = pipeline.by_name("d").expect("the pipeline names the element d");
     args.element.apply(&element)?;
+    let written = OutputFile::watch(&pipeline, common::H264_MUX, &output, false)?;
 
     let psnr = Arc::new(Mutex::new(Psnr::default()));
     let sums = psnr.clone();
@@ -119,13 +140,18 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         args.sigma
     );
     let started = Instant::now();
-    let ending = common::run_pipeline(&pipeline, Some(&element), Progress::File)?;
+    let ending = common::run_pipeline(&pipeline, &element, Progress::File)?;
     let elapsed = started.elapsed();
+    let file = written.conclude(ending);
+    if ending == Ending::BeforeFirstFrame {
+        eprintln!("{}", common::STOPPED_EARLY);
+        return Ok(ExitCode::from(130));
+    }
     let unpaired = sets.finish()?;
     let frames = element.property::<u64>("frames-processed");
     let p = psnr.lock().unwrap_or_else(|e| e.into_inner());
     if p.frames == 0 {
-        bail!("no frames came through the pipeline");
+        bail!("no frames came through the pipeline: no output written");
     }
     let (noisy, den) = (p.noisy / p.frames as f64, p.denoised / p.frames as f64);
     println!("model      {} {} ({})", spec.name, spec.version, model.display());
@@ -147,7 +173,10 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     if unpaired > 0 {
         println!("note       {unpaired} frames were not compared (dropped)");
     }
-    println!("wrote      {}", args.output.display());
+    match ending {
+        Ending::Aborted => println!("output     {file}"),
+        _ => println!("wrote      {}", output.display()),
+    }
     Ok(match ending {
         Ending::Aborted => ExitCode::from(130),
         _ => ExitCode::SUCCESS,

@@ -324,25 +324,23 @@ fn decode(path: &Path, format: &str, limit: Option<usize>) -> Result<Vec<RgbFram
         );
     }
     let bus = pipeline.bus().expect("a pipeline has a bus");
-    let result =
-        (|| -> Result<()> {
-            pipeline
-                .set_state(gst::State::Playing)
-                .map_err(|_| anyhow!("cannot decode {}", path.display()))?;
-            loop {
-                let Some(msg) = bus.timed_pop(gst::ClockTime::from_seconds(60)) else {
-                    bail!("decoding {} stalled", path.display());
-                };
-                match msg.view() {
-                    gst::MessageView::Eos(_) => return Ok(()),
-                    gst::MessageView::Error(e) => {
-                        return Err(anyhow!("{}", e.debug().map(|d| d.to_string()).unwrap_or_default())
-                            .context(format!("cannot decode {}: {}", path.display(), e.error())));
-                    }
-                    _ => {}
+    let result = (|| -> Result<()> {
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|_| anyhow!("cannot decode {}", path.display()))?;
+        loop {
+            let Some(msg) = bus.timed_pop(gst::ClockTime::from_seconds(60)) else {
+                bail!("decoding {} stalled", path.display());
+            };
+            match msg.view() {
+                gst::MessageView::Eos(_) => return Ok(()),
+                gst::MessageView::Error(e) => {
+                    return Err(common::error_of(e).context(format!("cannot decode {}", path.display())));
                 }
+                _ => {}
             }
-        })();
+        }
+    })();
     let _ = pipeline.set_state(gst::State::Null);
     result?;
     if let Some(e) = errors.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -549,7 +547,7 @@ fn run_sigma(
         Source::Video(_) => None,
     };
     let started = Instant::now();
-    let ending = common::run_pipeline(&pipeline, Some(&ds), Progress::File);
+    let ending = common::run_pipeline(&pipeline, &ds, Progress::File);
     let elapsed = started.elapsed();
     let fed = feeder.map(|f| f.join().map_err(|_| anyhow!("the image feeder panicked")));
     let leftover = sets.finish();
@@ -568,6 +566,9 @@ fn run_sigma(
         info.provider = Some(p);
     }
     if acc.frames == 0 {
+        if ending == Ending::BeforeFirstFrame {
+            bail!("stopped before the first frame: nothing measured");
+        }
         bail!("no frames decoded from {}", args.input().display());
     }
     let n = acc.frames as f64;
@@ -679,6 +680,7 @@ pub fn main(mut args: Args, _verbose: u8) -> Result<ExitCode> {
     if args.frames == Some(0) {
         bail!("--frames must be at least 1");
     }
+    common::check_report_path(args.json.as_deref())?;
     let source = source_of(args.input())?;
     if let Some(l) = &args.labels {
         if !l.exists() {
@@ -688,6 +690,7 @@ pub fn main(mut args: Args, _verbose: u8) -> Result<ExitCode> {
     let model = common::resolve_model(args.element.model.as_deref())?;
     let spec = ModelSpec::load(&model)?;
     common::init_gstreamer()?;
+    args.element.check()?;
     let labels = match &args.labels {
         Some(path) => {
             if spec.classes.is_empty() {

@@ -19,7 +19,7 @@ const EXAMPLES: &str = "\
 Examples:
   denoiseseg demo                                   the shipped model on the shipped noisy clip -> out/demo.mp4
   denoiseseg run dashcam.mp4 -o annotated.mp4 --view overlay
-  denoiseseg run /dev/video0 -o screen --leaky      a camera to the screen, live statistics
+  denoiseseg run /dev/video0 -o screen             a camera to the screen, live statistics
   denoiseseg run rtsp://cam/stream -o rec.mkv --mask-output classes.mkv
   denoiseseg eval models/sample/street.mp4 --labels models/sample/street-labels.mkv --sigma 15,25,50
   denoiseseg bench --size 1024x512 --provider cpu
@@ -67,13 +67,15 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("denoiseseg: error: {e}");
+            // One line with every cause ("cannot X: because Y: because Z"); -v adds
+            // GStreamer's detail below it.
+            eprintln!("denoiseseg: error: {}", common::error_line(&e));
             if verbose > 0 {
-                for cause in e.chain().skip(1) {
-                    eprintln!("  {cause}");
+                if let Some(detail) = common::error_detail(&e) {
+                    for line in detail.lines() {
+                        eprintln!("  {line}");
+                    }
                 }
-            } else if e.chain().count() > 1 {
-                eprintln!("(run with -v for details)");
             }
             ExitCode::FAILURE
         }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use gst::prelude::*;
 
-use crate::common::{self, quote, ElementOpts, Ending, Progress};
+use crate::common::{self, quote, ElementOpts, Ending, OutputFile, Progress};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum View {
@@ -20,19 +20,41 @@ pub enum View {
     Mosaic,
 }
 
+/// How an RTSP stream travels (rtspsrc's `protocols`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RtspTransport {
+    /// Interleaved in the RTSP connection: passes firewalls and NAT, nothing lost
+    Tcp,
+    /// RTP over UDP, unicast or multicast: the least delay, packets may be lost
+    Udp,
+    /// What the camera offers: UDP first, then TCP
+    Auto,
+}
+
+/// rtspsrc's jitter buffer for RTSP inputs, when --rtsp-latency is not given (rtspsrc's
+/// own default, 2000 ms, is long for a live view).
+const DEFAULT_RTSP_LATENCY_MS: u32 = 200;
+
+/// URI schemes of live streams: the source runs in real time whatever the app does.
+const LIVE_SCHEMES: &[&str] = &["rtsp", "rtsps", "rtspt", "rtspu", "udp", "rtp", "srt", "rtmp", "rtmps"];
+
 const EXAMPLES: &str = "\
 Examples:
   denoiseseg run dashcam.mp4 -o annotated.mp4 --view overlay
   denoiseseg run dashcam.mp4 -o mosaic.mkv --view mosaic --size 640x320
-  denoiseseg run /dev/video0 -o screen --leaky
-  denoiseseg run rtsp://192.168.1.20/stream -o record.mp4 --mask-output classes.mkv
+  denoiseseg run /dev/video0 -o screen
+  denoiseseg run rtsp://192.168.1.20/stream -o rec.mp4 --rtsp-transport tcp --rtsp-latency 100
   denoiseseg run clip.mp4 --mask-output masks/%05d.png --noise-level 25
-Ctrl-C ends the stream cleanly (files are finalized); a second Ctrl-C aborts.";
+Live inputs (cameras, rtsp://, udp://, srt://, rtmp://) run leaky: when the model cannot
+keep up, the oldest waiting frames are dropped (and counted), so the output stays close
+to the camera; --no-leaky queues every frame instead, and the output falls behind.
+Output folders must exist. Ctrl-C ends the stream cleanly: files are finalized, or,
+before the first frame, not written at all; a second Ctrl-C aborts.";
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
-    /// A video file, a URI (file://, rtsp://, http(s)://) or a camera (/dev/videoN)
+    /// A video file, a URI (file://, rtsp://, http(s)://, udp://, ...) or a camera (/dev/videoN)
     #[arg(value_name = "INPUT")]
     pub input: String,
     /// Output: an .mp4 or .mkv file, `screen`, or nothing (process only)
@@ -47,9 +69,16 @@ pub struct Args {
     /// Scale the input to WIDTHxHEIGHT before the model (faster on large frames)
     #[arg(long, value_name = "WxH", value_parser = common::parse_size)]
     pub size: Option<(u32, u32)>,
-    /// H.264 bitrate of file outputs in kbit/s
-    #[arg(long, value_name = "KBPS", default_value_t = 4000)]
+    /// H.264 bitrate of file outputs in kbit/s (1-2048000)
+    #[arg(long, value_name = "KBPS", default_value_t = 4000,
+          value_parser = clap::value_parser!(u32).range(1..=common::MAX_H264_KBPS))]
     pub bitrate: u32,
+    /// RTSP inputs: the jitter buffer in milliseconds (rtspsrc latency) [default: 200]
+    #[arg(long, value_name = "MS")]
+    pub rtsp_latency: Option<u32>,
+    /// RTSP inputs: how the stream travels [default: auto]
+    #[arg(long, value_enum, value_name = "TRANSPORT")]
+    pub rtsp_transport: Option<RtspTransport>,
     /// Print the GStreamer pipeline and exit
     #[arg(long)]
     pub print_pipeline: bool,
@@ -60,49 +89,100 @@ pub struct Args {
 /// Where the frames come from.
 enum Source {
     File(PathBuf),
-    Uri(String),
+    /// A URI that uridecodebin reads; `live` for the schemes of [`LIVE_SCHEMES`].
+    Uri {
+        uri: String,
+        live: bool,
+    },
+    Rtsp {
+        uri: String,
+        latency_ms: u32,
+        transport: RtspTransport,
+    },
     Camera(PathBuf),
 }
 
 impl Source {
-    fn parse(input: &str) -> Result<Source> {
-        if input.starts_with("/dev/video") {
+    fn parse(input: &str, rtsp_latency: Option<u32>, rtsp_transport: Option<RtspTransport>) -> Result<Source> {
+        let scheme = input.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        let source = if scheme.as_deref().is_some_and(|s| s.starts_with("rtsp")) {
+            Source::Rtsp {
+                uri: input.to_string(),
+                latency_ms: rtsp_latency.unwrap_or(DEFAULT_RTSP_LATENCY_MS),
+                transport: rtsp_transport.unwrap_or(RtspTransport::Auto),
+            }
+        } else if input.starts_with("/dev/video") {
             let dev = PathBuf::from(input);
             if !dev.exists() {
                 bail!("no camera at {input}");
             }
-            return Ok(Source::Camera(dev));
-        }
-        if input.contains("://") {
-            if let Some(path) = input.strip_prefix("file://") {
-                if !Path::new(path).exists() {
-                    bail!("no such file: {path}");
-                }
+            Source::Camera(dev)
+        } else if let Some(scheme) = scheme.filter(|s| s != "file") {
+            Source::Uri {
+                uri: input.to_string(),
+                live: LIVE_SCHEMES.contains(&scheme.as_str()),
             }
-            return Ok(Source::Uri(input.to_string()));
+        } else {
+            let path = Path::new(input.strip_prefix("file://").unwrap_or(input));
+            if !path.is_file() {
+                bail!("no such file: {}", path.display());
+            }
+            Source::File(path.canonicalize().unwrap_or_else(|_| path.to_path_buf()))
+        };
+        if !matches!(source, Source::Rtsp { .. }) {
+            let given = [
+                rtsp_latency.map(|_| "--rtsp-latency"),
+                rtsp_transport.map(|_| "--rtsp-transport"),
+            ];
+            if let Some(option) = given.into_iter().flatten().next() {
+                bail!("{option} applies to rtsp:// inputs only, not {input}");
+            }
         }
-        let path = Path::new(input);
-        if !path.is_file() {
-            bail!("no such file: {input}");
-        }
-        Ok(Source::File(path.canonicalize().unwrap_or_else(|_| path.to_path_buf())))
+        Ok(source)
     }
 
     fn is_live(&self) -> bool {
         match self {
-            Source::Camera(_) => true,
-            Source::Uri(u) => !u.starts_with("file://"),
+            Source::Camera(_) | Source::Rtsp { .. } => true,
+            Source::Uri { live, .. } => *live,
             Source::File(_) => false,
         }
     }
 
-    fn description(&self) -> String {
+    /// The source and its decoder, up to raw video. `leaky`: the element drops what it
+    /// cannot take, so an RTSP jitter buffer may drop what is older than its latency
+    /// too (it would keep it otherwise, without bound, while its decoder lags).
+    fn description(&self, leaky: bool) -> String {
         match self {
             Source::File(p) => format!("uridecodebin uri={}", quote(&format!("file://{}", p.display()))),
-            Source::Uri(u) => format!("uridecodebin uri={}", quote(u)),
+            Source::Uri { uri, .. } => format!("uridecodebin uri={}", quote(uri)),
+            Source::Rtsp {
+                uri,
+                latency_ms,
+                transport,
+            } => format!(
+                "rtspsrc location={} latency={latency_ms}{} drop-on-latency={leaky} \
+                 ! application/x-rtp,media=video ! decodebin",
+                quote(uri),
+                match transport {
+                    RtspTransport::Tcp => " protocols=tcp",
+                    RtspTransport::Udp => " protocols=udp+udp-mcast",
+                    RtspTransport::Auto => "",
+                }
+            ),
             Source::Camera(d) => format!("v4l2src device={}", quote(&d.display().to_string())),
         }
     }
+}
+
+/// Sets up the element for this run: on a live input leaky (so that the model's pace
+/// never holds up the source), unless the preset or the options say otherwise; then
+/// the preset and the options.
+fn configure(element: &gst::Element, opts: &ElementOpts, live: bool) -> Result<()> {
+    if live {
+        element.set_property("leaky", true);
+    }
+    opts.apply(element)
 }
 
 /// Where the output goes.
@@ -129,53 +209,87 @@ impl Sink {
             Some("mkv") => "matroskamux",
             _ => bail!("output {o}: give an .mp4 or .mkv file, or `screen`"),
         };
-        check_writable(&path)?;
         Ok(Sink::File(path, mux))
     }
 
+    /// On a live input, the screen shows each frame as it comes (sync=false) rather
+    /// than dropping those that come later than the latency it was told.
     fn description(&self, bitrate: u32, live: bool) -> String {
         match self {
-            Sink::None => format!("fakesink sync={live}"),
-            Sink::Screen => "videoconvert ! autovideosink".into(),
-            Sink::File(p, mux) => format!(
-                "videoconvert ! video/x-raw,format=I420 ! x264enc bitrate={bitrate} speed-preset=veryfast{} \
-                 ! h264parse ! {mux} ! filesink location={}",
-                if live { " tune=zerolatency" } else { "" },
-                quote(&p.display().to_string())
-            ),
+            Sink::None => "fakesink sync=false".into(),
+            Sink::Screen => format!("videoconvert ! autovideosink{}", if live { " sync=false" } else { "" }),
+            Sink::File(p, mux) => common::h264_file(p, mux, bitrate, live),
         }
     }
 }
 
-fn check_writable(path: &Path) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create the folder {}", dir.display()))?;
-    }
-    Ok(())
+/// The element that writes the class maps: the muxer, or multifilesink.
+const MASK_WRITER: &str = "mask_writer";
+
+/// Where the class maps go (`--mask-output`).
+enum MaskSink {
+    /// One lossless FFV1 stream in Matroska.
+    Mkv(PathBuf),
+    /// One PNG per frame, named by a printf pattern.
+    Png(PathBuf),
 }
 
-/// The class-map branch, linked from the element's `mask` pad.
-fn mask_description(mask: &str) -> Result<String> {
-    let path = PathBuf::from(mask);
-    check_writable(&path)?;
-    let loc = quote(mask);
-    if mask.ends_with(".mkv") {
-        Ok(format!(
-            "d.mask ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ! avenc_ffv1 ! matroskamux \
-             ! filesink location={loc}"
-        ))
-    } else if mask.ends_with(".png") && mask.contains('%') {
-        Ok(format!(
-            "d.mask ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=2000000000 ! pngenc compression-level=1 \
-             ! multifilesink location={loc}"
-        ))
-    } else {
-        bail!("--mask-output {mask}: give a PNG pattern such as masks/%05d.png, or an .mkv file")
+impl MaskSink {
+    fn parse(mask: &str) -> Result<MaskSink> {
+        let path = PathBuf::from(mask);
+        if mask.ends_with(".mkv") {
+            Ok(MaskSink::Mkv(path))
+        } else if mask.ends_with(".png") && mask.contains('%') {
+            Ok(MaskSink::Png(path))
+        } else {
+            bail!("--mask-output {mask}: give a PNG pattern such as masks/%05d.png, or an .mkv file")
+        }
     }
+
+    /// The class-map branch, linked from the element's `mask` pad. Its sink, as the
+    /// main output's, takes no part in preroll (see [`common::file_sink`]), so this
+    /// branch needs no more than the usual queue whatever the other output's encoder
+    /// holds.
+    fn description(&self) -> String {
+        let q = common::queue();
+        match self {
+            MaskSink::Mkv(p) => format!(
+                "d.mask ! {q} ! avenc_ffv1 ! matroskamux name={MASK_WRITER} ! {}",
+                common::file_sink(p)
+            ),
+            MaskSink::Png(p) => format!(
+                "d.mask ! {q} ! pngenc compression-level=1 ! multifilesink name={MASK_WRITER} location={} async=false",
+                quote(&p.display().to_string())
+            ),
+        }
+    }
+
+    fn watch(&self, pipeline: &gst::Pipeline) -> Result<OutputFile> {
+        match self {
+            MaskSink::Mkv(p) => OutputFile::watch(pipeline, MASK_WRITER, p, false),
+            MaskSink::Png(p) => OutputFile::watch(pipeline, MASK_WRITER, p, true),
+        }
+    }
+}
+
+/// Checks the files a run writes before anything starts: their folders exist, and no
+/// two of them, nor one of them and the input, are the same file.
+fn check_outputs(source: &Source, sink: &Sink, mask: Option<&MaskSink>) -> Result<()> {
+    let mut files = Vec::new();
+    if let Source::File(p) = source {
+        files.push((format!("the input {}", p.display()), p.clone()));
+    }
+    if let Sink::File(p, _) = sink {
+        files.push((format!("-o {}", p.display()), common::check_output(p)?));
+    }
+    match mask {
+        Some(MaskSink::Mkv(p)) => files.push((format!("--mask-output {}", p.display()), common::check_output(p)?)),
+        Some(MaskSink::Png(p)) => {
+            common::check_output(p)?;
+        }
+        None => {}
+    }
+    common::check_distinct(&files)
 }
 
 /// The Pango markup of the class legend: a coloured block and the name of each class.
@@ -194,9 +308,22 @@ pub fn legend_markup(classes: &[denoiseseg::model::ClassInfo]) -> String {
 }
 
 /// The three-panel mosaic: input | denoised | class overlay with legend, each panel
-/// `w`x`h`. `input` is the tee with the (noisy) input, the element is named `d`.
-pub fn mosaic_description(w: u32, h: u32, legend: &str, input: &str) -> String {
-    let q = "queue max-size-buffers=4";
+/// `w`x`h`. `input` is the tee with the (noisy) input, which also feeds the element
+/// (named `d`) through a [`common::queue`]; `in_flight` is the element's
+/// max-in-flight.
+///
+/// The compositor takes input frame N with denoised frame N, so the input panel's
+/// queue holds every frame that can be on the way through the element: its queue, its
+/// max-in-flight and the denoised panels' queues. A shorter one would stop the tee
+/// (and so the element) before the element is full: batches would never fill. On a
+/// live input that queue leaks its oldest frame rather than ever stopping the source.
+pub fn mosaic_description(w: u32, h: u32, legend: &str, input: &str, in_flight: u32, live: bool) -> String {
+    let q = common::queue();
+    let ahead = format!(
+        "queue max-size-buffers={} max-size-bytes=0 max-size-time=0{}",
+        in_flight + 2 * common::QUEUE_FRAMES,
+        if live { " leaky=downstream" } else { "" }
+    );
     let panel = format!("videoconvert ! videoscale ! video/x-raw,width={w},height={h},pixel-aspect-ratio=1/1");
     let label = |text: &str| {
         format!(
@@ -206,7 +333,7 @@ pub fn mosaic_description(w: u32, h: u32, legend: &str, input: &str) -> String {
     };
     format!(
         "compositor name=comp background=black sink_1::xpos={w} sink_2::xpos={x2} ! {{OUT}} \
-         {input}. ! {q} ! {panel} ! {l0} ! comp.sink_0 \
+         {input}. ! {ahead} ! {panel} ! {l0} ! comp.sink_0 \
          d. ! tee name=den den. ! {q} ! {panel} ! {l1} ! comp.sink_1 \
          den. ! {q} ! segoverlay ! {panel} ! {l2} \
          ! textoverlay text={legend} valignment=bottom halignment=right font-desc=\"Sans 8\" \
@@ -220,10 +347,19 @@ pub fn mosaic_description(w: u32, h: u32, legend: &str, input: &str) -> String {
 }
 
 pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
-    let source = Source::parse(&args.input)?;
+    let source = Source::parse(&args.input, args.rtsp_latency, args.rtsp_transport)?;
     let sink = Sink::parse(args.output.as_deref())?;
+    let mask = args.mask_output.as_deref().map(MaskSink::parse).transpose()?;
+    check_outputs(&source, &sink, mask.as_ref())?;
+    if let (Sink::File(..), Some(size)) = (&sink, args.size) {
+        common::check_h264_size("--size", size)?;
+    }
     let live = source.is_live();
     common::init_gstreamer()?;
+    // The element's settings, checked on a scratch element before anything is built.
+    let settings = common::scratch_element()?;
+    configure(&settings, &args.element, live)?;
+    let leaky = settings.property::<bool>("leaky");
     let model = common::resolve_model(args.element.model.as_deref())?;
     let spec = denoiseseg::model::ModelSpec::load(&model)?;
 
@@ -232,7 +368,8 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         None => String::new(),
     };
     let out = sink.description(args.bitrate, live);
-    let head = format!("{}{} ! videoconvert", source.description(), scale);
+    let head = format!("{}{} ! videoconvert", source.description(leaky), scale);
+    let denoiseseg = format!("denoiseseg name=d{}", if leaky { " leaky=true" } else { "" });
     let mut desc = match args.view {
         View::Denoised | View::Overlay => {
             let output = if args.view == View::Overlay {
@@ -240,20 +377,24 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
             } else {
                 "denoised"
             };
-            format!("{head} ! denoiseseg name=d output={output} ! queue max-size-buffers=4 ! {out}")
+            format!("{head} ! {denoiseseg} output={output} ! {} ! {out}", common::queue())
         }
         View::Mosaic => {
             let (w, h) = args.size.unwrap_or((640, 320));
-            let mosaic = mosaic_description(w, h, &legend_markup(&spec.classes), "in");
-            format!("{head} ! tee name=in in. ! queue max-size-buffers=4 ! denoiseseg name=d output=denoised {mosaic}")
-                .replace("{OUT}", &out)
+            let in_flight = settings.property::<u32>("max-in-flight");
+            let mosaic = mosaic_description(w, h, &legend_markup(&spec.classes), "in", in_flight, live);
+            format!(
+                "{head} ! tee name=in in. ! {} ! {denoiseseg} output=denoised {mosaic}",
+                common::queue()
+            )
+            .replace("{OUT}", &out)
         }
     };
-    if let Some(mask) = &args.mask_output {
+    if let Some(mask) = &mask {
         if !spec.segments() {
             bail!("--mask-output: the model {} does not segment", model.display());
         }
-        desc = format!("{desc} {}", mask_description(mask)?);
+        desc = format!("{desc} {}", mask.description());
     }
     if args.print_pipeline || verbose > 0 {
         eprintln!("pipeline: {desc}");
@@ -262,19 +403,40 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         }
     }
     let pipeline = gst::parse::launch(&desc)
-        .context("cannot build the pipeline (is a GStreamer plugin missing? see -v)")?
+        .context("cannot build the pipeline (is a GStreamer plugin missing?)")?
         .downcast::<gst::Pipeline>()
         .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
     let element = pipeline.by_name("d").expect("the pipeline names the element d");
-    args.element.apply(&element)?;
+    configure(&element, &args.element, live)?;
+    if live && leaky {
+        eprintln!("live input: frames are dropped when the model cannot keep up (--no-leaky to queue them instead)");
+    }
+    let mut outputs = Vec::new();
+    if let Sink::File(p, _) = &sink {
+        outputs.push(OutputFile::watch(&pipeline, common::H264_MUX, p, false)?);
+    }
+    if let Some(mask) = &mask {
+        outputs.push(mask.watch(&pipeline)?);
+    }
 
     let started = Instant::now();
     let progress = if live { Progress::Live } else { Progress::File };
-    let ending = common::run_pipeline(&pipeline, Some(&element), progress)?;
+    let ending = common::run_pipeline(&pipeline, &element, progress)?;
     let elapsed = started.elapsed();
+    let files: Vec<String> = outputs.iter().map(|o| o.conclude(ending)).collect();
     let frames = element.property::<u64>("frames-processed");
+    match ending {
+        Ending::BeforeFirstFrame => {
+            eprintln!("{}", common::STOPPED_EARLY);
+            return Ok(ExitCode::from(130));
+        }
+        Ending::Eos if frames == 0 => bail!("no frames came through the pipeline: no output written"),
+        _ => {}
+    }
     let dropped = element.property::<u64>("frames-dropped");
     let provider = element.property::<String>("provider");
+    // "Finalized" only when every file got frames and EOS went through its muxer.
+    let finalized = !outputs.is_empty() && outputs.iter().all(|o| o.frames() > 0);
     eprintln!(
         "{} frames in {} ({:.1} frames/s) on {provider}, {dropped} dropped, model {}{}",
         frames,
@@ -282,13 +444,14 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         frames as f64 / elapsed.as_secs_f64().max(1e-3),
         spec.name,
         match ending {
-            Ending::Eos => String::new(),
-            Ending::Interrupted => ", interrupted (outputs finalized)".into(),
-            Ending::Aborted => ", aborted (outputs may be unplayable)".into(),
+            Ending::Interrupted if finalized => ", interrupted (outputs finalized)",
+            Ending::Interrupted => ", interrupted",
+            Ending::Aborted => ", aborted (outputs may be unplayable)",
+            Ending::Eos | Ending::BeforeFirstFrame => "",
         }
     );
-    if let Sink::File(p, _) = &sink {
-        eprintln!("wrote {}", p.display());
+    for f in files {
+        eprintln!("{f}");
     }
     Ok(if ending == Ending::Aborted {
         ExitCode::from(130)
