@@ -691,7 +691,6 @@ fn live_inputs_run_leaky_with_rtsp_options_unless_told_otherwise() {
     let preset = common::root().join("configs/gpu-throughput.toml");
     for opt_out in [
         &["--no-leaky"][..],
-        &["--leaky", "false"],
         &["--leaky=false"],
         &["--config", preset.to_str().unwrap()],
     ] {
@@ -706,6 +705,8 @@ fn live_inputs_run_leaky_with_rtsp_options_unless_told_otherwise() {
     // Files are not live: every frame, unless asked.
     assert!(!pipeline(&["run", c]).contains("leaky"));
     assert!(pipeline(&["run", c, "--leaky"]).contains("denoiseseg name=d leaky=true"));
+    // A bare --leaky before the input takes no value: the input stays the input.
+    assert!(pipeline(&["run", "--leaky", c]).contains("denoiseseg name=d leaky=true"));
     fails_cleanly(
         &["run", c, "--rtsp-latency", "100", "--model", &m],
         "--rtsp-latency applies to rtsp:// inputs only",

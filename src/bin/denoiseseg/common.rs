@@ -160,9 +160,9 @@ pub struct ElementOpts {
     pub noise_level: Option<f64>,
     /// Drop the oldest waiting frame instead of blocking the source; `run` sets it on
     /// live inputs (cameras, rtsp://, udp://, srt://, rtmp://) unless told otherwise
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub leaky: Option<bool>,
-    /// Never drop frames, also on live inputs: queue them (same as --leaky false)
+    /// Never drop frames, also on live inputs: queue them (same as --leaky=false)
     #[arg(long, conflicts_with = "leaky")]
     pub no_leaky: bool,
     /// Opacity of the class colours in overlay views (0-1)
@@ -234,7 +234,7 @@ impl ElementOpts {
         Ok(p)
     }
 
-    /// Whether the user chose leaky or not (--leaky [BOOL], --no-leaky).
+    /// Whether the user chose leaky or not (--leaky[=BOOL], --no-leaky).
     pub fn leaky_choice(&self) -> Option<bool> {
         if self.no_leaky {
             Some(false)
