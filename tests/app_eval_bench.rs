@@ -304,6 +304,81 @@ fn eval_on_an_image_folder_of_mixed_sizes_with_json_on_stdout() {
     close(&r["psnr_noisy"], e.psnr_noisy, "psnr_noisy");
 }
 
+/// `eval` on `clip` with denoise_sigma.onnx fed sigma 0 (its output is its input), the
+/// given noise options; the JSON report.
+fn eval_identity(dir: &Path, clip: &Path, opts: &[&str]) -> Value {
+    let json = dir.join("codec.json");
+    let mut c = app();
+    c.arg("eval")
+        .arg(clip)
+        .args([
+            "--sigma",
+            "20",
+            "--seed",
+            "3",
+            "--noise-level",
+            "0",
+            "--provider",
+            "cpu",
+            "--model",
+        ])
+        .arg(common::test_model("denoise_sigma.onnx"))
+        .args(opts)
+        .arg("--json")
+        .arg(&json);
+    let out = run(c);
+    assert!(out.status.success());
+    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+}
+
+#[test]
+fn eval_compresses_camera_noise_before_the_model_and_feeds_the_given_noise_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, h, n) = (64, 48, 6);
+    let clip = dir.path().join("clean.mkv");
+    let clean = clean_clip(dir.path(), &clip, w, h, n, "smpte");
+    let sizes = vec![(w, h); n];
+    let truth: Vec<Vec<u8>> = clean.iter().map(|c| truth_of(c, w)).collect();
+
+    // Gaussian noise, no codec: the noisy frames are exactly the addnoise ones.
+    let plain = eval_identity(dir.path(), &clip, &[]);
+    let r = &plain["results"][0];
+    close(
+        &r["psnr_noisy"],
+        expected(&clean, &sizes, &truth, 20.0, 3).psnr_noisy,
+        "psnr_noisy",
+    );
+    assert_eq!(
+        (&plain["noise"], &plain["codec"]),
+        (&Value::from("gaussian"), &Value::from("none"))
+    );
+
+    for (opts, codec) in [
+        (&["--noise", "camera", "--codec", "jpeg", "--quality", "30"][..], "jpeg"),
+        (&["--noise", "camera", "--codec", "h264", "--crf", "35"][..], "h264"),
+    ] {
+        let report = eval_identity(dir.path(), &clip, opts);
+        let r = &report["results"][0];
+        assert_eq!(
+            (&report["noise"], &report["codec"]),
+            (&Value::from("camera"), &Value::from(codec))
+        );
+        // Every frame is paired with its clean frame, through the codec's latency and
+        // x264's shifted timestamps.
+        assert_eq!(r["frames"], n, "{report}");
+        // The model saw the decoded frames (fed 0: its output is its input) ...
+        assert_eq!(r["noise_level_used"], 0.0);
+        let (noisy, out) = (r["psnr_noisy"].as_f64().unwrap(), r["psnr_denoised"].as_f64().unwrap());
+        assert!((noisy - out).abs() < 1e-9, "{r}");
+        // ... which are not the uncompressed noisy ones.
+        let uncompressed = plain["results"][0]["psnr_noisy"].as_f64().unwrap();
+        assert!(
+            (noisy - uncompressed).abs() > 0.2,
+            "{codec}: {noisy} against {uncompressed}"
+        );
+    }
+}
+
 /// A failed run: exit code 1 and one line on stderr that says `what`.
 fn fails_with(args: &[&str], what: &str) {
     let mut c = app();

@@ -67,7 +67,7 @@ def sigma_input(noisy, sigma, rng, frac, cap):
     sigma if `cap`; the nominal sigma otherwise. frac 0 draws nothing from rng."""
     if frac <= 0:
         return sigma
-    from evaluate import estimate_sigma_element
+    from measure import estimate_sigma_element
     out = sigma.clone()
     for i in range(noisy.shape[0]):
         if rng.random() < frac:
