@@ -5,24 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod common;
-use common::{argmax, init, model, pixel, rgb_caps, rgb_frame, stride};
+use common::{argmax, element, init, model, pixel, rgb_caps, rgb_frame, stride};
 use gst::prelude::*;
 use gst_check::Harness;
 
 const MASK_META: &str = "DenoisesegMaskMeta";
-
-fn element(model_name: &str, props: &[(&str, &str)]) -> gst::Element {
-    init();
-    let e = gst::ElementFactory::make("denoiseseg")
-        .property("model", model(model_name))
-        .property_from_str("execution-provider", "cpu")
-        .build()
-        .unwrap();
-    for (k, v) in props {
-        e.set_property_from_str(k, v);
-    }
-    e
-}
 
 fn harness(e: &gst::Element, caps: &str) -> Harness {
     let mut h = Harness::with_element(e, Some("sink"), Some("src"));

@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 mod common;
-use common::{argmax, init, model, pixel, rgb_caps, rgb_frame, stride};
+use common::{argmax, element, element_at, init, model, pixel, rgb_caps, rgb_frame, stride};
 use gst::prelude::*;
 use gst_check::Harness;
 
@@ -143,12 +143,7 @@ fn a_failed_start_never_crashes_the_process_on_exit() {
 #[test]
 fn quick_start_stop_cycles_while_the_model_loads_leave_no_thread_behind() {
     let _s = serial();
-    init();
-    let e = gst::ElementFactory::make("denoiseseg")
-        .property("model", default_model())
-        .property_from_str("execution-provider", "cpu")
-        .build()
-        .unwrap();
+    let e = element_at(&default_model(), &[]);
     for i in 0..30 {
         e.set_state(gst::State::Paused).unwrap();
         if i % 3 == 0 {
@@ -305,12 +300,7 @@ fn a_config_that_cannot_be_read_fails_the_start_naming_the_file_and_the_problem(
 
 /// Pushes `n` frames through a harness on `model_name`; the outputs and the warnings posted.
 fn run_model(model_name: &str, w: usize, h: usize, n: usize) -> (Vec<gst::Buffer>, Vec<String>) {
-    init();
-    let e = gst::ElementFactory::make("denoiseseg")
-        .property("model", model(model_name))
-        .property_from_str("execution-provider", "cpu")
-        .build()
-        .unwrap();
+    let e = element(model_name, &[]);
     let bus = gst::Bus::new();
     e.set_bus(Some(&bus));
     let mut hs = Harness::with_element(&e, Some("sink"), Some("src"));

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::sync::Once;
 
+use gst::prelude::*;
+
 /// Initializes GStreamer and registers the plugin statically, once per test binary.
 pub fn init() {
     static INIT: Once = Once::new();
@@ -20,6 +22,25 @@ pub fn model(name: &str) -> String {
         .join(name)
         .display()
         .to_string()
+}
+
+/// A `denoiseseg` element on the CPU with the model at `path`, then `props` set from text.
+pub fn element_at(path: &str, props: &[(&str, &str)]) -> gst::Element {
+    init();
+    let e = gst::ElementFactory::make("denoiseseg")
+        .property("model", path)
+        .property_from_str("execution-provider", "cpu")
+        .build()
+        .unwrap();
+    for (k, v) in props {
+        e.set_property_from_str(k, v);
+    }
+    e
+}
+
+/// A `denoiseseg` element on the CPU with the test model `model_name`, then `props`.
+pub fn element(model_name: &str, props: &[(&str, &str)]) -> gst::Element {
+    element_at(&model(model_name), props)
 }
 
 /// Row stride of a packed frame `w` pixels wide with `bpp` bytes a pixel (4-byte aligned).
