@@ -44,6 +44,13 @@ pub struct NoiseParams {
     /// from the Poisson law; higher ones from its Gaussian approximation. 0 means no
     /// shot noise. Ignored by [`NoiseKind::Gaussian`]; negative or NaN counts as 0.
     pub gain: f32,
+    /// Spatial correlation of the noise, as a camera's demosaicing and ISP leave it:
+    /// the standard deviation in pixels of the Gaussian kernel the noise field is
+    /// filtered with (separably, over at most 3 pixels each way, and rescaled so each
+    /// sample keeps its standard deviation). 0, negative or NaN: white noise. With a
+    /// correlation, shot noise is drawn from its Gaussian approximation (variance
+    /// `gain * v`) also at low photon counts.
+    pub correlation: f32,
 }
 
 impl Default for NoiseParams {
@@ -52,6 +59,7 @@ impl Default for NoiseParams {
             kind: NoiseKind::Gaussian,
             sigma: 25.0,
             gain: 1.0,
+            correlation: 0.0,
         }
     }
 }
@@ -63,6 +71,7 @@ impl NoiseParams {
             kind: NoiseKind::Gaussian,
             sigma,
             gain: 0.0,
+            correlation: 0.0,
         }
     }
 
@@ -72,6 +81,7 @@ impl NoiseParams {
             kind: NoiseKind::PoissonGaussian,
             sigma,
             gain,
+            correlation: 0.0,
         }
     }
 
@@ -351,6 +361,17 @@ pub fn add_noise_interleaved(
 
     let sigma = nonneg(params.sigma);
     let mut src = NoiseSource::new(seed, frame_index);
+    if nonneg(params.correlation) > 0.0 {
+        let layout = Interleaved {
+            width,
+            height,
+            stride,
+            pixel_stride,
+            channel_offsets,
+            row_bytes,
+        };
+        return add_correlated_noise(data, &layout, params, &mut src);
+    }
     let rows = data.chunks_mut(stride).take(height);
     match params.kind {
         NoiseKind::Gaussian => {
@@ -378,6 +399,105 @@ pub fn add_noise_interleaved(
             }
         }
     }
+}
+
+/// Where the noisy samples of an interleaved frame are (see [`add_noise_interleaved`]).
+struct Interleaved<'a> {
+    width: usize,
+    height: usize,
+    stride: usize,
+    pixel_stride: usize,
+    channel_offsets: &'a [usize],
+    /// Bytes of a row that hold noisy samples.
+    row_bytes: usize,
+}
+
+/// Largest radius, in pixels, of the correlation kernel.
+const MAX_CORRELATION_RADIUS: usize = 3;
+
+/// The taps of a 1-D Gaussian of standard deviation `std` pixels (radius
+/// `ceil(2 std)`, at most [`MAX_CORRELATION_RADIUS`]), scaled so that their squares
+/// sum to 1: white noise filtered with them along both axes keeps its variance.
+fn correlation_taps(std: f32) -> Vec<f32> {
+    let radius = ((2.0 * std).ceil() as usize).clamp(1, MAX_CORRELATION_RADIUS) as isize;
+    let taps: Vec<f32> = (-radius..=radius)
+        .map(|k| (-((k * k) as f32) / (2.0 * std * std)).exp())
+        .collect();
+    let norm = taps.iter().map(|t| t * t).sum::<f32>().sqrt();
+    taps.into_iter().map(|t| t / norm).collect()
+}
+
+thread_local! {
+    /// Rows of unit noise for [`add_correlated_noise`], kept per thread so that a
+    /// stream allocates them once.
+    static CORRELATED_ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`add_noise_interleaved`] with spatially correlated noise: unit normal noise, drawn
+/// in row-major order over the frame and a margin of the kernel's radius, is filtered
+/// horizontally as each row is drawn and vertically over a ring of rows, then scaled by
+/// each sample's standard deviation (`sigma`, or `sqrt(gain * v + sigma²)`).
+fn add_correlated_noise(data: &mut [u8], f: &Interleaved<'_>, params: &NoiseParams, src: &mut NoiseSource<'_>) {
+    let taps = correlation_taps(nonneg(params.correlation));
+    let r = taps.len() / 2;
+    let channels = f.channel_offsets.len();
+    let n = f.width * channels;
+    let sigma = nonneg(params.sigma);
+    let gain = match params.kind {
+        NoiseKind::Gaussian => 0.0,
+        NoiseKind::PoissonGaussian => nonneg(params.gain),
+    };
+    CORRELATED_ROWS.with_borrow_mut(|scratch| {
+        // A ring of 2r + 1 horizontally filtered rows, a raw row with margins, and the
+        // vertically filtered row.
+        let ring_len = (2 * r + 1) * n;
+        let raw_len = (f.width + 2 * r) * channels;
+        scratch.resize(ring_len + raw_len + n, 0.0);
+        let (ring, rest) = scratch.split_at_mut(ring_len);
+        let (raw, out) = rest.split_at_mut(raw_len);
+        // Draws the next row of unit noise (the frame's width plus the margins) and
+        // stores it, filtered horizontally, in ring slot `slot`.
+        let mut draw = |slot: &mut [f32]| {
+            for v in raw.iter_mut() {
+                *v = src.normal();
+            }
+            for (x, px) in slot.chunks_exact_mut(channels).enumerate() {
+                for (c, v) in px.iter_mut().enumerate() {
+                    *v = taps
+                        .iter()
+                        .enumerate()
+                        .map(|(k, t)| t * raw[(x + k) * channels + c])
+                        .sum();
+                }
+            }
+        };
+        // Rows -r .. r of the frame first (rows above and below it are margins).
+        for slot in ring.chunks_exact_mut(n) {
+            draw(slot);
+        }
+        for (y, row) in data.chunks_mut(f.stride).take(f.height).enumerate() {
+            // Ring slot (y + k) mod (2r + 1) holds frame row y - r + k.
+            out.fill(0.0);
+            for (k, t) in taps.iter().enumerate() {
+                let slot = &ring[((y + k) % (2 * r + 1)) * n..][..n];
+                for (o, v) in out.iter_mut().zip(slot) {
+                    *o += t * v;
+                }
+            }
+            for (px, noise) in row[..f.row_bytes]
+                .chunks_mut(f.pixel_stride)
+                .zip(out.chunks_exact(channels))
+            {
+                for (&c, &z) in f.channel_offsets.iter().zip(noise) {
+                    let clean = px[c] as f32;
+                    let sd = (gain * clean + sigma * sigma).sqrt();
+                    px[c] = quantize(clean + sd * z);
+                }
+            }
+            // Row y - r is done with: its slot takes row y + r + 1.
+            draw(&mut ring[(y % (2 * r + 1)) * n..][..n]);
+        }
+    });
 }
 
 // ---------------------------------------------------------------------------
@@ -825,6 +945,85 @@ mod tests {
         assert!(data.iter().all(|&v| v % 8 == 0 || v == 255));
         let zeros = data.iter().filter(|&&v| v == 0).count() as f64 / 4096.0;
         assert!((zeros - (-2.0f64).exp()).abs() < 0.03, "P(0) {zeros}");
+    }
+
+    /// Lag-1 correlation of a noise field (values minus `mean`) along rows and down
+    /// columns of a `w`-wide single-channel frame.
+    fn lag1_correlation(data: &[u8], w: usize, mean: f64) -> (f64, f64) {
+        let v: Vec<f64> = data.iter().map(|&x| x as f64 - mean).collect();
+        let var = v.iter().map(|x| x * x).sum::<f64>() / v.len() as f64;
+        let h = v.len() / w;
+        let (mut sx, mut nx, mut sy, mut ny) = (0.0, 0.0, 0.0, 0.0);
+        for y in 0..h {
+            for x in 0..w {
+                if x + 1 < w {
+                    sx += v[y * w + x] * v[y * w + x + 1];
+                    nx += 1.0;
+                }
+                if y + 1 < h {
+                    sy += v[y * w + x] * v[(y + 1) * w + x];
+                    ny += 1.0;
+                }
+            }
+        }
+        (sx / nx / var, sy / ny / var)
+    }
+
+    #[test]
+    fn correlated_noise_keeps_its_level_and_correlates_neighbours_as_the_kernel_says() {
+        let (w, h) = (256, 256);
+        let noisy = |p: NoiseParams| {
+            let mut d = vec![128u8; w * h];
+            add_noise_interleaved(&mut d, w, h, w, 1, &[0], &p, 3, 0);
+            d
+        };
+        for corr in [0.5f32, 0.8, 1.5] {
+            let d = noisy(NoiseParams {
+                correlation: corr,
+                ..NoiseParams::gaussian(10.0)
+            });
+            let (mean, sd) = std_of(d.iter().map(|&v| v as f64));
+            assert!((mean - 128.0).abs() < 0.3, "correlation {corr}: mean {mean}");
+            assert!((sd - 10.0).abs() < 0.3, "correlation {corr}: sd {sd}");
+            // Separable filtering: the lag-1 correlation along either axis is the
+            // taps' own lag-1 autocorrelation (their squares sum to 1).
+            let taps = correlation_taps(corr);
+            let want: f64 = taps.windows(2).map(|t| (t[0] * t[1]) as f64).sum();
+            let (cx, cy) = lag1_correlation(&d, w, mean);
+            assert!(
+                (cx - want).abs() < 0.03 && (cy - want).abs() < 0.03,
+                "{corr}: {cx:.3} {cy:.3} for {want:.3}"
+            );
+        }
+        let (cx, cy) = lag1_correlation(&noisy(NoiseParams::gaussian(10.0)), w, 128.0);
+        assert!(cx.abs() < 0.02 && cy.abs() < 0.02, "white: {cx:.3} {cy:.3}");
+    }
+
+    #[test]
+    fn correlated_camera_noise_has_the_signal_dependent_variance_and_is_reproducible() {
+        let (w, h) = (128, 128);
+        let p = NoiseParams {
+            correlation: 0.7,
+            ..NoiseParams::poisson_gaussian(4.0, 2.0)
+        };
+        let run = |level: u8, seed, frame| {
+            // RGBx: the fourth byte is padding and stays.
+            let mut d = vec![level; w * h * 4];
+            add_noise_interleaved(&mut d, w, h, w * 4, 4, &[0, 1, 2], &p, seed, frame);
+            d
+        };
+        for level in [40u8, 128, 200] {
+            let d = run(level, 1, 0);
+            assert!(d.chunks(4).all(|px| px[3] == level), "padding untouched");
+            let (_, sd) = std_of(d.chunks(4).flat_map(|px| px[..3].iter().map(|&v| v as f64)));
+            let want = (2.0 * level as f64 + 16.0).sqrt();
+            assert!(
+                (sd - want).abs() < 0.04 * want,
+                "level {level}: sd {sd:.2}, want {want:.2}"
+            );
+        }
+        assert_eq!(run(100, 5, 2), run(100, 5, 2));
+        assert_ne!(run(100, 5, 2), run(100, 5, 3));
     }
 
     #[test]

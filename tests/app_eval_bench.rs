@@ -354,7 +354,19 @@ fn eval_compresses_camera_noise_before_the_model_and_feeds_the_given_noise_level
     );
 
     for (opts, codec) in [
-        (&["--noise", "camera", "--codec", "jpeg", "--quality", "30"][..], "jpeg"),
+        (
+            &[
+                "--noise",
+                "camera",
+                "--correlation",
+                "0.7",
+                "--codec",
+                "jpeg",
+                "--quality",
+                "30",
+            ][..],
+            "jpeg",
+        ),
         (&["--noise", "camera", "--codec", "h264", "--crf", "35"][..], "h264"),
     ] {
         let report = eval_identity(dir.path(), &clip, opts);

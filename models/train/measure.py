@@ -36,7 +36,7 @@ def _saturated(v):
     return ~((v > 1e-6) & (v < 1 - 1e-6))
 
 
-def _element_pass(x, budget, lo, centre_only=False):
+def _element_pass(x, budget, lo, centre_only=False, keep=0.5):
     """One pass of SigmaEstimator (src/noise.rs) on planar x [3, h, w]: (sigma, kept pixels)."""
     _, h, w = x.shape
     step = max(1, -(-((w - 2) * (h - 2)) // budget))
@@ -62,7 +62,7 @@ def _element_pass(x, budget, lo, centre_only=False):
     if gb.size == 0:
         return 0.0, 0
     hist = np.bincount(gb, minlength=4096)
-    thr = int(np.searchsorted(np.cumsum(hist), -(-gb.size // 2)))
+    thr = int(np.searchsorted(np.cumsum(hist), np.ceil(gb.size * keep)))
     gb, ok, r0, r1, r2 = parts(np.arange(1, h - 1, step))
     corners = r0[..., :-2] + r0[..., 2:] + r2[..., :-2] + r2[..., 2:]
     edges = r0[..., 1:-1] + r1[..., :-2] + r1[..., 2:] + r2[..., 1:-1]
@@ -90,22 +90,24 @@ def estimate_sigma_element1(img, budget=1 << 16):
     return _element_pass(x, budget, 0.0, centre_only=True)[0]
 
 
-def estimate_sigma_element(img, budget=1 << 16):
+def estimate_sigma_element(img, budget=1 << 16, keep=0.5):
     """The element's own estimator, a NumPy port of SigmaEstimator::estimate in
     src/noise.rs: Immerkaer residuals of the smoother half of the pixels (Sobel
     |Gx|+|Gy| at or below its median), 3x3 windows with a saturated pixel skipped,
     channels pooled, sigma = median|res| / (6 * 0.6745), same histogram bins and row
     subsampling; then the same again on the windows whose mean is at least
     s1^2 / CLIP_MARGIN_SCALE from 0 and 1 (s1 the first estimate), where clipping has
-    not thinned the noise."""
+    not thinned the noise. `keep` other than 0.5 keeps that share of the pixels, the
+    smoothest, instead of half (an experiment: the element keeps half)."""
     x = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
     if x.shape[1] < 3 or x.shape[2] < 3:
         return 0.0
-    s0, n0 = _element_pass(x, budget, 0.0)
+    s0, n0 = _element_pass(x, budget, 0.0, keep=keep)
     if s0 <= 0:
         return s0
     s0f = np.float32(s0)
-    s1, n1 = _element_pass(x, budget, min(s0f * s0f / np.float32(CLIP_MARGIN_SCALE), np.float32(CLIP_MARGIN_MAX)))
+    s1, n1 = _element_pass(x, budget, min(s0f * s0f / np.float32(CLIP_MARGIN_SCALE), np.float32(CLIP_MARGIN_MAX)),
+                           keep=keep)
     return s1 if n1 * MIN_KEPT_SHARE >= n0 else s0
 
 

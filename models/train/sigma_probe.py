@@ -53,11 +53,21 @@ def codec_chain(codec):
     return ["!", "jpegenc", f"quality={q}", "!", "jpegdec"]
 
 
+def source(clip, n):
+    """gst-launch elements that decode `clip`: a video, or a still image (PNG/JPEG) shown
+    for n + 1 frames at 10 frames/s."""
+    if clip.lower().endswith((".png", ".jpg", ".jpeg")):
+        return ["filesrc", f"location={clip}", "!", "decodebin", "!", "videoconvert", "!", "videoscale", "!",
+                "video/x-raw,format=RGB,width=512,height=384", "!", "imagefreeze", f"num-buffers={n + 1}", "!",
+                "video/x-raw,framerate=10/1"]
+    return ["filesrc", f"location={clip}", "!", "decodebin", "!", "videoconvert", "!", "video/x-raw,format=RGB", "!",
+            "identity", f"eos-after={n + 1}"]
+
+
 def frames_of(clip, n, extra, tmp):
     """The first n frames of clip through `extra` elements, as uint8 [n, h, w, 3]."""
     raw = os.path.join(tmp, "frames.rgb")
-    cmd = ["gst-launch-1.0", "-q", "filesrc", f"location={clip}", "!", "decodebin", "!", "videoconvert", "!",
-           "video/x-raw,format=RGB", "!", "identity", f"eos-after={n + 1}", *extra, "!", "videoconvert", "!",
+    cmd = ["gst-launch-1.0", "-q", *source(clip, n), *extra, "!", "videoconvert", "!",
            "video/x-raw,format=RGB", "!", "identity", "name=probe", "!", "filesink", f"location={raw}"]
     subprocess.run(cmd, check=True, capture_output=True)
     data = np.fromfile(raw, np.uint8)
@@ -67,8 +77,7 @@ def frames_of(clip, n, extra, tmp):
 
 def size_of(clip):
     """(width, height) of a clip's decoded frames, from the caps gst-launch -v prints."""
-    out = subprocess.run(["gst-launch-1.0", "-v", "filesrc", f"location={clip}", "!", "decodebin", "!",
-                          "videoconvert", "!", "video/x-raw,format=RGB", "!", "fakesink", "num-buffers=1"],
+    out = subprocess.run(["gst-launch-1.0", "-v", *source(clip, 1), "!", "fakesink", "num-buffers=1"],
                          check=True, capture_output=True, text=True).stdout
     caps = next(line for line in out.splitlines() if "video/x-raw" in line and "width=" in line)
     return tuple(int(re.search(rf"{k}=\(int\)(\d+)", caps).group(1)) for k in ("width", "height"))
@@ -151,6 +160,8 @@ def main():
                             for s in (1, 2, 4):
                                 ds = d.reshape(ch // s, s, cw // s, s, 3).mean(axis=(1, 3))
                                 feats[f"est{s}"] = 255 * estimate_sigma_element(ds)
+                                for keep in (0.25, 0.125):
+                                    feats[f"est{s}k{int(1 / keep)}"] = 255 * estimate_sigma_element(ds, keep=keep)
                                 feats.update({f"{k}_{s}": v for k, v in residual_features(ds).items()})
                             curve = [psnr(model(d, f / 255)["denoised"], c) for f in FED]
                             rec = dict(clip=name, noise=noise, sigma=sigma, codec=codec, frame=int(i),

@@ -154,6 +154,41 @@ fn output_matches_the_engine_frame_by_frame() {
 }
 
 #[test]
+fn correlated_camera_noise_matches_the_engine_and_differs_from_white_noise() {
+    // run_stream's frames are 37x21.
+    let (w, h_) = (37, 21);
+    let inf = info("RGB", w, h_);
+    let camera = [
+        ("mode", "poisson-gaussian"),
+        ("sigma", "3"),
+        ("gain", "2"),
+        ("seed", "5"),
+    ];
+    let outs = run_stream(&[&camera[..], &[("correlation", "0.8")]].concat(), "RGB", 2);
+    let white = run_stream(&camera, "RGB", 1);
+    for (n, out) in outs.iter().enumerate() {
+        let mut want = textured(&inf);
+        let params = NoiseParams {
+            correlation: 0.8,
+            ..NoiseParams::poisson_gaussian(3.0, 2.0)
+        };
+        add_noise_interleaved(
+            &mut want,
+            w as usize,
+            h_ as usize,
+            inf.stride()[0] as usize,
+            3,
+            &[0, 1, 2],
+            &params,
+            5,
+            n as u64,
+        );
+        assert!(out == &want, "frame {n} differs from the engine's");
+    }
+    assert_ne!(outs[0], white[0], "the correlation changes the noise");
+}
+
+#[test]
 fn rgb_and_bgr_get_the_same_noise_per_colour() {
     let (w, h_) = (32, 8);
     let inf = info("RGB", w, h_);
@@ -296,11 +331,12 @@ fn properties_defaults_and_invalid_values() {
     let element = gst::ElementFactory::make("addnoise").build().unwrap();
     assert_eq!(element.property::<f64>("sigma"), 25.0);
     assert_eq!(element.property::<f64>("gain"), 1.0);
+    assert_eq!(element.property::<f64>("correlation"), 0.0);
     assert_eq!(element.property::<u64>("seed"), 0);
     assert_eq!(mode_nick(&element), "gaussian");
 
     // The specs state the ranges...
-    for (name, min, max) in [("sigma", 0.0, 255.0), ("gain", 0.0, 255.0)] {
+    for (name, min, max) in [("sigma", 0.0, 255.0), ("gain", 0.0, 255.0), ("correlation", 0.0, 1.5)] {
         let pspec = element.find_property(name).unwrap();
         let pspec = pspec.downcast_ref::<glib::ParamSpecDouble>().unwrap();
         assert_eq!((pspec.minimum(), pspec.maximum()), (min, max), "{name}");

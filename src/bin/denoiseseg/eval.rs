@@ -40,7 +40,7 @@ Examples:
   denoiseseg eval cityscapes/leftImg8bit/val/frankfurt --labels cityscapes/gtFine/val/frankfurt \\
       --sigma 15,25,50 --frames 100 --json eval.json
   denoiseseg eval clip.mkv --model my.onnx --provider cpu --seed 7
-  denoiseseg eval street.avi --noise camera --codec h264 --crf 23 --sigma 12,25 --estimate
+  denoiseseg eval street.avi --noise camera --correlation 0.7 --codec h264 --crf 23 --sigma 12,25 --estimate
   denoiseseg eval street.avi --noise camera --codec jpeg --quality 60 --sigma 25 --noise-level 30
 
 INPUT is a clean video file (anything GStreamer decodes) or a folder of clean PNG/JPEG
@@ -80,6 +80,10 @@ pub struct Args {
     /// (signal-dependent shot and read noise, SIGMA its standard deviation at mid-grey)
     #[arg(long, value_enum, default_value_t = NoiseModel::Gaussian)]
     noise: NoiseModel,
+    /// Spatial correlation of the noise (addnoise's `correlation`: the standard deviation
+    /// in pixels, 0-1.5, of the Gaussian the noise field is filtered with; 0 is white)
+    #[arg(long, value_name = "PX", default_value_t = 0.0, value_parser = parse_correlation)]
+    correlation: f64,
     /// Compress the noisy frames before the model, as cameras do: h264 (x264, --crf) or jpeg (--quality)
     #[arg(long, value_enum, default_value_t = Codec::None)]
     codec: Codec,
@@ -128,6 +132,14 @@ impl NoiseModel {
     }
 }
 
+fn parse_correlation(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if !(0.0..=1.5).contains(&v) {
+        return Err(format!("{v} is outside 0..=1.5"));
+    }
+    Ok(v)
+}
+
 /// The compression `eval` applies to the noisy frames.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Codec {
@@ -167,7 +179,12 @@ impl Args {
             NoiseModel::Gaussian => "Gaussian noise",
             NoiseModel::Camera => "camera noise (sigma at mid-grey)",
         };
-        format!("{noise}{codec}")
+        let correlation = if self.correlation > 0.0 {
+            format!(" correlated over {} px", self.correlation)
+        } else {
+            String::new()
+        };
+        format!("{noise}{correlation}{codec}")
     }
 }
 
@@ -475,13 +492,14 @@ fn run_sigma(
     let desc = format!(
         "{head} \
          t. ! queue ! appsink name=clean {sink} \
-         t. ! queue ! addnoise name=noise {noise} seed={seed} {codec} ! tee name=n \
+         t. ! queue ! addnoise name=noise {noise} correlation={correlation} seed={seed} {codec} ! tee name=n \
          n. ! queue ! appsink name=noisy {sink} \
          n. ! queue ! denoiseseg name=ds ! appsink name=den {sink}",
         // Not waiting for preroll: an encoder holds tens of frames before its first
         // output, and a prerolled clean sink would block the tee before it gets them.
         sink = "sync=false async=false",
         noise = args.noise.addnoise_props(sigma),
+        correlation = args.correlation,
         seed = args.seed,
         codec = args.codec_chain(),
     );
@@ -790,6 +808,7 @@ pub fn main(mut args: Args, _verbose: u8) -> Result<ExitCode> {
         "provider": provider,
         "seed": args.seed,
         "noise": format!("{:?}", args.noise).to_lowercase(),
+        "correlation": args.correlation,
         "codec": format!("{:?}", args.codec).to_lowercase(),
         "crf": (args.codec == Codec::H264).then_some(args.crf),
         "jpeg_quality": (args.codec == Codec::Jpeg).then_some(args.quality),
