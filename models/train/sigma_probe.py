@@ -79,7 +79,8 @@ def size_of(clip):
     """(width, height) of a clip's decoded frames, from the caps gst-launch -v prints."""
     out = subprocess.run(["gst-launch-1.0", "-v", *source(clip, 1), "!", "fakesink", "num-buffers=1"],
                          check=True, capture_output=True, text=True).stdout
-    caps = next(line for line in out.splitlines() if "video/x-raw" in line and "width=" in line)
+    # the last caps printed are those the sink got
+    caps = [line for line in out.splitlines() if "video/x-raw" in line and "width=" in line][-1]
     return tuple(int(re.search(rf"{k}=\(int\)(\d+)", caps).group(1)) for k in ("width", "height"))
 
 
