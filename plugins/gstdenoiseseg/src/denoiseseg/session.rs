@@ -1,0 +1,203 @@
+//! Session start and stop: the model, ONNX Runtime, the frame queue and its backend factory.
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use denoiseseg::model::ModelSpec;
+use denoiseseg::queue::{self, FrameQueue, QueueConfig};
+use denoiseseg::runtime::{self, OrtBackend, Provider, SessionOptions};
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+
+use super::properties::default_model_path;
+use super::*;
+use super::{OutputMode, ProviderChoice};
+
+impl DenoiseSeg {
+    /// READY -> PAUSED: check the model, load ONNX Runtime, start the queue (the session
+    /// is built on the queue's inference thread, with Progress messages).
+    pub(super) fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = lock(&self.settings).clone();
+        if let Some(e) = &settings.config_error {
+            return Err(gst::error_msg!(
+                gst::ResourceError::Settings,
+                ("config {}: {}", settings.config, e)
+            ));
+        }
+        let plugin_dir = self
+            .obj()
+            .factory()
+            .and_then(|f| f.plugin())
+            .and_then(|p| p.filename())
+            .and_then(|f| f.parent().map(Path::to_path_buf));
+        let model = if settings.model.is_empty() {
+            default_model_path(plugin_dir.as_deref())
+        } else {
+            PathBuf::from(&settings.model)
+        };
+        let spec =
+            ModelSpec::load(&model).map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ("model: {}", e)))?;
+        runtime::set_log_sink(Arc::new(|level, msg| {
+            use runtime::LogLevel as L;
+            match level {
+                L::Fatal | L::Error => gst::error!(ORT_CAT, "{msg}"),
+                L::Warning => gst::warning!(ORT_CAT, "{msg}"),
+                L::Info => gst::info!(ORT_CAT, "{msg}"),
+                L::Verbose => gst::trace!(ORT_CAT, "{msg}"),
+            }
+        }));
+
+        let explicit = (!settings.ort_library.is_empty()).then(|| PathBuf::from(&settings.ort_library));
+        let candidates = runtime::library_candidates(explicit.as_deref(), plugin_dir.as_deref());
+        let (env, lib) =
+            runtime::environment(&candidates).map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("{}", e)))?;
+        gst::info!(CAT, imp = self, "ONNX Runtime from {}", lib.display());
+
+        if settings.max_in_flight < settings.batch_size {
+            return Err(gst::error_msg!(
+                gst::LibraryError::Settings,
+                (
+                    "max-in-flight ({}) must be at least batch-size ({})",
+                    settings.max_in_flight,
+                    settings.batch_size
+                )
+            ));
+        }
+        let provider = match settings.provider {
+            ProviderChoice::Auto => Provider::Auto,
+            ProviderChoice::TensorRt => Provider::TensorRt,
+            ProviderChoice::Cuda => Provider::Cuda,
+            ProviderChoice::Cpu => Provider::Cpu,
+        };
+        let opts = SessionOptions {
+            provider,
+            device_id: settings.device_id,
+            fp16: settings.fp16,
+            engine_cache_dir: (!settings.engine_cache_dir.is_empty())
+                .then(|| PathBuf::from(&settings.engine_cache_dir)),
+            intra_threads: settings.inference_threads as usize,
+            batch_size: settings.batch_size as usize,
+            profile_size: spec.input_size.map(|[w, h]| {
+                let m = spec.size_multiple;
+                (
+                    denoiseseg::model::round_up(w as usize, m),
+                    denoiseseg::model::round_up(h as usize, m),
+                )
+            }),
+        };
+
+        self.tunables.set_leaky(settings.leaky);
+        self.tunables.set_noise_level(sigma_01(settings.noise_level));
+        self.tunables
+            .set_batch_timeout(Duration::from_millis(settings.batch_timeout_ms as u64));
+        self.out_tunables
+            .overlay
+            .store(settings.output == OutputMode::Overlay, Ordering::Relaxed);
+        self.out_tunables
+            .alpha
+            .store((settings.overlay_alpha as f32).to_bits(), Ordering::Relaxed);
+        lock(&self.provider).clear();
+
+        let proc = Arc::new(Proc {
+            size_multiple: spec.size_multiple,
+            palette: spec.palette(),
+            palette_bytes: glib::Bytes::from_owned(spec.palette().concat()),
+            classes: spec.classes.len() as u32,
+            keep_input: !spec.denoises(),
+            tunables: self.out_tunables.clone(),
+            element: self.obj().downgrade(),
+            warned: AtomicU8::new(0),
+            class0: spec.classes.first().map(|c| c.name.clone()).unwrap_or_default(),
+        });
+        let config = QueueConfig {
+            batch_size: settings.batch_size as usize,
+            max_in_flight: settings.max_in_flight as usize,
+            workers: settings.workers as usize,
+            size_multiple: spec.size_multiple,
+            needs_sigma: spec.sigma_input.is_some(),
+        };
+        let weak = self.obj().downgrade();
+        let factory_spec = spec.clone();
+        let provider_slot = self.provider.clone();
+        let factory: queue::BackendFactory = Box::new(move || {
+            let progress = |t: gst::ProgressType, text: String| {
+                if let Some(el) = weak.upgrade() {
+                    gst::info!(CAT, obj = el, "{text}");
+                    let _ = el.post_message(gst::message::Progress::builder(t, "model", &text).src(&el).build());
+                }
+            };
+            progress(
+                gst::ProgressType::Start,
+                format!(
+                    "building the {} session for {} ({})",
+                    opts.provider,
+                    factory_spec.name,
+                    factory_spec.path.display()
+                ),
+            );
+            let started = std::time::Instant::now();
+            match runtime::load_model(&env, &factory_spec, &opts) {
+                Ok(model) => {
+                    if let Some(el) = weak.upgrade() {
+                        for w in &model.warnings {
+                            gst::warning!(CAT, obj = el, "{w}");
+                        }
+                        if opts.provider == Provider::Auto {
+                            gst::warning!(CAT, obj = el, "execution-provider=auto runs on {}", model.provider);
+                        }
+                    }
+                    *lock(&provider_slot) = model.provider.name().to_string();
+                    progress(
+                        gst::ProgressType::Complete,
+                        format!(
+                            "model ready on {} in {:.2} s",
+                            model.provider,
+                            started.elapsed().as_secs_f64()
+                        ),
+                    );
+                    Ok(Box::new(OrtBackend::new(model)) as Box<dyn queue::Backend>)
+                }
+                Err(e) => {
+                    progress(gst::ProgressType::Error, format!("model failed: {e}"));
+                    Err(e)
+                }
+            }
+        });
+        // Before the queue's threads start, so that they allocate as tuned.
+        runtime::tune_allocator();
+        let queue = FrameQueue::new(config, self.tunables.clone(), proc, factory)
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
+        gst::info!(
+            CAT,
+            imp = self,
+            "model {} {} ({}), {} classes, size multiple {}",
+            spec.name,
+            spec.version,
+            spec.kind(),
+            spec.classes.len(),
+            spec.size_multiple
+        );
+        let stats = queue.stats();
+        *lock(&self.flow) = Ok(gst::FlowSuccess::Ok);
+        *lock(&self.qos) = Qos::default();
+        *lock(&self.state) = Some(State {
+            queue: Arc::new(queue),
+            spec,
+            info: None,
+            stats,
+        });
+        Ok(())
+    }
+
+    /// PAUSED -> READY: wake everything, stop the queue's threads.
+    pub(super) fn stop(&self) {
+        let state = lock(&self.state).take();
+        if let Some(state) = state {
+            *lock(&self.last_stats) = state.stats.snapshot();
+            state.queue.shutdown();
+            gst::debug!(CAT, imp = self, "stopped model {}", state.spec.name);
+        }
+    }
+}
