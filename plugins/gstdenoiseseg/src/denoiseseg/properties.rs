@@ -272,21 +272,7 @@ pub(super) fn param_specs() -> &'static [glib::ParamSpec] {
 impl DenoiseSeg {
     pub(super) fn set_prop(&self, value: &glib::Value, pspec: &glib::ParamSpec) {
         let name = pspec.name();
-        let ready_only = matches!(
-            name,
-            "model"
-                | "config"
-                | "execution-provider"
-                | "device-id"
-                | "fp16"
-                | "engine-cache-dir"
-                | "ort-library"
-                | "inference-threads"
-                | "batch-size"
-                | "max-in-flight"
-                | "workers"
-        );
-        if ready_only && !self.ready_only(name) {
+        if !self.mutable_now(pspec) {
             return;
         }
         let mut s = lock(&self.settings);
@@ -382,13 +368,20 @@ impl DenoiseSeg {
         }
     }
 
-    pub(super) fn ready_only(&self, name: &str) -> bool {
+    /// Whether `pspec` may be set in the current state, as its flags say: one built
+    /// with `.mutable_playing()` in any state, any other (`.mutable_ready()`) only in
+    /// NULL or READY; a change refused here is logged and ignored.
+    fn mutable_now(&self, pspec: &glib::ParamSpec) -> bool {
+        if pspec.flags().contains(gst::PARAM_FLAG_MUTABLE_PLAYING) {
+            return true;
+        }
         let state = self.obj().current_state();
         if state > gst::State::Ready {
             gst::warning!(
                 CAT,
                 imp = self,
-                "property '{name}' can only be changed in NULL or READY state"
+                "property '{}' can only be changed in NULL or READY state",
+                pspec.name()
             );
             return false;
         }
