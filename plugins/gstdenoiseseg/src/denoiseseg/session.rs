@@ -118,52 +118,8 @@ impl DenoiseSeg {
             size_multiple: spec.size_multiple,
             needs_sigma: spec.sigma_input.is_some(),
         };
-        let weak = self.obj().downgrade();
-        let factory_spec = spec.clone();
-        let provider_slot = self.provider.clone();
-        let factory: queue::BackendFactory = Box::new(move || {
-            let progress = |t: gst::ProgressType, text: String| {
-                if let Some(el) = weak.upgrade() {
-                    gst::info!(CAT, obj = el, "{text}");
-                    let _ = el.post_message(gst::message::Progress::builder(t, "model", &text).src(&el).build());
-                }
-            };
-            progress(
-                gst::ProgressType::Start,
-                format!(
-                    "building the {} session for {} ({})",
-                    opts.provider,
-                    factory_spec.name,
-                    factory_spec.path.display()
-                ),
-            );
-            let started = std::time::Instant::now();
-            match runtime::load_model(&env, &factory_spec, &opts) {
-                Ok(model) => {
-                    if let Some(el) = weak.upgrade() {
-                        for w in &model.warnings {
-                            gst::warning!(CAT, obj = el, "{w}");
-                        }
-                        if opts.provider == Provider::Auto {
-                            gst::warning!(CAT, obj = el, "execution-provider=auto runs on {}", model.provider);
-                        }
-                    }
-                    *lock(&provider_slot) = model.provider.name().to_string();
-                    progress(
-                        gst::ProgressType::Complete,
-                        format!(
-                            "model ready on {} in {:.2} s",
-                            model.provider,
-                            started.elapsed().as_secs_f64()
-                        ),
-                    );
-                    Ok(Box::new(OrtBackend::new(model)) as Box<dyn queue::Backend>)
-                }
-                Err(e) => {
-                    progress(gst::ProgressType::Error, format!("model failed: {e}"));
-                    Err(e)
-                }
-            }
+        let factory = self.backend_factory(spec.clone(), opts, move |spec, opts| {
+            runtime::load_model(&env, spec, opts)
         });
         // Before the queue's threads start, so that they allocate as tuned.
         runtime::tune_allocator();
@@ -191,6 +147,51 @@ impl DenoiseSeg {
         Ok(())
     }
 
+    /// The queue's backend factory: builds the ONNX Runtime session with `load` on the
+    /// queue's inference thread, announced with Progress messages, and records the provider.
+    fn backend_factory(
+        &self,
+        spec: ModelSpec,
+        opts: SessionOptions,
+        load: impl FnOnce(&ModelSpec, &SessionOptions) -> denoiseseg::Result<runtime::LoadedModel> + Send + 'static,
+    ) -> queue::BackendFactory {
+        let weak = self.obj().downgrade();
+        let progress = ModelProgress(weak.clone());
+        let provider_slot = self.provider.clone();
+        Box::new(move || {
+            progress.start(&format!(
+                "building the {} session for {} ({})",
+                opts.provider,
+                spec.name,
+                spec.path.display()
+            ));
+            let started = std::time::Instant::now();
+            match load(&spec, &opts) {
+                Ok(model) => {
+                    if let Some(el) = weak.upgrade() {
+                        for w in &model.warnings {
+                            gst::warning!(CAT, obj = el, "{w}");
+                        }
+                        if opts.provider == Provider::Auto {
+                            gst::warning!(CAT, obj = el, "execution-provider=auto runs on {}", model.provider);
+                        }
+                    }
+                    *lock(&provider_slot) = model.provider.name().to_string();
+                    progress.complete(&format!(
+                        "model ready on {} in {:.2} s",
+                        model.provider,
+                        started.elapsed().as_secs_f64()
+                    ));
+                    Ok(Box::new(OrtBackend::new(model)) as Box<dyn queue::Backend>)
+                }
+                Err(e) => {
+                    progress.error(&format!("model failed: {e}"));
+                    Err(e)
+                }
+            }
+        })
+    }
+
     /// PAUSED -> READY: wake everything, stop the queue's threads.
     pub(super) fn stop(&self) {
         let state = lock(&self.state).take();
@@ -198,6 +199,32 @@ impl DenoiseSeg {
             *lock(&self.last_stats) = state.stats.snapshot();
             state.queue.shutdown();
             gst::debug!(CAT, imp = self, "stopped model {}", state.spec.name);
+        }
+    }
+}
+
+/// The Progress messages (code `model`) of a session build, from the queue's inference
+/// thread: [`start`](Self::start), then [`complete`](Self::complete) or
+/// [`error`](Self::error). Each is also logged; nothing is posted once the element is gone.
+struct ModelProgress(glib::WeakRef<super::super::DenoiseSeg>);
+
+impl ModelProgress {
+    fn start(&self, text: &str) {
+        self.post(gst::ProgressType::Start, text);
+    }
+
+    fn complete(&self, text: &str) {
+        self.post(gst::ProgressType::Complete, text);
+    }
+
+    fn error(&self, text: &str) {
+        self.post(gst::ProgressType::Error, text);
+    }
+
+    fn post(&self, kind: gst::ProgressType, text: &str) {
+        if let Some(el) = self.0.upgrade() {
+            gst::info!(CAT, obj = el, "{text}");
+            let _ = el.post_message(gst::message::Progress::builder(kind, "model", text).src(&el).build());
         }
     }
 }
