@@ -69,7 +69,7 @@ mod streaming;
 
 use processing::{FrameInfo, Proc, QEvent};
 use properties::{sigma_01, OutputTunables, Settings};
-use streaming::Qos;
+use streaming::Stream;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -105,13 +105,19 @@ pub struct DenoiseSeg {
     /// Shared with the queue while it exists; values follow the properties.
     tunables: Arc<Tunables>,
     out_tunables: Arc<OutputTunables>,
-    /// The provider in use ("" until the session is built).
-    provider: Arc<Mutex<String>>,
-    /// Downstream flow as last seen by the src task, returned from chain.
-    flow: Mutex<Result<gst::FlowSuccess, gst::FlowError>>,
-    qos: Mutex<Qos>,
-    last_stats: Mutex<queue::StatsSnapshot>,
+    /// Shared with the session build on the queue's inference thread.
+    report: Arc<Mutex<Report>>,
+    stream: Mutex<Stream>,
     mask_seqnum: AtomicU64,
+}
+
+/// What the element reports of its sessions.
+#[derive(Default)]
+struct Report {
+    /// The provider in use ("" until the session is built).
+    provider: String,
+    /// The statistics as last read; they stay readable after the session stops.
+    last_stats: queue::StatsSnapshot,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -202,10 +208,8 @@ impl ObjectSubclass for DenoiseSeg {
             }),
             settings: Mutex::new(settings),
             state: Mutex::new(None),
-            provider: Arc::new(Mutex::new(String::new())),
-            flow: Mutex::new(Ok(gst::FlowSuccess::Ok)),
-            qos: Mutex::new(Qos::default()),
-            last_stats: Mutex::new(Default::default()),
+            report: Arc::new(Mutex::new(Report::default())),
+            stream: Mutex::new(Stream::default()),
             mask_seqnum: AtomicU64::new(0),
         }
     }

@@ -348,7 +348,7 @@ impl DenoiseSeg {
             "mean-latency" => (self.stats_snapshot().mean_latency.as_secs_f64() * 1000.0).to_value(),
             "max-latency" => (self.stats_snapshot().max_latency.as_secs_f64() * 1000.0).to_value(),
             "noise-estimate" => (self.stats_snapshot().sigma as f64).to_value(),
-            "provider" => lock(&self.provider).clone().to_value(),
+            "provider" => lock(&self.report).provider.clone().to_value(),
             "stats" => {
                 let st = self.stats_snapshot();
                 gst::Structure::builder("denoiseseg-stats")
@@ -360,7 +360,7 @@ impl DenoiseSeg {
                     .field("mean-batch-ms", st.mean_batch.as_secs_f64() * 1000.0)
                     .field("busy", st.busy)
                     .field("sigma", st.sigma as f64)
-                    .field("provider", lock(&self.provider).clone())
+                    .field("provider", lock(&self.report).provider.clone())
                     .build()
                     .to_value()
             }

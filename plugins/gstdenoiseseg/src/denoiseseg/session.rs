@@ -98,7 +98,7 @@ impl DenoiseSeg {
         self.out_tunables
             .alpha
             .store((settings.overlay_alpha as f32).to_bits(), Ordering::Relaxed);
-        lock(&self.provider).clear();
+        lock(&self.report).provider.clear();
 
         let proc = Arc::new(Proc {
             size_multiple: spec.size_multiple,
@@ -136,8 +136,7 @@ impl DenoiseSeg {
             spec.size_multiple
         );
         let stats = queue.stats();
-        *lock(&self.flow) = Ok(gst::FlowSuccess::Ok);
-        *lock(&self.qos) = Qos::default();
+        *lock(&self.stream) = Stream::default();
         *lock(&self.state) = Some(State {
             queue: Arc::new(queue),
             spec,
@@ -157,7 +156,7 @@ impl DenoiseSeg {
     ) -> queue::BackendFactory {
         let weak = self.obj().downgrade();
         let progress = ModelProgress(weak.clone());
-        let provider_slot = self.provider.clone();
+        let report = self.report.clone();
         Box::new(move || {
             progress.start(&format!(
                 "building the {} session for {} ({})",
@@ -176,7 +175,7 @@ impl DenoiseSeg {
                             gst::warning!(CAT, obj = el, "execution-provider=auto runs on {}", model.provider);
                         }
                     }
-                    *lock(&provider_slot) = model.provider.name().to_string();
+                    lock(&report).provider = model.provider.name().to_string();
                     progress.complete(&format!(
                         "model ready on {} in {:.2} s",
                         model.provider,
@@ -196,7 +195,7 @@ impl DenoiseSeg {
     pub(super) fn stop(&self) {
         let state = lock(&self.state).take();
         if let Some(state) = state {
-            *lock(&self.last_stats) = state.stats.snapshot();
+            lock(&self.report).last_stats = state.stats.snapshot();
             state.queue.shutdown();
             gst::debug!(CAT, imp = self, "stopped model {}", state.spec.name);
         }

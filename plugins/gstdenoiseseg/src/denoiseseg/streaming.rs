@@ -10,9 +10,12 @@ use gst::subclass::prelude::*;
 use super::processing::{layout_of, Frame, Stamp};
 use super::*;
 
-/// QoS state from downstream: frames whose running time is before `earliest` are late.
-#[derive(Default)]
-pub(super) struct Qos {
+/// What the streaming side shares between chain, events, queries and the src task:
+/// the downstream flow and the QoS state. Reset at each start.
+pub(super) struct Stream {
+    /// Downstream flow as last seen by the src task, returned from chain.
+    pub(super) flow: Result<gst::FlowSuccess, gst::FlowError>,
+    /// QoS from downstream: frames whose running time is before `earliest` are late.
     pub(super) earliest: Option<gst::ClockTime>,
     pub(super) proportion: f64,
     pub(super) segment: Option<gst::FormattedSegment<gst::ClockTime>>,
@@ -20,9 +23,21 @@ pub(super) struct Qos {
     pub(super) reported_latency: gst::ClockTime,
 }
 
+impl Default for Stream {
+    fn default() -> Self {
+        Stream {
+            flow: Ok(gst::FlowSuccess::Ok),
+            earliest: None,
+            proportion: 0.0,
+            segment: None,
+            reported_latency: gst::ClockTime::ZERO,
+        }
+    }
+}
+
 impl DenoiseSeg {
     pub(super) fn sink_chain(&self, _pad: &gst::Pad, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let flow = *lock(&self.flow);
+        let flow = lock(&self.stream).flow;
         flow?;
         let Some((queue, info)) = self.state_snapshot() else {
             return Err(gst::FlowError::Flushing);
@@ -82,16 +97,16 @@ impl DenoiseSeg {
                 self.post_qos(&dropped.stamp);
             }
             Err(Refused::Flushing) | Err(Refused::Closed) => {
-                let flow = *lock(&self.flow);
+                let flow = lock(&self.stream).flow;
                 return flow.and(Err(gst::FlowError::Flushing));
             }
         }
-        *lock(&self.flow)
+        lock(&self.stream).flow
     }
 
     pub(super) fn running_time(&self, pts: Option<gst::ClockTime>) -> Option<gst::ClockTime> {
-        let qos = lock(&self.qos);
-        let seg = qos.segment.as_ref()?;
+        let stream = lock(&self.stream);
+        let seg = stream.segment.as_ref()?;
         seg.to_running_time(pts?)
     }
 
@@ -99,9 +114,9 @@ impl DenoiseSeg {
         let Some(rt) = self.running_time(pts) else {
             return false;
         };
-        let qos = lock(&self.qos);
-        match qos.earliest {
-            Some(earliest) => rt + qos.reported_latency < earliest,
+        let stream = lock(&self.stream);
+        match stream.earliest {
+            Some(earliest) => rt + stream.reported_latency < earliest,
             None => false,
         }
     }
@@ -109,7 +124,7 @@ impl DenoiseSeg {
     /// Posts QoS for a frame dropped before inference (late, or leaky).
     pub(super) fn post_qos(&self, stamp: &Stamp) {
         let rt = self.running_time(stamp.pts);
-        let seg = lock(&self.qos).segment.clone();
+        let seg = lock(&self.stream).segment.clone();
         let stream_time = seg.as_ref().and_then(|s| stamp.pts.and_then(|p| s.to_stream_time(p)));
         let stats = self.stats_snapshot();
         let msg = gst::message::Qos::builder(true)
@@ -130,10 +145,10 @@ impl DenoiseSeg {
         match lock(&self.state).as_ref() {
             Some(s) => {
                 let snap = s.stats.snapshot();
-                *lock(&self.last_stats) = snap;
+                lock(&self.report).last_stats = snap;
                 snap
             }
-            None => *lock(&self.last_stats),
+            None => lock(&self.report).last_stats,
         }
     }
 
@@ -154,10 +169,10 @@ impl DenoiseSeg {
                 if let Some((queue, _)) = self.state_snapshot() {
                     queue.flush_stop();
                 }
-                *lock(&self.flow) = Ok(gst::FlowSuccess::Ok);
                 {
-                    let mut qos = lock(&self.qos);
-                    qos.earliest = None;
+                    let mut stream = lock(&self.stream);
+                    stream.flow = Ok(gst::FlowSuccess::Ok);
+                    stream.earliest = None;
                 }
                 let ok = self.push_to_src_pads(event);
                 if let Err(e) = self.start_task() {
@@ -187,7 +202,7 @@ impl DenoiseSeg {
             }
             EventView::Segment(s) => {
                 if let Ok(seg) = s.segment().clone().downcast::<gst::ClockTime>() {
-                    lock(&self.qos).segment = Some(seg);
+                    lock(&self.stream).segment = Some(seg);
                 } else {
                     gst::element_imp_error!(self, gst::StreamError::Format, ("only TIME segments are supported"));
                     return false;
@@ -266,7 +281,7 @@ impl DenoiseSeg {
                     .unwrap_or(gst::ClockTime::ZERO);
                 let capacity = frame_dur * settings.max_in_flight as u64;
                 let max = max.map(|m| m + ours + capacity);
-                lock(&self.qos).reported_latency = ours;
+                lock(&self.stream).reported_latency = ours;
                 gst::debug!(
                     CAT,
                     imp = self,
@@ -297,8 +312,8 @@ impl DenoiseSeg {
     pub(super) fn src_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
         if let gst::EventView::Qos(q) = event.view() {
             let (_type, proportion, diff, timestamp) = q.get();
-            let mut qos = lock(&self.qos);
-            qos.proportion = proportion;
+            let mut stream = lock(&self.stream);
+            stream.proportion = proportion;
             if let Some(ts) = timestamp {
                 // As basetransform: a frame that arrives late tells when the next one is due.
                 let earliest = if diff > 0 {
@@ -306,7 +321,7 @@ impl DenoiseSeg {
                 } else {
                     ts.checked_sub(gst::ClockTime::from_nseconds(diff.unsigned_abs()))
                 };
-                qos.earliest = earliest;
+                stream.earliest = earliest;
             }
         }
         gst::log!(CAT, obj = pad, "upstream event {:?}", event.type_());
@@ -335,7 +350,7 @@ impl DenoiseSeg {
             }) => {
                 gst::trace!(CAT, imp = self, "frame out after {latency:?}");
                 self.maybe_post_latency();
-                if lock(&self.flow).is_err() {
+                if lock(&self.stream).flow.is_err() {
                     return; // downstream failed: keep draining so upstream never blocks
                 }
                 let mut buffer = out.buffer;
@@ -378,7 +393,8 @@ impl DenoiseSeg {
     }
 
     pub(super) fn set_flow(&self, flow: Result<gst::FlowSuccess, gst::FlowError>) {
-        let mut f = lock(&self.flow);
+        let mut stream = lock(&self.stream);
+        let f = &mut stream.flow;
         match flow {
             Ok(_) => {}
             Err(gst::FlowError::Flushing) => {}
@@ -393,13 +409,13 @@ impl DenoiseSeg {
 
     /// Posts a LATENCY message when the measured latency outgrew what was reported.
     pub(super) fn maybe_post_latency(&self) {
-        let reported = lock(&self.qos).reported_latency;
+        let reported = lock(&self.stream).reported_latency;
         if reported.is_zero() {
             return;
         }
         let now = self.processing_latency();
         if now > reported + reported / 5 {
-            lock(&self.qos).reported_latency = now;
+            lock(&self.stream).reported_latency = now;
             gst::info!(CAT, imp = self, "processing latency grew to {now}, posting LATENCY");
             let _ = self
                 .obj()
