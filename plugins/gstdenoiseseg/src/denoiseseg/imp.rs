@@ -43,9 +43,8 @@
 //! CPU; a TensorRT engine without a cache in `engine-cache-dir`: up to minutes) or one
 //! batch in the model. Nothing of the element's outlives the transition, so a process
 //! may exit right after it, and a new start never runs two builds at once.
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
-use std::time::Duration;
 
 use denoiseseg::frame::PixelFormat;
 use denoiseseg::model::ModelSpec;
@@ -68,7 +67,7 @@ mod session;
 mod streaming;
 
 use processing::{FrameInfo, Proc, QEvent};
-use properties::{sigma_01, OutputTunables, Settings};
+use properties::{LiveTunables, Settings};
 use streaming::Stream;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -102,9 +101,12 @@ pub struct DenoiseSeg {
     mask_pad: Mutex<Option<gst::Pad>>,
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
-    /// Shared with the queue while it exists; values follow the properties.
+    /// The engine's tunables, shared with the queue: where `leaky` and `batch-timeout`
+    /// live (see [`Settings`] for what lives where).
     tunables: Arc<Tunables>,
-    out_tunables: Arc<OutputTunables>,
+    /// Shared with the post-processing workers: where `noise-level`, `output` and
+    /// `overlay-alpha` live.
+    live: Arc<LiveTunables>,
     /// Shared with the session build on the queue's inference thread.
     report: Arc<Mutex<Report>>,
     stream: Mutex<Stream>,
@@ -192,21 +194,13 @@ impl ObjectSubclass for DenoiseSeg {
             })
             .flags(gst::PadFlags::PROXY_CAPS)
             .build();
-        let settings = Settings::default();
         DenoiseSeg {
             sinkpad,
             srcpad,
             mask_pad: Mutex::new(None),
-            tunables: Arc::new(Tunables::new(
-                settings.leaky,
-                sigma_01(settings.noise_level),
-                Duration::from_millis(settings.batch_timeout_ms as u64),
-            )),
-            out_tunables: Arc::new(OutputTunables {
-                overlay: AtomicBool::new(settings.output == OutputMode::Overlay),
-                alpha: AtomicU32::new((settings.overlay_alpha as f32).to_bits()),
-            }),
-            settings: Mutex::new(settings),
+            tunables: Arc::new(properties::default_tunables()),
+            live: Arc::new(LiveTunables::default()),
+            settings: Mutex::new(Settings::default()),
             state: Mutex::new(None),
             report: Arc::new(Mutex::new(Report::default())),
             stream: Mutex::new(Stream::default()),

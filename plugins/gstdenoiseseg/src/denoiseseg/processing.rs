@@ -189,7 +189,7 @@ pub(super) struct Proc {
     pub(super) classes: u32,
     /// The model does not denoise: the input is the output image.
     pub(super) keep_input: bool,
-    pub(super) tunables: Arc<OutputTunables>,
+    pub(super) tunables: Arc<LiveTunables>,
     /// Where invalid model outputs are reported.
     pub(super) element: glib::WeakRef<super::super::DenoiseSeg>,
     /// The kinds of invalid output already reported since start (bits of [`Proc::FAULTS`]).
@@ -276,7 +276,7 @@ impl Processor for Proc {
         let mut buffer = match frame.input {
             Some(input) if !overlay => input.into_buffer(),
             _ => {
-                let alpha = f32::from_bits(self.tunables.alpha.load(Ordering::Relaxed));
+                let alpha = f64::from_bits(self.tunables.alpha.load(Ordering::Relaxed)) as f32;
                 // Packed RGB: blend over the 8-bit frame, as segoverlay does, so both
                 // give the same bytes; YUV: blend before conversion.
                 let blend_packed = overlay && t.has_labels && !info.format.is_yuv();

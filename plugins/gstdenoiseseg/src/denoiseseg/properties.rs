@@ -1,6 +1,6 @@
 //! Properties: the settings, their defaults and param specs, set/get, and config presets.
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -42,9 +42,15 @@ const DEFAULT_BATCH_SIZE: u32 = 1;
 const DEFAULT_BATCH_TIMEOUT_MS: u32 = 0;
 const DEFAULT_MAX_IN_FLIGHT: u32 = 8;
 const DEFAULT_WORKERS: u32 = 2;
+const DEFAULT_LEAKY: bool = false;
 const DEFAULT_NOISE_LEVEL: f64 = -1.0;
+const DEFAULT_OUTPUT: OutputMode = OutputMode::Denoised;
 const DEFAULT_OVERLAY_ALPHA: f64 = 0.5;
 
+/// The properties that can only change in NULL or READY, read by `start`. Those that
+/// change in PLAYING are not here: each lives in one atomic shared with the streaming
+/// threads (`batch-timeout` and `leaky` in the engine's [`Tunables`]; `noise-level`,
+/// `output` and `overlay-alpha` in [`LiveTunables`]), which is where `property` reads it.
 #[derive(Debug, Clone)]
 pub(super) struct Settings {
     pub(super) model: String,
@@ -56,13 +62,8 @@ pub(super) struct Settings {
     pub(super) ort_library: String,
     pub(super) inference_threads: u32,
     pub(super) batch_size: u32,
-    pub(super) batch_timeout_ms: u32,
     pub(super) max_in_flight: u32,
     pub(super) workers: u32,
-    pub(super) leaky: bool,
-    pub(super) noise_level: f64,
-    pub(super) output: OutputMode,
-    pub(super) overlay_alpha: f64,
     /// What was wrong with `config` when it was set: the next start fails with it (a
     /// property set before the element is in a pipeline has no bus to report on).
     pub(super) config_error: Option<String>,
@@ -80,24 +81,55 @@ impl Default for Settings {
             ort_library: String::new(),
             inference_threads: 0,
             batch_size: DEFAULT_BATCH_SIZE,
-            batch_timeout_ms: DEFAULT_BATCH_TIMEOUT_MS,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             workers: DEFAULT_WORKERS,
-            leaky: false,
-            noise_level: DEFAULT_NOISE_LEVEL,
-            output: OutputMode::Denoised,
-            overlay_alpha: DEFAULT_OVERLAY_ALPHA,
             config_error: None,
         }
     }
 }
 
-/// Output settings the post-processing workers read per frame (mutable in PLAYING).
+/// The engine's tunables (`leaky`, `batch-timeout`, and `noise-level` on the engine's
+/// 0..1 scale) at their defaults.
+pub(super) fn default_tunables() -> Tunables {
+    Tunables::new(
+        DEFAULT_LEAKY,
+        sigma_01(DEFAULT_NOISE_LEVEL),
+        Duration::from_millis(DEFAULT_BATCH_TIMEOUT_MS as u64),
+    )
+}
+
+/// The element's own tunables that change in PLAYING, in property units: the one
+/// source of `noise-level`, `output` and `overlay-alpha` (the post-processing workers
+/// read `overlay` and `alpha` per frame). The engine's copy of the noise level, on its
+/// 0..1 scale, is written from here only, by `set_property`.
 #[derive(Debug)]
-pub(super) struct OutputTunables {
+pub(super) struct LiveTunables {
+    /// `output=overlay`.
     pub(super) overlay: AtomicBool,
-    /// f32 bits.
-    pub(super) alpha: AtomicU32,
+    /// `overlay-alpha`, f64 bits.
+    pub(super) alpha: AtomicU64,
+    /// `noise-level`, f64 bits.
+    pub(super) noise_level: AtomicU64,
+}
+
+impl LiveTunables {
+    pub(super) fn output(&self) -> OutputMode {
+        if self.overlay.load(Ordering::Relaxed) {
+            OutputMode::Overlay
+        } else {
+            OutputMode::Denoised
+        }
+    }
+}
+
+impl Default for LiveTunables {
+    fn default() -> Self {
+        LiveTunables {
+            overlay: AtomicBool::new(DEFAULT_OUTPUT == OutputMode::Overlay),
+            alpha: AtomicU64::new(DEFAULT_OVERLAY_ALPHA.to_bits()),
+            noise_level: AtomicU64::new(DEFAULT_NOISE_LEVEL.to_bits()),
+        }
+    }
 }
 
 pub(super) fn param_specs() -> &'static [glib::ParamSpec] {
@@ -174,7 +206,7 @@ pub(super) fn param_specs() -> &'static [glib::ParamSpec] {
                 .blurb("Longest wait in milliseconds for a batch to fill before running it anyway (0-10000); \
                         adds up to this much latency")
                 .maximum(10_000)
-                .default_value(d.batch_timeout_ms)
+                .default_value(DEFAULT_BATCH_TIMEOUT_MS)
                 .mutable_playing()
                 .build(),
             glib::ParamSpecUInt::builder("max-in-flight")
@@ -198,7 +230,7 @@ pub(super) fn param_specs() -> &'static [glib::ParamSpec] {
                 .nick("Leaky")
                 .blurb("When full, drop the oldest waiting frame (counted, posted as QoS) instead of blocking \
                         upstream; for live sources")
-                .default_value(d.leaky)
+                .default_value(DEFAULT_LEAKY)
                 .mutable_playing()
                 .build(),
             glib::ParamSpecDouble::builder("noise-level")
@@ -207,10 +239,10 @@ pub(super) fn param_specs() -> &'static [glib::ParamSpec] {
                         frame from the image, smoothed over time")
                 .minimum(-1.0)
                 .maximum(255.0)
-                .default_value(d.noise_level)
+                .default_value(DEFAULT_NOISE_LEVEL)
                 .mutable_playing()
                 .build(),
-            glib::ParamSpecEnum::builder_with_default("output", d.output)
+            glib::ParamSpecEnum::builder_with_default("output", DEFAULT_OUTPUT)
                 .nick("Output")
                 .blurb("What the src pad carries: the denoised frame, or the class colours blended over it")
                 .mutable_playing()
@@ -220,7 +252,7 @@ pub(super) fn param_specs() -> &'static [glib::ParamSpec] {
                 .blurb("Opacity of the class colours with output=overlay (0 = invisible, 1 = opaque)")
                 .minimum(0.0)
                 .maximum(1.0)
-                .default_value(d.overlay_alpha)
+                .default_value(DEFAULT_OVERLAY_ALPHA)
                 .mutable_playing()
                 .build(),
             glib::ParamSpecUInt64::builder("frames-processed")
@@ -275,6 +307,9 @@ impl DenoiseSeg {
         if !self.mutable_now(pspec) {
             return;
         }
+        if self.set_tunable(name, value) {
+            return;
+        }
         let mut s = lock(&self.settings);
         match name {
             "model" => s.model = value.get::<Option<String>>().expect("type checked").unwrap_or_default(),
@@ -293,34 +328,47 @@ impl DenoiseSeg {
             "ort-library" => s.ort_library = value.get::<Option<String>>().expect("type checked").unwrap_or_default(),
             "inference-threads" => s.inference_threads = value.get().expect("type checked"),
             "batch-size" => s.batch_size = value.get().expect("type checked"),
-            "batch-timeout" => {
-                s.batch_timeout_ms = value.get().expect("type checked");
-                self.tunables
-                    .set_batch_timeout(Duration::from_millis(s.batch_timeout_ms as u64));
-            }
             "max-in-flight" => s.max_in_flight = value.get().expect("type checked"),
             "workers" => s.workers = value.get().expect("type checked"),
+            other => gst::warning!(CAT, imp = self, "property '{other}' is read-only"),
+        }
+    }
+
+    /// Sets a tunable that changes in PLAYING in its atomic, its one place; false for
+    /// any other property.
+    fn set_tunable(&self, name: &str, value: &glib::Value) -> bool {
+        match name {
+            "batch-timeout" => {
+                let ms: u32 = value.get().expect("type checked");
+                self.tunables.set_batch_timeout(Duration::from_millis(ms as u64));
+                true
+            }
             "leaky" => {
-                s.leaky = value.get().expect("type checked");
-                self.tunables.set_leaky(s.leaky);
+                self.tunables.set_leaky(value.get().expect("type checked"));
+                true
             }
             "noise-level" => {
-                s.noise_level = value.get().expect("type checked");
-                self.tunables.set_noise_level(sigma_01(s.noise_level));
+                let level: f64 = value.get().expect("type checked");
+                // Under the settings lock, so that two writers cannot leave the
+                // property and the engine's copy disagreeing.
+                let _writers = lock(&self.settings);
+                self.live.noise_level.store(level.to_bits(), Ordering::Relaxed);
+                self.tunables.set_noise_level(sigma_01(level));
+                true
             }
             "output" => {
-                s.output = value.get().expect("type checked");
-                self.out_tunables
+                let output: OutputMode = value.get().expect("type checked");
+                self.live
                     .overlay
-                    .store(s.output == OutputMode::Overlay, Ordering::Relaxed);
+                    .store(output == OutputMode::Overlay, Ordering::Relaxed);
+                true
             }
             "overlay-alpha" => {
-                s.overlay_alpha = value.get().expect("type checked");
-                self.out_tunables
-                    .alpha
-                    .store((s.overlay_alpha as f32).to_bits(), Ordering::Relaxed);
+                let alpha: f64 = value.get().expect("type checked");
+                self.live.alpha.store(alpha.to_bits(), Ordering::Relaxed);
+                true
             }
-            other => gst::warning!(CAT, imp = self, "property '{other}' is read-only"),
+            _ => false,
         }
     }
 
@@ -336,13 +384,13 @@ impl DenoiseSeg {
             "ort-library" => s.ort_library.to_value(),
             "inference-threads" => s.inference_threads.to_value(),
             "batch-size" => s.batch_size.to_value(),
-            "batch-timeout" => s.batch_timeout_ms.to_value(),
+            "batch-timeout" => (self.tunables.batch_timeout().as_millis() as u32).to_value(),
             "max-in-flight" => s.max_in_flight.to_value(),
             "workers" => s.workers.to_value(),
-            "leaky" => s.leaky.to_value(),
-            "noise-level" => s.noise_level.to_value(),
-            "output" => s.output.to_value(),
-            "overlay-alpha" => s.overlay_alpha.to_value(),
+            "leaky" => self.tunables.leaky().to_value(),
+            "noise-level" => f64::from_bits(self.live.noise_level.load(Ordering::Relaxed)).to_value(),
+            "output" => self.live.output().to_value(),
+            "overlay-alpha" => f64::from_bits(self.live.alpha.load(Ordering::Relaxed)).to_value(),
             "frames-processed" => self.stats_snapshot().processed.to_value(),
             "frames-dropped" => self.stats_snapshot().dropped.to_value(),
             "mean-latency" => (self.stats_snapshot().mean_latency.as_secs_f64() * 1000.0).to_value(),

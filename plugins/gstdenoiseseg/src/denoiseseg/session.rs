@@ -1,8 +1,7 @@
 //! Session start and stop: the model, ONNX Runtime, the frame queue and its backend factory.
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::AtomicU8;
 use std::sync::Arc;
-use std::time::Duration;
 
 use denoiseseg::model::ModelSpec;
 use denoiseseg::queue::{self, FrameQueue, QueueConfig};
@@ -12,8 +11,8 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::properties::default_model_path;
+use super::ProviderChoice;
 use super::*;
-use super::{OutputMode, ProviderChoice};
 
 impl DenoiseSeg {
     /// READY -> PAUSED: check the model, load ONNX Runtime, start the queue (the session
@@ -88,16 +87,6 @@ impl DenoiseSeg {
             }),
         };
 
-        self.tunables.set_leaky(settings.leaky);
-        self.tunables.set_noise_level(sigma_01(settings.noise_level));
-        self.tunables
-            .set_batch_timeout(Duration::from_millis(settings.batch_timeout_ms as u64));
-        self.out_tunables
-            .overlay
-            .store(settings.output == OutputMode::Overlay, Ordering::Relaxed);
-        self.out_tunables
-            .alpha
-            .store((settings.overlay_alpha as f32).to_bits(), Ordering::Relaxed);
         lock(&self.report).provider.clear();
 
         let proc = Arc::new(Proc {
@@ -106,7 +95,7 @@ impl DenoiseSeg {
             palette_bytes: glib::Bytes::from_owned(spec.palette().concat()),
             classes: spec.classes.len() as u32,
             keep_input: !spec.denoises(),
-            tunables: self.out_tunables.clone(),
+            tunables: self.live.clone(),
             element: self.obj().downgrade(),
             warned: AtomicU8::new(0),
             class0: spec.classes.first().map(|c| c.name.clone()).unwrap_or_default(),
