@@ -25,35 +25,9 @@ impl DenoiseSeg {
                 ("config {}: {}", settings.config, e)
             ));
         }
-        let plugin_dir = self
-            .obj()
-            .factory()
-            .and_then(|f| f.plugin())
-            .and_then(|p| p.filename())
-            .and_then(|f| f.parent().map(Path::to_path_buf));
-        let model = if settings.model.is_empty() {
-            default_model_path(plugin_dir.as_deref())
-        } else {
-            PathBuf::from(&settings.model)
-        };
-        let spec =
-            ModelSpec::load(&model).map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ("model: {}", e)))?;
-        runtime::set_log_sink(Arc::new(|level, msg| {
-            use runtime::LogLevel as L;
-            match level {
-                L::Fatal | L::Error => gst::error!(ORT_CAT, "{msg}"),
-                L::Warning => gst::warning!(ORT_CAT, "{msg}"),
-                L::Info => gst::info!(ORT_CAT, "{msg}"),
-                L::Verbose => gst::trace!(ORT_CAT, "{msg}"),
-            }
-        }));
-
-        let explicit = (!settings.ort_library.is_empty()).then(|| PathBuf::from(&settings.ort_library));
-        let candidates = runtime::library_candidates(explicit.as_deref(), plugin_dir.as_deref());
-        let (env, lib) =
-            runtime::environment(&candidates).map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("{}", e)))?;
-        gst::info!(CAT, imp = self, "ONNX Runtime from {}", lib.display());
-
+        let plugin_dir = self.plugin_dir();
+        let spec = load_spec(&settings, plugin_dir.as_deref())?;
+        let load = self.load_onnx_runtime(&settings, plugin_dir.as_deref())?;
         if settings.max_in_flight < settings.batch_size {
             return Err(gst::error_msg!(
                 gst::LibraryError::Settings,
@@ -64,42 +38,11 @@ impl DenoiseSeg {
                 )
             ));
         }
-        let provider = match settings.provider {
-            ProviderChoice::Auto => Provider::Auto,
-            ProviderChoice::TensorRt => Provider::TensorRt,
-            ProviderChoice::Cuda => Provider::Cuda,
-            ProviderChoice::Cpu => Provider::Cpu,
-        };
-        let opts = SessionOptions {
-            provider,
-            device_id: settings.device_id,
-            fp16: settings.fp16,
-            engine_cache_dir: (!settings.engine_cache_dir.is_empty())
-                .then(|| PathBuf::from(&settings.engine_cache_dir)),
-            intra_threads: settings.inference_threads as usize,
-            batch_size: settings.batch_size as usize,
-            profile_size: spec.input_size.map(|[w, h]| {
-                let m = spec.size_multiple;
-                (
-                    denoiseseg::model::round_up(w as usize, m),
-                    denoiseseg::model::round_up(h as usize, m),
-                )
-            }),
-        };
+        let opts = session_options(&settings, &spec);
 
         lock(&self.report).provider.clear();
 
-        let proc = Arc::new(Proc {
-            size_multiple: spec.size_multiple,
-            palette: spec.palette(),
-            palette_bytes: glib::Bytes::from_owned(spec.palette().concat()),
-            classes: spec.classes.len() as u32,
-            keep_input: !spec.denoises(),
-            tunables: self.live.clone(),
-            element: self.obj().downgrade(),
-            warned: AtomicU8::new(0),
-            class0: spec.classes.first().map(|c| c.name.clone()).unwrap_or_default(),
-        });
+        let proc = Arc::new(self.processor(&spec));
         let config = QueueConfig {
             batch_size: settings.batch_size as usize,
             max_in_flight: settings.max_in_flight as usize,
@@ -107,9 +50,7 @@ impl DenoiseSeg {
             size_multiple: spec.size_multiple,
             needs_sigma: spec.sigma_input.is_some(),
         };
-        let factory = self.backend_factory(spec.clone(), opts, move |spec, opts| {
-            runtime::load_model(&env, spec, opts)
-        });
+        let factory = self.backend_factory(spec.clone(), opts, load);
         // Before the queue's threads start, so that they allocate as tuned.
         runtime::tune_allocator();
         let queue = FrameQueue::new(config, self.tunables.clone(), proc, factory)
@@ -135,13 +76,63 @@ impl DenoiseSeg {
         Ok(())
     }
 
+    /// The folder the plugin was loaded from (none for a statically registered plugin).
+    fn plugin_dir(&self) -> Option<PathBuf> {
+        self.obj()
+            .factory()
+            .and_then(|f| f.plugin())
+            .and_then(|p| p.filename())
+            .and_then(|f| f.parent().map(Path::to_path_buf))
+    }
+
+    /// Loads ONNX Runtime and returns what builds a session with it. Process-wide: it
+    /// forwards ONNX Runtime's log to the `onnxruntime` debug category, and only the
+    /// first library loaded in a process counts.
+    fn load_onnx_runtime(
+        &self,
+        settings: &Settings,
+        plugin_dir: Option<&Path>,
+    ) -> Result<impl FnOnce(&ModelSpec, &SessionOptions) -> ModelResult + Send + 'static, gst::ErrorMessage> {
+        runtime::set_log_sink(Arc::new(|level, msg| {
+            use runtime::LogLevel as L;
+            match level {
+                L::Fatal | L::Error => gst::error!(ORT_CAT, "{msg}"),
+                L::Warning => gst::warning!(ORT_CAT, "{msg}"),
+                L::Info => gst::info!(ORT_CAT, "{msg}"),
+                L::Verbose => gst::trace!(ORT_CAT, "{msg}"),
+            }
+        }));
+
+        let explicit = (!settings.ort_library.is_empty()).then(|| PathBuf::from(&settings.ort_library));
+        let candidates = runtime::library_candidates(explicit.as_deref(), plugin_dir);
+        let (env, lib) =
+            runtime::environment(&candidates).map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("{}", e)))?;
+        gst::info!(CAT, imp = self, "ONNX Runtime from {}", lib.display());
+        Ok(move |spec: &ModelSpec, opts: &SessionOptions| runtime::load_model(&env, spec, opts))
+    }
+
+    /// What the post-processing workers need of the model and the element.
+    fn processor(&self, spec: &ModelSpec) -> Proc {
+        Proc {
+            size_multiple: spec.size_multiple,
+            palette: spec.palette(),
+            palette_bytes: glib::Bytes::from_owned(spec.palette().concat()),
+            classes: spec.classes.len() as u32,
+            keep_input: !spec.denoises(),
+            tunables: self.live.clone(),
+            element: self.obj().downgrade(),
+            warned: AtomicU8::new(0),
+            class0: spec.classes.first().map(|c| c.name.clone()).unwrap_or_default(),
+        }
+    }
+
     /// The queue's backend factory: builds the ONNX Runtime session with `load` on the
     /// queue's inference thread, announced with Progress messages, and records the provider.
     fn backend_factory(
         &self,
         spec: ModelSpec,
         opts: SessionOptions,
-        load: impl FnOnce(&ModelSpec, &SessionOptions) -> denoiseseg::Result<runtime::LoadedModel> + Send + 'static,
+        load: impl FnOnce(&ModelSpec, &SessionOptions) -> ModelResult + Send + 'static,
     ) -> queue::BackendFactory {
         let weak = self.obj().downgrade();
         let progress = ModelProgress(weak.clone());
@@ -188,6 +179,44 @@ impl DenoiseSeg {
             state.queue.shutdown();
             gst::debug!(CAT, imp = self, "stopped model {}", state.spec.name);
         }
+    }
+}
+
+/// What a session build gives.
+type ModelResult = denoiseseg::Result<runtime::LoadedModel>;
+
+/// The model `model` names, or the shipped default, with its sidecar.
+fn load_spec(settings: &Settings, plugin_dir: Option<&Path>) -> Result<ModelSpec, gst::ErrorMessage> {
+    let model = if settings.model.is_empty() {
+        default_model_path(plugin_dir)
+    } else {
+        PathBuf::from(&settings.model)
+    };
+    ModelSpec::load(&model).map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ("model: {}", e)))
+}
+
+/// The session options the settings and the model ask for.
+fn session_options(settings: &Settings, spec: &ModelSpec) -> SessionOptions {
+    let provider = match settings.provider {
+        ProviderChoice::Auto => Provider::Auto,
+        ProviderChoice::TensorRt => Provider::TensorRt,
+        ProviderChoice::Cuda => Provider::Cuda,
+        ProviderChoice::Cpu => Provider::Cpu,
+    };
+    SessionOptions {
+        provider,
+        device_id: settings.device_id,
+        fp16: settings.fp16,
+        engine_cache_dir: (!settings.engine_cache_dir.is_empty()).then(|| PathBuf::from(&settings.engine_cache_dir)),
+        intra_threads: settings.inference_threads as usize,
+        batch_size: settings.batch_size as usize,
+        profile_size: spec.input_size.map(|[w, h]| {
+            let m = spec.size_multiple;
+            (
+                denoiseseg::model::round_up(w as usize, m),
+                denoiseseg::model::round_up(h as usize, m),
+            )
+        }),
     }
 }
 
