@@ -55,6 +55,11 @@ use gst::subclass::prelude::*;
 
 use super::{OutputMode, ProviderChoice, MASK_META};
 
+// The element by concern, as child modules of this one (they see its private items):
+// properties.rs: settings, tunables, param specs, set/get, presets; session.rs: start
+// and stop (model, ONNX Runtime, queue, session build); streaming.rs: chain, events,
+// queries, QoS, latency, the src task; processing.rs: what the queue's workers run;
+// mask.rs: the `mask` request pad. This file: the struct and the GObject/element glue.
 #[path = "mask.rs"]
 mod mask;
 #[path = "processing.rs"]
@@ -88,6 +93,7 @@ static ORT_CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 
 type Queue = FrameQueue<Proc, QEvent>;
 
+/// The running session, from READY -> PAUSED to PAUSED -> READY.
 struct State {
     queue: Arc<Queue>,
     spec: ModelSpec,
@@ -95,10 +101,14 @@ struct State {
     stats: Arc<Stats>,
 }
 
+/// No lock is held across a blocking call (a push, a peer query, a channel receive, a
+/// join); where two are held, `state` comes before `report`.
 pub struct DenoiseSeg {
     sinkpad: gst::Pad,
     srcpad: gst::Pad,
+    /// The `mask` pad while it is requested.
     mask_pad: Mutex<Option<gst::Pad>>,
+    /// The properties that change only in NULL or READY.
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
     /// The engine's tunables, shared with the queue: where `leaky` and `batch-timeout`
@@ -109,6 +119,7 @@ pub struct DenoiseSeg {
     live: Arc<LiveTunables>,
     /// Shared with the session build on the queue's inference thread.
     report: Arc<Mutex<Report>>,
+    /// Downstream flow and QoS, shared by chain, events, queries and the src task.
     stream: Mutex<Stream>,
     mask_seqnum: AtomicU64,
 }
