@@ -192,7 +192,8 @@ pub(super) struct Proc {
     pub(super) tunables: Arc<LiveTunables>,
     /// Where invalid model outputs are reported.
     pub(super) element: glib::WeakRef<super::super::DenoiseSeg>,
-    /// The kinds of invalid output already reported since start (bits of [`Proc::FAULTS`]).
+    /// The kinds of invalid output already reported since start (bit 0: non-finite
+    /// denoised values, 1: NaN logits, 2: class ids out of range).
     pub(super) warned: AtomicU8,
     /// Name of class 0, which invalid class ids become.
     pub(super) class0: String,

@@ -12,7 +12,7 @@ use super::*;
 use super::{OutputMode, ProviderChoice};
 
 /// The model used when `model` is empty, looked for in `$DENOISESEG_MODEL_DIR`, then in
-/// `models/` two folders above the plugin (a build in target/<profile>/ of the source
+/// `models/` two folders above the plugin (a build in `target/<profile>/` of the source
 /// tree), then in the source tree the plugin was built from.
 pub const DEFAULT_MODEL_FILE: &str = "denoiseseg-sdb-small.onnx";
 
@@ -493,7 +493,7 @@ pub(super) fn checked_value(pspec: &glib::ParamSpec, text: &str) -> Result<glib:
     Ok(v)
 }
 
-/// Noise level property (8-bit units, -1 = estimate) to the engine's [0,1] scale.
+/// Noise level property (8-bit units, -1 = estimate) to the engine's 0..=1 scale.
 pub(super) fn sigma_01(level: f64) -> f32 {
     if level < 0.0 {
         -1.0
