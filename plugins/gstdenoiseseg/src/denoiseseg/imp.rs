@@ -99,6 +99,8 @@ struct State {
     spec: ModelSpec,
     info: Option<Arc<FrameInfo>>,
     stats: Arc<Stats>,
+    /// Downstream flow and QoS, shared by chain, events, queries and the src task.
+    stream: Stream,
 }
 
 /// No lock is held across a blocking call (a push, a peer query, a channel receive, a
@@ -119,8 +121,6 @@ pub struct DenoiseSeg {
     live: Arc<LiveTunables>,
     /// Shared with the session build on the queue's inference thread.
     report: Arc<Mutex<Report>>,
-    /// Downstream flow and QoS, shared by chain, events, queries and the src task.
-    stream: Mutex<Stream>,
     mask_seqnum: AtomicU64,
 }
 
@@ -214,7 +214,6 @@ impl ObjectSubclass for DenoiseSeg {
             settings: Mutex::new(Settings::default()),
             state: Mutex::new(None),
             report: Arc::new(Mutex::new(Report::default())),
-            stream: Mutex::new(Stream::default()),
             mask_seqnum: AtomicU64::new(0),
         }
     }

@@ -66,12 +66,12 @@ impl DenoiseSeg {
             spec.size_multiple
         );
         let stats = queue.stats();
-        *lock(&self.stream) = Stream::default();
         *lock(&self.state) = Some(State {
             queue: Arc::new(queue),
             spec,
             info: None,
             stats,
+            stream: Stream::default(),
         });
         Ok(())
     }

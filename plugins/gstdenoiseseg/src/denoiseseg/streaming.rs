@@ -11,7 +11,8 @@ use super::processing::{layout_of, Frame, Stamp};
 use super::*;
 
 /// What the streaming side shares between chain, events, queries and the src task:
-/// the downstream flow and the QoS state. Reset at each start.
+/// the downstream flow and the QoS state. Part of the session's [`State`], so new at
+/// each start and under the one state lock.
 pub(super) struct Stream {
     /// Downstream flow as last seen by the src task, returned from chain.
     pub(super) flow: Result<gst::FlowSuccess, gst::FlowError>,
@@ -36,9 +37,19 @@ impl Default for Stream {
 }
 
 impl DenoiseSeg {
+    /// Runs `f` on the session's streaming state under the state lock (`None` when
+    /// stopped). `f` must not block nor take another lock.
+    fn with_stream<R>(&self, f: impl FnOnce(&mut Stream) -> R) -> Option<R> {
+        lock(&self.state).as_mut().map(|s| f(&mut s.stream))
+    }
+
+    /// Downstream flow as last seen by the src task; flushing when stopped.
+    fn flow(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
+        self.with_stream(|s| s.flow).unwrap_or(Err(gst::FlowError::Flushing))
+    }
+
     pub(super) fn sink_chain(&self, _pad: &gst::Pad, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let flow = lock(&self.stream).flow;
-        flow?;
+        self.flow()?;
         let Some((queue, info)) = self.state_snapshot() else {
             return Err(gst::FlowError::Flushing);
         };
@@ -97,16 +108,14 @@ impl DenoiseSeg {
                 self.post_qos(&dropped.stamp);
             }
             Err(Refused::Flushing) | Err(Refused::Closed) => {
-                let flow = lock(&self.stream).flow;
-                return flow.and(Err(gst::FlowError::Flushing));
+                return self.flow().and(Err(gst::FlowError::Flushing));
             }
         }
-        lock(&self.stream).flow
+        self.flow()
     }
 
     pub(super) fn running_time(&self, pts: Option<gst::ClockTime>) -> Option<gst::ClockTime> {
-        let stream = lock(&self.stream);
-        let seg = stream.segment.as_ref()?;
+        let seg = self.with_stream(|s| s.segment.clone()).flatten()?;
         seg.to_running_time(pts?)
     }
 
@@ -114,17 +123,17 @@ impl DenoiseSeg {
         let Some(rt) = self.running_time(pts) else {
             return false;
         };
-        let stream = lock(&self.stream);
-        match stream.earliest {
-            Some(earliest) => rt + stream.reported_latency < earliest,
+        self.with_stream(|s| match s.earliest {
+            Some(earliest) => rt + s.reported_latency < earliest,
             None => false,
-        }
+        })
+        .unwrap_or(false)
     }
 
     /// Posts QoS for a frame dropped before inference (late, or leaky).
     pub(super) fn post_qos(&self, stamp: &Stamp) {
         let rt = self.running_time(stamp.pts);
-        let seg = lock(&self.stream).segment.clone();
+        let seg = self.with_stream(|s| s.segment.clone()).flatten();
         let stream_time = seg.as_ref().and_then(|s| stamp.pts.and_then(|p| s.to_stream_time(p)));
         let stats = self.stats_snapshot();
         let msg = gst::message::Qos::builder(true)
@@ -169,11 +178,10 @@ impl DenoiseSeg {
                 if let Some((queue, _)) = self.state_snapshot() {
                     queue.flush_stop();
                 }
-                {
-                    let mut stream = lock(&self.stream);
-                    stream.flow = Ok(gst::FlowSuccess::Ok);
-                    stream.earliest = None;
-                }
+                self.with_stream(|s| {
+                    s.flow = Ok(gst::FlowSuccess::Ok);
+                    s.earliest = None;
+                });
                 let ok = self.push_to_src_pads(event);
                 if let Err(e) = self.start_task() {
                     gst::error!(CAT, imp = self, "cannot restart the src task: {e}");
@@ -202,7 +210,7 @@ impl DenoiseSeg {
             }
             EventView::Segment(s) => {
                 if let Ok(seg) = s.segment().clone().downcast::<gst::ClockTime>() {
-                    lock(&self.stream).segment = Some(seg);
+                    self.with_stream(|s| s.segment = Some(seg));
                 } else {
                     gst::element_imp_error!(self, gst::StreamError::Format, ("only TIME segments are supported"));
                     return false;
@@ -281,7 +289,7 @@ impl DenoiseSeg {
                     .unwrap_or(gst::ClockTime::ZERO);
                 let capacity = frame_dur * settings.max_in_flight as u64;
                 let max = max.map(|m| m + ours + capacity);
-                lock(&self.stream).reported_latency = ours;
+                self.with_stream(|s| s.reported_latency = ours);
                 gst::debug!(
                     CAT,
                     imp = self,
@@ -312,17 +320,18 @@ impl DenoiseSeg {
     pub(super) fn src_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
         if let gst::EventView::Qos(q) = event.view() {
             let (_type, proportion, diff, timestamp) = q.get();
-            let mut stream = lock(&self.stream);
-            stream.proportion = proportion;
-            if let Some(ts) = timestamp {
-                // As basetransform: a frame that arrives late tells when the next one is due.
-                let earliest = if diff > 0 {
-                    ts.checked_add(gst::ClockTime::from_nseconds(diff as u64))
-                } else {
-                    ts.checked_sub(gst::ClockTime::from_nseconds(diff.unsigned_abs()))
-                };
-                stream.earliest = earliest;
-            }
+            self.with_stream(|s| {
+                s.proportion = proportion;
+                if let Some(ts) = timestamp {
+                    // As basetransform: a frame that arrives late tells when the next one is due.
+                    let earliest = if diff > 0 {
+                        ts.checked_add(gst::ClockTime::from_nseconds(diff as u64))
+                    } else {
+                        ts.checked_sub(gst::ClockTime::from_nseconds(diff.unsigned_abs()))
+                    };
+                    s.earliest = earliest;
+                }
+            });
         }
         gst::log!(CAT, obj = pad, "upstream event {:?}", event.type_());
         self.sinkpad.push_event(event)
@@ -350,7 +359,7 @@ impl DenoiseSeg {
             }) => {
                 gst::trace!(CAT, imp = self, "frame out after {latency:?}");
                 self.maybe_post_latency();
-                if lock(&self.stream).flow.is_err() {
+                if self.flow().is_err() {
                     return; // downstream failed: keep draining so upstream never blocks
                 }
                 let mut buffer = out.buffer;
@@ -393,29 +402,31 @@ impl DenoiseSeg {
     }
 
     pub(super) fn set_flow(&self, flow: Result<gst::FlowSuccess, gst::FlowError>) {
-        let mut stream = lock(&self.stream);
-        let f = &mut stream.flow;
-        match flow {
-            Ok(_) => {}
-            Err(gst::FlowError::Flushing) => {}
-            Err(e) => {
-                if f.is_ok() {
-                    gst::debug!(CAT, imp = self, "downstream flow {e:?}");
-                    *f = Err(e);
-                }
+        let Err(e) = flow else { return };
+        if e == gst::FlowError::Flushing {
+            return;
+        }
+        let first = self.with_stream(|s| {
+            let first = s.flow.is_ok();
+            if first {
+                s.flow = Err(e);
             }
+            first
+        });
+        if first == Some(true) {
+            gst::debug!(CAT, imp = self, "downstream flow {e:?}");
         }
     }
 
     /// Posts a LATENCY message when the measured latency outgrew what was reported.
     pub(super) fn maybe_post_latency(&self) {
-        let reported = lock(&self.stream).reported_latency;
+        let reported = self.with_stream(|s| s.reported_latency).unwrap_or(gst::ClockTime::ZERO);
         if reported.is_zero() {
             return;
         }
         let now = self.processing_latency();
         if now > reported + reported / 5 {
-            lock(&self.stream).reported_latency = now;
+            self.with_stream(|s| s.reported_latency = now);
             gst::info!(CAT, imp = self, "processing latency grew to {now}, posting LATENCY");
             let _ = self
                 .obj()
