@@ -513,6 +513,15 @@ const RES_BINS: usize = 8192;
 /// (the largest |Gx| + |Gy| of the Sobel operator is 2040).
 const GRAD_SCALE: f32 = 255.0 * 2.0;
 const GRAD_BINS: usize = 4096;
+/// The coarse scale's estimate counts only if the smoother half of its pixels lies below
+/// this many times that estimate in Sobel magnitude `|Gx| + |Gy|`: about 5.2 for white
+/// noise alone; on crops of street video and photographs with camera noise (JPEG,
+/// H.264 or none) a median of 8 to 15, on the same crops without noise 40 to 85, and
+/// 20 to 26 on the diagonal stripes of the tests (models/train/sigma_probe.py).
+const MAX_COARSE_GRADIENT: f32 = 16.0;
+/// The coarse scale examines at most 1/COARSE_BUDGET_SHARE of the fine scale's pixels
+/// (it only has to tell grain from none; the fine scale sets white noise's level).
+const COARSE_BUDGET_SHARE: usize = 4;
 /// Pixels examined per channel, at most (rows are subsampled beyond this).
 const DEFAULT_BUDGET: usize = 1 << 16;
 /// The gradient threshold is taken on every this-many examined rows.
@@ -531,9 +540,10 @@ const HALF_NORMAL_MEDIAN: f32 = 0.674_489_75;
 /// The norm of Immerkær's kernel [1 -2 1; -2 4 -2; 1 -2 1] (sqrt of 36).
 const KERNEL_NORM: f32 = 6.0;
 
-/// Estimates the standard deviation of white noise in a planar RGB float frame.
+/// Estimates the noise level of a planar RGB float frame: the standard deviation of
+/// white noise, or for noise a codec has thinned, the level it had before.
 ///
-/// The method: Immerkær's operator (the outer product of two second differences,
+/// The method, at each of two scales: Immerkær's operator (the outer product of two second differences,
 /// `[1 -2 1; -2 4 -2; 1 -2 1]`) cancels constant, linear and one-directional
 /// (horizontal or vertical) structure, and leaves white noise of variance `36 σ²`.
 /// Texture and oblique edges leak through, so pixels are ranked by Sobel gradient
@@ -558,16 +568,31 @@ const KERNEL_NORM: f32 = 6.0;
 /// the dark and bright flat areas are the best places to measure it. If the margin
 /// leaves fewer than 1/8 of the pixels, the first estimate stands.
 ///
+/// Compression (H.264, JPEG) removes the finest detail first: what is left of camera
+/// noise is grain a few pixels wide, which the one-pixel operator barely sees (σ = 25
+/// camera noise through x264 at CRF 23 reads about 8), while the models denoise such
+/// frames best when fed the σ the noise had before the codec (within 0.3 dB of the
+/// best fed σ on street clips and photographs; `models/train/sigma_probe.py`). So the
+/// same estimate also runs on the frame averaged over 2×2 blocks, where white noise
+/// reads σ/2 and grain reads its level before the codec's loss of detail, and the
+/// larger of σ and twice the coarse estimate is the result. The coarse scale is only
+/// trusted where noise, not texture, fills its smoother half: there the Sobel
+/// threshold is about 5.2 times the noise for white noise, and it is ignored above
+/// [`MAX_COARSE_GRADIENT`] times (clean frames, fine stripes).
+///
 /// The examined pixels' gradient bins, residual bins and window sums are computed once
 /// and kept for both passes (8 bytes a pixel: about 1.6 MB at the default budget).
-/// The estimator holds two fixed histograms and that buffer, which grows only when a
-/// frame needs more of it than any before, and allocates nothing else per call.
+/// The estimator holds two fixed histograms, that buffer and the 2×2-averaged frame
+/// (a quarter of the frame's floats), which grow only when a frame needs more of them
+/// than any before; it allocates nothing else per call.
 #[derive(Debug, Clone)]
 pub struct SigmaEstimator {
     grad_hist: Vec<u32>,
     res_hist: Vec<u32>,
     budget: usize,
     samples: Vec<Sample>,
+    /// The frame averaged over 2×2 blocks, planar, for the coarse-scale estimate.
+    coarse: Vec<f32>,
 }
 
 /// What the passes need of one examined pixel.
@@ -594,6 +619,7 @@ impl SigmaEstimator {
             res_hist: vec![0; RES_BINS],
             budget: DEFAULT_BUDGET,
             samples: Vec::new(),
+            coarse: Vec::new(),
         }
     }
 
@@ -613,8 +639,40 @@ impl SigmaEstimator {
     /// # Panics
     /// If `row_len < width` or `planar` holds fewer than 3 planes of `height` rows.
     pub fn estimate(&mut self, planar: &[f32], width: usize, height: usize, row_len: usize) -> f32 {
+        let (fine, _) = self.estimate_white(planar, width, height, row_len, self.budget);
+        let (cw, ch) = (width / 2, height / 2);
+        if cw < 3 || ch < 3 {
+            return fine;
+        }
+        let mut coarse = std::mem::take(&mut self.coarse);
+        box_average_2x2(planar, width, height, row_len, &mut coarse);
+        let (sigma, gradient) = self.estimate_white(&coarse, cw, ch, cw, self.budget / COARSE_BUDGET_SHARE);
+        self.coarse = coarse;
+        // Averaging 2×2 halves white noise: twice the coarse estimate is the same sigma.
+        // Where the smoother half of the coarse pixels is far rougher than noise of that
+        // sigma makes them, texture fills it, not noise, and the coarse scale says nothing
+        // (nor does a perfectly flat one).
+        let from_coarse = if gradient > 0.0 && gradient <= MAX_COARSE_GRADIENT * sigma {
+            2.0 * sigma
+        } else {
+            0.0
+        };
+        fine.max(from_coarse)
+    }
+
+    /// The white-noise estimate of one scale (the method above, before the coarse scale
+    /// is consulted), and the Sobel magnitude `|Gx| + |Gy|` below which the pixels it
+    /// used lie (both on the [0,1] scale).
+    fn estimate_white(
+        &mut self,
+        planar: &[f32],
+        width: usize,
+        height: usize,
+        row_len: usize,
+        budget: usize,
+    ) -> (f32, f32) {
         if width < 3 || height < 3 {
-            return 0.0;
+            return (0.0, 0.0);
         }
         assert!(row_len >= width, "row_len {row_len} < width {width}");
         let rows_total = planar.len() / 3 / row_len;
@@ -625,7 +683,7 @@ impl SigmaEstimator {
         );
         let plane_len = rows_total * row_len;
         let interior = (width - 2) * (height - 2);
-        let step = interior.div_ceil(self.budget).max(1);
+        let step = interior.div_ceil(budget.max(1)).max(1);
         let rows = (height - 2).div_ceil(step);
         let per_row = width - 2;
         let total = 3 * rows * per_row;
@@ -641,23 +699,23 @@ impl SigmaEstimator {
             }
         }
 
-        let (first, kept) = self.pass(total, per_row, 0.0);
+        let (first, kept, first_gradient) = self.pass(total, per_row, 0.0);
         if kept == 0 {
-            return 0.0;
+            return (0.0, 0.0);
         }
         let margin = (first * first / CLIP_MARGIN_SCALE).min(CLIP_MARGIN_MAX);
-        let (second, kept_inside) = self.pass(total, per_row, margin);
+        let (second, kept_inside, second_gradient) = self.pass(total, per_row, margin);
         if kept_inside * MIN_KEPT_SHARE >= kept {
-            second
+            (second, second_gradient)
         } else {
-            first
+            (first, first_gradient)
         }
     }
 
     /// One estimate from the first `total` samples (rows of `per_row`), counting the
     /// pixels whose 3×3 window has no saturated sample and a mean in
-    /// `[margin, 1 - margin]`: (sigma, pixels kept).
-    fn pass(&mut self, total: usize, per_row: usize, margin: f32) -> (f32, u64) {
+    /// `[margin, 1 - margin]`: (sigma, pixels kept, the gradient threshold).
+    fn pass(&mut self, total: usize, per_row: usize, margin: f32) -> (f32, u64, f32) {
         let bounds = WindowBounds::new(margin);
         let samples = &self.samples[..total];
 
@@ -676,7 +734,7 @@ impl SigmaEstimator {
             }
         }
         if counted == 0 {
-            return (0.0, 0);
+            return (0.0, 0, 0.0);
         }
         let half = counted.div_ceil(2);
         let mut cum = 0u64;
@@ -697,8 +755,9 @@ impl SigmaEstimator {
             self.res_hist[s.res as usize] += keep;
             kept += u64::from(keep);
         }
+        let gradient = threshold as f32 / GRAD_SCALE;
         if kept == 0 {
-            return (0.0, 0);
+            return (0.0, 0, gradient);
         }
 
         // Median of |residual|, interpolated inside its bin.
@@ -713,7 +772,29 @@ impl SigmaEstimator {
             cum += n as u64;
         }
         let sigma = (median_bins as f32 / RES_SCALE) / (KERNEL_NORM * HALF_NORMAL_MEDIAN);
-        (sigma, kept)
+        (sigma, kept, gradient)
+    }
+}
+
+/// Averages the top-left `width` × `height` of a planar RGB frame over 2×2 blocks into
+/// `out` (planar, `width / 2` × `height / 2`, a last odd row or column dropped); `out`
+/// grows only when a frame needs more of it than any before.
+fn box_average_2x2(planar: &[f32], width: usize, height: usize, row_len: usize, out: &mut Vec<f32>) {
+    let (cw, ch) = (width / 2, height / 2);
+    let plane_len = planar.len() / 3 / row_len * row_len;
+    if out.len() < 3 * cw * ch {
+        out.resize(3 * cw * ch, 0.0);
+    }
+    for c in 0..3 {
+        let plane = &planar[c * plane_len..(c + 1) * plane_len];
+        let dst = &mut out[c * cw * ch..(c + 1) * cw * ch];
+        for (y, row) in dst.chunks_exact_mut(cw).enumerate() {
+            let r0 = &plane[2 * y * row_len..2 * y * row_len + 2 * cw];
+            let r1 = &plane[(2 * y + 1) * row_len..(2 * y + 1) * row_len + 2 * cw];
+            for ((d, a), b) in row.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)) {
+                *d = 0.25 * (a[0] + a[1] + b[0] + b[1]);
+            }
+        }
     }
 }
 
@@ -1239,6 +1320,36 @@ mod tests {
             }
         }
         eprintln!("worst relative error {:.1}%", worst * 100.0);
+    }
+
+    #[test]
+    fn estimator_reads_noise_a_codec_left_only_at_the_coarser_scale() {
+        // White noise of sigma averaged over 2x2 blocks, as a codec leaves grain after
+        // removing the finest detail: sigma / 2 per pixel, and the one-pixel operator
+        // reads less still. The models denoise such frames best when fed the sigma
+        // the noise had before (models/train/sigma_probe.py), which the 2x2-averaged
+        // frame shows.
+        let mut est = SigmaEstimator::new();
+        for (name, clean) in test_images().into_iter().filter(|(n, _)| !n.contains("stripes")) {
+            for sigma in [10.0f32, 25.0] {
+                let fine = noisy(&vec![128.0; 3 * (H / 2) * (W / 2)], sigma / 2.0, 9);
+                let mut img = clean.iter().map(|&v| v / 255.0).collect::<Vec<f32>>();
+                for c in 0..3 {
+                    for y in 0..H {
+                        for x in 0..W {
+                            let n = fine[(c * (H / 2) + y / 2) * (W / 2) + x / 2] - 128.0 / 255.0;
+                            let v = &mut img[(c * H + y) * W + x];
+                            *v = (*v + n).clamp(0.0, 1.0);
+                        }
+                    }
+                }
+                let got = est.estimate(&img, W, H, W) * 255.0;
+                assert!(
+                    (got - sigma).abs() <= 0.15 * sigma,
+                    "{name}, block noise {sigma}: estimated {got:.2}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -37,7 +37,9 @@ def _saturated(v):
 
 
 def _element_pass(x, budget, lo, centre_only=False, keep=0.5):
-    """One pass of SigmaEstimator (src/noise.rs) on planar x [3, h, w]: (sigma, kept pixels)."""
+    """One pass of SigmaEstimator (src/noise.rs) on planar x [3, h, w]: (sigma, kept pixels).
+    The gradient threshold of the last pass (|Gx| + |Gy| on the [0,1] scale) is left in
+    `_element_pass.threshold`."""
     _, h, w = x.shape
     step = max(1, -(-((w - 2) * (h - 2)) // budget))
 
@@ -63,6 +65,7 @@ def _element_pass(x, budget, lo, centre_only=False, keep=0.5):
         return 0.0, 0
     hist = np.bincount(gb, minlength=4096)
     thr = int(np.searchsorted(np.cumsum(hist), np.ceil(gb.size * keep)))
+    _element_pass.threshold = thr / 510.0
     gb, ok, r0, r1, r2 = parts(np.arange(1, h - 1, step))
     corners = r0[..., :-2] + r0[..., 2:] + r2[..., :-2] + r2[..., 2:]
     edges = r0[..., 1:-1] + r1[..., :-2] + r1[..., 2:] + r2[..., 1:-1]
@@ -90,7 +93,7 @@ def estimate_sigma_element1(img, budget=1 << 16):
     return _element_pass(x, budget, 0.0, centre_only=True)[0]
 
 
-def estimate_sigma_element(img, budget=1 << 16, keep=0.5):
+def estimate_sigma_element(img, budget=1 << 16, keep=0.5, with_threshold=False):
     """The element's own estimator, a NumPy port of SigmaEstimator::estimate in
     src/noise.rs: Immerkaer residuals of the smoother half of the pixels (Sobel
     |Gx|+|Gy| at or below its median), 3x3 windows with a saturated pixel skipped,
@@ -101,14 +104,16 @@ def estimate_sigma_element(img, budget=1 << 16, keep=0.5):
     smoothest, instead of half (an experiment: the element keeps half)."""
     x = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
     if x.shape[1] < 3 or x.shape[2] < 3:
-        return 0.0
+        return (0.0, 0.0) if with_threshold else 0.0
     s0, n0 = _element_pass(x, budget, 0.0, keep=keep)
     if s0 <= 0:
-        return s0
+        return (s0, _element_pass.threshold) if with_threshold else s0
     s0f = np.float32(s0)
+    t0 = _element_pass.threshold
     s1, n1 = _element_pass(x, budget, min(s0f * s0f / np.float32(CLIP_MARGIN_SCALE), np.float32(CLIP_MARGIN_MAX)),
                            keep=keep)
-    return s1 if n1 * MIN_KEPT_SHARE >= n0 else s0
+    s, t = (s1, _element_pass.threshold) if n1 * MIN_KEPT_SHARE >= n0 else (s0, t0)
+    return (s, t) if with_threshold else s
 
 
 estimate_sigma = estimate_sigma_element

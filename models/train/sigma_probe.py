@@ -160,7 +160,10 @@ def main():
                             feats = {}
                             for s in (1, 2, 4):
                                 ds = d.reshape(ch // s, s, cw // s, s, 3).mean(axis=(1, 3))
-                                feats[f"est{s}"] = 255 * estimate_sigma_element(ds)
+                                est, thr = estimate_sigma_element(ds, with_threshold=True)
+                                feats[f"est{s}"] = 255 * est
+                                # median Sobel |Gx|+|Gy| of the kept pixels over sigma: ~5.2 for white noise
+                                feats[f"gratio{s}"] = thr / est if est > 0 else 0.0
                                 for keep in (0.25, 0.125):
                                     feats[f"est{s}k{int(1 / keep)}"] = 255 * estimate_sigma_element(ds, keep=keep)
                                 feats.update({f"{k}_{s}": v for k, v in residual_features(ds).items()})
