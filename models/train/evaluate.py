@@ -37,7 +37,7 @@ import data  # noqa: E402
 import scenes  # noqa: E402
 from cityscapes_labels import NAMES, NUM_CLASSES  # noqa: E402
 from measure import (Onnx, estimate_sigma, estimate_sigma_element, estimate_sigma_element1,  # noqa: E402,F401
-                     estimate_sigma_immerkaer, psnr, ssim)
+                     estimate_sigma_element_fine, estimate_sigma_immerkaer, psnr, ssim)
 
 SIGMAS = (15, 25, 50)
 HELD_OUT_SEED = 1_000_000
@@ -150,8 +150,9 @@ def main():
     ap.add_argument("--ffdnet", action="store_true", help="also evaluate the pretrained colour FFDNet (torch)")
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--classical", action="store_true", help="OpenCV NLM and ffmpeg hqdn3d baselines")
-    ap.add_argument("--estimator", default="element", choices=["element", "element1", "immerkaer"],
-                    help="noise estimate for the *_est_sigma runs (element1: the element's one-pass estimator "
+    ap.add_argument("--estimator", default="element", choices=["element", "element-fine", "element1", "immerkaer"],
+                    help="noise estimate for the *_est_sigma runs (element-fine: the element's estimator before its "
+                         "coarse scale, behind the figures of defaults 1.8.0 to 1.10.0; element1: its one-pass estimator "
                          "before default 1.8.0)")
     ap.add_argument("--sigmas", default="15,25,50")
     ap.add_argument("--out", required=True)
@@ -160,8 +161,8 @@ def main():
     ap.add_argument("--merge", default=None, help="json of an earlier run (same --n) to merge these results into")
     args = ap.parse_args()
     global estimate_sigma
-    estimate_sigma = {"element": estimate_sigma_element, "element1": estimate_sigma_element1,
-                      "immerkaer": estimate_sigma_immerkaer}[args.estimator]
+    estimate_sigma = {"element": estimate_sigma_element, "element-fine": estimate_sigma_element_fine,
+                      "element1": estimate_sigma_element1, "immerkaer": estimate_sigma_immerkaer}[args.estimator]
     sigmas = [int(v) for v in args.sigmas.split(",")]
     t0 = time.time()
     split = [scenes.render(HELD_OUT_SEED + i, 384, 192) for i in range(args.n)]

@@ -93,15 +93,16 @@ def estimate_sigma_element1(img, budget=1 << 16):
     return _element_pass(x, budget, 0.0, centre_only=True)[0]
 
 
-def estimate_sigma_element(img, budget=1 << 16, keep=0.5, with_threshold=False):
-    """The element's own estimator, a NumPy port of SigmaEstimator::estimate in
-    src/noise.rs: Immerkaer residuals of the smoother half of the pixels (Sobel
+def estimate_sigma_element_fine(img, budget=1 << 16, keep=0.5, with_threshold=False):
+    """One scale of the element's estimator (the whole of it before the coarse scale was
+    added), a NumPy port of SigmaEstimator::estimate_white in src/noise.rs: Immerkaer residuals of the smoother half of the pixels (Sobel
     |Gx|+|Gy| at or below its median), 3x3 windows with a saturated pixel skipped,
     channels pooled, sigma = median|res| / (6 * 0.6745), same histogram bins and row
     subsampling; then the same again on the windows whose mean is at least
     s1^2 / CLIP_MARGIN_SCALE from 0 and 1 (s1 the first estimate), where clipping has
     not thinned the noise. `keep` other than 0.5 keeps that share of the pixels, the
-    smoothest, instead of half (an experiment: the element keeps half)."""
+    smoothest, instead of half (an experiment: the element keeps half). With
+    `with_threshold`: (sigma, the Sobel threshold of the pixels used)."""
     x = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
     if x.shape[1] < 3 or x.shape[2] < 3:
         return (0.0, 0.0) if with_threshold else 0.0
@@ -114,6 +115,26 @@ def estimate_sigma_element(img, budget=1 << 16, keep=0.5, with_threshold=False):
                            keep=keep)
     s, t = (s1, _element_pass.threshold) if n1 * MIN_KEPT_SHARE >= n0 else (s0, t0)
     return (s, t) if with_threshold else s
+
+
+# SigmaEstimator's coarse scale (src/noise.rs): trusted while the Sobel threshold of its
+# smoother half is at most MAX_COARSE_GRADIENT times its estimate; a quarter of the budget
+MAX_COARSE_GRADIENT, COARSE_BUDGET_SHARE = 16.0, 4
+
+
+def estimate_sigma_element(img, budget=1 << 16):
+    """The element's own estimator, a NumPy port of SigmaEstimator::estimate in
+    src/noise.rs: the fine-scale estimate (estimate_sigma_element_fine), and twice the
+    same estimate on the frame averaged over 2x2 blocks when that is larger and the
+    coarse scale's smoother half is noise, not texture (its Sobel threshold at most
+    MAX_COARSE_GRADIENT times its estimate)."""
+    fine = estimate_sigma_element_fine(img, budget)
+    h, w = img.shape[0] // 2, img.shape[1] // 2
+    if h < 3 or w < 3:
+        return fine
+    coarse = img[: 2 * h, : 2 * w].astype(np.float32).reshape(h, 2, w, 2, 3).mean(axis=(1, 3), dtype=np.float32)
+    sigma, grad = estimate_sigma_element_fine(coarse, budget // COARSE_BUDGET_SHARE, with_threshold=True)
+    return max(fine, 2 * sigma if 0 < grad <= MAX_COARSE_GRADIENT * sigma else 0.0)
 
 
 estimate_sigma = estimate_sigma_element

@@ -10,8 +10,9 @@ of a few frames of each condition:
 - runs the ONNX model at a grid of fed sigmas and records the PSNR against the clean
   crop (the oracle: which fed sigma is best, and how much each costs);
 - records noise-level features of the degraded crop: the element's estimator (a port
-  of src/noise.rs, evaluate.estimate_sigma_element) on the crop and on its 2x2 and 4x4
-  box-averaged versions.
+  of one scale of src/noise.rs, measure.estimate_sigma_element_fine) on the crop and
+  on its 2x2 and 4x4 box-averaged versions, with the Sobel threshold of the pixels it
+  used over the estimate (about 5.2 for white noise).
 
 One JSON line per crop goes to --out. Needs the built plugin (GST_PLUGIN_PATH or
 target/release) and gst-launch-1.0.
@@ -29,7 +30,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from measure import Onnx, estimate_sigma_element, psnr  # noqa: E402
+from measure import Onnx, estimate_sigma_element_fine, psnr  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 FOOTAGE = os.path.join(ROOT, "..", "shared", "footage")
@@ -160,12 +161,12 @@ def main():
                             feats = {}
                             for s in (1, 2, 4):
                                 ds = d.reshape(ch // s, s, cw // s, s, 3).mean(axis=(1, 3))
-                                est, thr = estimate_sigma_element(ds, with_threshold=True)
+                                est, thr = estimate_sigma_element_fine(ds, with_threshold=True)
                                 feats[f"est{s}"] = 255 * est
                                 # median Sobel |Gx|+|Gy| of the kept pixels over sigma: ~5.2 for white noise
                                 feats[f"gratio{s}"] = thr / est if est > 0 else 0.0
                                 for keep in (0.25, 0.125):
-                                    feats[f"est{s}k{int(1 / keep)}"] = 255 * estimate_sigma_element(ds, keep=keep)
+                                    feats[f"est{s}k{int(1 / keep)}"] = 255 * estimate_sigma_element_fine(ds, keep=keep)
                                 feats.update({f"{k}_{s}": v for k, v in residual_features(ds).items()})
                             curve = [psnr(model(d, f / 255)["denoised"], c) for f in FED]
                             rec = dict(clip=name, noise=noise, sigma=sigma, codec=codec, frame=int(i),
