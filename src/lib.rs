@@ -1,5 +1,6 @@
 //! denoiseseg engine: joint denoising and semantic segmentation of video frames on
 //! ONNX Runtime, with no GStreamer dependency.
+pub mod backend;
 pub mod config;
 pub mod convert;
 pub mod error;
@@ -9,5 +10,6 @@ pub mod model;
 pub mod noise;
 pub mod queue;
 pub mod runtime;
+pub mod tensors;
 
 pub use error::{Error, Result};

@@ -21,7 +21,6 @@
 //! - Worker panics and backend errors come out of `recv` as errors at the failing
 //!   frame's position; the queue never hangs on them.
 use std::collections::VecDeque;
-use std::ops::{Deref, DerefMut};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -30,112 +29,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::model::round_up;
+use crate::backend::BackendFactory;
 use crate::noise::{SigmaEstimator, SigmaSmoother};
+use crate::tensors::{Pool, Pooled, Tensors};
 use crate::{convert, Error, Result};
-
-/// Per-frame tensors: the padded planar input image, and the model's results.
-/// Reused from frame to frame through a pool.
-#[derive(Debug, Default)]
-pub struct Tensors {
-    /// Frame size.
-    pub width: usize,
-    pub height: usize,
-    /// Padded size fed to the model (multiples of the model's `size_multiple`).
-    pub pw: usize,
-    pub ph: usize,
-    /// Planar RGB float [3, ph, pw] in [0,1]: the input, replaced by the model's
-    /// `denoised` output after inference when the model has one (`denoised` is then set).
-    pub image: Vec<f32>,
-    pub denoised: bool,
-    /// Class map [ph, pw] (row stride `pw`), valid when `has_labels`.
-    pub labels: Vec<u8>,
-    pub has_labels: bool,
-    /// Raw logits [classes, lh, lw] when the model gives logits, `logits_shape` = [classes, lh, lw].
-    pub logits: Vec<f32>,
-    pub logits_shape: [usize; 3],
-    /// Per-frame noise estimate ([0,1] scale), or -1 when not estimated.
-    pub sigma_estimate: f32,
-    /// The sigma fed to the model ([0,1] scale).
-    pub sigma: f32,
-    /// What was wrong with the model's outputs for this frame (and mended).
-    pub faults: OutputFaults,
-}
-
-/// Invalid values a backend found in one frame's outputs and replaced, so that
-/// nothing undefined leaves the engine; the element reports them.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct OutputFaults {
-    /// NaN or infinite values in `denoised` (the input value is kept there).
-    pub nonfinite_denoised: usize,
-    /// NaN values in `logits` (they never win the argmax).
-    pub nan_logits: usize,
-    /// Class ids in `labels` outside the sidecar's classes (replaced by 0).
-    pub bad_labels: usize,
-}
-
-impl OutputFaults {
-    pub fn any(&self) -> bool {
-        *self != OutputFaults::default()
-    }
-}
-
-impl Tensors {
-    fn prepare(&mut self, width: usize, height: usize, pw: usize, ph: usize) {
-        self.width = width;
-        self.height = height;
-        self.pw = pw;
-        self.ph = ph;
-        // Vec::resize reallocates only when the size grows (a caps change).
-        self.image.resize(3 * pw * ph, 0.0);
-        self.labels.resize(pw * ph, 0);
-        self.denoised = false;
-        self.has_labels = false;
-        self.logits_shape = [0; 3];
-        self.sigma_estimate = -1.0;
-        self.sigma = 0.0;
-        self.faults = OutputFaults::default();
-    }
-}
-
-/// A pooled [`Tensors`]: returns to its pool when dropped.
-pub struct Pooled {
-    tensors: Option<Box<Tensors>>,
-    home: Sender<Box<Tensors>>,
-}
-
-impl Pooled {
-    /// Tensors outside any queue (a benchmark's bare inference loop, tests): dropping
-    /// them just frees them.
-    pub fn standalone(tensors: Tensors) -> Pooled {
-        let (home, _) = crossbeam_channel::bounded(1);
-        Pooled {
-            tensors: Some(Box::new(tensors)),
-            home,
-        }
-    }
-}
-
-impl Deref for Pooled {
-    type Target = Tensors;
-    fn deref(&self) -> &Tensors {
-        self.tensors.as_ref().expect("pooled tensors present until drop")
-    }
-}
-
-impl DerefMut for Pooled {
-    fn deref_mut(&mut self) -> &mut Tensors {
-        self.tensors.as_mut().expect("pooled tensors present until drop")
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        if let Some(t) = self.tensors.take() {
-            let _ = self.home.try_send(t);
-        }
-    }
-}
 
 /// The element-specific stages: turning a frame into tensors and results into output.
 pub trait Processor: Send + Sync + 'static {
@@ -149,17 +46,6 @@ pub trait Processor: Send + Sync + 'static {
     /// Post-processing worker: make the output from the results in `t`.
     fn post(&self, frame: Self::Frame, t: &mut Tensors) -> Result<Self::Output>;
 }
-
-/// Runs inference on a batch of frames of the same padded size.
-pub trait Backend: Send + 'static {
-    /// Reads `image` and `sigma` of each frame, writes the results (`image` with
-    /// `denoised` set, `labels` with `has_labels` set, or `logits` and `logits_shape`).
-    fn run(&mut self, batch: &mut [Pooled]) -> Result<()>;
-}
-
-/// Builds the backend on the inference thread (so that slow builds such as a TensorRT
-/// engine never block the caller).
-pub type BackendFactory = Box<dyn FnOnce() -> Result<Box<dyn Backend>> + Send>;
 
 /// Queue settings fixed for the queue's life.
 #[derive(Clone, Debug)]
@@ -423,8 +309,7 @@ struct Shared<P: Processor, E> {
     closed: AtomicBool,
     epoch: AtomicU64,
     next_seq: AtomicU64,
-    pool_tx: Sender<Box<Tensors>>,
-    pool_rx: Receiver<Box<Tensors>>,
+    pool: Pool,
     done_tx: Sender<Done<P::Output, E>>,
 }
 
@@ -434,11 +319,7 @@ impl<P: Processor, E> Shared<P, E> {
     }
 
     fn tensors(&self) -> Pooled {
-        let t = self.pool_rx.try_recv().unwrap_or_default();
-        Pooled {
-            tensors: Some(t),
-            home: self.pool_tx.clone(),
-        }
+        self.pool.get()
     }
 
     fn done(&self, seq: u64, kind: DoneKind<P::Output, E>) {
@@ -480,7 +361,7 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
         factory: BackendFactory,
     ) -> Result<Self> {
         config.validate()?;
-        let (pool_tx, pool_rx) = crossbeam_channel::bounded(config.max_in_flight + 1);
+        let pool = Pool::new(config.max_in_flight + 1);
         let (pre_tx, pre_rx) = crossbeam_channel::unbounded::<Work<P::Frame>>();
         let (infer_tx, infer_rx) = crossbeam_channel::unbounded::<Staged<P::Frame>>();
         let (post_tx, post_rx) = crossbeam_channel::unbounded::<Staged<P::Frame>>();
@@ -501,8 +382,7 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
             closed: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
             next_seq: AtomicU64::new(0),
-            pool_tx,
-            pool_rx,
+            pool,
             done_tx,
         });
         let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
@@ -804,15 +684,6 @@ fn pre_worker<P: Processor, E>(sh: Arc<Shared<P, E>>, rx: Receiver<Work<P::Frame
     }
 }
 
-impl Tensors {
-    /// Sizes the tensors for a frame of `width` x `height` padded to `size_multiple`.
-    /// Called by `Processor::pre` before it writes the image.
-    pub fn set_size(&mut self, width: usize, height: usize, size_multiple: usize) {
-        let m = size_multiple.max(1);
-        self.prepare(width, height, round_up(width, m), round_up(height, m));
-    }
-}
-
 fn inference_thread<P: Processor, E>(
     sh: Arc<Shared<P, E>>,
     rx: Receiver<Staged<P::Frame>>,
@@ -986,9 +857,11 @@ mod tests {
     //! GStreamer, no ONNX Runtime). Things that must happen are awaited for up to
     //! `WAIT`; things that must not happen are watched for `QUIET`.
     use super::*;
+    use crate::backend::Backend;
     use crate::noise::{add_noise_interleaved, NoiseParams};
     use crossbeam_channel::{unbounded, TryRecvError};
     use std::collections::HashSet;
+    use std::ops::Deref;
     use std::thread;
 
     /// The most any awaited step may take before the test fails.

@@ -13,8 +13,9 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
+use crate::backend::Backend;
 use crate::model::{ElemType, ModelSpec, TensorDecl};
-use crate::queue::{Backend, Pooled, Tensors};
+use crate::tensors::{Pooled, Tensors};
 use crate::{convert, Error, Result};
 
 /// The ONNX Runtime version the project is built and tested against.

@@ -3,7 +3,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use denoiseseg::frame::{FrameLayout, PixelFormat, YuvMatrix};
-use denoiseseg::queue::{self, Processor, Tensors};
+use denoiseseg::queue::Processor;
+use denoiseseg::tensors::{OutputFaults, Tensors};
 use denoiseseg::{convert, Error};
 use gst::glib;
 use gst::prelude::*;
@@ -202,7 +203,7 @@ pub(super) struct Proc {
 impl Proc {
     /// Reports what was invalid in a frame's model outputs, and how the engine mended
     /// it, once per kind until the element stops: an element warning, which also logs.
-    pub(super) fn report_faults(&self, faults: &queue::OutputFaults, pts: Option<gst::ClockTime>) {
+    pub(super) fn report_faults(&self, faults: &OutputFaults, pts: Option<gst::ClockTime>) {
         let counts = [faults.nonfinite_denoised, faults.nan_logits, faults.bad_labels];
         for (kind, count) in counts.into_iter().enumerate() {
             let bit = 1u8 << kind;

@@ -3,8 +3,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU8;
 use std::sync::Arc;
 
+use denoiseseg::backend::{Backend, BackendFactory};
 use denoiseseg::model::ModelSpec;
-use denoiseseg::queue::{self, FrameQueue, QueueConfig};
+use denoiseseg::queue::{FrameQueue, QueueConfig};
 use denoiseseg::runtime::{self, OrtBackend, Provider, SessionOptions};
 use gst::glib;
 use gst::prelude::*;
@@ -133,7 +134,7 @@ impl DenoiseSeg {
         spec: ModelSpec,
         opts: SessionOptions,
         load: impl FnOnce(&ModelSpec, &SessionOptions) -> ModelResult + Send + 'static,
-    ) -> queue::BackendFactory {
+    ) -> BackendFactory {
         let weak = self.obj().downgrade();
         let progress = ModelProgress(weak.clone());
         let report = self.report.clone();
@@ -161,7 +162,7 @@ impl DenoiseSeg {
                         model.provider,
                         started.elapsed().as_secs_f64()
                     ));
-                    Ok(Box::new(OrtBackend::new(model)) as Box<dyn queue::Backend>)
+                    Ok(Box::new(OrtBackend::new(model)) as Box<dyn Backend>)
                 }
                 Err(e) => {
                     progress.error(&format!("model failed: {e}"));
