@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use denoiseseg::backend::{Backend, BackendFactory};
 use denoiseseg::model::ModelSpec;
+use denoiseseg::processing::ModelStages;
 use denoiseseg::queue::{FrameQueue, QueueConfig};
 use denoiseseg::runtime::{self, OrtBackend, Provider, SessionOptions};
 use gst::glib;
@@ -49,12 +50,12 @@ impl DenoiseSeg {
             max_in_flight: settings.max_in_flight as usize,
             workers: settings.workers as usize,
             size_multiple: spec.size_multiple,
-            needs_sigma: spec.sigma_input.is_some(),
         };
+        let stages = Arc::new(ModelStages::new(spec.sigma_input.is_some()));
         let factory = self.backend_factory(spec.clone(), opts, load);
         // Before the queue's threads start, so that they allocate as tuned.
         runtime::tune_allocator();
-        let queue = FrameQueue::new(config, self.tunables.clone(), proc, factory)
+        let queue = FrameQueue::new(config, self.tunables.clone(), proc, stages, factory)
             .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
         gst::info!(
             CAT,
