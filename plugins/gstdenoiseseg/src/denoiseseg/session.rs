@@ -4,7 +4,7 @@ use std::sync::atomic::AtomicU8;
 use std::sync::Arc;
 
 use denoiseseg::backend::{Backend, BackendFactory};
-use denoiseseg::model::ModelSpec;
+use denoiseseg::model::{default_model_path, ModelSpec};
 use denoiseseg::processing::ModelStages;
 use denoiseseg::queue::{FrameQueue, QueueConfig};
 use denoiseseg::runtime::{self, OrtBackend, Provider, SessionOptions};
@@ -12,7 +12,6 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use super::properties::default_model_path;
 use super::ProviderChoice;
 use super::*;
 
