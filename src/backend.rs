@@ -6,7 +6,7 @@ use crate::Result;
 /// Runs inference on a batch of frames of the same padded size.
 pub trait Backend: Send + 'static {
     /// Reads `image` and `sigma` of each frame, writes the results (`image` with
-    /// `denoised` set, `labels` with `has_labels` set, or `logits` and `logits_shape`).
+    /// `denoised` set, `labels` or `logits` with `segmentation` set accordingly).
     fn run(&mut self, batch: &mut [Pooled]) -> Result<()>;
 }
 

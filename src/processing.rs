@@ -12,7 +12,7 @@
 use crate::convert;
 use crate::noise::{SigmaEstimator, SigmaSmoother};
 use crate::queue::{BatchStage, PreStage, Stages, Tunables};
-use crate::tensors::{Pooled, Tensors};
+use crate::tensors::{Pooled, Segmentation, Tensors};
 
 /// How fast the smoothed noise estimate follows the per-frame one.
 const SIGMA_SMOOTHING: f32 = 0.2;
@@ -90,10 +90,11 @@ impl BatchStage for SigmaPolicy {
 
 /// Post-processing: a model that gives logits gets its class map here.
 fn labels_from_logits(t: &mut Tensors) {
-    if t.logits_shape[0] > 0 && !t.has_labels {
-        let [c, lh, lw] = t.logits_shape;
-        convert::logits_to_labels(&t.logits, c, lh, lw, t.ph, t.pw, t.width, t.height, &mut t.labels);
-        t.has_labels = true;
+    if let Segmentation::Logits { classes, h, w } = t.segmentation {
+        if classes > 0 {
+            convert::logits_to_labels(&t.logits, classes, h, w, t.ph, t.pw, t.width, t.height, &mut t.labels);
+            t.segmentation = Segmentation::Labels;
+        }
     }
 }
 

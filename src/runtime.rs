@@ -15,7 +15,7 @@ use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use crate::backend::Backend;
 use crate::model::{ElemType, ModelSpec, TensorDecl};
-use crate::tensors::{Pooled, Tensors};
+use crate::tensors::{Pooled, Segmentation, Tensors};
 use crate::{convert, Error, Result};
 
 /// The ONNX Runtime version the project is built and tested against.
@@ -456,7 +456,7 @@ impl Backend for OrtBackend {
             let classes = spec.classes.len();
             for (src, t) in data.chunks_exact(pw * ph).zip(batch.iter_mut()) {
                 t.faults.bad_labels = convert::copy_class_ids(&mut t.labels[..pw * ph], src, classes);
-                t.has_labels = true;
+                t.segmentation = Segmentation::Labels;
             }
         }
         if let Some(name) = &spec.logits_output {
@@ -470,7 +470,11 @@ impl Backend for OrtBackend {
             for (src, t) in data.chunks_exact(len).zip(batch.iter_mut()) {
                 t.logits.resize(len, 0.0);
                 t.faults.nan_logits = convert::copy_logits(&mut t.logits, src);
-                t.logits_shape = [c, lh, lw];
+                t.segmentation = Segmentation::Logits {
+                    classes: c,
+                    h: lh,
+                    w: lw,
+                };
             }
         }
         Ok(())
@@ -511,8 +515,7 @@ fn load_input(dst: &mut Tensors, src: &Tensors) {
     dst.image.extend_from_slice(&src.image);
     dst.labels.resize(src.pw * src.ph, 0);
     dst.denoised = false;
-    dst.has_labels = false;
-    dst.logits_shape = [0; 3];
+    dst.segmentation = Segmentation::None;
     dst.sigma_estimate = src.sigma_estimate;
     dst.sigma = src.sigma;
     dst.faults = Default::default();

@@ -20,18 +20,30 @@ pub struct Tensors {
     /// `denoised` output after inference when the model has one (`denoised` is then set).
     pub image: Vec<f32>,
     pub denoised: bool,
-    /// Class map [ph, pw] (row stride `pw`), valid when `has_labels`.
+    /// Class map [ph, pw] (row stride `pw`), valid when `segmentation` is `Labels`.
     pub labels: Vec<u8>,
-    pub has_labels: bool,
-    /// Raw logits [classes, lh, lw] when the model gives logits, `logits_shape` = [classes, lh, lw].
+    /// Raw logits [classes, h, w], valid when `segmentation` is `Logits`.
     pub logits: Vec<f32>,
-    pub logits_shape: [usize; 3],
+    /// What the model gave for segmentation.
+    pub segmentation: Segmentation,
     /// Per-frame noise estimate ([0,1] scale), or -1 when not estimated.
     pub sigma_estimate: f32,
     /// The sigma fed to the model ([0,1] scale).
     pub sigma: f32,
     /// What was wrong with the model's outputs for this frame (and mended).
     pub faults: OutputFaults,
+}
+
+/// The segmentation result of one frame.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Segmentation {
+    /// None (a model that only denoises, or no result yet).
+    #[default]
+    None,
+    /// A class map in `labels`.
+    Labels,
+    /// Raw logits in `logits`, [classes, h, w]; post-processing turns them into `Labels`.
+    Logits { classes: usize, h: usize, w: usize },
 }
 
 /// Invalid values a backend found in one frame's outputs and replaced, so that
@@ -53,6 +65,11 @@ impl OutputFaults {
 }
 
 impl Tensors {
+    /// Whether `labels` holds the frame's class map.
+    pub fn has_labels(&self) -> bool {
+        self.segmentation == Segmentation::Labels
+    }
+
     fn prepare(&mut self, width: usize, height: usize, pw: usize, ph: usize) {
         self.width = width;
         self.height = height;
@@ -62,8 +79,7 @@ impl Tensors {
         self.image.resize(3 * pw * ph, 0.0);
         self.labels.resize(pw * ph, 0);
         self.denoised = false;
-        self.has_labels = false;
-        self.logits_shape = [0; 3];
+        self.segmentation = Segmentation::None;
         self.sigma_estimate = -1.0;
         self.sigma = 0.0;
         self.faults = OutputFaults::default();

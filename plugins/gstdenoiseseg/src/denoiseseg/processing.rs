@@ -255,7 +255,7 @@ impl Processor for Proc {
         }
         let info = &frame.info;
         let (w, h) = (t.width, t.height);
-        let mask = if t.has_labels {
+        let mask = if t.has_labels() {
             let mut mask = info
                 .mask_pool
                 .acquire_buffer(None)
@@ -281,8 +281,8 @@ impl Processor for Proc {
                 let alpha = f64::from_bits(self.tunables.alpha.load(Ordering::Relaxed)) as f32;
                 // Packed RGB: blend over the 8-bit frame, as segoverlay does, so both
                 // give the same bytes; YUV: blend before conversion.
-                let blend_packed = overlay && t.has_labels && !info.format.is_yuv();
-                if overlay && t.has_labels && info.format.is_yuv() {
+                let blend_packed = overlay && t.has_labels() && !info.format.is_yuv();
+                if overlay && t.has_labels() && info.format.is_yuv() {
                     let (pw, ph) = (t.pw, t.ph);
                     convert::blend_labels(&mut t.image, pw, ph, w, h, &t.labels, pw, &self.palette, alpha);
                 }
