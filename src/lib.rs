@@ -1,5 +1,6 @@
 //! denoiseseg engine: joint denoising and semantic segmentation of video frames on
 //! ONNX Runtime, with no GStreamer dependency.
+pub mod backend;
 pub mod config;
 pub mod convert;
 pub mod error;
@@ -7,7 +8,9 @@ pub mod frame;
 pub mod metrics;
 pub mod model;
 pub mod noise;
+pub mod processing;
 pub mod queue;
 pub mod runtime;
+pub mod tensors;
 
 pub use error::{Error, Result};

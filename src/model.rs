@@ -342,6 +342,35 @@ impl ModelSpec {
 }
 
 /// Rounds `v` up to a multiple of `m`.
+/// The shipped default model, used when none is named.
+pub const DEFAULT_MODEL_FILE: &str = "denoiseseg-sdb-small.onnx";
+
+/// The environment variable naming the folder of the shipped models.
+pub const MODEL_DIR_ENV: &str = "DENOISESEG_MODEL_DIR";
+
+/// The folder with the shipped models: `$DENOISESEG_MODEL_DIR`, then `models/` two
+/// folders above `binary_dir` (the folder of the plugin or the app: a build in
+/// `target/<profile>/` of the source tree) when the default model is there, then the
+/// `models/` folder of the source tree the engine was built from.
+pub fn models_dir(binary_dir: Option<&Path>) -> PathBuf {
+    if let Some(dir) = std::env::var_os(MODEL_DIR_ENV).filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = binary_dir {
+        let candidate = dir.join("../../models");
+        if candidate.join(DEFAULT_MODEL_FILE).is_file() {
+            return candidate.canonicalize().unwrap_or(candidate);
+        }
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
+}
+
+/// The shipped default model, looked for as [`models_dir`] says; the path may name
+/// no file (the caller reports that).
+pub fn default_model_path(binary_dir: Option<&Path>) -> PathBuf {
+    models_dir(binary_dir).join(DEFAULT_MODEL_FILE)
+}
+
 pub fn round_up(v: usize, m: usize) -> usize {
     v.div_ceil(m) * m
 }
@@ -426,6 +455,24 @@ labels = "labels"
         let gray = [decl("image", ElemType::F32, &[-1, 1, -1, -1])];
         let e = s.check_graph(&gray, &outputs).unwrap_err();
         assert!(e.to_string().contains("dimension 1 must be 3"), "{e}");
+    }
+
+    #[test]
+    fn default_model_is_looked_for_two_folders_above_the_binary_then_in_the_source_tree() {
+        if std::env::var_os(MODEL_DIR_ENV).is_some_and(|d| !d.is_empty()) {
+            return; // the variable wins over both; nothing here to check
+        }
+        let tree = tempfile::tempdir().unwrap();
+        let bin = tree.path().join("target/release");
+        std::fs::create_dir_all(&bin).unwrap();
+        let source_tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        assert_eq!(models_dir(Some(&bin)), source_tree, "no models/ above the binary");
+        assert_eq!(models_dir(None), source_tree);
+        std::fs::create_dir_all(tree.path().join("models")).unwrap();
+        std::fs::write(tree.path().join("models").join(DEFAULT_MODEL_FILE), b"").unwrap();
+        let found = tree.path().join("models").canonicalize().unwrap();
+        assert_eq!(models_dir(Some(&bin)), found);
+        assert_eq!(default_model_path(Some(&bin)), found.join(DEFAULT_MODEL_FILE));
     }
 
     #[test]

@@ -2,10 +2,16 @@
 //!
 //! ```text
 //! submit() --> pre workers --> inference thread --> post workers --> recv() in order
-//! (caller)     (Processor::pre,   (batches of up to     (logits -> labels,     (reorders by
-//!              noise estimate)    batch_size frames,    Processor::post)       sequence number)
+//! (caller)     (Processor::pre,   (batches of up to     (PostStage,            (reorders by
+//!              PreStage)          batch_size frames,    Processor::post)       sequence number)
+//!                                 BatchStage,
 //!                                 Backend::run)
 //! ```
+//!
+//! The queue knows nothing of the model: the element's [`Processor`] turns frames into
+//! tensors and results into output, the [`Stages`] (the engine's model-specific steps,
+//! `crate::processing::ModelStages`) run at fixed points around it, and the backend
+//! runs the model.
 //!
 //! - Every frame and every serialized event gets a sequence number at submission;
 //!   [`FrameQueue::recv`] hands them out strictly in that order, so events never
@@ -21,7 +27,6 @@
 //! - Worker panics and backend errors come out of `recv` as errors at the failing
 //!   frame's position; the queue never hangs on them.
 use std::collections::VecDeque;
-use std::ops::{Deref, DerefMut};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -30,112 +35,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::model::round_up;
-use crate::noise::{SigmaEstimator, SigmaSmoother};
-use crate::{convert, Error, Result};
-
-/// Per-frame tensors: the padded planar input image, and the model's results.
-/// Reused from frame to frame through a pool.
-#[derive(Debug, Default)]
-pub struct Tensors {
-    /// Frame size.
-    pub width: usize,
-    pub height: usize,
-    /// Padded size fed to the model (multiples of the model's `size_multiple`).
-    pub pw: usize,
-    pub ph: usize,
-    /// Planar RGB float [3, ph, pw] in [0,1]: the input, replaced by the model's
-    /// `denoised` output after inference when the model has one (`denoised` is then set).
-    pub image: Vec<f32>,
-    pub denoised: bool,
-    /// Class map [ph, pw] (row stride `pw`), valid when `has_labels`.
-    pub labels: Vec<u8>,
-    pub has_labels: bool,
-    /// Raw logits [classes, lh, lw] when the model gives logits, `logits_shape` = [classes, lh, lw].
-    pub logits: Vec<f32>,
-    pub logits_shape: [usize; 3],
-    /// Per-frame noise estimate ([0,1] scale), or -1 when not estimated.
-    pub sigma_estimate: f32,
-    /// The sigma fed to the model ([0,1] scale).
-    pub sigma: f32,
-    /// What was wrong with the model's outputs for this frame (and mended).
-    pub faults: OutputFaults,
-}
-
-/// Invalid values a backend found in one frame's outputs and replaced, so that
-/// nothing undefined leaves the engine; the element reports them.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct OutputFaults {
-    /// NaN or infinite values in `denoised` (the input value is kept there).
-    pub nonfinite_denoised: usize,
-    /// NaN values in `logits` (they never win the argmax).
-    pub nan_logits: usize,
-    /// Class ids in `labels` outside the sidecar's classes (replaced by 0).
-    pub bad_labels: usize,
-}
-
-impl OutputFaults {
-    pub fn any(&self) -> bool {
-        *self != OutputFaults::default()
-    }
-}
-
-impl Tensors {
-    fn prepare(&mut self, width: usize, height: usize, pw: usize, ph: usize) {
-        self.width = width;
-        self.height = height;
-        self.pw = pw;
-        self.ph = ph;
-        // Vec::resize reallocates only when the size grows (a caps change).
-        self.image.resize(3 * pw * ph, 0.0);
-        self.labels.resize(pw * ph, 0);
-        self.denoised = false;
-        self.has_labels = false;
-        self.logits_shape = [0; 3];
-        self.sigma_estimate = -1.0;
-        self.sigma = 0.0;
-        self.faults = OutputFaults::default();
-    }
-}
-
-/// A pooled [`Tensors`]: returns to its pool when dropped.
-pub struct Pooled {
-    tensors: Option<Box<Tensors>>,
-    home: Sender<Box<Tensors>>,
-}
-
-impl Pooled {
-    /// Tensors outside any queue (a benchmark's bare inference loop, tests): dropping
-    /// them just frees them.
-    pub fn standalone(tensors: Tensors) -> Pooled {
-        let (home, _) = crossbeam_channel::bounded(1);
-        Pooled {
-            tensors: Some(Box::new(tensors)),
-            home,
-        }
-    }
-}
-
-impl Deref for Pooled {
-    type Target = Tensors;
-    fn deref(&self) -> &Tensors {
-        self.tensors.as_ref().expect("pooled tensors present until drop")
-    }
-}
-
-impl DerefMut for Pooled {
-    fn deref_mut(&mut self) -> &mut Tensors {
-        self.tensors.as_mut().expect("pooled tensors present until drop")
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        if let Some(t) = self.tensors.take() {
-            let _ = self.home.try_send(t);
-        }
-    }
-}
+use crate::backend::BackendFactory;
+use crate::tensors::{Pool, Pooled, Tensors};
+use crate::{Error, Result};
 
 /// The element-specific stages: turning a frame into tensors and results into output.
 pub trait Processor: Send + Sync + 'static {
@@ -150,16 +52,54 @@ pub trait Processor: Send + Sync + 'static {
     fn post(&self, frame: Self::Frame, t: &mut Tensors) -> Result<Self::Output>;
 }
 
-/// Runs inference on a batch of frames of the same padded size.
-pub trait Backend: Send + 'static {
-    /// Reads `image` and `sigma` of each frame, writes the results (`image` with
-    /// `denoised` set, `labels` with `has_labels` set, or `logits` and `logits_shape`).
-    fn run(&mut self, batch: &mut [Pooled]) -> Result<()>;
+/// Steps the queue runs on every frame around the [`Processor`] without knowing what
+/// they do: the engine's model-specific ones are `crate::processing::ModelStages`;
+/// [`NoStages`] does nothing. Each pre-processing worker and the inference thread make
+/// their own state once, when they start, so that the steps share nothing and allocate
+/// nothing per frame.
+pub trait Stages: Send + Sync + 'static {
+    /// The state of one pre-processing worker.
+    fn pre_stage(&self) -> Box<dyn PreStage>;
+    /// The state of the inference thread.
+    fn batch_stage(&self) -> Box<dyn BatchStage>;
+    /// On a post-processing worker, before `Processor::post`.
+    fn post_stage(&self, t: &mut Tensors);
 }
 
-/// Builds the backend on the inference thread (so that slow builds such as a TensorRT
-/// engine never block the caller).
-pub type BackendFactory = Box<dyn FnOnce() -> Result<Box<dyn Backend>> + Send>;
+/// A pre-processing worker's step, right after `Processor::pre`.
+pub trait PreStage: Send {
+    fn run(&mut self, t: &mut Tensors, tunables: &Tunables);
+}
+
+/// The inference thread's step on each batch, right before `Backend::run`.
+pub trait BatchStage: Send {
+    /// After a flush: nothing from before it carries over.
+    fn reset(&mut self);
+    fn run(&mut self, batch: &mut [Pooled], tunables: &Tunables);
+}
+
+/// No steps around the processor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoStages;
+
+impl Stages for NoStages {
+    fn pre_stage(&self) -> Box<dyn PreStage> {
+        Box::new(NoStages)
+    }
+    fn batch_stage(&self) -> Box<dyn BatchStage> {
+        Box::new(NoStages)
+    }
+    fn post_stage(&self, _t: &mut Tensors) {}
+}
+
+impl PreStage for NoStages {
+    fn run(&mut self, _t: &mut Tensors, _tunables: &Tunables) {}
+}
+
+impl BatchStage for NoStages {
+    fn reset(&mut self) {}
+    fn run(&mut self, _batch: &mut [Pooled], _tunables: &Tunables) {}
+}
 
 /// Queue settings fixed for the queue's life.
 #[derive(Clone, Debug)]
@@ -172,8 +112,6 @@ pub struct QueueConfig {
     pub workers: usize,
     /// Padding multiple of the model.
     pub size_multiple: usize,
-    /// Whether the model takes a sigma input (estimation is skipped otherwise).
-    pub needs_sigma: bool,
 }
 
 impl QueueConfig {
@@ -204,7 +142,8 @@ impl QueueConfig {
 #[derive(Debug)]
 pub struct Tunables {
     leaky: AtomicBool,
-    /// f32 bits: noise sigma on the [0,1] scale, negative = estimate per frame.
+    /// f32 bits: noise sigma on the [0,1] scale, negative = estimate per frame (read
+    /// by the [`Stages`]).
     noise_level: AtomicU32,
     batch_timeout_us: AtomicU64,
 }
@@ -418,13 +357,13 @@ struct Shared<P: Processor, E> {
     tunables: Arc<Tunables>,
     stats: Arc<Stats>,
     processor: Arc<P>,
+    stages: Arc<dyn Stages>,
     capacity: Arc<Capacity>,
     flushing: AtomicBool,
     closed: AtomicBool,
     epoch: AtomicU64,
     next_seq: AtomicU64,
-    pool_tx: Sender<Box<Tensors>>,
-    pool_rx: Receiver<Box<Tensors>>,
+    pool: Pool,
     done_tx: Sender<Done<P::Output, E>>,
 }
 
@@ -434,11 +373,7 @@ impl<P: Processor, E> Shared<P, E> {
     }
 
     fn tensors(&self) -> Pooled {
-        let t = self.pool_rx.try_recv().unwrap_or_default();
-        Pooled {
-            tensors: Some(t),
-            home: self.pool_tx.clone(),
-        }
+        self.pool.get()
     }
 
     fn done(&self, seq: u64, kind: DoneKind<P::Output, E>) {
@@ -472,15 +407,17 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 }
 
 impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
-    /// Starts the worker threads. `factory` builds the backend on the inference thread.
+    /// Starts the worker threads. `stages` run around `processor`; `factory` builds the
+    /// backend on the inference thread.
     pub fn new(
         config: QueueConfig,
         tunables: Arc<Tunables>,
         processor: Arc<P>,
+        stages: Arc<dyn Stages>,
         factory: BackendFactory,
     ) -> Result<Self> {
         config.validate()?;
-        let (pool_tx, pool_rx) = crossbeam_channel::bounded(config.max_in_flight + 1);
+        let pool = Pool::new(config.max_in_flight + 1);
         let (pre_tx, pre_rx) = crossbeam_channel::unbounded::<Work<P::Frame>>();
         let (infer_tx, infer_rx) = crossbeam_channel::unbounded::<Staged<P::Frame>>();
         let (post_tx, post_rx) = crossbeam_channel::unbounded::<Staged<P::Frame>>();
@@ -497,12 +434,12 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
             tunables,
             stats: Arc::new(Stats::default()),
             processor,
+            stages,
             flushing: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
             next_seq: AtomicU64::new(0),
-            pool_tx,
-            pool_rx,
+            pool,
             done_tx,
         });
         let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
@@ -770,7 +707,7 @@ impl<P: Processor, E: Send + 'static> Drop for FrameQueue<P, E> {
 }
 
 fn pre_worker<P: Processor, E>(sh: Arc<Shared<P, E>>, rx: Receiver<Work<P::Frame>>, tx: Sender<Staged<P::Frame>>) {
-    let mut estimator = SigmaEstimator::new();
+    let mut stage = sh.stages.pre_stage();
     while let Ok(mut w) = rx.recv() {
         if sh.stale(w.epoch) {
             continue;
@@ -779,9 +716,7 @@ fn pre_worker<P: Processor, E>(sh: Arc<Shared<P, E>>, rx: Receiver<Work<P::Frame
         let seq = w.seq;
         let result = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
             sh.processor.pre(&mut w.frame, &mut t)?;
-            if sh.config.needs_sigma && sh.tunables.noise_level() < 0.0 {
-                t.sigma_estimate = estimator.estimate(&t.image, t.width, t.height, t.pw);
-            }
+            stage.run(&mut t, &sh.tunables);
             Ok(())
         }));
         match result {
@@ -801,15 +736,6 @@ fn pre_worker<P: Processor, E>(sh: Arc<Shared<P, E>>, rx: Receiver<Work<P::Frame
             Ok(Err(e)) => sh.done(seq, DoneKind::Error(e)),
             Err(p) => sh.done(seq, DoneKind::Error(Error::Panic(panic_message(p)))),
         }
-    }
-}
-
-impl Tensors {
-    /// Sizes the tensors for a frame of `width` x `height` padded to `size_multiple`.
-    /// Called by `Processor::pre` before it writes the image.
-    pub fn set_size(&mut self, width: usize, height: usize, size_multiple: usize) {
-        let m = size_multiple.max(1);
-        self.prepare(width, height, round_up(width, m), round_up(height, m));
     }
 }
 
@@ -833,8 +759,8 @@ fn inference_thread<P: Processor, E>(
             return;
         }
     };
-    let mut smoother = SigmaSmoother::new(0.2);
-    let mut smoother_epoch = sh.epoch.load(Ordering::Acquire);
+    let mut stage = sh.stages.batch_stage();
+    let mut stage_epoch = sh.epoch.load(Ordering::Acquire);
     let mut tensors: Vec<Pooled> = Vec::with_capacity(sh.config.batch_size);
     let mut metas: Vec<(u64, u64, P::Frame, Permit, Instant)> = Vec::with_capacity(sh.config.batch_size);
     let mut pending: Option<Staged<P::Frame>> = None;
@@ -877,22 +803,13 @@ fn inference_thread<P: Processor, E>(
             return; // shut down while the batch filled: its frames are discarded anyway
         }
 
-        // Noise level: fixed by the property, or the smoothed per-frame estimate.
+        // The batch stage (the sigma fed to the model) restarts after a flush.
         let epoch = sh.epoch.load(Ordering::Acquire);
-        if epoch != smoother_epoch {
-            smoother.reset();
-            smoother_epoch = epoch;
+        if epoch != stage_epoch {
+            stage.reset();
+            stage_epoch = epoch;
         }
-        let fixed = sh.tunables.noise_level();
-        for t in tensors.iter_mut() {
-            t.sigma = if fixed >= 0.0 {
-                fixed
-            } else if t.sigma_estimate >= 0.0 {
-                smoother.update(t.sigma_estimate)
-            } else {
-                0.0
-            };
-        }
+        stage.run(&mut tensors, &sh.tunables);
         if let Some(t) = tensors.last() {
             sh.stats.last_sigma.store(t.sigma.to_bits(), Ordering::Relaxed);
         }
@@ -960,11 +877,7 @@ fn post_worker<P: Processor, E>(sh: Arc<Shared<P, E>>, rx: Receiver<Staged<P::Fr
         let seq = s.seq;
         let t = &mut *s.tensors;
         let result = catch_unwind(AssertUnwindSafe(|| {
-            if t.logits_shape[0] > 0 && !t.has_labels {
-                let [c, lh, lw] = t.logits_shape;
-                convert::logits_to_labels(&t.logits, c, lh, lw, t.ph, t.pw, t.width, t.height, &mut t.labels);
-                t.has_labels = true;
-            }
+            sh.stages.post_stage(t);
             sh.processor.post(s.frame, t)
         }));
         let kind = match result {
@@ -986,9 +899,10 @@ mod tests {
     //! GStreamer, no ONNX Runtime). Things that must happen are awaited for up to
     //! `WAIT`; things that must not happen are watched for `QUIET`.
     use super::*;
-    use crate::noise::{add_noise_interleaved, NoiseParams};
+    use crate::backend::Backend;
     use crossbeam_channel::{unbounded, TryRecvError};
     use std::collections::HashSet;
+    use std::ops::Deref;
     use std::thread;
 
     /// The most any awaited step may take before the test fails.
@@ -1003,8 +917,6 @@ mod tests {
         id: u64,
         width: usize,
         height: usize,
-        /// Interleaved 8-bit RGB `width` x `height`; without it the image is filled with `id`.
-        rgb: Option<Arc<Vec<u8>>>,
     }
 
     fn frame(id: u64) -> TestFrame {
@@ -1012,12 +924,7 @@ mod tests {
     }
 
     fn sized(id: u64, width: usize, height: usize) -> TestFrame {
-        TestFrame {
-            id,
-            width,
-            height,
-            rgb: None,
-        }
+        TestFrame { id, width, height }
     }
 
     #[derive(Debug, Clone, PartialEq)]
@@ -1025,8 +932,6 @@ mod tests {
         id: u64,
         /// `image[0]` after inference: `id + add` for frames filled with their id.
         value: f32,
-        sigma: f32,
-        sigma_estimate: f32,
         padded: (usize, usize),
         denoised: bool,
     }
@@ -1063,20 +968,7 @@ mod tests {
                 jitter(f.id, 1);
             }
             t.set_size(f.width, f.height, self.size_multiple);
-            match f.rgb.take() {
-                Some(rgb) => {
-                    let (w, h, pw, ph) = (t.width, t.height, t.pw, t.ph);
-                    t.image.fill(0.0);
-                    for c in 0..3 {
-                        for y in 0..h {
-                            for x in 0..w {
-                                t.image[c * ph * pw + y * pw + x] = rgb[(y * w + x) * 3 + c] as f32 / 255.0;
-                            }
-                        }
-                    }
-                }
-                None => t.image.fill(f.id as f32),
-            }
+            t.image.fill(f.id as f32);
             Ok(())
         }
 
@@ -1090,8 +982,6 @@ mod tests {
             Ok(Out {
                 id: f.id,
                 value: t.image[0],
-                sigma: t.sigma,
-                sigma_estimate: t.sigma_estimate,
                 padded: (t.pw, t.ph),
                 denoised: t.denoised,
             })
@@ -1104,7 +994,6 @@ mod tests {
         /// `image[0]` of each frame: its id for frames filled with their id.
         ids: Vec<u64>,
         padded: (usize, usize),
-        sigmas: Vec<f32>,
     }
 
     type Log = Arc<Mutex<Vec<BatchLog>>>;
@@ -1129,7 +1018,6 @@ mod tests {
             lock(&self.log).push(BatchLog {
                 ids: ids.clone(),
                 padded: (batch[0].pw, batch[0].ph),
-                sigmas: batch.iter().map(|t| t.sigma).collect(),
             });
             for t in batch.iter() {
                 assert_eq!(
@@ -1200,7 +1088,6 @@ mod tests {
             max_in_flight,
             workers,
             size_multiple: 8,
-            needs_sigma: false,
         }
     }
 
@@ -1217,7 +1104,7 @@ mod tests {
 
     fn start(cfg: QueueConfig, tun: Arc<Tunables>, p: TestProc, factory: BackendFactory) -> Guard {
         Guard(Arc::new(
-            FrameQueue::new(cfg, tun, Arc::new(p), factory).expect("queue starts"),
+            FrameQueue::new(cfg, tun, Arc::new(p), Arc::new(NoStages), factory).expect("queue starts"),
         ))
     }
 
@@ -2154,128 +2041,5 @@ mod tests {
             .recv_timeout(WAIT)
             .expect("shutdown returns once the build is done");
         assert!(dropped.load(Ordering::SeqCst), "the backend outlived shutdown");
-    }
-
-    // ---------------------------------------------------------------------
-    // Noise level
-    // ---------------------------------------------------------------------
-
-    #[test]
-    fn fixed_noise_level_is_the_sigma_the_backend_sees() {
-        let log = Log::default();
-        let backend = FakeBackend {
-            log: log.clone(),
-            ..FakeBackend::default()
-        };
-        let mut cfg = config(2, 4, 2);
-        cfg.needs_sigma = true;
-        let q = start(
-            cfg,
-            tunables(false, 0.1, Duration::from_millis(2)),
-            proc_(8),
-            factory_of(backend),
-        );
-        let rx = spawn_receiver(q.arc());
-        for i in 0..6 {
-            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
-        }
-        for i in 0..6 {
-            let (out, _) = next_frame(&rx);
-            assert_eq!((out.id, out.sigma), (i, 0.1));
-            assert_eq!(out.sigma_estimate, -1.0, "no estimate with a fixed level");
-        }
-        assert!(lock(&log).iter().flat_map(|b| b.sigmas.iter()).all(|&s| s == 0.1));
-        assert!((q.stats().snapshot().sigma - 25.5).abs() < 1e-3);
-
-        // The level is a tunable: later frames see the new value.
-        q.tunables().set_noise_level(0.05);
-        lock(&log).clear();
-        for i in 6..9 {
-            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
-        }
-        for i in 6..9 {
-            let (out, _) = next_frame(&rx);
-            assert_eq!((out.id, out.sigma), (i, 0.05));
-        }
-        assert!(lock(&log).iter().flat_map(|b| b.sigmas.iter()).all(|&s| s == 0.05));
-    }
-
-    #[test]
-    fn noise_level_minus_one_feeds_the_estimated_sigma_to_the_backend() {
-        let log = Log::default();
-        let backend = FakeBackend {
-            log: log.clone(),
-            ..FakeBackend::default()
-        };
-        let mut cfg = config(2, 4, 2);
-        cfg.size_multiple = 32;
-        cfg.needs_sigma = true;
-        let q = start(
-            cfg,
-            tunables(false, -1.0, Duration::from_millis(2)),
-            proc_(32),
-            factory_of(backend),
-        );
-        let rx = spawn_receiver(q.arc());
-        // Flat grey with Gaussian noise of 20 (8-bit units); 120x100 pads to 128x128.
-        let (w, h, sigma8) = (120, 100, 20.0f32);
-        for i in 0..6u64 {
-            let mut rgb = vec![128u8; w * h * 3];
-            add_noise_interleaved(
-                &mut rgb,
-                w,
-                h,
-                w * 3,
-                3,
-                &[0, 1, 2],
-                &NoiseParams::gaussian(sigma8),
-                7,
-                i,
-            );
-            let f = TestFrame {
-                id: i,
-                width: w,
-                height: h,
-                rgb: Some(Arc::new(rgb)),
-            };
-            assert_eq!(q.submit(f), Ok(Submitted::Queued));
-        }
-        let want = sigma8 / 255.0;
-        let close = |s: f32| (s / want - 1.0).abs() < 0.1;
-        for i in 0..6 {
-            let (out, _) = next_frame(&rx);
-            assert_eq!((out.id, out.padded), (i, (128, 128)));
-            assert!(
-                close(out.sigma_estimate),
-                "frame {i}: estimate {}",
-                out.sigma_estimate * 255.0
-            );
-            assert!(close(out.sigma), "frame {i}: sigma {}", out.sigma * 255.0);
-        }
-        let sigmas: Vec<f32> = lock(&log).iter().flat_map(|b| b.sigmas.clone()).collect();
-        assert_eq!(sigmas.len(), 6);
-        assert!(sigmas.iter().all(|&s| close(s)), "backend saw {sigmas:?}");
-        let stats_sigma = q.stats().snapshot().sigma;
-        assert!((stats_sigma / sigma8 - 1.0).abs() < 0.1, "stats sigma {stats_sigma}");
-    }
-
-    #[test]
-    fn without_a_sigma_input_the_noise_level_is_neither_estimated_nor_fed() {
-        let log = Log::default();
-        let backend = FakeBackend {
-            log: log.clone(),
-            ..FakeBackend::default()
-        };
-        let q = start(
-            config(1, 4, 1),
-            tunables(false, -1.0, Duration::ZERO),
-            proc_(8),
-            factory_of(backend),
-        );
-        let rx = spawn_receiver(q.arc());
-        assert_eq!(q.submit(frame(0)), Ok(Submitted::Queued));
-        let (out, _) = next_frame(&rx);
-        assert_eq!((out.sigma, out.sigma_estimate), (0.0, -1.0));
-        assert_eq!(lock(&log)[0].sigmas, vec![0.0]);
     }
 }

@@ -22,8 +22,8 @@ use denoiseseg::convert;
 use denoiseseg::frame::{FrameLayout, PixelFormat};
 use denoiseseg::model::{round_up, ModelSpec};
 use denoiseseg::noise::{add_noise_interleaved, NoiseParams, SigmaEstimator};
-use denoiseseg::queue::Tensors;
 use denoiseseg::runtime::{self, OrtBackend, Provider, SessionOptions};
+use denoiseseg::tensors::Tensors;
 
 use crate::common::{self, ElementOpts, Progress};
 

@@ -14,8 +14,6 @@ use gst::prelude::*;
 use gst_video::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// The shipped default model's file name.
-pub const DEFAULT_MODEL: &str = "denoiseseg-sdb-small.onnx";
 /// The shipped sample clip, relative to the models folder.
 pub const SAMPLE_CLIP: &str = "sample/street.mp4";
 /// Its label maps (GRAY8 train ids, FFV1), relative to the models folder.
@@ -85,25 +83,17 @@ pub fn init_gstreamer() -> Result<()> {
 }
 
 /// The folder with the shipped models: $DENOISESEG_MODEL_DIR, the source tree's models/
-/// seen from target/<profile>/, or the source tree the app was built from.
+/// seen from target/<profile>/, or the source tree the app was built from (the
+/// engine's `model::models_dir`, seen from this program's folder).
 pub fn models_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("DENOISESEG_MODEL_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = exe_dir() {
-        let candidate = dir.join("../../models");
-        if candidate.join(DEFAULT_MODEL).is_file() {
-            return candidate.canonicalize().unwrap_or(candidate);
-        }
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
+    denoiseseg::model::models_dir(exe_dir().as_deref())
 }
 
 /// A model path given by the user, or the shipped default.
 pub fn resolve_model(model: Option<&Path>) -> Result<PathBuf> {
     let path = match model {
         Some(p) => p.to_path_buf(),
-        None => models_dir().join(DEFAULT_MODEL),
+        None => denoiseseg::model::default_model_path(exe_dir().as_deref()),
     };
     if !path.is_file() {
         bail!("no model at {}", path.display());

@@ -3,7 +3,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use denoiseseg::frame::{FrameLayout, PixelFormat, YuvMatrix};
-use denoiseseg::queue::{self, Processor, Tensors};
+use denoiseseg::queue::Processor;
+use denoiseseg::tensors::{OutputFaults, Tensors};
 use denoiseseg::{convert, Error};
 use gst::glib;
 use gst::prelude::*;
@@ -202,7 +203,7 @@ pub(super) struct Proc {
 impl Proc {
     /// Reports what was invalid in a frame's model outputs, and how the engine mended
     /// it, once per kind until the element stops: an element warning, which also logs.
-    pub(super) fn report_faults(&self, faults: &queue::OutputFaults, pts: Option<gst::ClockTime>) {
+    pub(super) fn report_faults(&self, faults: &OutputFaults, pts: Option<gst::ClockTime>) {
         let counts = [faults.nonfinite_denoised, faults.nan_logits, faults.bad_labels];
         for (kind, count) in counts.into_iter().enumerate() {
             let bit = 1u8 << kind;
@@ -254,7 +255,7 @@ impl Processor for Proc {
         }
         let info = &frame.info;
         let (w, h) = (t.width, t.height);
-        let mask = if t.has_labels {
+        let mask = if t.has_labels() {
             let mut mask = info
                 .mask_pool
                 .acquire_buffer(None)
@@ -280,8 +281,8 @@ impl Processor for Proc {
                 let alpha = f64::from_bits(self.tunables.alpha.load(Ordering::Relaxed)) as f32;
                 // Packed RGB: blend over the 8-bit frame, as segoverlay does, so both
                 // give the same bytes; YUV: blend before conversion.
-                let blend_packed = overlay && t.has_labels && !info.format.is_yuv();
-                if overlay && t.has_labels && info.format.is_yuv() {
+                let blend_packed = overlay && t.has_labels() && !info.format.is_yuv();
+                if overlay && t.has_labels() && info.format.is_yuv() {
                     let (pw, ph) = (t.pw, t.ph);
                     convert::blend_labels(&mut t.image, pw, ph, w, h, &t.labels, pw, &self.palette, alpha);
                 }

@@ -11,23 +11,11 @@ use gst::subclass::prelude::*;
 use super::*;
 use super::{OutputMode, ProviderChoice};
 
-/// The model used when `model` is empty, looked for in `$DENOISESEG_MODEL_DIR`, then in
-/// `models/` two folders above the plugin (a build in `target/<profile>/` of the source
-/// tree), then in the source tree the plugin was built from.
-pub const DEFAULT_MODEL_FILE: &str = "denoiseseg-sdb-small.onnx";
-
-pub(super) fn default_model_path(plugin_dir: Option<&Path>) -> PathBuf {
-    if let Some(dir) = std::env::var_os("DENOISESEG_MODEL_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join(DEFAULT_MODEL_FILE);
-    }
-    let built_in = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models")
-        .join(DEFAULT_MODEL_FILE);
-    plugin_dir
-        .map(|d| d.join("../../models").join(DEFAULT_MODEL_FILE))
-        .filter(|p| p.is_file())
-        .unwrap_or(built_in)
-}
+// The model used when `model` is empty (the engine's `model::default_model_path`):
+// looked for in `$DENOISESEG_MODEL_DIR`, then in `models/` two folders above the
+// plugin (a build in `target/<profile>/` of the source tree), then in the source tree
+// the plugin was built from.
+use denoiseseg::model::DEFAULT_MODEL_FILE;
 
 pub(super) fn default_cache_dir() -> String {
     let base = std::env::var_os("XDG_CACHE_HOME")

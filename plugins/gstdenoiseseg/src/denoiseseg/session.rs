@@ -3,14 +3,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU8;
 use std::sync::Arc;
 
-use denoiseseg::model::ModelSpec;
-use denoiseseg::queue::{self, FrameQueue, QueueConfig};
+use denoiseseg::backend::{Backend, BackendFactory};
+use denoiseseg::model::{default_model_path, ModelSpec};
+use denoiseseg::processing::ModelStages;
+use denoiseseg::queue::{FrameQueue, QueueConfig};
 use denoiseseg::runtime::{self, OrtBackend, Provider, SessionOptions};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use super::properties::default_model_path;
 use super::ProviderChoice;
 use super::*;
 
@@ -48,12 +49,12 @@ impl DenoiseSeg {
             max_in_flight: settings.max_in_flight as usize,
             workers: settings.workers as usize,
             size_multiple: spec.size_multiple,
-            needs_sigma: spec.sigma_input.is_some(),
         };
+        let stages = Arc::new(ModelStages::new(spec.sigma_input.is_some()));
         let factory = self.backend_factory(spec.clone(), opts, load);
         // Before the queue's threads start, so that they allocate as tuned.
         runtime::tune_allocator();
-        let queue = FrameQueue::new(config, self.tunables.clone(), proc, factory)
+        let queue = FrameQueue::new(config, self.tunables.clone(), proc, stages, factory)
             .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
         gst::info!(
             CAT,
@@ -133,7 +134,7 @@ impl DenoiseSeg {
         spec: ModelSpec,
         opts: SessionOptions,
         load: impl FnOnce(&ModelSpec, &SessionOptions) -> ModelResult + Send + 'static,
-    ) -> queue::BackendFactory {
+    ) -> BackendFactory {
         let weak = self.obj().downgrade();
         let progress = ModelProgress(weak.clone());
         let report = self.report.clone();
@@ -161,7 +162,7 @@ impl DenoiseSeg {
                         model.provider,
                         started.elapsed().as_secs_f64()
                     ));
-                    Ok(Box::new(OrtBackend::new(model)) as Box<dyn queue::Backend>)
+                    Ok(Box::new(OrtBackend::new(model)) as Box<dyn Backend>)
                 }
                 Err(e) => {
                     progress.error(&format!("model failed: {e}"));
