@@ -11,7 +11,7 @@
 #
 # Options: --provider cpu|cuda|tensorrt|auto (repeatable; default: cuda, plus tensorrt when
 # found), --sizes 1024x512,2048x1024, --batches 1,8, --frames N, --warmup N,
-# --row-timeout S (default 100), --budget S (whole bench, default 450),
+# --row-timeout S (default 100), --budget S (whole bench, default 420),
 # --bundle DIR (default gpu-bundle), --keep DIR (the copy --receive keeps).
 # Results: $OUT (default ./gpu-check-out): table.txt, rows.tsv, <row>.json, <row>.log, env.txt.
 # Runs from the repository root. A row that fails says why; the others still run.
@@ -28,7 +28,7 @@ BATCHES=1,8
 FRAMES=
 WARMUP=
 ROW_TIMEOUT=100
-BUDGET=450
+BUDGET=420
 RECEIVE=
 DRY=
 while [ $# -gt 0 ]; do
@@ -202,7 +202,12 @@ EOF
   fi
   if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then note="timed out after ${t}s"
   elif [ $rc -eq 0 ]; then note="ok, see $id.log (no python to read the JSON)"
-  else note="failed (exit $rc): $(grep -v '^\(bare ONNX\|element pipeline\)' "$RESULTS/$id.log" | tail -n 3 | tr '\t\n' '  ' | cut -c1-300)"; fi
+  else
+    # The error line; long ones keep their start and their end (where the cause is).
+    note=$(grep -v '^\(bare ONNX\|element pipeline\)' "$RESULTS/$id.log" | tail -n 3 | tr '\t\n' '  ' | sed 's/  */ /g')
+    [ ${#note} -le 320 ] || note="${note:0:110} ... ${note: -200}"
+    note="failed (exit $rc): $note"
+  fi
   printf '%s\t-\t%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t%s\t%s\n' "$prov" "$size" "$batch" "$model" "$wall" "$note" >> "$TSV"
 }
 for prov in "${PROVIDERS[@]}"; do
