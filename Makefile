@@ -10,7 +10,7 @@ ORT_LIB := $(CURDIR)/.ort/lib/libonnxruntime.so.1
 export ORT_DYLIB_PATH := $(ORT_LIB)
 export GST_PLUGIN_PATH := $(CURDIR)/$(PROFILE_DIR)$(if $(GST_PLUGIN_PATH),:$(GST_PLUGIN_PATH))
 
-.PHONY: all setup setup-gpu build test lint demo test-models
+.PHONY: all setup setup-gpu build test lint demo test-models gpu-bundle
 
 all: build
 
@@ -42,3 +42,9 @@ demo: build
 
 test-models:
 	.venv/bin/python tests/models/make_test_models.py --check
+
+# The GPU check's bundle: release build, then gpu-bundle/part1..N (carry units < 60 MiB for
+# the device machine's run calls; the list of calls is printed at the end). See README "GPU check".
+gpu-bundle:
+	$(CARGO) build --release --workspace
+	@scripts/gpu-bundle.sh
