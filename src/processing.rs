@@ -105,10 +105,10 @@ mod tests {
     use super::*;
     use crate::backend::{Backend, BackendFactory};
     use crate::noise::{add_noise_interleaved, NoiseParams};
+    use crate::queue::support::{self, config, tunables};
     use crate::queue::{FrameQueue, Output, Processor, QueueConfig, Recv, Submitted};
     use crate::Result;
     use crossbeam_channel::{unbounded, Receiver};
-    use std::ops::Deref;
     use std::sync::{Arc, Mutex, MutexGuard};
     use std::thread;
     use std::time::Duration;
@@ -216,40 +216,7 @@ mod tests {
     type Q = FrameQueue<TestProc, u64>;
     type R = Recv<Out, u64>;
 
-    /// The queue, shut down when the test ends (even when it fails).
-    struct Guard(Arc<Q>);
-
-    impl Deref for Guard {
-        type Target = Q;
-        fn deref(&self) -> &Q {
-            &self.0
-        }
-    }
-
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            self.0.shutdown();
-        }
-    }
-
-    impl Guard {
-        fn arc(&self) -> Arc<Q> {
-            self.0.clone()
-        }
-    }
-
-    fn config(batch_size: usize, max_in_flight: usize, workers: usize) -> QueueConfig {
-        QueueConfig {
-            batch_size,
-            max_in_flight,
-            workers,
-            size_multiple: 8,
-        }
-    }
-
-    fn tunables(leaky: bool, noise_level: f32, batch_timeout: Duration) -> Arc<Tunables> {
-        Arc::new(Tunables::new(leaky, noise_level, batch_timeout))
-    }
+    type Guard = support::Guard<TestProc, u64>;
 
     fn proc_(size_multiple: usize) -> TestProc {
         TestProc { size_multiple }
@@ -258,7 +225,7 @@ mod tests {
     /// A queue with the model's stages; `needs_sigma`: the model takes a sigma input.
     fn start(cfg: QueueConfig, tun: Arc<Tunables>, p: TestProc, needs_sigma: bool, factory: BackendFactory) -> Guard {
         let stages = Arc::new(ModelStages::new(needs_sigma));
-        Guard(Arc::new(
+        support::Guard(Arc::new(
             FrameQueue::new(cfg, tun, Arc::new(p), stages, factory).expect("queue starts"),
         ))
     }

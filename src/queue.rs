@@ -893,16 +893,59 @@ fn post_worker<P: Processor, E>(sh: Arc<Shared<P, E>>, rx: Receiver<Staged<P::Fr
     }
 }
 
+/// What the tests of the queue and of the stages it runs share.
+#[cfg(test)]
+pub(crate) mod support {
+    use super::*;
+    use std::ops::Deref;
+
+    /// A queue, shut down when the test ends (even when it fails).
+    pub(crate) struct Guard<P: Processor, E: Send + 'static>(pub(crate) Arc<FrameQueue<P, E>>);
+
+    impl<P: Processor, E: Send + 'static> Deref for Guard<P, E> {
+        type Target = FrameQueue<P, E>;
+        fn deref(&self) -> &FrameQueue<P, E> {
+            &self.0
+        }
+    }
+
+    impl<P: Processor, E: Send + 'static> Drop for Guard<P, E> {
+        fn drop(&mut self) {
+            self.0.shutdown();
+        }
+    }
+
+    impl<P: Processor, E: Send + 'static> Guard<P, E> {
+        pub(crate) fn arc(&self) -> Arc<FrameQueue<P, E>> {
+            self.0.clone()
+        }
+    }
+
+    /// A queue configuration with size multiple 8.
+    pub(crate) fn config(batch_size: usize, max_in_flight: usize, workers: usize) -> QueueConfig {
+        QueueConfig {
+            batch_size,
+            max_in_flight,
+            workers,
+            size_multiple: 8,
+        }
+    }
+
+    pub(crate) fn tunables(leaky: bool, noise_level: f32, batch_timeout: Duration) -> Arc<Tunables> {
+        Arc::new(Tunables::new(leaky, noise_level, batch_timeout))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Engine tests of the queue with a fake processor and fake backends (no
     //! GStreamer, no ONNX Runtime). Things that must happen are awaited for up to
     //! `WAIT`; things that must not happen are watched for `QUIET`.
+    use super::support::{self, config, tunables};
     use super::*;
     use crate::backend::Backend;
     use crossbeam_channel::{unbounded, TryRecvError};
     use std::collections::HashSet;
-    use std::ops::Deref;
     use std::thread;
 
     /// The most any awaited step may take before the test fails.
@@ -1060,40 +1103,7 @@ mod tests {
     type Q = FrameQueue<TestProc, u64>;
     type R = Recv<Out, u64>;
 
-    /// The queue, shut down when the test ends (even when it fails).
-    struct Guard(Arc<Q>);
-
-    impl Deref for Guard {
-        type Target = Q;
-        fn deref(&self) -> &Q {
-            &self.0
-        }
-    }
-
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            self.0.shutdown();
-        }
-    }
-
-    impl Guard {
-        fn arc(&self) -> Arc<Q> {
-            self.0.clone()
-        }
-    }
-
-    fn config(batch_size: usize, max_in_flight: usize, workers: usize) -> QueueConfig {
-        QueueConfig {
-            batch_size,
-            max_in_flight,
-            workers,
-            size_multiple: 8,
-        }
-    }
-
-    fn tunables(leaky: bool, noise_level: f32, batch_timeout: Duration) -> Arc<Tunables> {
-        Arc::new(Tunables::new(leaky, noise_level, batch_timeout))
-    }
+    type Guard = support::Guard<TestProc, u64>;
 
     fn proc_(size_multiple: usize) -> TestProc {
         TestProc {
@@ -1103,7 +1113,7 @@ mod tests {
     }
 
     fn start(cfg: QueueConfig, tun: Arc<Tunables>, p: TestProc, factory: BackendFactory) -> Guard {
-        Guard(Arc::new(
+        support::Guard(Arc::new(
             FrameQueue::new(cfg, tun, Arc::new(p), Arc::new(NoStages), factory).expect("queue starts"),
         ))
     }
