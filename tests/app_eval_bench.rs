@@ -391,6 +391,39 @@ fn eval_compresses_camera_noise_before_the_model_and_feeds_the_given_noise_level
     }
 }
 
+#[test]
+fn a_presets_model_is_the_model_unless_model_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clean.mkv");
+    clean_clip(dir.path(), &clip, 32, 16, 2, "smpte");
+    let preset = dir.path().join("preset.toml");
+    std::fs::write(
+        &preset,
+        format!(
+            "[denoiseseg]\nmodel = \"{}\"\nexecution-provider = \"cpu\"\n",
+            joint_model()
+        ),
+    )
+    .unwrap();
+    let model_of = |extra: &[&str]| {
+        let json = dir.path().join("preset.json");
+        let mut c = app();
+        c.arg("eval")
+            .arg(&clip)
+            .args(["--sigma", "10", "--config"])
+            .arg(&preset)
+            .args(extra)
+            .arg("--json")
+            .arg(&json);
+        assert!(run(c).status.success());
+        let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        report["model_name"].as_str().unwrap().to_string()
+    };
+    assert_eq!(model_of(&[]), "test-joint", "the preset's model");
+    let other = common::test_model("denoise_sigma.onnx");
+    assert_eq!(model_of(&["--model", &other]), "test-denoise-sigma", "--model wins");
+}
+
 /// A failed run: exit code 1 and one line on stderr that says `what`.
 fn fails_with(args: &[&str], what: &str) {
     let mut c = app();

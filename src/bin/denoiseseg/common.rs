@@ -164,12 +164,26 @@ pub struct ElementOpts {
 }
 
 impl ElementOpts {
+    /// The model these options run: `--model`, else the preset's `model`, else the
+    /// shipped default.
+    pub fn model_path(&self) -> Result<PathBuf> {
+        if self.model.is_none() {
+            if let Some(path) = &self.config {
+                let preset = denoiseseg::config::load_properties(path)?;
+                if let Some((_, model)) = preset.iter().rev().find(|(name, _)| name == "model") {
+                    return resolve_model(Some(Path::new(model))).with_context(|| format!("config {}", path.display()));
+                }
+            }
+        }
+        resolve_model(self.model.as_deref())
+    }
+
     /// The (property, value) pairs these options set, in the order they apply, after
     /// the preset's (see [`ElementOpts::apply`]).
     pub fn properties(&self) -> Result<Vec<(String, String)>> {
         let mut p: Vec<(String, String)> = Vec::new();
         let mut put = |k: &str, v: String| p.push((k.to_string(), v));
-        put("model", resolve_model(self.model.as_deref())?.display().to_string());
+        put("model", self.model_path()?.display().to_string());
         if let Some(v) = &self.provider {
             put("execution-provider", v.clone());
         }

@@ -82,7 +82,7 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         (format!("-o {}", output.display()), common::check_output(&output)?),
     ])?;
     common::init_gstreamer()?;
-    let model = common::resolve_model(args.element.model.as_deref())?;
+    let model = args.element.model_path()?;
     let spec = denoiseseg::model::ModelSpec::load(&model)?;
     if !spec.denoises() || !spec.segments() {
         bail!("the demo needs a joint model; {} is {}", model.display(), spec.kind());

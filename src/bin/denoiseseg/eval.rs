@@ -705,7 +705,7 @@ pub fn main(mut args: Args, _verbose: u8) -> Result<ExitCode> {
             bail!("no such labels file or folder: {}", l.display());
         }
     }
-    let model = common::resolve_model(args.element.model.as_deref())?;
+    let model = args.element.model_path()?;
     let spec = ModelSpec::load(&model)?;
     common::init_gstreamer()?;
     args.element.check()?;

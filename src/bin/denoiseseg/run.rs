@@ -360,7 +360,7 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     let settings = common::scratch_element()?;
     configure(&settings, &args.element, live)?;
     let leaky = settings.property::<bool>("leaky");
-    let model = common::resolve_model(args.element.model.as_deref())?;
+    let model = args.element.model_path()?;
     let spec = denoiseseg::model::ModelSpec::load(&model)?;
 
     let scale = match args.size {
