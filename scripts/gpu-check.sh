@@ -165,7 +165,7 @@ fi
 PY=$(command -v python3 || ls /opt/torch/.venv/bin/python3 2>/dev/null || true)
 declare -A MODEL_FILE=([default]=$RT/models/denoiseseg-sdb-small.onnx [quality]=$RT/models/denoiseseg-sdb-quality.onnx)
 TSV=$RESULTS/rows.tsv
-printf 'provider\tin_use\tsize\tbatch\tmodel\tbare_fps\tpipe_fps\tp50_ms\tp99_ms\tbusy\tratio\twall_s\tnote\n' > "$TSV"
+printf 'provider\tin_use\tsize\tbatch\tmodel\tbare_fps\tpipe_fps\tp50_ms\tp99_ms\tbusy\tratio\tbuild_s\twall_s\tnote\n' > "$TSV"
 START=$SECONDS
 TRACED=
 rm -f "$RESULTS"/ld-debug.*
@@ -196,7 +196,7 @@ f = lambda v, n=1: "-" if v is None or v != v else f"{v:.{n}f}"
 note = "" if r["provider"] == b["provider"] else f"bare loop ran {b['provider']}"
 print("\t".join([sys.argv[2], r["provider"], sys.argv[3], sys.argv[4], sys.argv[5], f(b["fps"]), f(p["fps"]),
                  f(p["latency_ms"]["p50"]), f(p["latency_ms"]["p99"]), f(100 * p["element_busy"], 0) + "%",
-                 f(r["ratio"], 3), sys.argv[6], note]))
+                 f(r["ratio"], 3), f(b.get("session_build_s"), 2), sys.argv[6], note]))
 EOF
     [ $rc -eq 0 ] && return
   fi
@@ -208,7 +208,7 @@ EOF
     [ ${#note} -le 320 ] || note="${note:0:110} ... ${note: -200}"
     note="failed (exit $rc): $note"
   fi
-  printf '%s\t-\t%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t%s\t%s\n' "$prov" "$size" "$batch" "$model" "$wall" "$note" >> "$TSV"
+  printf '%s\t-\t%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t%s\t%s\n' "$prov" "$size" "$batch" "$model" "$wall" "$note" >> "$TSV"
 }
 for prov in "${PROVIDERS[@]}"; do
   for model in default quality; do
@@ -235,7 +235,8 @@ fi
 {
   echo "denoiseseg GPU check, $(date -u +%FT%TZ), $(command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name --format=csv,noheader | head -n1 || echo 'no nvidia-smi'); frames $FRAMES (+$WARMUP warm-up) per part"
   echo "bare/pipe f/s: frames/s of the bare ONNX Runtime loop and of appsrc ! denoiseseg ! appsink; p50/p99: pipeline latency (saturated);"
-  echo "busy: share of time the element ran the model; ratio: pipe/bare; wall: the row's seconds (session build, both parts)"
+  echo "busy: share of time the element ran the model; ratio: pipe/bare; build: the bare loop's session build"
+  echo "(with TensorRT the engine build, or its load from the cache); wall: the row's seconds (both parts)"
   column -t -s $'\t' "$TSV" 2>/dev/null || cat "$TSV"
 } > "$RESULTS/table.txt"
 cat "$RESULTS/table.txt"

@@ -167,6 +167,9 @@ fn settings_of(ds: &gst::Element) -> Result<Settings> {
 struct Bare {
     backend: OrtBackend,
     provider: Provider,
+    /// How long the session took to build (with TensorRT: the engine build, or loading
+    /// it from `engine-cache-dir`).
+    build: Duration,
 }
 
 fn load_bare(s: &Settings, spec: &ModelSpec, padded: (usize, usize), verbose: u8) -> Result<Bare> {
@@ -186,7 +189,9 @@ fn load_bare(s: &Settings, spec: &ModelSpec, padded: (usize, usize), verbose: u8
         batch_size: s.batch,
         profile_size: Some(padded),
     };
+    let started = Instant::now();
     let model = runtime::load_model(&env, spec, &opts).context("cannot start the bare ONNX Runtime loop")?;
+    let build = started.elapsed();
     if verbose > 0 {
         for w in &model.warnings {
             eprintln!("bare loop: {w}");
@@ -196,6 +201,7 @@ fn load_bare(s: &Settings, spec: &ModelSpec, padded: (usize, usize), verbose: u8
     Ok(Bare {
         provider: backend.provider(),
         backend,
+        build,
     })
 }
 
@@ -492,6 +498,7 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
             "fps": bare_med,
             "fps_rounds": bare_fps,
             "provider": bare.provider.name(),
+            "session_build_s": bare.build.as_secs_f64(),
             "ms_per_batch_median": percentile(&ms_per_batch, 0.5),
         },
         "pipeline": {
