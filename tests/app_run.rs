@@ -190,28 +190,14 @@ fn ctrl_c_finishes_the_output_file() {
     // Long enough that the run is still going when interrupted.
     let clip = make_clip(&dir, 3000, 96, 64);
     let out = dir.join("out.mp4");
-    let child = app()
-        .args([
-            "run",
-            clip.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--model",
-            &test_model("joint.onnx"),
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
     // Interrupt once frames have gone through.
-    let start = Instant::now();
-    while !out.exists() || std::fs::metadata(&out).unwrap().len() < 10_000 {
-        assert!(start.elapsed() < Duration::from_secs(60), "no output after 60 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let status = Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
-    assert!(status.success());
-    let o = child.wait_with_output().unwrap();
+    let o = interrupt_run(
+        clip.to_str().unwrap(),
+        &out,
+        10_000,
+        Duration::ZERO,
+        Duration::from_secs(60),
+    );
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("interrupted (outputs finalized)"), "{err}");
@@ -583,30 +569,26 @@ fn stalling_http_server(data: Vec<u8>, head: usize) -> u16 {
     port
 }
 
-/// Starts `denoiseseg run INPUT -o out ...`, interrupts it (SIGINT) a second after
-/// its pipeline opened `out`, and returns what it printed.
-fn interrupt_once_started(input: &str, out: &Path) -> Output {
+/// Starts `denoiseseg run INPUT -o out` on the joint test model, waits (at most
+/// `within`) until `out` exists and holds at least `min_bytes`, then `settle` more,
+/// interrupts it once (SIGINT) and returns what it printed.
+fn interrupt_run(input: &str, out: &Path, min_bytes: u64, settle: Duration, within: Duration) -> Output {
     let child = app()
-        .args([
-            "run",
-            input,
-            "-o",
-            out.to_str().unwrap(),
-            "--model",
-            &test_model("joint.onnx"),
-        ])
+        .args(["run", input, "-o", out.to_str().unwrap()])
+        .args(["--model", &test_model("joint.onnx")])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let start = Instant::now();
-    while !out.exists() {
+    while std::fs::metadata(out).map(|m| m.len() < min_bytes).unwrap_or(true) {
         assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the pipeline never opened its file"
+            start.elapsed() < within,
+            "{} does not hold {min_bytes} bytes after {within:?}",
+            out.display()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(settle);
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -647,7 +629,7 @@ fn ctrl_c_before_the_first_frame_says_so_and_leaves_no_file() {
     .enumerate()
     {
         let out = dir.join(format!("out{i}.mp4"));
-        let o = interrupt_once_started(input, &out);
+        let o = interrupt_run(input, &out, 0, Duration::from_secs(1), Duration::from_secs(30));
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(130), "{input}: {err}");
         assert!(
@@ -758,26 +740,8 @@ fn a_live_stream_runs_leaky_says_so_and_ctrl_c_finalizes_it() {
         .spawn()
         .unwrap();
     let out = dir.join("rec.mkv");
-    let child = app()
-        .args(["run", &format!("udp://127.0.0.1:{port}"), "-o", out.to_str().unwrap()])
-        .args(["--model", &test_model("joint.onnx")])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) < 4000 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no frames from the live stream"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let o = child.wait_with_output().unwrap();
+    let live = format!("udp://127.0.0.1:{port}");
+    let o = interrupt_run(&live, &out, 4000, Duration::ZERO, Duration::from_secs(30));
     let _ = sender.kill();
     let _ = sender.wait();
     let err = stderr(&o);
