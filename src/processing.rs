@@ -105,7 +105,7 @@ mod tests {
     use super::*;
     use crate::backend::{Backend, BackendFactory};
     use crate::noise::{add_noise_interleaved, NoiseParams};
-    use crate::queue::support::{self, config, tunables};
+    use crate::queue::support::{self, config, factory_of, tunables};
     use crate::queue::{FrameQueue, Output, Processor, QueueConfig, Recv, Submitted};
     use crate::Result;
     use crossbeam_channel::{unbounded, Receiver};
@@ -207,10 +207,6 @@ mod tests {
             }
             Ok(())
         }
-    }
-
-    fn factory_of(b: FakeBackend) -> BackendFactory {
-        Box::new(move || Ok(Box::new(b) as Box<dyn Backend>))
     }
 
     type Q = FrameQueue<TestProc, u64>;

@@ -897,6 +897,7 @@ fn post_worker<P: Processor, E>(sh: Arc<Shared<P, E>>, rx: Receiver<Staged<P::Fr
 #[cfg(test)]
 pub(crate) mod support {
     use super::*;
+    use crate::backend::Backend;
     use std::ops::Deref;
 
     /// A queue, shut down when the test ends (even when it fails).
@@ -934,6 +935,11 @@ pub(crate) mod support {
     pub(crate) fn tunables(leaky: bool, noise_level: f32, batch_timeout: Duration) -> Arc<Tunables> {
         Arc::new(Tunables::new(leaky, noise_level, batch_timeout))
     }
+
+    /// A factory that hands out `backend` as it is.
+    pub(crate) fn factory_of<B: Backend + 'static>(backend: B) -> BackendFactory {
+        Box::new(move || Ok(Box::new(backend) as Box<dyn Backend>))
+    }
 }
 
 #[cfg(test)]
@@ -941,7 +947,7 @@ mod tests {
     //! Engine tests of the queue with a fake processor and fake backends (no
     //! GStreamer, no ONNX Runtime). Things that must happen are awaited for up to
     //! `WAIT`; things that must not happen are watched for `QUIET`.
-    use super::support::{self, config, tunables};
+    use super::support::{self, config, factory_of, tunables};
     use super::*;
     use crate::backend::Backend;
     use crossbeam_channel::{unbounded, TryRecvError};
@@ -1094,10 +1100,6 @@ mod tests {
             }
             Ok(())
         }
-    }
-
-    fn factory_of(b: FakeBackend) -> BackendFactory {
-        Box::new(move || Ok(Box::new(b) as Box<dyn Backend>))
     }
 
     type Q = FrameQueue<TestProc, u64>;
