@@ -37,9 +37,8 @@ def _saturated(v):
 
 
 def _element_pass(x, budget, lo, centre_only=False, keep=0.5):
-    """One pass of SigmaEstimator (src/noise.rs) on planar x [3, h, w]: (sigma, kept pixels).
-    The gradient threshold of the last pass (|Gx| + |Gy| on the [0,1] scale) is left in
-    `_element_pass.threshold`."""
+    """One pass of SigmaEstimator (src/noise.rs) on planar x [3, h, w]: (sigma, kept pixels,
+    the gradient threshold |Gx| + |Gy| of the pixels kept, on the [0,1] scale)."""
     _, h, w = x.shape
     step = max(1, -(-((w - 2) * (h - 2)) // budget))
 
@@ -62,24 +61,23 @@ def _element_pass(x, budget, lo, centre_only=False, keep=0.5):
     gb, ok, *_ = parts(np.arange(1, h - 1, step * 4))
     gb = gb[ok]
     if gb.size == 0:
-        return 0.0, 0
+        return 0.0, 0, 0.0
     hist = np.bincount(gb, minlength=4096)
     thr = int(np.searchsorted(np.cumsum(hist), np.ceil(gb.size * keep)))
-    _element_pass.threshold = thr / 510.0
     gb, ok, r0, r1, r2 = parts(np.arange(1, h - 1, step))
     corners = r0[..., :-2] + r0[..., 2:] + r2[..., :-2] + r2[..., 2:]
     edges = r0[..., 1:-1] + r1[..., :-2] + r1[..., 2:] + r2[..., 1:-1]
     res = corners - 2 * edges + 4 * r1[..., 1:-1]
     rb = np.minimum((np.abs(res) * np.float32(2040.0)).astype(np.int64), 8191)[ok & (gb <= thr)]
     if rb.size == 0:
-        return 0.0, 0
+        return 0.0, 0, thr / 510.0
     hist = np.bincount(rb, minlength=8192)
     cum = np.cumsum(hist)
     target = rb.size / 2.0
     b = int(np.searchsorted(cum, target))
     before = cum[b - 1] if b > 0 else 0
     med = b + (target - before) / hist[b]
-    return float(med / 2040.0 / (6.0 * 0.67448975)), int(rb.size)
+    return float(med / 2040.0 / (6.0 * 0.67448975)), int(rb.size), thr / 510.0
 
 
 def estimate_sigma_element1(img, budget=1 << 16):
@@ -106,14 +104,13 @@ def estimate_sigma_element_fine(img, budget=1 << 16, keep=0.5, with_threshold=Fa
     x = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
     if x.shape[1] < 3 or x.shape[2] < 3:
         return (0.0, 0.0) if with_threshold else 0.0
-    s0, n0 = _element_pass(x, budget, 0.0, keep=keep)
+    s0, n0, t0 = _element_pass(x, budget, 0.0, keep=keep)
     if s0 <= 0:
-        return (s0, _element_pass.threshold) if with_threshold else s0
+        return (s0, t0) if with_threshold else s0
     s0f = np.float32(s0)
-    t0 = _element_pass.threshold
-    s1, n1 = _element_pass(x, budget, min(s0f * s0f / np.float32(CLIP_MARGIN_SCALE), np.float32(CLIP_MARGIN_MAX)),
+    s1, n1, t1 = _element_pass(x, budget, min(s0f * s0f / np.float32(CLIP_MARGIN_SCALE), np.float32(CLIP_MARGIN_MAX)),
                            keep=keep)
-    s, t = (s1, _element_pass.threshold) if n1 * MIN_KEPT_SHARE >= n0 else (s0, t0)
+    s, t = (s1, t1) if n1 * MIN_KEPT_SHARE >= n0 else (s0, t0)
     return (s, t) if with_threshold else s
 
 
