@@ -105,12 +105,11 @@ mod tests {
     use super::*;
     use crate::backend::{Backend, BackendFactory};
     use crate::noise::{add_noise_interleaved, NoiseParams};
-    use crate::queue::support::{self, config, factory_of, tunables};
+    use crate::queue::support::{self, config, factory_of, spawn_receiver, tunables};
     use crate::queue::{FrameQueue, Output, Processor, QueueConfig, Recv, Submitted};
     use crate::Result;
-    use crossbeam_channel::{unbounded, Receiver};
+    use crossbeam_channel::Receiver;
     use std::sync::{Arc, Mutex, MutexGuard};
-    use std::thread;
     use std::time::Duration;
 
     /// The most any awaited step may take before the test fails.
@@ -209,7 +208,6 @@ mod tests {
         }
     }
 
-    type Q = FrameQueue<TestProc, u64>;
     type R = Recv<Out, u64>;
 
     type Guard = support::Guard<TestProc, u64>;
@@ -224,26 +222,6 @@ mod tests {
         support::Guard(Arc::new(
             FrameQueue::new(cfg, tun, Arc::new(p), stages, factory).expect("queue starts"),
         ))
-    }
-
-    fn spawn_receiver(q: Arc<Q>) -> Receiver<R> {
-        let (tx, rx) = unbounded();
-        thread::spawn(move || loop {
-            let r = q.recv();
-            match r {
-                Recv::Flushing => thread::sleep(Duration::from_millis(1)),
-                Recv::Closed => {
-                    let _ = tx.send(r);
-                    return;
-                }
-                Recv::Item(_) => {
-                    if tx.send(r).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        rx
     }
 
     fn next_frame(rx: &Receiver<R>) -> (Out, bool) {

@@ -936,6 +936,30 @@ pub(crate) mod support {
         Arc::new(Tunables::new(leaky, noise_level, batch_timeout))
     }
 
+    /// A thread calling `recv` in a loop, forwarding everything but `Flushing`
+    /// (it stops after `Closed`).
+    pub(crate) fn spawn_receiver<P: Processor, E: Send + 'static>(
+        q: Arc<FrameQueue<P, E>>,
+    ) -> Receiver<Recv<P::Output, E>> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        std::thread::spawn(move || loop {
+            let r = q.recv();
+            match r {
+                Recv::Flushing => std::thread::sleep(Duration::from_millis(1)),
+                Recv::Closed => {
+                    let _ = tx.send(r);
+                    return;
+                }
+                Recv::Item(_) => {
+                    if tx.send(r).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        rx
+    }
+
     /// A factory that hands out `backend` as it is.
     pub(crate) fn factory_of<B: Backend + 'static>(backend: B) -> BackendFactory {
         Box::new(move || Ok(Box::new(backend) as Box<dyn Backend>))
@@ -947,10 +971,10 @@ mod tests {
     //! Engine tests of the queue with a fake processor and fake backends (no
     //! GStreamer, no ONNX Runtime). Things that must happen are awaited for up to
     //! `WAIT`; things that must not happen are watched for `QUIET`.
-    use super::support::{self, config, factory_of, tunables};
+    use super::support::{self, config, factory_of, spawn_receiver, tunables};
     use super::*;
     use crate::backend::Backend;
-    use crossbeam_channel::{unbounded, TryRecvError};
+    use crossbeam_channel::TryRecvError;
     use std::collections::HashSet;
     use std::thread;
 
@@ -1102,7 +1126,6 @@ mod tests {
         }
     }
 
-    type Q = FrameQueue<TestProc, u64>;
     type R = Recv<Out, u64>;
 
     type Guard = support::Guard<TestProc, u64>;
@@ -1125,28 +1148,6 @@ mod tests {
         let (tx, rx) = crossbeam_channel::bounded(1);
         thread::spawn(move || {
             let _ = tx.send(f());
-        });
-        rx
-    }
-
-    /// A thread calling `recv` in a loop, forwarding everything but `Flushing`
-    /// (it stops after `Closed`).
-    fn spawn_receiver(q: Arc<Q>) -> Receiver<R> {
-        let (tx, rx) = unbounded();
-        thread::spawn(move || loop {
-            let r = q.recv();
-            match r {
-                Recv::Flushing => thread::sleep(Duration::from_millis(1)),
-                Recv::Closed => {
-                    let _ = tx.send(r);
-                    return;
-                }
-                Recv::Item(_) => {
-                    if tx.send(r).is_err() {
-                        return;
-                    }
-                }
-            }
         });
         rx
     }
