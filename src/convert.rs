@@ -9,6 +9,7 @@
 //! the inner loops carry no bounds checks.
 
 use crate::frame::{FrameLayout, PixelFormat, YuvMatrix};
+use crate::preprocess::{AxisMap, Placement};
 use crate::{Error, Result};
 
 const INV255: f32 = 1.0 / 255.0;
@@ -706,28 +707,13 @@ pub fn copy_class_ids(dst: &mut [u8], src: &[u8], classes: usize) -> usize {
     })
 }
 
-/// Source index of output coordinate `d` under PyTorch's bilinear
-/// `align_corners=False`: `(i0, i1, lambda1)`.
-#[inline(always)]
-fn source_index(d: usize, scale: f32, len: usize) -> (usize, usize, f32) {
-    let s = (scale * (d as f32 + 0.5) - 0.5).max(0.0);
-    let i0 = (s as usize).min(len - 1);
-    let i1 = if i0 < len - 1 { i0 + 1 } else { i0 };
-    (i0, i1, s - i0 as f32)
-}
-
 /// Upsamples logits `[classes, lh, lw]` to `[ph, pw]` bilinearly (PyTorch
 /// `interpolate(mode="bilinear", align_corners=False)`: src = (dst+0.5)·lh/ph − 0.5,
 /// clamped at the edges) and writes the argmax (first max wins) per pixel into `dst`
 /// (row stride `pw`). Only the top-left width×height is computed and written.
 ///
-/// When upsampling, a pixel whose four source pixels share the same argmax takes it
-/// without interpolating (bilinear weights are non-negative, so that class is the
-/// maximum in between too); only pixels near class boundaries interpolate every class.
-///
 /// # Panics
-/// When `classes` is 0 or above 256, `lh` or `lw` is 0, `width > pw`, `height > ph`,
-/// or a slice is too small.
+/// As [`logits_to_labels_mapped`], and when `width > pw` or `height > ph`.
 #[allow(clippy::too_many_arguments)]
 pub fn logits_to_labels(
     logits: &[f32],
@@ -740,42 +726,68 @@ pub fn logits_to_labels(
     height: usize,
     dst: &mut [u8],
 ) {
+    assert!(
+        width <= pw && height <= ph,
+        "logits_to_labels: frame exceeds the output size"
+    );
+    let maps = Placement::padded(pw, ph).to_output((lw, lh));
+    logits_to_labels_mapped(logits, classes, (lh, lw), maps, pw, (width, height), dst);
+}
+
+/// Writes the class map of a `width` x `height` frame into `dst` (row stride
+/// `stride`): at each pixel, the argmax (first max wins) of the logits `[classes, lh,
+/// lw]` interpolated bilinearly (PyTorch's `align_corners=False`, clamped at the edges)
+/// at the position the (y, x) [`AxisMap`]s give (from
+/// [`Placement::to_output`](crate::preprocess::Placement::to_output)).
+///
+/// When upsampling, a pixel whose four source pixels share the same argmax takes it
+/// without interpolating (bilinear weights are non-negative, so that class is the
+/// maximum in between too); only pixels near class boundaries interpolate every class.
+///
+/// # Panics
+/// When `classes` is 0 or above 256, `lh` or `lw` is 0, `width > stride`, or a slice
+/// is too small.
+pub fn logits_to_labels_mapped(
+    logits: &[f32],
+    classes: usize,
+    (lh, lw): (usize, usize),
+    (ymap, xmap): (AxisMap, AxisMap),
+    stride: usize,
+    (width, height): (usize, usize),
+    dst: &mut [u8],
+) {
     if width == 0 || height == 0 {
         return;
     }
     assert!((1..=256).contains(&classes), "logits_to_labels: {classes} classes");
     assert!(lh > 0 && lw > 0, "logits_to_labels: empty logits");
-    assert!(
-        width <= pw && height <= ph,
-        "logits_to_labels: frame exceeds the output size"
-    );
+    assert!(width <= stride, "logits_to_labels: frame exceeds the stride");
     let plane = lh * lw;
     assert!(logits.len() >= classes * plane, "logits_to_labels: logits too small");
     assert!(
-        dst.len() >= (height - 1) * pw + width,
+        dst.len() >= (height - 1) * stride + width,
         "logits_to_labels: dst too small"
     );
     let logits = &logits[..classes * plane];
 
     const CHUNK: usize = 256;
     const SPAN: usize = CHUNK + 2;
-    if lh == ph && lw == pw {
-        // Same size: interpolation is the identity.
+    if ymap.is_identity() && xmap.is_identity() && width <= lw && height <= lh {
+        // Same grid: interpolation is the identity.
         let mut best = [0.0f32; CHUNK];
         for y in 0..height {
             for cx in (0..width).step_by(CHUNK) {
                 let n = CHUNK.min(width - cx);
-                let d = &mut dst[y * pw + cx..y * pw + cx + n];
+                let d = &mut dst[y * stride + cx..y * stride + cx + n];
                 argmax_run(logits, plane, y * lw + cx, &mut best[..n], d);
             }
         }
         return;
     }
 
-    let (sy, sx) = (lh as f32 / ph as f32, lw as f32 / pw as f32);
-    if lw > pw {
+    if xmap.scale > 1.0 {
         // Downsampling (unusual): interpolate every class at every pixel.
-        return labels_direct(logits, classes, (lh, lw), (sy, sx), pw, width, height, dst);
+        return labels_direct(logits, classes, (lh, lw), (ymap, xmap), stride, width, height, dst);
     }
     let mut xi0 = [0usize; CHUNK];
     let mut xi1 = [0usize; CHUNK];
@@ -786,15 +798,15 @@ pub fn logits_to_labels(
     for cx in (0..width).step_by(CHUNK) {
         let n = CHUNK.min(width - cx);
         for (x, ((i0, i1), w1)) in (cx..).zip(xi0[..n].iter_mut().zip(xi1[..n].iter_mut()).zip(xw1[..n].iter_mut())) {
-            (*i0, *i1, *w1) = source_index(x, sx, lw);
+            (*i0, *i1, *w1) = xmap.bilinear(x, lw);
         }
-        // With lw <= pw, n columns read at most n + 1 source columns.
+        // With a scale of at most 1, n columns read at most n + 1 source columns.
         let lo = xi0[0];
         let span = xi1[n - 1] + 1 - lo;
         debug_assert!(span <= SPAN);
         let mut rows = [usize::MAX; 2];
         for y in 0..height {
-            let (y0, y1, wy1) = source_index(y, sy, lh);
+            let (y0, y1, wy1) = ymap.bilinear(y, lh);
             for (slot, src_row) in [y0, y1].into_iter().enumerate() {
                 if rows[slot] == src_row {
                     continue;
@@ -813,7 +825,7 @@ pub fn logits_to_labels(
                 }
                 rows[slot] = src_row;
             }
-            let d = &mut dst[y * pw + cx..y * pw + cx + n];
+            let d = &mut dst[y * stride + cx..y * stride + cx + n];
             let cols = xi0[..n].iter().zip(&xi1[..n]).zip(&xw1[..n]);
             for (o, ((&i0, &i1), &w1)) in d.iter_mut().zip(cols) {
                 let (a0, a1) = (i0 - lo, i1 - lo);
@@ -875,8 +887,8 @@ fn labels_direct(
     logits: &[f32],
     classes: usize,
     (lh, lw): (usize, usize),
-    (sy, sx): (f32, f32),
-    pw: usize,
+    (ymap, xmap): (AxisMap, AxisMap),
+    stride: usize,
     width: usize,
     height: usize,
     dst: &mut [u8],
@@ -884,9 +896,9 @@ fn labels_direct(
     let plane = lh * lw;
     debug_assert_eq!(logits.len(), classes * plane);
     for y in 0..height {
-        let (y0, y1, wy1) = source_index(y, sy, lh);
-        for (x, o) in dst[y * pw..y * pw + width].iter_mut().enumerate() {
-            let (x0, x1, wx1) = source_index(x, sx, lw);
+        let (y0, y1, wy1) = ymap.bilinear(y, lh);
+        for (x, o) in dst[y * stride..y * stride + width].iter_mut().enumerate() {
+            let (x0, x1, wx1) = xmap.bilinear(x, lw);
             let at = [y0 * lw + x0, y0 * lw + x1, y1 * lw + x0, y1 * lw + x1];
             *o = argmax_bilinear(logits, plane, at, wy1, wx1);
         }
@@ -1353,8 +1365,8 @@ mod tests {
         let mut out = vec![0u8; ph * pw];
         for y in 0..ph {
             for x in 0..pw {
-                let (y0, y1, ly) = source_index(y, sy, lh);
-                let (x0, x1, lx) = source_index(x, sx, lw);
+                let (y0, y1, ly) = AxisMap { offset: 0.0, scale: sy }.bilinear(y, lh);
+                let (x0, x1, lx) = AxisMap { offset: 0.0, scale: sx }.bilinear(x, lw);
                 let mut best = f32::NEG_INFINITY;
                 for c in 0..classes {
                     let at = |yy: usize, xx: usize| logits[c * lh * lw + yy * lw + xx];

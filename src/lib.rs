@@ -8,6 +8,7 @@ pub mod frame;
 pub mod metrics;
 pub mod model;
 pub mod noise;
+pub mod preprocess;
 pub mod processing;
 pub mod queue;
 pub mod runtime;

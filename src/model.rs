@@ -1,15 +1,19 @@
 //! The model contract: the TOML sidecar beside each `.onnx` file, and the checks of an
 //! ONNX graph against it.
 //!
-//! A model takes `image` (float32 [N,3,H,W], RGB in [0,1]) and optionally `sigma`
-//! (float32 [N,1,1,1], noise standard deviation on the [0,1] scale), and gives at least
-//! one of `denoised` (float32 [N,3,H,W]), `labels` (uint8 [N,H,W] class ids) and
-//! `logits` (float32 [N,C,h,w]). The sidecar `<stem>.toml` names the tensors and
-//! describes the model (see `models/README.md` for the full schema).
+//! A model takes `image` (float32 [N,3,H,W], RGB in [0,1] by default) and optionally
+//! `sigma` (float32 [N,1,1,1], noise standard deviation on the [0,1] scale), and gives
+//! at least one of `denoised` (float32, shaped like `image`), `labels` (uint8, int32 or
+//! int64 [N,h,w] class ids) and `logits` (float32 [N,C,h,w]). The sidecar
+//! `<stem>.toml` names the tensors and describes the model; its `[preprocess]` table
+//! says how the image is fed (channel order, layout, normalisation, and the resize for
+//! graphs with a fixed input size: see [`crate::preprocess`]). `models/README.md` has
+//! the full schema.
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::preprocess::{Layout, Preprocess};
 use crate::{Error, Result};
 
 /// One semantic class: its id (the value in the label map), name and display colour.
@@ -88,6 +92,8 @@ struct Sidecar {
     #[serde(default)]
     outputs: OutputNames,
     #[serde(default)]
+    preprocess: Preprocess,
+    #[serde(default)]
     classes: Vec<ClassInfo>,
     #[serde(default)]
     metrics: toml::Table,
@@ -112,6 +118,8 @@ pub struct ModelSpec {
     pub denoised_output: Option<String>,
     pub labels_output: Option<String>,
     pub logits_output: Option<String>,
+    /// How frames are fed to the model and its outputs read back.
+    pub preprocess: Preprocess,
     /// Classes in id order (`classes[i].id == i`); empty for denoise-only models.
     pub classes: Vec<ClassInfo>,
     pub metrics: toml::Table,
@@ -122,7 +130,22 @@ pub struct ModelSpec {
 pub enum ElemType {
     F32,
     U8,
+    I32,
+    I64,
     Other,
+}
+
+impl ElemType {
+    /// The ONNX name of the type.
+    pub fn name(self) -> &'static str {
+        match self {
+            ElemType::F32 => "float32",
+            ElemType::U8 => "uint8",
+            ElemType::I32 => "int32",
+            ElemType::I64 => "int64",
+            ElemType::Other => "another type",
+        }
+    }
 }
 
 /// What a graph declares for one input or output: name, element type and dimensions
@@ -206,6 +229,7 @@ impl ModelSpec {
         if names.iter().flatten().any(|n| n.is_empty()) {
             return Err(bad("a tensor name in [inputs] or [outputs] is empty".into()));
         }
+        sc.preprocess.check().map_err(|m| bad(format!("[preprocess] {m}")))?;
         Ok(ModelSpec {
             path: model.to_path_buf(),
             sidecar_path: sidecar_path.to_path_buf(),
@@ -221,6 +245,7 @@ impl ModelSpec {
             denoised_output: sc.outputs.denoised,
             labels_output: sc.outputs.labels,
             logits_output: sc.outputs.logits,
+            preprocess: sc.preprocess,
             classes,
             metrics: sc.metrics,
         })
@@ -250,8 +275,9 @@ impl ModelSpec {
         }
     }
 
-    /// Checks the graph's declared inputs and outputs against the sidecar and the contract.
-    pub fn check_graph(&self, inputs: &[TensorDecl], outputs: &[TensorDecl]) -> Result<()> {
+    /// Checks the graph's declared inputs and outputs against the sidecar and the
+    /// contract, and says what the runtime needs to know of its shapes.
+    pub fn check_graph(&self, inputs: &[TensorDecl], outputs: &[TensorDecl]) -> Result<GraphInfo> {
         let bad = |message: String| Error::Contract {
             path: self.path.clone(),
             message,
@@ -266,37 +292,32 @@ impl ModelSpec {
                 ))
             })
         };
-        let check = |d: &TensorDecl, elem: ElemType, rank: usize, fixed: &[(usize, i64)]| {
-            if d.elem != elem {
+        let check = |d: &TensorDecl, elems: &[ElemType], rank: usize, fixed: &[(usize, i64)]| {
+            if !elems.contains(&d.elem) {
+                let want = elems.iter().map(|e| e.name()).collect::<Vec<_>>().join(", ");
                 return Err(bad(format!(
-                    "'{}' must be {} but the graph declares {:?}",
+                    "'{}' must be {want} but the graph declares {}",
                     d.name,
-                    match elem {
-                        ElemType::F32 => "float32",
-                        ElemType::U8 => "uint8",
-                        ElemType::Other => "?",
-                    },
-                    d.elem
+                    d.elem.name()
                 )));
             }
             if let Some(dims) = &d.dims {
                 if dims.len() != rank {
                     return Err(bad(format!(
-                        "'{}' must have rank {rank} but has rank {} ([{}])",
+                        "'{}' must have rank {rank} but has rank {} ({})",
                         d.name,
                         dims.len(),
-                        dims.iter()
-                            .map(|d| d.map_or("?".to_string(), |v| v.to_string()))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        d.shape()
                     )));
                 }
                 for &(axis, want) in fixed {
                     if let Some(got) = dims[axis] {
-                        if got != want && got > 0 {
+                        if got != want {
                             return Err(bad(format!(
-                                "'{}' dimension {axis} must be {want} but is {got}",
-                                d.name
+                                "'{}' dimension {axis} must be {want} but is {got} ({}; [preprocess] layout = \"{}\")",
+                                d.name,
+                                d.shape(),
+                                self.preprocess.layout.name()
                             )));
                         }
                     }
@@ -304,11 +325,28 @@ impl ModelSpec {
             }
             Ok(())
         };
+        let layout = self.preprocess.layout;
+        let channel_axis = layout.channel_axis();
         let image = find(inputs, &self.image_input, "input")?;
-        check(&image, ElemType::F32, 4, &[(1, 3)])?;
+        check(&image, &[ElemType::F32], 4, &[(channel_axis, 3)])?;
+        let dim = |axis: usize| image.dims.as_ref().and_then(|d| d[axis]).map(|v| v as usize);
+        let (h_axis, w_axis) = layout.spatial_axes();
+        let fixed_size = match (dim(w_axis), dim(h_axis)) {
+            (Some(w), Some(h)) => Some((w, h)),
+            (None, None) => None,
+            _ => {
+                return Err(bad(format!(
+                    "'{}' ({}) fixes one of height and width but not the other; fix both (the frame \
+                     is then resized, [preprocess] resize) or neither",
+                    image.name,
+                    image.shape()
+                )))
+            }
+        };
+        let fixed_batch = dim(0);
         if let Some(name) = &self.sigma_input {
             let sigma = find(inputs, name, "input")?;
-            check(&sigma, ElemType::F32, 4, &[(1, 1), (2, 1), (3, 1)])?;
+            check(&sigma, &[ElemType::F32], 4, &[(1, 1), (2, 1), (3, 1)])?;
         }
         for extra in inputs {
             if extra.name != self.image_input && Some(&extra.name) != self.sigma_input.as_ref() {
@@ -319,16 +357,24 @@ impl ModelSpec {
             }
         }
         if let Some(name) = &self.denoised_output {
-            check(&find(outputs, name, "output")?, ElemType::F32, 4, &[(1, 3)])?;
+            check(
+                &find(outputs, name, "output")?,
+                &[ElemType::F32],
+                4,
+                &[(channel_axis, 3)],
+            )?;
         }
+        let mut labels_elem = ElemType::U8;
         if let Some(name) = &self.labels_output {
-            check(&find(outputs, name, "output")?, ElemType::U8, 3, &[])?;
+            let labels = find(outputs, name, "output")?;
+            check(&labels, &[ElemType::U8, ElemType::I32, ElemType::I64], 3, &[])?;
+            labels_elem = labels.elem;
         }
         if let Some(name) = &self.logits_output {
             let logits = find(outputs, name, "output")?;
-            check(&logits, ElemType::F32, 4, &[])?;
+            check(&logits, &[ElemType::F32], 4, &[])?;
             if let Some(Some(c)) = logits.dims.as_ref().map(|d| d[1]) {
-                if c > 0 && c as usize != self.classes.len() {
+                if c as usize != self.classes.len() {
                     return Err(bad(format!(
                         "'{}' has {c} channels but the sidecar lists {} classes",
                         logits.name,
@@ -337,7 +383,50 @@ impl ModelSpec {
                 }
             }
         }
-        Ok(())
+        Ok(GraphInfo {
+            fixed_size,
+            fixed_batch,
+            labels_elem,
+        })
+    }
+}
+
+/// What the runtime needs to know of a checked graph's shapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GraphInfo {
+    /// The image input's fixed (width, height), when the graph fixes it: frames are
+    /// then resized to it (`[preprocess] resize`); `None`: any size (a multiple of
+    /// `size_multiple`).
+    pub fixed_size: Option<(usize, usize)>,
+    /// The graph's fixed batch size, when it fixes one.
+    pub fixed_batch: Option<usize>,
+    /// The element type of `labels` (uint8 when the model has none).
+    pub labels_elem: ElemType,
+}
+
+impl TensorDecl {
+    /// The shape as text, `?` for dynamic dimensions: `[?, 3, 512, 1024]`.
+    pub fn shape(&self) -> String {
+        match &self.dims {
+            Some(dims) => format!(
+                "[{}]",
+                dims.iter()
+                    .map(|d| d.map_or("?".to_string(), |v| v.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => "[unknown shape]".into(),
+        }
+    }
+}
+
+/// The layout an image input's dimensions suggest: the axis of size 3 (NCHW when
+/// both would fit).
+pub fn layout_of_image(dims: &[Option<i64>]) -> Option<Layout> {
+    match dims {
+        [_, Some(3), _, _] => Some(Layout::Nchw),
+        [_, _, _, Some(3)] => Some(Layout::Nhwc),
+        _ => None,
     }
 }
 
@@ -455,6 +544,39 @@ labels = "labels"
         let gray = [decl("image", ElemType::F32, &[-1, 1, -1, -1])];
         let e = s.check_graph(&gray, &outputs).unwrap_err();
         assert!(e.to_string().contains("dimension 1 must be 3"), "{e}");
+    }
+
+    #[test]
+    fn graphs_brought_by_users_channels_last_fixed_sizes_and_integer_labels() {
+        let nhwc = spec(&format!(
+            "{JOINT}\n[preprocess]\nlayout = \"nhwc\"\nchannels = \"bgr\"\n"
+        ))
+        .unwrap();
+        let inputs = [decl("image", ElemType::F32, &[1, 512, 1024, 3])];
+        let outputs = [
+            decl("denoised", ElemType::F32, &[1, 512, 1024, 3]),
+            decl("labels", ElemType::I64, &[1, 128, 256]),
+        ];
+        let g = nhwc.check_graph(&inputs, &outputs).unwrap();
+        assert_eq!(g.fixed_size, Some((1024, 512)));
+        assert_eq!(g.fixed_batch, Some(1));
+        assert_eq!(g.labels_elem, ElemType::I64);
+        // The same graph read as NCHW has 512 channels.
+        let e = spec(JOINT).unwrap().check_graph(&inputs, &outputs).unwrap_err();
+        assert!(e.to_string().contains("dimension 1 must be 3"), "{e}");
+        assert!(e.to_string().contains("layout = \"nchw\""), "{e}");
+        // Dynamic graphs stay dynamic; half-fixed sizes are refused.
+        let dynamic = [decl("image", ElemType::F32, &[-1, -1, -1, 3])];
+        let g = nhwc.check_graph(&dynamic, &outputs).unwrap();
+        assert_eq!((g.fixed_size, g.fixed_batch), (None, None));
+        let half = [decl("image", ElemType::F32, &[-1, 512, -1, 3])];
+        let e = nhwc.check_graph(&half, &outputs).unwrap_err();
+        assert!(e.to_string().contains("fixes one of height and width"), "{e}");
+        let float_labels = [outputs[0].clone(), decl("labels", ElemType::F32, &[1, 8, 8])];
+        let e = nhwc.check_graph(&inputs, &float_labels).unwrap_err();
+        assert!(e.to_string().contains("uint8, int32, int64"), "{e}");
+        let e = spec(&format!("{JOINT}\n[preprocess]\nstd = [1, 0, 1]\n")).unwrap_err();
+        assert!(e.to_string().contains("[preprocess] std"), "{e}");
     }
 
     #[test]

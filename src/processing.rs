@@ -88,11 +88,21 @@ impl BatchStage for SigmaPolicy {
     }
 }
 
-/// Post-processing: a model that gives logits gets its class map here.
+/// Post-processing: a model that gives logits gets its class map here, through the
+/// frame's placement in the model input.
 fn labels_from_logits(t: &mut Tensors) {
     if let Segmentation::Logits { classes, h, w } = t.segmentation {
         if classes > 0 {
-            convert::logits_to_labels(&t.logits, classes, h, w, t.ph, t.pw, t.width, t.height, &mut t.labels);
+            let maps = t.placement.to_output((w, h));
+            convert::logits_to_labels_mapped(
+                &t.logits,
+                classes,
+                (h, w),
+                maps,
+                t.pw,
+                (t.width, t.height),
+                &mut t.labels,
+            );
             t.segmentation = Segmentation::Labels;
         }
     }

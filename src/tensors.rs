@@ -5,6 +5,7 @@ use std::ops::{Deref, DerefMut};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::model::round_up;
+use crate::preprocess::Placement;
 
 /// Per-frame tensors: the padded planar input image, and the model's results.
 /// Reused from frame to frame through a pool.
@@ -32,6 +33,9 @@ pub struct Tensors {
     pub sigma: f32,
     /// What was wrong with the model's outputs for this frame (and mended).
     pub faults: OutputFaults,
+    /// Where the frame lay in the model's input, so that `logits` map back to it: the
+    /// padded frame itself unless the model has a fixed input size.
+    pub placement: Placement,
 }
 
 /// The segmentation result of one frame.
@@ -42,7 +46,8 @@ pub enum Segmentation {
     None,
     /// A class map in `labels`.
     Labels,
-    /// Raw logits in `logits`, [classes, h, w]; post-processing turns them into `Labels`.
+    /// Raw logits in `logits`, [classes, h, w], covering the model input (see
+    /// `Tensors::placement`); post-processing turns them into `Labels`.
     Logits { classes: usize, h: usize, w: usize },
 }
 
@@ -83,6 +88,7 @@ impl Tensors {
         self.sigma_estimate = -1.0;
         self.sigma = 0.0;
         self.faults = OutputFaults::default();
+        self.placement = Placement::padded(pw, ph);
     }
 }
 

@@ -6,15 +6,25 @@ use ort::value::TensorRef;
 
 use super::session::{LoadedModel, Provider};
 use crate::backend::Backend;
+use crate::model::ElemType;
+use crate::preprocess::{self, LabelValue, Placement, Scratch};
 use crate::tensors::{Pooled, Segmentation, Tensors};
 use crate::{convert, Error, Result};
 
 /// The [`Backend`] on an ONNX Runtime session.
+///
+/// A model that takes the engine's frame tensor as it is (the default `[preprocess]`,
+/// any input size) is fed it directly: one frame without a copy, several copied into
+/// one batch. Any other model has its input written here, on the inference thread
+/// ([`preprocess::write_input`]), and its outputs read back through the frame's
+/// [`Placement`]. A graph with a fixed batch size runs the frames in chunks of that
+/// size, the last one padded with copies of its last frame.
 pub struct OrtBackend {
     model: LoadedModel,
-    /// Batch input, reused (batches of more than one frame are copied into it).
+    /// Batch input, reused (grows only when the sizes do).
     batch_image: Vec<f32>,
     sigma: Vec<f32>,
+    scratch: Scratch,
 }
 
 impl OrtBackend {
@@ -23,38 +33,53 @@ impl OrtBackend {
             model,
             batch_image: Vec::new(),
             sigma: Vec::new(),
+            scratch: Scratch::default(),
         }
     }
 
     pub fn provider(&self) -> Provider {
         self.model.provider
     }
-}
 
-impl Backend for OrtBackend {
-    fn run(&mut self, batch: &mut [Pooled]) -> Result<()> {
-        let Some(first) = batch.first() else {
-            return Ok(());
-        };
+    /// Runs one chunk of frames as a batch of `rows` (at least the frames; the rest
+    /// repeat the last frame).
+    fn run_chunk(&mut self, batch: &mut [Pooled], rows: usize) -> Result<()> {
         let n = batch.len();
-        let (pw, ph) = (first.pw, first.ph);
-        let frame_len = 3 * pw * ph;
         let spec = &self.model.spec;
-        let shape = [n, 3, ph, pw];
-        // One frame: the frame's own tensor, no copy. Several: one contiguous batch.
-        let image: &[f32] = if n == 1 {
-            &first.image[..frame_len]
+        let pre = &spec.preprocess;
+        let fixed = self.model.graph.fixed_size;
+        let (pw, ph) = (batch[0].pw, batch[0].ph);
+        let (iw, ih) = fixed.unwrap_or((pw, ph));
+        for t in batch.iter_mut() {
+            t.placement = match fixed {
+                Some(size) => Placement::fixed(t.width, t.height, size, pre.resize),
+                None => Placement::padded(t.pw, t.ph),
+            };
+        }
+        let per = 3 * iw * ih;
+        let direct = fixed.is_none() && pre.feeds_frame_tensor();
+        let shape = pre.layout.shape(rows, iw, ih);
+        let image: &[f32] = if direct && rows == 1 {
+            // One frame: the frame's own tensor, no copy.
+            &batch[0].image[..per]
         } else {
-            self.batch_image.resize(n * frame_len, 0.0);
-            for (dst, t) in self.batch_image.chunks_exact_mut(frame_len).zip(batch.iter()) {
-                dst.copy_from_slice(&t.image[..frame_len]);
+            self.batch_image.resize(rows * per, 0.0);
+            for (dst, t) in self.batch_image.chunks_exact_mut(per).zip(batch.iter()) {
+                if direct {
+                    dst.copy_from_slice(&t.image[..per]);
+                } else {
+                    preprocess::write_input(pre, &t.placement, &t.image, (t.pw, t.ph), dst, &mut self.scratch);
+                }
+            }
+            for i in n..rows {
+                self.batch_image.copy_within((n - 1) * per..n * per, i * per);
             }
             &self.batch_image
         };
         let image = TensorRef::from_array_view((shape, image))?;
         self.sigma.clear();
-        self.sigma.extend(batch.iter().map(|t| t.sigma));
-        let sigma = TensorRef::from_array_view(([n, 1, 1, 1], &self.sigma[..]))?;
+        self.sigma.extend((0..rows).map(|i| batch[i.min(n - 1)].sigma));
+        let sigma = TensorRef::from_array_view(([rows, 1, 1, 1], &self.sigma[..]))?;
         let outputs = match &spec.sigma_input {
             Some(name) => self.model.session.run(ort::inputs![
                 spec.image_input.as_str() => image,
@@ -70,30 +95,62 @@ impl Backend for OrtBackend {
             path: spec.path.clone(),
             message: format!("output '{what}' has shape {got:?} for an input of {shape:?}"),
         };
+        let scratch = &mut self.scratch;
         if let Some(name) = &spec.denoised_output {
             let (s, data) = outputs[name.as_str()].try_extract_tensor::<f32>()?;
-            if **s != [n as i64, 3, ph as i64, pw as i64] {
+            if **s != shape.map(|d| d as i64) {
                 return Err(bad_shape(name, s));
             }
-            for (src, t) in data.chunks_exact(frame_len).zip(batch.iter_mut()) {
-                t.faults.nonfinite_denoised = convert::copy_finite(&mut t.image[..frame_len], src);
+            for (src, t) in data.chunks_exact(per).zip(batch.iter_mut()) {
+                let (frame, place) = ((t.pw, t.ph), t.placement);
+                t.faults.nonfinite_denoised = if direct {
+                    convert::copy_finite(&mut t.image[..per], src)
+                } else {
+                    preprocess::read_denoised(pre, &place, src, &mut t.image, frame, scratch)
+                };
                 t.denoised = true;
             }
         }
         if let Some(name) = &spec.labels_output {
-            let (s, data) = outputs[name.as_str()].try_extract_tensor::<u8>()?;
-            if **s != [n as i64, ph as i64, pw as i64] {
+            let value = &outputs[name.as_str()];
+            let classes = spec.classes.len();
+            let s = value.shape();
+            if s.len() != 3 || s[0] != rows as i64 || s[1] <= 0 || s[2] <= 0 {
                 return Err(bad_shape(name, s));
             }
-            let classes = spec.classes.len();
-            for (src, t) in data.chunks_exact(pw * ph).zip(batch.iter_mut()) {
-                t.faults.bad_labels = convert::copy_class_ids(&mut t.labels[..pw * ph], src, classes);
+            let (lh, lw) = (s[1] as usize, s[2] as usize);
+            let same_grid = fixed.is_none() && (lw, lh) == (pw, ph);
+            match self.model.graph.labels_elem {
+                ElemType::U8 => {
+                    let (_, data) = value.try_extract_tensor::<u8>()?;
+                    for (src, t) in data.chunks_exact(lh * lw).zip(batch.iter_mut()) {
+                        t.faults.bad_labels = if same_grid {
+                            convert::copy_class_ids(&mut t.labels[..pw * ph], src, classes)
+                        } else {
+                            labels_back(src, (lw, lh), classes, t, scratch)
+                        };
+                    }
+                }
+                ElemType::I32 => {
+                    let (_, data) = value.try_extract_tensor::<i32>()?;
+                    for (src, t) in data.chunks_exact(lh * lw).zip(batch.iter_mut()) {
+                        t.faults.bad_labels = labels_back(src, (lw, lh), classes, t, scratch);
+                    }
+                }
+                _ => {
+                    let (_, data) = value.try_extract_tensor::<i64>()?;
+                    for (src, t) in data.chunks_exact(lh * lw).zip(batch.iter_mut()) {
+                        t.faults.bad_labels = labels_back(src, (lw, lh), classes, t, scratch);
+                    }
+                }
+            }
+            for t in batch.iter_mut() {
                 t.segmentation = Segmentation::Labels;
             }
         }
         if let Some(name) = &spec.logits_output {
             let (s, data) = outputs[name.as_str()].try_extract_tensor::<f32>()?;
-            let ok = s.len() == 4 && s[0] == n as i64 && s[1] as usize == spec.classes.len() && s[2] > 0 && s[3] > 0;
+            let ok = s.len() == 4 && s[0] == rows as i64 && s[1] as usize == spec.classes.len() && s[2] > 0 && s[3] > 0;
             if !ok {
                 return Err(bad_shape(name, s));
             }
@@ -110,6 +167,38 @@ impl Backend for OrtBackend {
             }
         }
         Ok(())
+    }
+}
+
+/// Reads one frame's labels (`[lh, lw]`) back into its class map over the frame grid.
+fn labels_back<T: LabelValue>(
+    src: &[T],
+    size: (usize, usize),
+    classes: usize,
+    t: &mut Tensors,
+    scratch: &mut Scratch,
+) -> usize {
+    let place = t.placement;
+    preprocess::read_labels(src, size, &place, classes, place.grid, &mut t.labels, t.pw, scratch)
+}
+
+impl Backend for OrtBackend {
+    fn run(&mut self, batch: &mut [Pooled]) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match self.model.graph.fixed_batch {
+            Some(rows) => {
+                for chunk in batch.chunks_mut(rows.max(1)) {
+                    self.run_chunk(chunk, rows.max(1))?;
+                }
+                Ok(())
+            }
+            None => {
+                let rows = batch.len();
+                self.run_chunk(batch, rows)
+            }
+        }
     }
 }
 
@@ -151,6 +240,7 @@ fn load_input(dst: &mut Tensors, src: &Tensors) {
     dst.sigma_estimate = src.sigma_estimate;
     dst.sigma = src.sigma;
     dst.faults = Default::default();
+    dst.placement = src.placement;
 }
 
 /// A bare inference loop, the yardstick of the element's frame queue: runs `backend`

@@ -11,7 +11,8 @@ use ort::session::Session;
 use ort::value::{TensorElementType, ValueType};
 
 use super::environment::tune_allocator;
-use crate::model::{ElemType, ModelSpec, TensorDecl};
+use crate::model::{ElemType, GraphInfo, ModelSpec, TensorDecl};
+use crate::preprocess::Layout;
 use crate::{Error, Result};
 
 /// Which execution provider runs the model.
@@ -104,18 +105,35 @@ pub const TENSORRT_MAX_SIZE: (usize, usize) = (3840, 2160);
 /// any frame from one `multiple` square up to [`TENSORRT_MAX_SIZE`] (padded) and any
 /// batch up to `batch` runs on one engine, so a caps change never needs a rebuild;
 /// kernels are tuned for `batch` frames of `opt_size` (width, height), the size in use.
-pub fn tensorrt_profile(input: &str, batch: usize, opt_size: (usize, usize), multiple: usize) -> [String; 3] {
+/// A graph with a `fixed` input size (width, height) takes only that size; one with a
+/// fixed batch only that batch.
+pub fn tensorrt_profile(
+    input: &str,
+    layout: Layout,
+    batch: usize,
+    opt_size: (usize, usize),
+    multiple: usize,
+    graph: &GraphInfo,
+) -> [String; 3] {
     let m = multiple.max(1);
     let (w, h) = opt_size;
-    let (mw, mh) = (
+    let max = (
         crate::model::round_up(TENSORRT_MAX_SIZE.0.max(w), m),
         crate::model::round_up(TENSORRT_MAX_SIZE.1.max(h), m),
     );
-    [
-        format!("{input}:1x3x{m}x{m}"),
-        format!("{input}:{batch}x3x{h}x{w}"),
-        format!("{input}:{batch}x3x{mh}x{mw}"),
-    ]
+    let (min, opt, max) = match graph.fixed_size {
+        Some(size) => (size, size, size),
+        None => ((m, m), (w, h), max),
+    };
+    let (min_batch, batch) = match graph.fixed_batch {
+        Some(b) => (b, b),
+        None => (1, batch),
+    };
+    let shape = |n: usize, (w, h): (usize, usize)| {
+        let dims = layout.shape(n, w, h).map(|d| d.to_string());
+        format!("{input}:{}", dims.join("x"))
+    };
+    [shape(min_batch, min), shape(batch, opt), shape(batch, max)]
 }
 
 fn oe<R>(e: ort::Error<R>) -> Error {
@@ -136,7 +154,12 @@ fn builder(env: &Environment, opts: &SessionOptions) -> Result<SessionBuilder> {
     Ok(b)
 }
 
-fn provider_dispatch(p: Provider, spec: &ModelSpec, opts: &SessionOptions) -> Result<ep::ExecutionProviderDispatch> {
+fn provider_dispatch(
+    env: &Environment,
+    p: Provider,
+    spec: &ModelSpec,
+    opts: &SessionOptions,
+) -> Result<ep::ExecutionProviderDispatch> {
     Ok(match p {
         Provider::TensorRt => {
             let mut trt = ep::TensorRT::default()
@@ -155,11 +178,24 @@ fn provider_dispatch(p: Provider, spec: &ModelSpec, opts: &SessionOptions) -> Re
                     .with_timing_cache_path(&d);
             }
             if let Some(size) = opts.profile_size {
-                let [min, opt, max] = tensorrt_profile(&spec.image_input, opts.batch_size, size, spec.size_multiple);
+                // The profile depends on the graph's fixed dimensions, known only from
+                // the graph itself: read it first.
+                let (inputs, outputs) = read_graph(env, &spec.path)?;
+                let graph = spec.check_graph(&inputs, &outputs)?;
+                let batch = graph.fixed_batch.unwrap_or(opts.batch_size);
+                let [min, opt, max] = tensorrt_profile(
+                    &spec.image_input,
+                    spec.preprocess.layout,
+                    opts.batch_size,
+                    size,
+                    spec.size_multiple,
+                    &graph,
+                );
+                let min_batch = graph.fixed_batch.unwrap_or(1);
                 let sigma = spec
                     .sigma_input
                     .as_ref()
-                    .map(|s| (format!(",{s}:1x1x1x1"), format!(",{s}:{}x1x1x1", opts.batch_size)));
+                    .map(|s| (format!(",{s}:{min_batch}x1x1x1"), format!(",{s}:{batch}x1x1x1")));
                 let (s_min, s_max) = sigma.unwrap_or_default();
                 trt = trt
                     .with_profile_min_shapes(format!("{min}{s_min}"))
@@ -186,7 +222,7 @@ fn session_for(env: &Environment, spec: &ModelSpec, p: Provider, opts: &SessionO
                 .into(),
         });
     }
-    let eps = [provider_dispatch(p, spec, opts)?];
+    let eps = [provider_dispatch(env, p, spec, opts)?];
     let mut b = builder(env, opts)?
         .with_execution_providers(eps)
         .map_err(|e| Error::Provider {
@@ -207,6 +243,8 @@ fn decls(outlets: &[ort::value::Outlet]) -> Vec<TensorDecl> {
                     match ty {
                         TensorElementType::Float32 => ElemType::F32,
                         TensorElementType::Uint8 => ElemType::U8,
+                        TensorElementType::Int32 => ElemType::I32,
+                        TensorElementType::Int64 => ElemType::I64,
                         _ => ElemType::Other,
                     },
                     Some(shape.iter().map(|&d| (d > 0).then_some(d)).collect()),
@@ -222,11 +260,27 @@ fn decls(outlets: &[ort::value::Outlet]) -> Vec<TensorDecl> {
         .collect()
 }
 
+/// The inputs and outputs an ONNX file declares, read without building a session for
+/// any provider (the graph is loaded on the CPU, unoptimised, and dropped).
+pub fn read_graph(env: &Environment, path: &std::path::Path) -> Result<(Vec<TensorDecl>, Vec<TensorDecl>)> {
+    let session = Session::builder(env)
+        .map_err(oe)?
+        .with_optimization_level(GraphOptimizationLevel::Disable)
+        .map_err(oe)?
+        .with_intra_threads(1)
+        .map_err(oe)?
+        .commit_from_file(path)
+        .map_err(|e| Error::Ort(format!("cannot load model {}: {e}", path.display())))?;
+    Ok((decls(session.inputs()), decls(session.outputs())))
+}
+
 /// A session, the provider it runs on, and the contract it was checked against.
 pub struct LoadedModel {
     pub session: Session,
     pub provider: Provider,
     pub spec: ModelSpec,
+    /// What the graph fixes of its shapes.
+    pub graph: GraphInfo,
     /// Warnings for the user (an `auto` fallback, say).
     pub warnings: Vec<String>,
 }
@@ -259,11 +313,12 @@ pub fn load_model(env: &Environment, spec: &ModelSpec, opts: &SessionOptions) ->
         }
         p => (session_for(env, spec, p, opts)?, p),
     };
-    spec.check_graph(&decls(session.inputs()), &decls(session.outputs()))?;
+    let graph = spec.check_graph(&decls(session.inputs()), &decls(session.outputs()))?;
     Ok(LoadedModel {
         session,
         provider,
         spec: spec.clone(),
+        graph,
         warnings,
     })
 }
@@ -283,13 +338,30 @@ mod tests {
 
     #[test]
     fn tensorrt_profile_covers_batch_and_size() {
-        let [min, opt, max] = tensorrt_profile("image", 4, (1024, 512), 8);
+        let any = GraphInfo {
+            fixed_size: None,
+            fixed_batch: None,
+            labels_elem: ElemType::U8,
+        };
+        let [min, opt, max] = tensorrt_profile("image", Layout::Nchw, 4, (1024, 512), 8, &any);
         assert_eq!(min, "image:1x3x8x8");
         assert_eq!(opt, "image:4x3x512x1024");
         assert_eq!(max, "image:4x3x2160x3840");
         // A size beyond 4K in use still fits, rounded to the multiple.
-        let [_, opt, max] = tensorrt_profile("image", 1, (4100, 2200), 16);
+        let [_, opt, max] = tensorrt_profile("image", Layout::Nchw, 1, (4100, 2200), 16, &any);
         assert_eq!(opt, "image:1x3x2200x4100");
         assert_eq!(max, "image:1x3x2208x4112");
+        // Channels last; a fixed size and batch are the only shape.
+        let [min, _, _] = tensorrt_profile("x", Layout::Nhwc, 2, (640, 480), 1, &any);
+        assert_eq!(min, "x:1x1x1x3");
+        let fixed = GraphInfo {
+            fixed_size: Some((1024, 512)),
+            fixed_batch: Some(1),
+            ..any
+        };
+        let [min, opt, max] = tensorrt_profile("x", Layout::Nhwc, 4, (640, 480), 1, &fixed);
+        assert_eq!(min, "x:1x512x1024x3");
+        assert_eq!(opt, min);
+        assert_eq!(max, min);
     }
 }
