@@ -387,10 +387,26 @@ pub fn read_denoised(
         Layout::Nchw => (iw * ih, 1, iw),
         Layout::Nhwc => (1, 3, iw * 3),
     };
-    let (ymap, xmap) = place.to_output((iw, ih));
+    // Frame pixels sample the model's output inside the frame's box only (clamped to
+    // its edges), so that a letterbox's padding never bleeds into the frame.
+    let (x0, y0, bw, bh) = place.frame_box;
+    let (ymap, xmap) = (
+        AxisMap {
+            offset: 0.0,
+            scale: bh as f32 / gh as f32,
+        },
+        AxisMap {
+            offset: 0.0,
+            scale: bw as f32 / gw as f32,
+        },
+    );
     let resample = !place.is_identity();
     if resample {
-        taps(&mut scratch.taps, xmap, gw, iw);
+        taps(&mut scratch.taps, xmap, gw, bw);
+        for t in scratch.taps.iter_mut() {
+            t.0 += x0;
+            t.1 += x0;
+        }
     }
     let mut bad = 0;
     for k in 0..3 {
@@ -412,8 +428,8 @@ pub fn read_denoised(
                 }
                 continue;
             }
-            let (r0, r1, wy) = ymap.bilinear(y, ih);
-            let (a, b) = (&model[r0 * ys..], &model[r1 * ys..]);
+            let (r0, r1, wy) = ymap.bilinear(y, bh);
+            let (a, b) = (&model[(y0 + r0) * ys..], &model[(y0 + r1) * ys..]);
             for (o, &(i0, i1, wx)) in out.iter_mut().zip(&scratch.taps) {
                 let (p0, p1) = (i0 * xs, i1 * xs);
                 let top = a[p0] + (a[p1] - a[p0]) * wx;
@@ -716,6 +732,14 @@ mod tests {
                 }
             }
         }
+        // A shrunk letterbox: 40x40 into 64x32 is a 32x32 box at x0 = 16. The model
+        // gives white inside the box and black padding: none of it reaches the frame.
+        let place = Placement::fixed(40, 40, (64, 32), Resize::Letterbox);
+        assert_eq!(place.frame_box, (16, 0, 32, 32));
+        let out = frame(64, 32, |_, x, _| if (16..48).contains(&x) { 1.0 } else { 0.0 });
+        let mut dst = vec![0.5; 3 * 40 * 40];
+        read_denoised(&Preprocess::default(), &place, &out, &mut dst, (40, 40), &mut Scratch::default());
+        assert!(dst.iter().all(|&v| v == 1.0));
         // Non-finite values keep the input.
         let mut nan = out.clone();
         nan[0] = f32::NAN;
