@@ -146,9 +146,14 @@ fn to_model(planes: &[Vec<f64>; 3], width: usize, height: usize, f: Fit) -> [Vec
     })
 }
 
-/// The model-grid coordinate a frame pixel `d` takes the denoised value from (bilinear).
+/// The model-grid coordinate a frame pixel `d` takes the denoised value from
+/// (bilinear), clamped to the box the frame was resized to: with letterbox the padding
+/// never reaches the output, even where the box is smaller than the frame (where the
+/// unclamped coordinate of the first and last pixels lies up to half a model pixel
+/// outside the box).
 fn back_coord(d: usize, frame_len: usize, box_start: usize, box_len: usize) -> f64 {
-    box_start as f64 + (d as f64 + 0.5) * box_len as f64 / frame_len as f64 - 0.5
+    let s = box_start as f64 + (d as f64 + 0.5) * box_len as f64 / frame_len as f64 - 0.5;
+    s.clamp(box_start as f64, (box_start + box_len - 1) as f64)
 }
 
 /// The label index a frame pixel `d` takes from a label grid `labels_len` wide over a
@@ -235,16 +240,44 @@ fn check_fixed(out: &gst::BufferRef, i: usize, w: usize, h: usize, want: &(Vec<[
     }
 }
 
+/// The first error the element posted on `bus`, as text.
+fn error_on(bus: &gst::Bus) -> Option<String> {
+    bus.pop_filtered(&[gst::MessageType::Error]).map(|m| match m.view() {
+        gst::MessageView::Error(e) => format!("{} | {:?}", e.error(), e.debug()),
+        _ => unreachable!(),
+    })
+}
+
+/// A `denoiseseg` with the test model `name` and `props`, its messages on the returned
+/// bus. Panics with the element's error when it cannot start (a model the engine
+/// refuses), rather than letting the Harness abort the whole test binary.
+fn started(name: &str, props: &[(&str, &str)]) -> (gst::Element, gst::Bus) {
+    let e = element(name, props);
+    let bus = gst::Bus::new();
+    e.set_bus(Some(&bus));
+    let ok = e.set_state(gst::State::Paused).is_ok();
+    let err = error_on(&bus);
+    let _ = e.set_state(gst::State::Null);
+    assert!(ok && err.is_none(), "{name} does not start: {err:?}");
+    (e, bus)
+}
+
 /// Pushes `frames` through a `denoiseseg` with the test model `name` and `props`, pulls
 /// as many outputs, in order.
 fn run(name: &str, props: &[(&str, &str)], caps: &str, frames: Vec<gst::Buffer>) -> Vec<gst::Buffer> {
-    let e = element(name, props);
+    let (e, bus) = started(name, props);
     let mut hs = harness(&e, caps);
     let n = frames.len();
     for b in frames {
-        assert_eq!(hs.push(b), Ok(gst::FlowSuccess::Ok));
+        let flow = hs.push(b);
+        assert_eq!(flow, Ok(gst::FlowSuccess::Ok), "{name}: {:?}", error_on(&bus));
     }
-    (0..n).map(|_| hs.pull().expect("output frame")).collect()
+    (0..n)
+        .map(|i| {
+            hs.pull()
+                .unwrap_or_else(|_| panic!("{name}: no output frame {i}: {:?}", error_on(&bus)))
+        })
+        .collect()
 }
 
 fn palette_of(out: &gst::BufferRef) -> (u32, Vec<u8>) {
@@ -409,16 +442,18 @@ fn fixed_batch_one_model_under_batch_size_two_keeps_every_frame_and_the_order() 
     let (w, h) = (50, 30);
     let n = 7;
     let frames: Vec<_> = (0..n).map(|i| rgb_buffer(i, w, h, pattern(i, w, h))).collect();
-    let e = element(
+    let (e, bus) = started(
         "fixed_stretch.onnx",
         &[("batch-size", "2"), ("batch-timeout", "100"), ("workers", "2")],
     );
     let mut hs = harness(&e, &rgb_caps(w, h));
     for b in frames {
-        assert_eq!(hs.push(b), Ok(gst::FlowSuccess::Ok));
+        assert_eq!(hs.push(b), Ok(gst::FlowSuccess::Ok), "{:?}", error_on(&bus));
     }
     for i in 0..n {
-        let out = hs.pull().expect("output frame");
+        let out = hs
+            .pull()
+            .unwrap_or_else(|_| panic!("no frame {i}: {:?}", error_on(&bus)));
         let want = expect_fixed(&planes_of(w, h, pattern(i, w, h)), w, h, false);
         check_fixed(&out, i, w, h, &want, &format!("frame {i}"));
     }
@@ -444,12 +479,17 @@ fn fixed_size_model_on_i420_frames() {
             data[y_off + y * y_stride + x] = luma(x, y);
         }
     }
-    let e = element("fixed_letterbox.onnx", &[]);
+    let (e, bus) = started("fixed_letterbox.onnx", &[]);
     let mut hs = gst_check::Harness::with_element(&e, Some("sink"), Some("src"));
     hs.set_src_caps(info.to_caps().unwrap());
     hs.play();
-    hs.push(stamped(data, 0)).unwrap();
-    let out = hs.pull().unwrap();
+    assert_eq!(
+        hs.push(stamped(data, 0)),
+        Ok(gst::FlowSuccess::Ok),
+        "{:?}",
+        error_on(&bus)
+    );
+    let out = hs.pull().unwrap_or_else(|_| panic!("no frame: {:?}", error_on(&bus)));
     let f = fit(w, h, true);
     // The model input: R = G = B = the decoded luma.
     let mut decoded = vec![0.0; w * h];
@@ -516,25 +556,29 @@ fn run_chain(
             .map(|s| s.downcast::<gst_app::AppSink>().unwrap())
     };
     let (out, mask) = (sink("out").unwrap(), sink("mask"));
-    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    if pipeline.set_state(gst::State::Playing).is_err() {
+        let err = error_on(&bus);
+        let _ = pipeline.set_state(gst::State::Null);
+        panic!("the pipeline does not start: {err:?}");
+    }
     for b in frames {
         src.push_buffer(b).unwrap();
     }
     src.end_of_stream().unwrap();
     let pull = |s: &gst_app::AppSink| {
         let mut v = Vec::new();
-        while let Ok(sample) = s.pull_sample() {
+        // None at EOS, or after 30 s without a frame (an error stops the stream).
+        while let Some(sample) = s.try_pull_sample(gst::ClockTime::from_seconds(30)) {
             v.push(sample.buffer_owned().unwrap());
         }
         v
     };
     let outs = pull(&out);
     let masks = mask.as_ref().map(pull).unwrap_or_default();
-    let bus = pipeline.bus().unwrap();
-    if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
-        panic!("pipeline error: {msg:?}");
-    }
+    let err = error_on(&bus);
     pipeline.set_state(gst::State::Null).unwrap();
+    assert!(err.is_none(), "pipeline error: {err:?}");
     (outs, masks)
 }
 
