@@ -23,6 +23,8 @@ and, for the sidecar's [preprocess] table (bring-your-own models):
     fixed_stretch.onnx  fixed [1,3,32,64], resize stretch: denoised = 1 - image,
                         labels int64 [1,4,8] = 8 * row + column (a position grid)
     fixed_letterbox.onnx  the same graph, resize letterbox
+    fixed_logits.onnx   fixed [1,3,32,64], letterbox: logits [1,32,4,8], channel 8r+c =
+                        [row == r] + [column == c] (argmax: the position grid again)
     chain_denoise.onnx  denoise-only: denoised = image * [1, -1, 0.5] + [0, 1, 0.25]
     chain_segment.onnx  segmentation-only, fixed [1,32,64,3], BGR, ImageNet mean/std:
                         labels int32 = argmax of the normalized B, G, R
@@ -306,6 +308,36 @@ def make_fixed(path, graph_name):
     return finish(graph, path)
 
 
+def grid_logits():
+    """[1, GH*GW, GH, GW]: channel GW*r + c is 1 on label-grid row r plus 1 on column c."""
+    vals = []
+    for ch in range(GH * GW):
+        r, c = divmod(ch, GW)
+        vals += [float(i == r) + float(j == c) for i in range(GH) for j in range(GW)]
+    return vals
+
+
+def make_fixed_logits(path):
+    """Fixed [1,3,FH,FW]: logits [1,GH*GW,GH,GW] = grid_logits(), nothing else."""
+    zero = helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])
+    onehot = helper.make_tensor("onehot", TensorProto.FLOAT, [1, GH * GW, GH, GW], grid_logits())
+    k = FH // GH
+    nodes = [
+        helper.make_node("AveragePool", ["image"], ["pooled"], name="pool",
+                         kernel_shape=[k, k], strides=[k, k]),
+        helper.make_node("ReduceMax", ["pooled"], ["peak"], name="peak", keepdims=1, axes=[1]),
+        helper.make_node("Mul", ["peak", "zero"], ["zeros"], name="times_zero"),
+        helper.make_node("Add", ["zeros", "onehot"], ["logits"], name="plus_onehot"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "fixed_logits",
+        [image_input(dims=(1, 3, FH, FW))],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, GH * GW, GH, GW])],
+        initializer=[zero, onehot],
+    )
+    return finish(graph, path)
+
 def make_chain_denoise(path):
     """Denoise-only: denoised = per-channel affine of the image."""
     nodes, inits = affine_nodes(CHAIN_AFFINE[0], CHAIN_AFFINE[1], [1, 3, 1, 1])
@@ -432,6 +464,13 @@ def generate():
             f"labels int64 [1,{GH},{GW}] = {GW} * row + column of the label grid.",
             1, (FW, FH), {"image": "image"}, {"denoised": "denoised", "labels": "labels"},
             grid_classes(), {"resize": resize})
+
+    make_fixed_logits(p("fixed_logits.onnx"))
+    write_sidecar(
+        p("fixed_logits.toml"), "test-fixed-logits",
+        f"Test model with a fixed input [1,3,{FH},{FW}] (letterbox): logits [1,{GH * GW},{GH},{GW}], "
+        f"channel {GW} * r + c = 1 on grid row r plus 1 on grid column c.",
+        1, (FW, FH), {"image": "image"}, {"logits": "logits"}, grid_classes(), {"resize": "letterbox"})
 
     make_chain_denoise(p("chain_denoise.onnx"))
     write_sidecar(
@@ -582,6 +621,13 @@ def check():
             np.testing.assert_allclose(den, 1.0 - x, rtol=0, atol=1e-7)
             assert lab.dtype == np.int64 and np.array_equal(lab, grid)
 
+    s = session("fixed_logits.onnx")
+    want = np.array(grid_logits(), dtype=np.float32).reshape(1, GH * GW, GH, GW)
+    for _ in range(2):
+        (logits,) = s.run(None, {"image": rng.random((1, 3, FH, FW), dtype=np.float32)})
+        assert np.array_equal(logits, want)
+        assert np.array_equal(np.argmax(logits, axis=1)[0], np.arange(GH * GW).reshape(GH, GW))
+
     s = session("chain_denoise.onnx")
     assert [o.name for o in s.get_outputs()] == ["denoised"]
     a = np.array(CHAIN_AFFINE[0], dtype=np.float32).reshape(1, 3, 1, 1)
@@ -614,13 +660,14 @@ def check():
         "imagenet": {"scale": 255.0, "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
         "fixed_stretch": {"resize": "stretch"},
         "fixed_letterbox": {"resize": "letterbox"},
+        "fixed_logits": {"resize": "letterbox"},
         "chain_segment": {"channels": "bgr", "layout": "nhwc", "scale": 255.0,
                           "mean": IMAGENET_MEAN[::-1], "std": IMAGENET_STD[::-1],
                           "resize": "stretch"},
     }
     for name in ["joint", "denoise_sigma", "seg_logits", "no_outputs", "wrong_rank", "corrupt", "faulty",
                  "nan_logits", "bgr", "nhwc", "imagenet", "fixed_stretch", "fixed_letterbox",
-                 "chain_denoise", "chain_segment"]:
+                 "fixed_logits", "chain_denoise", "chain_segment"]:
         with open(os.path.join(HERE, name + ".toml"), "rb") as f:
             meta = tomllib.load(f)
         assert meta["provenance"] == PROVENANCE

@@ -437,6 +437,66 @@ fn fixed_size_letterbox_keeps_the_aspect_and_the_padding_out() {
     }
 }
 
+/// The logits grid cell (of `cells` over a model input `model_len` wide) a frame pixel
+/// `d` gets: logits coordinate s = (box_start + (d + 0.5) * box_len / frame_len) *
+/// cells / model_len - 0.5, clamped; with one-hot cells the bilinear argmax is the
+/// nearer cell, the lower one on a tie. None within f32 rounding of a tie.
+fn logits_cell(
+    d: usize,
+    frame_len: usize,
+    box_start: usize,
+    box_len: usize,
+    model_len: usize,
+    cells: usize,
+) -> Option<usize> {
+    let s = (box_start as f64 + (d as f64 + 0.5) * box_len as f64 / frame_len as f64) * cells as f64 / model_len as f64
+        - 0.5;
+    let s = s.clamp(0.0, (cells - 1) as f64);
+    let (j0, f) = (s.floor() as usize, s - s.floor());
+    if (f - 0.5).abs() < 1e-4 {
+        return None;
+    }
+    Some(if f > 0.5 { (j0 + 1).min(cells - 1) } else { j0 })
+}
+
+#[test]
+fn fixed_size_letterbox_logits_at_a_lower_resolution() {
+    // fixed_logits.onnx: logits [1,32,4,8] over the whole 64x32 input, channel 8r + c =
+    // [row r] + [column c]: the class says which logits cell each pixel's coordinate
+    // is nearest to. The frame passes through unchanged (no denoised output).
+    for (w, h) in [(50, 30), (40, 40), (100, 20), (37, 11)] {
+        let f = fit(w, h, true);
+        let frame = rgb_buffer(0, w, h, pattern(0, w, h));
+        let input = frame.map_readable().unwrap().to_vec();
+        let outs = run("fixed_logits.onnx", &[], &rgb_caps(w, h), vec![frame]);
+        let out = &outs[0];
+        assert_eq!(
+            &*out.map_readable().unwrap(),
+            &input[..],
+            "{w}x{h}: the frame passes through"
+        );
+        let (mask, ms) = mask_of(out);
+        let mut checked = 0;
+        for y in 0..h {
+            for x in 0..w {
+                let (Some(r), Some(c)) = (
+                    logits_cell(y, h, f.y0, f.sh, FH, GH),
+                    logits_cell(x, w, f.x0, f.sw, FW, GW),
+                ) else {
+                    continue;
+                };
+                checked += 1;
+                assert_eq!(
+                    mask[y * ms + x] as usize,
+                    GW * r + c,
+                    "{w}x{h} {f:?}: class at ({x},{y})"
+                );
+            }
+        }
+        assert!(checked > w * h * 3 / 4, "{w}x{h}: {checked} checked");
+    }
+}
+
 #[test]
 fn fixed_batch_one_model_under_batch_size_two_keeps_every_frame_and_the_order() {
     let (w, h) = (50, 30);
