@@ -409,7 +409,7 @@ fn fixed_size_stretch_maps_frames_there_and_back() {
 }
 
 #[test]
-fn fixed_size_letterbox_keeps_the_aspect_and_the_padding_out() {
+fn fixed_size_letterbox_keeps_the_aspect_ratio() {
     // 50x30 -> 53x32 at x0 = 5; 40x40 -> 32x32 at x0 = 16; 100x20 -> 64x13 at y0 = 9.
     for (w, h) in [(50, 30), (40, 40), (100, 20)] {
         let f = fit(w, h, true);
@@ -420,43 +420,7 @@ fn fixed_size_letterbox_keeps_the_aspect_and_the_padding_out() {
             let want = expect_fixed(&planes_of(w, h, pattern(i, w, h)), w, h, true);
             check_fixed(out, i, w, h, &want, &format!("{w}x{h} frame {i}"));
         }
-        // A white frame: inside the box the model gives 0 (black); the padding is black,
-        // so the model gives 1 there: any white in the output is padding leaking in.
-        let outs = run(
-            "fixed_letterbox.onnx",
-            &[],
-            &rgb_caps(w, h),
-            vec![rgb_buffer(0, w, h, |_, _| [255; 3])],
-        );
-        let map = outs[0].map_readable().unwrap();
-        for y in 0..h {
-            for x in 0..w {
-                assert_eq!(rgb_at(&map, w, x, y), [0; 3], "{w}x{h}: padding leaks into ({x},{y})");
-            }
-        }
     }
-}
-
-/// The logits grid cell (of `cells` over a model input `model_len` wide) a frame pixel
-/// `d` gets: logits coordinate s = (box_start + (d + 0.5) * box_len / frame_len) *
-/// cells / model_len - 0.5, clamped; with one-hot cells the bilinear argmax is the
-/// nearer cell, the lower one on a tie. None within f32 rounding of a tie.
-fn logits_cell(
-    d: usize,
-    frame_len: usize,
-    box_start: usize,
-    box_len: usize,
-    model_len: usize,
-    cells: usize,
-) -> Option<usize> {
-    let s = (box_start as f64 + (d as f64 + 0.5) * box_len as f64 / frame_len as f64) * cells as f64 / model_len as f64
-        - 0.5;
-    let s = s.clamp(0.0, (cells - 1) as f64);
-    let (j0, f) = (s.floor() as usize, s - s.floor());
-    if (f - 0.5).abs() < 1e-4 {
-        return None;
-    }
-    Some(if f > 0.5 { (j0 + 1).min(cells - 1) } else { j0 })
 }
 
 #[test]
@@ -495,6 +459,50 @@ fn fixed_size_letterbox_logits_at_a_lower_resolution() {
         }
         assert!(checked > w * h * 3 / 4, "{w}x{h}: {checked} checked");
     }
+}
+
+#[test]
+fn letterbox_padding_never_reaches_the_output() {
+    // A white frame: inside the box the model gives 0 (black); the padding is black,
+    // so the model gives 1 there: any non-black output pixel is padding leaking in,
+    // also at the first and last rows and columns when the box is smaller than the
+    // frame (40x40 -> 32x32, 100x20 -> 64x13).
+    for (w, h) in [(50, 30), (40, 40), (100, 20)] {
+        let outs = run(
+            "fixed_letterbox.onnx",
+            &[],
+            &rgb_caps(w, h),
+            vec![rgb_buffer(0, w, h, |_, _| [255; 3])],
+        );
+        let map = outs[0].map_readable().unwrap();
+        for y in 0..h {
+            for x in 0..w {
+                assert_eq!(rgb_at(&map, w, x, y), [0; 3], "{w}x{h}: padding leaks into ({x},{y})");
+            }
+        }
+    }
+}
+
+/// The logits grid cell (of `cells` over a model input `model_len` wide) a frame pixel
+/// `d` gets: logits coordinate s = (box_start + (d + 0.5) * box_len / frame_len) *
+/// cells / model_len - 0.5, clamped; with one-hot cells the bilinear argmax is the
+/// nearer cell, the lower one on a tie. None within f32 rounding of a tie.
+fn logits_cell(
+    d: usize,
+    frame_len: usize,
+    box_start: usize,
+    box_len: usize,
+    model_len: usize,
+    cells: usize,
+) -> Option<usize> {
+    let s = (box_start as f64 + (d as f64 + 0.5) * box_len as f64 / frame_len as f64) * cells as f64 / model_len as f64
+        - 0.5;
+    let s = s.clamp(0.0, (cells - 1) as f64);
+    let (j0, f) = (s.floor() as usize, s - s.floor());
+    if (f - 0.5).abs() < 1e-4 {
+        return None;
+    }
+    Some(if f > 0.5 { (j0 + 1).min(cells - 1) } else { j0 })
 }
 
 #[test]
