@@ -5,27 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod common;
-use common::{argmax, element, init, model, pixel, rgb_caps, rgb_frame, stride};
+use common::{argmax, element, harness, init, mask_of, model, pixel, rgb_caps, rgb_frame, stride, MASK_META};
 use gst::prelude::*;
 use gst_check::Harness;
-
-const MASK_META: &str = "DenoisesegMaskMeta";
-
-fn harness(e: &gst::Element, caps: &str) -> Harness {
-    let mut h = Harness::with_element(e, Some("sink"), Some("src"));
-    h.set_src_caps_str(caps);
-    h.play();
-    h
-}
-
-fn mask_of(buffer: &gst::BufferRef) -> (Vec<u8>, usize) {
-    let meta = gst::meta::CustomMeta::from_buffer(buffer, MASK_META).expect("class map meta on src buffer");
-    let s = meta.structure();
-    let mask = s.get::<gst::Buffer>("mask").unwrap();
-    let stride = s.get::<u32>("stride").unwrap() as usize;
-    let bytes = mask.map_readable().unwrap().to_vec();
-    (bytes, stride)
-}
 
 /// Checks frame `i` of size w x h from the joint model: denoised = 255 - input,
 /// class = argmax channel, timestamps kept.

@@ -18,10 +18,19 @@
 //!   buffer of class ids, `width`, `height`, `stride`: bytes per mask row, `classes`,
 //!   and `palette`: a `GBytes` of 3 × `classes` bytes, the RGB colour of each class
 //!   id), so an appsink, or `segoverlay` on another branch after a tee, can use it
-//!   without linking `mask`. The meta survives buffer copies.
-//! - `mask` (request): GRAY8 frames of class ids, same size and timestamps. One thread
-//!   pushes both `src` and `mask`: as after a tee or a demuxer, give each branch a
-//!   `queue` when both are linked, or the sinks never preroll.
+//!   without linking `mask`. The meta survives buffer copies. A buffer carries at most
+//!   one such meta, from the last segmenting element: in a chain such as
+//!   `denoiseseg model=denoiser.onnx ! denoiseseg model=segmenter.onnx` a
+//!   segmenting element replaces any class map meta its input carried (a
+//!   segmentation-only model passes the frame itself through unchanged, so the output
+//!   is the first element's denoised frame with the second's class map), and a
+//!   denoise-only element attaches none of its own but keeps one its input carried
+//!   (the frame's geometry is unchanged, so it still describes the frame); `overlay`
+//!   blends only the element's own class map.
+//! - `mask` (request): GRAY8 frames of class ids, same size and timestamps (none for a
+//!   denoise-only model). One thread pushes both `src` and `mask`: as after a tee or a
+//!   demuxer, give each branch a `queue` when both are linked, or the sinks never
+//!   preroll.
 //!
 //! Frames go through the engine's frame queue (pre-processing workers, one batching
 //! inference thread, post-processing workers, reordering); this element's src pad task

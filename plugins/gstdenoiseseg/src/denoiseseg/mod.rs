@@ -8,7 +8,8 @@ mod imp;
 /// Name of the custom meta that carries the class map on every `src` buffer. Its
 /// structure holds `mask` (a GRAY8 `GstBuffer` of class ids), `width`, `height`,
 /// `stride` (bytes per mask row), `classes` (number of classes) and `palette` (a
-/// `GBytes` of 3 × `classes` bytes: the RGB colour of each class id).
+/// `GBytes` of 3 × `classes` bytes: the RGB colour of each class id). One per buffer:
+/// a segmenting element replaces an upstream element's, a denoise-only one keeps it.
 pub const MASK_META: &str = "DenoisesegMaskMeta";
 
 glib::wrapper! {

@@ -116,6 +116,8 @@ pub(super) struct Frame {
     pub(super) info: Arc<FrameInfo>,
     /// The input buffer's timestamps and flags, carried to the output.
     pub(super) stamp: Stamp,
+    /// The class map meta the input buffer carried (from an upstream denoiseseg).
+    pub(super) upstream_mask: Option<gst::Structure>,
 }
 
 /// What an output buffer keeps of its input buffer: timestamps, offsets and flags.
@@ -313,6 +315,13 @@ impl Processor for Proc {
         {
             let b = buffer.make_mut();
             frame.stamp.apply(b);
+            // One class map meta per buffer, the last segmenting element's: a passed-through
+            // input buffer (segmentation-only model) may carry an upstream element's.
+            while let Ok(old) = gst::meta::CustomMeta::from_mut_buffer(b, MASK_META) {
+                if old.remove().is_err() {
+                    break;
+                }
+            }
             if let Some(mask) = &mask {
                 let mut meta = gst::meta::CustomMeta::add(b, MASK_META)
                     .map_err(|e| Error::Frame(format!("cannot attach the class map meta: {e}")))?;
@@ -323,6 +332,15 @@ impl Processor for Proc {
                 s.set("stride", info.mask_info.stride()[0] as u32);
                 s.set("classes", self.classes);
                 s.set("palette", self.palette_bytes.clone());
+            } else if let Some(upstream) = frame.upstream_mask {
+                // A denoise-only model keeps the frame geometry: the upstream class map
+                // still describes the output frame.
+                let mut meta = gst::meta::CustomMeta::add(b, MASK_META)
+                    .map_err(|e| Error::Frame(format!("cannot attach the class map meta: {e}")))?;
+                let s = meta.mut_structure();
+                for (field, value) in upstream.iter() {
+                    s.set_value(field, value.clone());
+                }
             }
         }
         Ok(Out {

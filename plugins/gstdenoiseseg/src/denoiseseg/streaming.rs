@@ -8,6 +8,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::processing::{layout_of, Frame, Stamp};
+use super::MASK_META;
 use super::*;
 
 /// What the streaming side shares between chain, events, queries and the src task:
@@ -72,6 +73,11 @@ impl DenoiseSeg {
             planes.1[..n].copy_from_slice(&m.stride()[..n]);
             planes.2 = n;
         }
+        // A class map an upstream denoiseseg attached: carried to the output when this
+        // element's model makes none (denoise-only), replaced when it makes one.
+        let upstream_mask = gst::meta::CustomMeta::from_buffer(&buffer, MASK_META)
+            .ok()
+            .map(|m| m.structure().to_owned());
         let map = buffer.into_mapped_buffer_readable().map_err(|_| {
             gst::element_imp_error!(self, gst::StreamError::Failed, ("cannot map the input buffer"));
             gst::FlowError::Error
@@ -95,6 +101,7 @@ impl DenoiseSeg {
             layout,
             info,
             stamp,
+            upstream_mask,
         };
         match queue.submit(frame) {
             Ok(Submitted::Queued) => {}

@@ -91,3 +91,36 @@ pub fn argmax(p: [u8; 3]) -> u8 {
     }
     best as u8
 }
+
+/// Name of the custom meta that carries the class map on `denoiseseg`'s src buffers.
+pub const MASK_META: &str = "DenoisesegMaskMeta";
+
+/// A playing Harness around `e` with input caps `caps`.
+pub fn harness(e: &gst::Element, caps: &str) -> gst_check::Harness {
+    let mut h = gst_check::Harness::with_element(e, Some("sink"), Some("src"));
+    h.set_src_caps_str(caps);
+    h.play();
+    h
+}
+
+/// The class map of a src buffer's `DenoisesegMaskMeta`: (bytes, stride).
+pub fn mask_of(buffer: &gst::BufferRef) -> (Vec<u8>, usize) {
+    let meta = gst::meta::CustomMeta::from_buffer(buffer, MASK_META).expect("class map meta on src buffer");
+    let s = meta.structure();
+    let mask = s.get::<gst::Buffer>("mask").unwrap();
+    let stride = s.get::<u32>("stride").unwrap() as usize;
+    let bytes = mask.map_readable().unwrap().to_vec();
+    (bytes, stride)
+}
+
+/// How many `DenoisesegMaskMeta`s a buffer carries (counted on a copy, removing them one by one).
+pub fn mask_meta_count(buffer: &gst::BufferRef) -> usize {
+    let mut copy = buffer.copy();
+    let b = copy.make_mut();
+    let mut n = 0;
+    while let Ok(m) = gst::meta::CustomMeta::from_mut_buffer(b, MASK_META) {
+        m.remove().expect("removable meta");
+        n += 1;
+    }
+    n
+}
