@@ -734,11 +734,11 @@ mod tests {
         }
         // A shrunk letterbox: 40x40 into 64x32 is a 32x32 box at x0 = 16. The model
         // gives white inside the box and black padding: none of it reaches the frame.
-        let place = Placement::fixed(40, 40, (64, 32), Resize::Letterbox);
-        assert_eq!(place.frame_box, (16, 0, 32, 32));
-        let out = frame(64, 32, |_, x, _| if (16..48).contains(&x) { 1.0 } else { 0.0 });
+        let boxed = Placement::fixed(40, 40, (64, 32), Resize::Letterbox);
+        assert_eq!(boxed.frame_box, (16, 0, 32, 32));
+        let white = frame(64, 32, |_, x, _| if (16..48).contains(&x) { 1.0 } else { 0.0 });
         let mut dst = vec![0.5; 3 * 40 * 40];
-        read_denoised(&Preprocess::default(), &place, &out, &mut dst, (40, 40), &mut Scratch::default());
+        read_denoised(&Preprocess::default(), &boxed, &white, &mut dst, (40, 40), &mut Scratch::default());
         assert!(dst.iter().all(|&v| v == 1.0));
         // Non-finite values keep the input.
         let mut nan = out.clone();
