@@ -76,6 +76,44 @@ def sigma_input(noisy, sigma, rng, frac, cap):
     return out
 
 
+class CodecPool:
+    """Crops of the pre-encoded camera-noise pool (codec_pool.py), with random flips."""
+
+    def __init__(self, path, rng, crop, sigma_in):
+        z = np.load(path)
+        self.clean, self.noisy, self.labels = z["clean"], z["noisy"], z["labels"]
+        self.sigma = z["sigma"]
+        self.sigma_in = z["sigma_est"] if sigma_in == "estimate" else z["sigma"]
+        self.rng, self.crop = rng, crop
+        if self.clean.shape[1] < crop:
+            raise SystemExit(f"{path}: frames of {self.clean.shape[1]} px are smaller than --crop {crop}")
+
+    def __len__(self):
+        return len(self.clean)
+
+    def batch(self, n):
+        """(clean, labels, noisy, nominal sigma, sigma input) of n random crops."""
+        c = self.crop
+        idx = self.rng.integers(len(self.clean), size=n)
+        size = self.clean.shape[1]
+        cl, lb, no = [], [], []
+        for i in idx:
+            y, x = self.rng.integers(0, size - c + 1, 2)
+            a, b, d = (self.clean[i, y:y + c, x:x + c], self.labels[i, y:y + c, x:x + c],
+                       self.noisy[i, y:y + c, x:x + c])
+            if self.rng.random() < 0.5:
+                a, b, d = a[:, ::-1], b[:, ::-1], d[:, ::-1]
+            cl.append(np.ascontiguousarray(a))
+            lb.append(np.ascontiguousarray(b))
+            no.append(np.ascontiguousarray(d))
+
+        def images(v):
+            return torch.from_numpy(np.stack(v)).permute(0, 3, 1, 2).float() / 255.0
+        sig = torch.from_numpy(self.sigma[idx]).float().view(n, 1, 1, 1)
+        sig_in = torch.from_numpy(self.sigma_in[idx]).float().view(n, 1, 1, 1)
+        return images(cl), torch.from_numpy(np.stack(lb).astype(np.int64)), images(no), sig, sig_in
+
+
 def class_weights(freq, power, cap=10.0):
     """(median frequency / frequency) ** power per class, scaled so that the average weight
     of a labelled pixel is 1 (the loss keeps its scale), then capped; absent classes get
@@ -187,6 +225,15 @@ def main():
     ap.add_argument("--sigma-est-min", action="store_true",
                     help="with --sigma-est-frac: the lower of the estimate and the true sigma (the noise left "
                          "after clipping, without the crop estimate's upward errors on texture)")
+    ap.add_argument("--codec-pool", default=None,
+                    help="pre-encoded camera-noise pool (codec_pool.py): noisy frames compressed by H.264 or JPEG "
+                         "with their clean frames, labels, nominal sigma and the element's estimate")
+    ap.add_argument("--codec-frac", type=float, default=0.0,
+                    help="share of each batch's crops taken from --codec-pool")
+    ap.add_argument("--codec-sigma-in", default="estimate", choices=["estimate", "nominal"],
+                    help="the sigma input of the pool's crops: the element's own estimate of the decoded frame "
+                         "(what noise-level=-1 feeds the model, so the model learns to act on it), or the nominal "
+                         "sigma of the noise before compression; the loss weighting keeps the nominal sigma")
     ap.add_argument("--max-minutes", type=float, default=0, help="stop (with a checkpoint) after this long; 0 = no limit")
     ap.add_argument("--stop-step", type=int, default=0,
                     help="end the run at this step although the lr schedule runs to --steps (0 = at --steps)")
@@ -269,6 +316,12 @@ def main():
                            cityscapes_root=args.cityscapes_root, log=log, photo_sets=args.debian_photos,
                            rare_scenes=args.rare_scenes, trams=args.trams)
 
+    pool = None
+    if args.codec_pool and args.codec_frac > 0:
+        pool = CodecPool(args.codec_pool, rng, args.crop, args.codec_sigma_in)
+        log(f"codec pool: {len(pool)} frames from {args.codec_pool}, {args.codec_frac:.0%} of each batch, "
+            f"sigma input {args.codec_sigma_in}")
+
     cw = None
     if args.class_balance > 0:
         freq = batcher.class_frequencies()
@@ -294,6 +347,11 @@ def main():
         clean, lab = batcher.batch(args.batch)
         noisy, sigma = data.add_noise(clean, rng, args.sigma_max)
         sig_in = sigma_input(noisy, sigma, rng, args.sigma_est_frac, args.sigma_est_min)
+        if pool is not None:
+            k = int(round(args.batch * args.codec_frac))
+            if k > 0:
+                sig_in = sig_in.clone()  # sigma_input may return `sigma` itself
+                clean[:k], lab[:k], noisy[:k], sigma[:k], sig_in[:k] = pool.batch(k)
         clean, lab, noisy, sigma, sig_in = clean.to(dev), lab.to(dev), noisy.to(dev), sigma.to(dev), sig_in.to(dev)
         losses = {}
 
