@@ -905,3 +905,37 @@ fn models_suggests_a_sidecar_for_a_model_without_one_and_writes_it_once() {
     assert!(text.contains("trained on synthetic scenes"), "{text}");
     assert!(text.contains("--seg-model"), "{text}");
 }
+
+#[test]
+fn eval_seg_model_scores_the_segmenter_on_the_denoised_frames() {
+    let dir = tmp("eval-chain");
+    let (n, w, h) = (3, 64, 32);
+    let clip = make_solid_clip(&dir, n, w, h, [120, 110, 100]);
+    // Labels: class 0 (red) everywhere, which only the chain gives (see above).
+    let raw = dir.join("zeros.raw");
+    std::fs::write(&raw, vec![0u8; n * w * h]).unwrap();
+    let labels = dir.join("labels.mkv");
+    gst_launch(&format!(
+        "filesrc location={} blocksize={} ! rawvideoparse format=gray8 width={w} height={h} framerate=25/1 \
+         ! avenc_ffv1 ! matroskamux ! filesink location={}",
+        raw.display(),
+        w * h,
+        labels.display()
+    ));
+    let (den, seg) = (test_model("denoise_sigma.onnx"), test_model("seg_logits.onnx"));
+    let c = clip.to_str().unwrap();
+    let l = labels.to_str().unwrap();
+    let common = ["--labels", l, "--sigma", "0", "--provider", "cpu", "--json", "-"];
+    for (args, miou) in [
+        (
+            vec!["eval", c, "--model", &den, "--noise-level", "25", "--seg-model", &seg],
+            1.0,
+        ),
+        (vec!["eval", c, "--model", &seg], 0.0),
+    ] {
+        let o = run(&[&args[..], &common[..]].concat());
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["results"][0]["miou"].as_f64(), Some(miou), "{args:?}: {v}");
+    }
+}
