@@ -12,6 +12,7 @@ pub mod preprocess;
 pub mod processing;
 pub mod queue;
 pub mod runtime;
+pub mod sidecar;
 pub mod tensors;
 
 pub use error::{Error, Result};

@@ -753,3 +753,232 @@ fn a_live_stream_runs_leaky_says_so_and_ctrl_c_finalizes_it() {
     assert!(err.contains("interrupted (outputs finalized)"), "{err}");
     assert!(!decode(&out, "RGB", 160, 96).is_empty());
 }
+
+/// A lossless clip of `n` frames of one colour (RGB).
+fn make_solid_clip(dir: &Path, n: usize, w: usize, h: usize, [r, g, b]: [u8; 3]) -> PathBuf {
+    let path = dir.join("solid.mkv");
+    let argb = 0xff00_0000u32 | (r as u32) << 16 | (g as u32) << 8 | b as u32;
+    gst_launch(&format!(
+        "videotestsrc num-buffers={n} pattern=solid-color foreground-color={argb} \
+         ! video/x-raw,format=RGB,width={w},height={h},framerate=25/1 \
+         ! videoconvert ! video/x-raw,format=BGRx ! avenc_ffv1 ! matroskamux ! filesink location={}",
+        path.display()
+    ));
+    path
+}
+
+/// The class maps of a PNG sequence in `dir`, in name order.
+fn png_masks(dir: &Path, w: usize, h: usize) -> Vec<Vec<u8>> {
+    let mut pngs: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    pngs.sort();
+    pngs.iter().flat_map(|p| decode(p, "GRAY8", w, h)).collect()
+}
+
+#[test]
+fn seg_model_segments_the_denoised_frames() {
+    let dir = tmp("chain");
+    let (n, w, h) = (4, 64, 32);
+    // Every channel below 0.5: seg_logits alone labels it grey (3). denoise_sigma adds
+    // sigma = 25/255: red becomes 145/255 > 0.5, the strongest channel: red (0).
+    let clip = make_solid_clip(&dir, n, w, h, [120, 110, 100]);
+    let c = clip.to_str().unwrap();
+    let (den, seg) = (test_model("denoise_sigma.onnx"), test_model("seg_logits.onnx"));
+    for (name, chain) in [("alone", false), ("chained", true)] {
+        std::fs::create_dir(dir.join(name)).unwrap();
+        let pattern = dir.join(name).join("%03d.png");
+        let mut args = vec![
+            "run",
+            c,
+            "--mask-output",
+            pattern.to_str().unwrap(),
+            "--provider",
+            "cpu",
+        ];
+        if chain {
+            args.extend(["--model", &den, "--noise-level", "25", "--seg-model", &seg]);
+        } else {
+            args.extend(["--model", &seg]);
+        }
+        let o = run(&args);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let masks = png_masks(&dir.join(name), w, h);
+        assert_eq!(masks.len(), n, "{name}: one class map per frame");
+        let want = if chain { 0 } else { 3 };
+        for (f, m) in masks.iter().enumerate() {
+            assert!(m.iter().all(|&v| v == want), "{name}: frame {f} has {:?}", &m[..8]);
+        }
+        if chain {
+            assert!(
+                stderr(&o).contains("model test-denoise-sigma + test-seg-logits"),
+                "{}",
+                stderr(&o)
+            );
+        }
+    }
+    // The mosaic and overlay views run the chain too, with the segmenter's legend.
+    let out = dir.join("mosaic.mkv");
+    let o = run(&[
+        "run",
+        c,
+        "--model",
+        &den,
+        "--seg-model",
+        &seg,
+        "--view",
+        "mosaic",
+        "--size",
+        "64x32",
+        "-o",
+        out.to_str().unwrap(),
+        "--print-pipeline",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let desc = stderr(&o);
+    assert!(
+        desc.contains("denoiseseg name=denoiser output=denoised ! queue"),
+        "{desc}"
+    );
+    assert!(desc.contains("> grey"), "the segmenter's classes in the legend: {desc}");
+}
+
+#[test]
+fn seg_model_errors_are_one_line() {
+    let dir = tmp("chain-errors");
+    let clip = make_clip(&dir, 2, 32, 16);
+    let c = clip.to_str().unwrap();
+    let (den, seg) = (test_model("denoise_sigma.onnx"), test_model("seg_logits.onnx"));
+    fails_cleanly(
+        &["run", c, "--model", &den, "--seg-model", &den],
+        "denoise_sigma.onnx: the model does not segment",
+    );
+    fails_cleanly(&["run", c, "--model", &seg, "--seg-model", &seg], "the first model");
+    fails_cleanly(
+        &["run", c, "--model", &den, "--seg-model", "missing.onnx"],
+        "--seg-model: no model at missing.onnx",
+    );
+}
+
+#[test]
+fn models_suggests_a_sidecar_for_a_model_without_one_and_writes_it_once() {
+    let dir = tmp("suggest");
+    let model = dir.join("seg.onnx");
+    std::fs::copy(test_model("seg_logits.onnx"), &model).unwrap();
+    let m = model.to_str().unwrap();
+    let o = run(&["models", m, "--json"]);
+    assert_eq!(o.status.code(), Some(1), "no sidecar breaks the contract");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mine = v["models"].as_array().unwrap().iter().find(|x| x["path"] == m).unwrap();
+    assert_eq!(mine["ok"], false);
+    assert_eq!(mine["graph"]["outputs"][0]["name"], "logits");
+    assert_eq!(
+        mine["graph"]["outputs"][0]["shape"],
+        serde_json::json!([null, 4, null, null])
+    );
+    let s = &mine["suggestion"];
+    assert_eq!(s["passes_check"], true, "{s}");
+    assert_eq!(
+        (s["image"].as_str(), s["logits"].as_str()),
+        (Some("image"), Some("logits"))
+    );
+    assert!(s["sidecar"].as_str().unwrap().contains("name = \"class3\""), "{s}");
+    assert!(
+        !dir.join("seg.toml").exists(),
+        "nothing written without --write-sidecar"
+    );
+
+    let o = run(&["models", m, "--write-sidecar"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("written from the suggestion"), "{text}");
+    assert!(text.contains("padded to a multiple of 32"), "{text}");
+    let written = std::fs::read_to_string(dir.join("seg.toml")).unwrap();
+    assert!(written.contains("mean = [0.485, 0.456, 0.406]"), "{written}");
+    let o = run(&["models", m, "--write-sidecar"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("never overwritten"));
+    assert_eq!(std::fs::read_to_string(dir.join("seg.toml")).unwrap(), written);
+
+    // The shipped segmenter says plainly what it was trained on.
+    let o = run(&["models"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("trained on synthetic scenes"), "{text}");
+    assert!(text.contains("--seg-model"), "{text}");
+}
+
+#[test]
+fn eval_seg_model_scores_the_segmenter_on_the_denoised_frames() {
+    let dir = tmp("eval-chain");
+    let (n, w, h) = (3, 64, 32);
+    let clip = make_solid_clip(&dir, n, w, h, [120, 110, 100]);
+    // Labels: class 0 (red) everywhere, which only the chain gives (see above).
+    let raw = dir.join("zeros.raw");
+    std::fs::write(&raw, vec![0u8; n * w * h]).unwrap();
+    let labels = dir.join("labels.mkv");
+    gst_launch(&format!(
+        "filesrc location={} blocksize={} ! rawvideoparse format=gray8 width={w} height={h} framerate=25/1 \
+         ! avenc_ffv1 ! matroskamux ! filesink location={}",
+        raw.display(),
+        w * h,
+        labels.display()
+    ));
+    let (den, seg) = (test_model("denoise_sigma.onnx"), test_model("seg_logits.onnx"));
+    let c = clip.to_str().unwrap();
+    let l = labels.to_str().unwrap();
+    let common = ["--labels", l, "--sigma", "0", "--provider", "cpu", "--json", "-"];
+    for (args, miou) in [
+        (
+            vec!["eval", c, "--model", &den, "--noise-level", "25", "--seg-model", &seg],
+            1.0,
+        ),
+        (vec!["eval", c, "--model", &seg], 0.0),
+    ] {
+        let o = run(&[&args[..], &common[..]].concat());
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["results"][0]["miou"].as_f64(), Some(miou), "{args:?}: {v}");
+    }
+}
+
+/// With a joint first model, its class map must not be the one scored: the second
+/// element's replaces it on the buffer. The mask pad is right already; eval, the mosaic
+/// and segoverlay read the meta.
+#[test]
+#[ignore = "needs denoiseseg to replace an incoming DenoisesegMaskMeta (in progress on another branch)"]
+fn eval_seg_model_after_a_joint_model_scores_the_segmenter() {
+    let dir = tmp("eval-chain-joint");
+    let (n, w, h) = (3, 64, 32);
+    // joint.onnx: denoised = 1 - image = (135, 145, 155), its own labels red (0);
+    // seg_logits on that: blue (2) is the strongest channel above 0.5.
+    let clip = make_solid_clip(&dir, n, w, h, [120, 110, 100]);
+    let raw = dir.join("twos.raw");
+    std::fs::write(&raw, vec![2u8; n * w * h]).unwrap();
+    let labels = dir.join("labels.mkv");
+    gst_launch(&format!(
+        "filesrc location={} blocksize={} ! rawvideoparse format=gray8 width={w} height={h} framerate=25/1 \
+         ! avenc_ffv1 ! matroskamux ! filesink location={}",
+        raw.display(),
+        w * h,
+        labels.display()
+    ));
+    let (joint, seg) = (test_model("joint.onnx"), test_model("seg_logits.onnx"));
+    let o = run(&[
+        "eval",
+        clip.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--model",
+        &joint,
+        "--seg-model",
+        &seg,
+        "--sigma",
+        "0",
+        "--provider",
+        "cpu",
+        "--json",
+        "-",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["results"][0]["miou"].as_f64(), Some(1.0), "{v}");
+}

@@ -13,5 +13,6 @@ pub use environment::{
     environment, library_candidates, set_log_sink, tune_allocator, LogSink, ORT_LIBRARY_NAME, ORT_VERSION,
 };
 pub use session::{
-    load_model, provider_compiled_in, tensorrt_profile, LoadedModel, Provider, SessionOptions, TENSORRT_MAX_SIZE,
+    load_model, provider_compiled_in, read_graph, tensorrt_profile, LoadedModel, Provider, SessionOptions,
+    TENSORRT_MAX_SIZE,
 };

@@ -40,6 +40,8 @@ Examples:
   denoiseseg eval cityscapes/leftImg8bit/val/frankfurt --labels cityscapes/gtFine/val/frankfurt \\
       --sigma 15,25,50 --frames 100 --json eval.json
   denoiseseg eval clip.mkv --model my.onnx --provider cpu --seed 7
+  denoiseseg eval cityscapes/leftImg8bit/val/frankfurt --labels cityscapes/gtFine/val/frankfurt \\
+      --seg-model cityscapes.onnx --sigma 25
   denoiseseg eval street.avi --noise camera --correlation 0.7 --codec h264 --crf 23 --sigma 12,25 --estimate
   denoiseseg eval street.avi --noise camera --codec jpeg --quality 60 --sigma 25 --noise-level 30
 
@@ -102,6 +104,10 @@ pub struct Args {
     /// Also write the results as JSON to FILE ('-': standard output, the table then goes to standard error)
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Segment with this model after denoising with --model (as `run --seg-model`): PSNR and
+    /// SSIM measure the last element's frames, mIoU the segmenter's class maps
+    #[arg(long, value_name = "FILE.onnx")]
+    seg_model: Option<PathBuf>,
     #[command(flatten)]
     element: ElementOpts,
 }
@@ -476,6 +482,7 @@ fn finite(v: f64) -> Option<f64> {
 
 fn run_sigma(
     args: &Args,
+    seg: Option<&ElementOpts>,
     source: &Source,
     labels: Option<Arc<Labels>>,
     classes: usize,
@@ -494,7 +501,13 @@ fn run_sigma(
          t. ! queue ! appsink name=clean {sink} \
          t. ! queue ! addnoise name=noise {noise} correlation={correlation} seed={seed} {codec} ! tee name=n \
          n. ! queue ! appsink name=noisy {sink} \
-         n. ! queue ! denoiseseg name=ds ! appsink name=den {sink}",
+         n. ! queue ! {chain}denoiseseg name=ds ! appsink name=den {sink}",
+        // Chained (--seg-model): the first element denoises, ds segments its output.
+        chain = if seg.is_some() {
+            "denoiseseg name=first ! queue ! "
+        } else {
+            ""
+        },
         // Not waiting for preroll: an encoder holds tens of frames before its first
         // output, and a prerolled clean sink would block the tee before it gets them.
         sink = "sync=false async=false",
@@ -511,10 +524,21 @@ fn run_sigma(
     if let (Source::Video(_), Some(n)) = (source, args.frames) {
         limit_frames(&pipeline, n)?;
     }
-    args.element.apply(&ds)?;
+    // The element fed the noisy frames: ds, or the first of a chain.
+    let fed_element = match seg {
+        Some(opts) => {
+            let first = pipeline.by_name("first").ok_or_else(|| anyhow!("no first element"))?;
+            opts.apply(&ds).context("--seg-model")?;
+            // The segmenter sees denoised frames: their noise is estimated.
+            ds.set_property("noise-level", -1.0f64);
+            first
+        }
+        None => ds.clone(),
+    };
+    args.element.apply(&fed_element)?;
     if args.element.noise_level.is_none() {
         let level = if args.estimate { -1.0 } else { sigma };
-        common::set_property_checked(&ds, "noise-level", &level.to_string())?;
+        common::set_property_checked(&fed_element, "noise-level", &level.to_string())?;
     }
 
     let (tx, rx) = mpsc::channel::<Set>();
@@ -524,13 +548,16 @@ fn run_sigma(
     let provider = Arc::new(Mutex::new(None::<String>));
     let sets = {
         let weak = ds.downgrade();
+        let weak_fed = fed_element.downgrade();
         let provider = provider.clone();
         let tx = tx.clone();
         FrameSets::connect(&pipeline, &["clean", "noisy", "den"], move |_pts, frames| {
             let at = Instant::now();
             let mut sigma_used = 0.0;
+            if let Some(fed) = weak_fed.upgrade() {
+                sigma_used = fed.property::<f64>("noise-estimate");
+            }
             if let Some(ds) = weak.upgrade() {
-                sigma_used = ds.property::<f64>("noise-estimate");
                 let mut p = provider.lock().unwrap_or_else(|e| e.into_inner());
                 if p.is_none() {
                     *p = ds.property::<Option<String>>("provider").filter(|s| !s.is_empty());
@@ -573,6 +600,7 @@ fn run_sigma(
     drop(sets);
     drop(pipeline);
     drop(ds);
+    drop(fed_element);
     let acc = worker.join().map_err(|_| anyhow!("the metrics thread panicked"))?;
     let ending = ending?;
     if let Some(fed) = fed {
@@ -706,16 +734,27 @@ pub fn main(mut args: Args, _verbose: u8) -> Result<ExitCode> {
         }
     }
     let model = args.element.model_path()?;
-    let spec = ModelSpec::load(&model)?;
+    let first_spec = ModelSpec::load(&model)?;
+    let seg = args
+        .seg_model
+        .as_deref()
+        .map(|p| crate::run::seg_options(&args.element, p, &first_spec))
+        .transpose()?;
+    // The model whose class maps are scored, and the name the report gives the run.
+    let (spec, name) = match &seg {
+        Some((_, seg_spec)) => (seg_spec.clone(), format!("{} + {}", first_spec.name, seg_spec.name)),
+        None => (first_spec.clone(), first_spec.name.clone()),
+    };
+    let seg_opts = seg.map(|(opts, _)| opts);
     common::init_gstreamer()?;
     args.element.check()?;
+    if let Some(opts) = &seg_opts {
+        opts.check().context("--seg-model")?;
+    }
     let labels = match &args.labels {
         Some(path) => {
             if spec.classes.is_empty() {
-                bail!(
-                    "the model {} gives no class maps, so --labels cannot be scored",
-                    spec.name
-                );
+                bail!("the model {} gives no class maps, so --labels cannot be scored", name);
             }
             let labels = labels_of(path, args.frames)?;
             if let (Source::Images(images), Labels::Files(files)) = (&source, &labels) {
@@ -736,8 +775,16 @@ pub fn main(mut args: Args, _verbose: u8) -> Result<ExitCode> {
     let mut info = RunInfo { provider: None };
     let mut results = Vec::new();
     for &sigma in &args.sigma {
-        eprintln!("sigma {sigma}: running {} ...", spec.name);
-        let r = run_sigma(&args, &source, labels.clone(), spec.classes.len(), sigma, &mut info)?;
+        eprintln!("sigma {sigma}: running {name} ...");
+        let r = run_sigma(
+            &args,
+            seg_opts.as_ref(),
+            &source,
+            labels.clone(),
+            spec.classes.len(),
+            sigma,
+            &mut info,
+        )?;
         let stop = r.ending != Ending::Eos;
         results.push(r);
         if stop {
@@ -765,7 +812,7 @@ pub fn main(mut args: Args, _verbose: u8) -> Result<ExitCode> {
     };
     let mut table = format!(
         "model {} on {}, provider {provider}, seed {}, {}{fed}\n{:>6} {:>6} {:>11} {:>11} {:>8} {:>9} {:>9} {:>7} {:>7} {:>6} {:>9}\n",
-        spec.name,
+        name,
         args.input().display(),
         args.seed,
         args.noise_description(),
@@ -804,7 +851,8 @@ pub fn main(mut args: Args, _verbose: u8) -> Result<ExitCode> {
         "input": args.input().display().to_string(),
         "labels": args.labels.as_ref().map(|l| l.display().to_string()),
         "model": model.display().to_string(),
-        "model_name": spec.name,
+        "model_name": name,
+        "seg_model": args.seg_model.as_ref().map(|p| p.display().to_string()),
         "provider": provider,
         "seed": args.seed,
         "noise": format!("{:?}", args.noise).to_lowercase(),

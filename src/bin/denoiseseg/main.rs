@@ -3,7 +3,8 @@
 //! Commands: `demo` (the shipped model on the shipped noisy street clip, as an MP4
 //! mosaic), `run` (files, URIs and cameras), `eval` (PSNR, SSIM and mIoU at given noise
 //! levels), `bench` (the element pipeline against a bare ONNX Runtime loop) and
-//! `models` (the contract check of shipped and given models).
+//! `models` (the contract check of shipped and given models, and a suggested sidecar for
+//! a model brought without one).
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -21,9 +22,10 @@ Examples:
   denoiseseg run dashcam.mp4 -o annotated.mp4 --view overlay
   denoiseseg run /dev/video0 -o screen             a camera to the screen, live statistics
   denoiseseg run rtsp://cam/stream -o rec.mkv --mask-output classes.mkv
+  denoiseseg run dashcam.mp4 --seg-model cityscapes.onnx -o out.mp4 --view overlay
   denoiseseg eval models/sample/street.mp4 --labels models/sample/street-labels.mkv --sigma 15,25,50
   denoiseseg bench --size 1024x512 --provider cpu
-  denoiseseg models";
+  denoiseseg models cityscapes.onnx --write-sidecar";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -50,7 +52,7 @@ enum Command {
     Eval(eval::Args),
     /// Frames/s and latency of the element pipeline against a bare ONNX Runtime loop
     Bench(bench::Args),
-    /// List the shipped and given models with their contract check
+    /// List the shipped and given models with their contract check; suggest a sidecar for a model without one
     Models(models::Args),
 }
 

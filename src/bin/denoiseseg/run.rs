@@ -45,6 +45,10 @@ Examples:
   denoiseseg run /dev/video0 -o screen
   denoiseseg run rtsp://192.168.1.20/stream -o rec.mp4 --rtsp-transport tcp --rtsp-latency 100
   denoiseseg run clip.mp4 --mask-output masks/%05d.png --noise-level 25
+  denoiseseg run dashcam.mp4 --seg-model cityscapes.onnx -o out.mp4 --view overlay
+--seg-model chains two elements: --model (or the shipped default) denoises, then the
+segmenter labels the denoised frames (two inferences per frame); the class maps of the
+overlay, the mosaic and --mask-output are the segmenter's.
 Live inputs (cameras, rtsp://, udp://, srt://, rtmp://) run leaky: when the model cannot
 keep up, the oldest waiting frames are dropped (and counted), so the output stays close
 to the camera; --no-leaky queues every frame instead, and the output falls behind.
@@ -79,6 +83,10 @@ pub struct Args {
     /// RTSP inputs: how the stream travels [default: auto]
     #[arg(long, value_enum, value_name = "TRANSPORT")]
     pub rtsp_transport: Option<RtspTransport>,
+    /// Segment with this model after denoising with --model (or the shipped default): a
+    /// second element on the denoised frames, with the same provider and thread options
+    #[arg(long, value_name = "FILE.onnx")]
+    pub seg_model: Option<PathBuf>,
     /// Print the GStreamer pipeline and exit
     #[arg(long)]
     pub print_pipeline: bool,
@@ -346,6 +354,40 @@ pub fn mosaic_description(w: u32, h: u32, legend: &str, input: &str, in_flight: 
     )
 }
 
+/// The name of the first (denoising) element of a `--seg-model` chain.
+const FIRST: &str = "denoiser";
+
+/// The options of the segmenting element of a `--seg-model` chain: the first's (the
+/// provider, device, threads, batching, preset), with the segmenter as the model;
+/// checks that the chain makes sense.
+pub fn seg_options(
+    first: &ElementOpts,
+    seg_model: &Path,
+    first_spec: &denoiseseg::model::ModelSpec,
+) -> Result<(ElementOpts, denoiseseg::model::ModelSpec)> {
+    let path = common::resolve_model(Some(seg_model)).context("--seg-model")?;
+    let spec = denoiseseg::model::ModelSpec::load(&path).context("--seg-model")?;
+    if !spec.segments() {
+        bail!(
+            "--seg-model {}: the model does not segment (its sidecar names no labels or logits output)",
+            path.display()
+        );
+    }
+    if !first_spec.denoises() {
+        bail!(
+            "--seg-model: the first model {} does not denoise, so there is nothing to chain; give a              denoising --model, or run the segmenter alone with --model {}",
+            first_spec.path.display(),
+            path.display()
+        );
+    }
+    let opts = ElementOpts {
+        model: Some(path),
+        noise_level: None,
+        ..first.clone()
+    };
+    Ok((opts, spec))
+}
+
 pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     let source = Source::parse(&args.input, args.rtsp_latency, args.rtsp_transport)?;
     let sink = Sink::parse(args.output.as_deref())?;
@@ -362,6 +404,16 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     let leaky = settings.property::<bool>("leaky");
     let model = args.element.model_path()?;
     let spec = denoiseseg::model::ModelSpec::load(&model)?;
+    let seg = args
+        .seg_model
+        .as_deref()
+        .map(|p| seg_options(&args.element, p, &spec))
+        .transpose()?;
+    // The model whose class maps the outputs show: the segmenter when chained.
+    let (seg_model, seg_spec) = match &seg {
+        Some((opts, seg_spec)) => (opts.model_path()?, seg_spec),
+        None => (model.clone(), &spec),
+    };
 
     let scale = match args.size {
         Some((w, h)) => format!(" ! videoscale ! video/x-raw,width={w},height={h}"),
@@ -369,7 +421,16 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     };
     let out = sink.description(args.bitrate, live);
     let head = format!("{}{} ! videoconvert", source.description(leaky), scale);
-    let denoiseseg = format!("denoiseseg name=d{}", if leaky { " leaky=true" } else { "" });
+    let leaky_prop = if leaky { " leaky=true" } else { "" };
+    // Chained: the first element (den) denoises, the last (d) segments its output and
+    // gives the class maps; d is the element the run reports on either way.
+    let denoiseseg = match &seg {
+        Some(_) => format!(
+            "denoiseseg name={FIRST}{leaky_prop} output=denoised ! {} ! denoiseseg name=d{leaky_prop}",
+            common::queue()
+        ),
+        None => format!("denoiseseg name=d{leaky_prop}"),
+    };
     let mut desc = match args.view {
         View::Denoised | View::Overlay => {
             let output = if args.view == View::Overlay {
@@ -381,8 +442,12 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         }
         View::Mosaic => {
             let (w, h) = args.size.unwrap_or((640, 320));
-            let in_flight = settings.property::<u32>("max-in-flight");
-            let mosaic = mosaic_description(w, h, &legend_markup(&spec.classes), "in", in_flight, live);
+            let mut in_flight = settings.property::<u32>("max-in-flight");
+            if seg.is_some() {
+                // Two elements and the queue between them.
+                in_flight = 2 * in_flight + common::QUEUE_FRAMES;
+            }
+            let mosaic = mosaic_description(w, h, &legend_markup(&seg_spec.classes), "in", in_flight, live);
             format!(
                 "{head} ! tee name=in in. ! {} ! {denoiseseg} output=denoised {mosaic}",
                 common::queue()
@@ -391,8 +456,8 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         }
     };
     if let Some(mask) = &mask {
-        if !spec.segments() {
-            bail!("--mask-output: the model {} does not segment", model.display());
+        if !seg_spec.segments() {
+            bail!("--mask-output: the model {} does not segment", seg_model.display());
         }
         desc = format!("{desc} {}", mask.description());
     }
@@ -407,7 +472,20 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         .downcast::<gst::Pipeline>()
         .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
     let element = pipeline.by_name("d").expect("the pipeline names the element d");
-    configure(&element, &args.element, live)?;
+    let first = match &seg {
+        Some((opts, _)) => {
+            let first = pipeline.by_name(FIRST).expect("the chain names its first element");
+            configure(&first, &args.element, live)?;
+            configure(&element, opts, live).with_context(|| format!("--seg-model {}", seg_model.display()))?;
+            // The segmenter sees denoised frames: their noise is estimated, not the input's.
+            element.set_property("noise-level", -1.0f64);
+            Some(first)
+        }
+        None => {
+            configure(&element, &args.element, live)?;
+            None
+        }
+    };
     if live && leaky {
         eprintln!("live input: frames are dropped when the model cannot keep up (--no-leaky to queue them instead)");
     }
@@ -433,7 +511,8 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         Ending::Eos if frames == 0 => bail!("no frames came through the pipeline: no output written"),
         _ => {}
     }
-    let dropped = element.property::<u64>("frames-dropped");
+    let dropped =
+        element.property::<u64>("frames-dropped") + first.as_ref().map_or(0, |f| f.property::<u64>("frames-dropped"));
     let provider = element.property::<String>("provider");
     // "Finalized" only when every file got frames and EOS went through its muxer.
     let finalized = !outputs.is_empty() && outputs.iter().all(|o| o.frames() > 0);
@@ -442,7 +521,10 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         frames,
         common::secs(elapsed),
         frames as f64 / elapsed.as_secs_f64().max(1e-3),
-        spec.name,
+        match &seg {
+            Some(_) => format!("{} + {}", spec.name, seg_spec.name),
+            None => spec.name.clone(),
+        },
         match ending {
             Ending::Interrupted if finalized => ", interrupted (outputs finalized)",
             Ending::Interrupted => ", interrupted",
