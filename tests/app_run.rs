@@ -941,10 +941,9 @@ fn eval_seg_model_scores_the_segmenter_on_the_denoised_frames() {
 }
 
 /// With a joint first model, its class map must not be the one scored: the second
-/// element's replaces it on the buffer. The mask pad is right already; eval, the mosaic
-/// and segoverlay read the meta.
+/// element's replaces it on the buffer (eval, the mosaic and segoverlay read the meta;
+/// the mask pad is the second element's own).
 #[test]
-#[ignore = "needs denoiseseg to replace an incoming DenoisesegMaskMeta (in progress on another branch)"]
 fn eval_seg_model_after_a_joint_model_scores_the_segmenter() {
     let dir = tmp("eval-chain-joint");
     let (n, w, h) = (3, 64, 32);
