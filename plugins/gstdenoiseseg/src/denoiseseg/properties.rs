@@ -127,8 +127,9 @@ pub(super) fn param_specs() -> &'static [glib::ParamSpec] {
             glib::ParamSpecString::builder("model")
                 .nick("Model")
                 .blurb(&format!(
-                    "Path of the ONNX model; its TOML sidecar (same name, .toml) must lie beside it. \
-                     Empty: the shipped default {DEFAULT_MODEL_FILE} from $DENOISESEG_MODEL_DIR, else the models/ folder of the source tree the plugin was built in. NULL/READY only"
+                    "Path of the ONNX model; its TOML sidecar (same name, .toml) must lie beside it and \
+                     says how frames are fed ([preprocess]: channel order, layout, normalisation, resize for \
+                     fixed-size graphs; `denoiseseg models FILE` suggests one). Empty: the shipped default {DEFAULT_MODEL_FILE} from $DENOISESEG_MODEL_DIR, else the models/ folder of the source tree the plugin was built in. NULL/READY only"
                 ))
                 .default_value(Some(""))
                 .mutable_ready()
