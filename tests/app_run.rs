@@ -906,15 +906,11 @@ fn models_suggests_a_sidecar_for_a_model_without_one_and_writes_it_once() {
     assert!(text.contains("--seg-model"), "{text}");
 }
 
-#[test]
-fn eval_seg_model_scores_the_segmenter_on_the_denoised_frames() {
-    let dir = tmp("eval-chain");
-    let (n, w, h) = (3, 64, 32);
-    let clip = make_solid_clip(&dir, n, w, h, [120, 110, 100]);
-    // Labels: class 0 (red) everywhere, which only the chain gives (see above).
-    let raw = dir.join("zeros.raw");
-    std::fs::write(&raw, vec![0u8; n * w * h]).unwrap();
-    let labels = dir.join("labels.mkv");
+/// A lossless GRAY8 label clip of `n` frames with every pixel `class`.
+fn make_label_clip(dir: &Path, n: usize, w: usize, h: usize, class: u8) -> PathBuf {
+    let raw = dir.join(format!("class{class}.raw"));
+    std::fs::write(&raw, vec![class; n * w * h]).unwrap();
+    let labels = dir.join(format!("class{class}.mkv"));
     gst_launch(&format!(
         "filesrc location={} blocksize={} ! rawvideoparse format=gray8 width={w} height={h} framerate=25/1 \
          ! avenc_ffv1 ! matroskamux ! filesink location={}",
@@ -922,6 +918,16 @@ fn eval_seg_model_scores_the_segmenter_on_the_denoised_frames() {
         w * h,
         labels.display()
     ));
+    labels
+}
+
+#[test]
+fn eval_seg_model_scores_the_segmenter_on_the_denoised_frames() {
+    let dir = tmp("eval-chain");
+    let (n, w, h) = (3, 64, 32);
+    let clip = make_solid_clip(&dir, n, w, h, [120, 110, 100]);
+    // Labels: class 0 (red) everywhere, which only the chain gives (see above).
+    let labels = make_label_clip(&dir, n, w, h, 0);
     let (den, seg) = (test_model("denoise_sigma.onnx"), test_model("seg_logits.onnx"));
     let c = clip.to_str().unwrap();
     let l = labels.to_str().unwrap();
@@ -950,16 +956,7 @@ fn eval_seg_model_after_a_joint_model_scores_the_segmenter() {
     // joint.onnx: denoised = 1 - image = (135, 145, 155), its own labels red (0);
     // seg_logits on that: blue (2) is the strongest channel above 0.5.
     let clip = make_solid_clip(&dir, n, w, h, [120, 110, 100]);
-    let raw = dir.join("twos.raw");
-    std::fs::write(&raw, vec![2u8; n * w * h]).unwrap();
-    let labels = dir.join("labels.mkv");
-    gst_launch(&format!(
-        "filesrc location={} blocksize={} ! rawvideoparse format=gray8 width={w} height={h} framerate=25/1 \
-         ! avenc_ffv1 ! matroskamux ! filesink location={}",
-        raw.display(),
-        w * h,
-        labels.display()
-    ));
+    let labels = make_label_clip(&dir, n, w, h, 2);
     let (joint, seg) = (test_model("joint.onnx"), test_model("seg_logits.onnx"));
     let o = run(&[
         "eval",
