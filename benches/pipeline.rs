@@ -2,7 +2,9 @@
 //! conversion (8-bit frame to padded planar f32), the post-processing conversion back,
 //! the class-map copy and the noise-sigma estimator, which run on the frame queue's
 //! workers beside inference (`denoiseseg bench` shows whether they stay hidden), and
-//! the checked copies of the model's outputs, which run on the inference thread.
+//! the checked copies of the model's outputs, and the `[preprocess]` conversions of
+//! models brought by users (input normalised, reordered, resized; outputs mapped
+//! back), which run on the inference thread.
 //!
 //!     cargo bench --bench pipeline            (or: cargo bench --bench pipeline -- 200 for 200 rounds)
 use std::hint::black_box;
@@ -12,6 +14,7 @@ use denoiseseg::convert;
 use denoiseseg::frame::{FrameLayout, PixelFormat};
 use denoiseseg::model::round_up;
 use denoiseseg::noise::{add_noise_interleaved, NoiseParams, SigmaEstimator};
+use denoiseseg::preprocess::{self, ChannelOrder, Layout, Placement, Preprocess, Resize, Scratch};
 
 const W: usize = 1024;
 const H: usize = 512;
@@ -139,6 +142,83 @@ fn main() {
         "infer: labels out, copy_class_ids",
         time(rounds, || {
             black_box(convert::copy_class_ids(&mut label_copy, black_box(&labels), 19));
+        }),
+    );
+
+    // Models brought by users ([preprocess]): the input written on the inference
+    // thread, and the outputs read back, against the default contract's plain copy.
+    let imagenet = Preprocess {
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
+        ..Preprocess::default()
+    };
+    let nhwc_bgr = Preprocess {
+        channels: ChannelOrder::Bgr,
+        layout: Layout::Nhwc,
+        ..imagenet.clone()
+    };
+    let mut scratch = Scratch::default();
+    let padded = Placement::padded(pw, ph);
+    let mut input = vec![0f32; planar.len()];
+    report(
+        "infer: input, plain copy (default contract, batches)",
+        time(rounds, || input.copy_from_slice(black_box(&planar))),
+    );
+    for (name, pre) in [("ImageNet NCHW", &imagenet), ("ImageNet NHWC BGR", &nhwc_bgr)] {
+        report(
+            &format!("infer: input, {name}, same size"),
+            time(rounds, || {
+                preprocess::write_input(pre, &padded, black_box(&planar), (pw, ph), &mut input, &mut scratch);
+            }),
+        );
+    }
+    // A Cityscapes export at its native 2048x1024, fed the 1024x512 frame.
+    let (fw, fh) = (2048, 1024);
+    let mut fixed_input = vec![0f32; 3 * fw * fh];
+    for resize in [Resize::Stretch, Resize::Letterbox] {
+        let place = Placement::fixed(W, H, (fw, fh), resize);
+        report(
+            &format!("infer: input, ImageNet NCHW, {resize:?} to fixed {fw}x{fh}"),
+            time(rounds, || {
+                preprocess::write_input(
+                    &imagenet,
+                    &place,
+                    black_box(&planar),
+                    (pw, ph),
+                    &mut fixed_input,
+                    &mut scratch,
+                );
+            }),
+        );
+    }
+    let fixed = Placement::fixed(W, H, (fw, fh), Resize::Stretch);
+    let ids: Vec<i64> = (0..fw * fh).map(|i| (i % 19) as i64).collect();
+    report(
+        &format!("infer: labels out, int64 {fw}x{fh} -> frame (nearest)"),
+        time(rounds, || {
+            black_box(preprocess::read_labels(
+                black_box(&ids),
+                (fw, fh),
+                &fixed,
+                19,
+                (W, H),
+                &mut label_copy,
+                pw,
+                &mut scratch,
+            ));
+        }),
+    );
+    report(
+        &format!("infer: denoised out, ImageNet {fw}x{fh} -> frame (bilinear)"),
+        time(rounds, || {
+            black_box(preprocess::read_denoised(
+                &imagenet,
+                &fixed,
+                black_box(&fixed_input),
+                &mut planar,
+                (pw, ph),
+                &mut scratch,
+            ));
         }),
     );
 

@@ -291,6 +291,7 @@ pub struct Scratch {
     taps: Vec<(usize, usize, f32)>,
     index: Vec<usize>,
     row: Vec<f32>,
+    blend: Vec<f32>,
 }
 
 fn taps(dst: &mut Vec<(usize, usize, f32)>, map: AxisMap, n: usize, len: usize) {
@@ -324,6 +325,7 @@ pub fn write_input(
         taps(&mut scratch.taps, xmap, bw, gw);
     }
     scratch.row.resize(iw, 0.0);
+    scratch.blend.resize(gw, 0.0);
     for c in 0..3 {
         let plane = &src[affine.src[c] * pw * ph..(affine.src[c] + 1) * pw * ph];
         let (gain, offset) = (affine.gain[c], affine.offset[c]);
@@ -342,14 +344,18 @@ pub fn write_input(
             } else if y < y0 || y >= y0 + bh {
                 row.fill(offset);
             } else {
+                // Separable: the two source rows blended first, then the taps along it.
                 let (r0, r1, wy) = ymap.bilinear(y - y0, gh);
                 let (a, b) = (&plane[r0 * pw..r0 * pw + gw], &plane[r1 * pw..r1 * pw + gw]);
+                let blend = &mut scratch.blend[..gw];
+                for ((o, &p), &q) in blend.iter_mut().zip(a).zip(b) {
+                    *o = p + (q - p) * wy;
+                }
                 row[..x0].fill(offset);
                 row[x0 + bw..].fill(offset);
                 for (o, &(i0, i1, wx)) in row[x0..x0 + bw].iter_mut().zip(&scratch.taps) {
-                    let top = a[i0] + (a[i1] - a[i0]) * wx;
-                    let bottom = b[i0] + (b[i1] - b[i0]) * wx;
-                    *o = gain * (top + (bottom - top) * wy) + offset;
+                    let (p, q) = (blend[i0], blend[i1]);
+                    *o = gain * (p + (q - p) * wx) + offset;
                 }
             }
             if pre.layout == Layout::Nhwc {
@@ -403,10 +409,7 @@ pub fn read_denoised(
     let resample = !place.is_identity();
     if resample {
         taps(&mut scratch.taps, xmap, gw, bw);
-        for t in scratch.taps.iter_mut() {
-            t.0 += x0;
-            t.1 += x0;
-        }
+        scratch.blend.resize(bw, 0.0);
     }
     let mut bad = 0;
     for k in 0..3 {
@@ -428,13 +431,17 @@ pub fn read_denoised(
                 }
                 continue;
             }
+            // Separable: the box's two model rows blended first, then the taps along it.
             let (r0, r1, wy) = ymap.bilinear(y, bh);
-            let (a, b) = (&model[(y0 + r0) * ys..], &model[(y0 + r1) * ys..]);
+            let (a, b) = (&model[(y0 + r0) * ys + x0 * xs..], &model[(y0 + r1) * ys + x0 * xs..]);
+            let blend = &mut scratch.blend[..bw];
+            for (x, o) in blend.iter_mut().enumerate() {
+                let (p, q) = (a[x * xs], b[x * xs]);
+                *o = p + (q - p) * wy;
+            }
             for (o, &(i0, i1, wx)) in out.iter_mut().zip(&scratch.taps) {
-                let (p0, p1) = (i0 * xs, i1 * xs);
-                let top = a[p0] + (a[p1] - a[p0]) * wx;
-                let bottom = b[p0] + (b[p1] - b[p0]) * wx;
-                let v = (top + (bottom - top) * wy - offset) * inv_gain;
+                let (p, q) = (blend[i0], blend[i1]);
+                let v = (p + (q - p) * wx - offset) * inv_gain;
                 if v.is_finite() {
                     *o = v;
                 } else {
@@ -738,7 +745,14 @@ mod tests {
         assert_eq!(boxed.frame_box, (16, 0, 32, 32));
         let white = frame(64, 32, |_, x, _| if (16..48).contains(&x) { 1.0 } else { 0.0 });
         let mut dst = vec![0.5; 3 * 40 * 40];
-        read_denoised(&Preprocess::default(), &boxed, &white, &mut dst, (40, 40), &mut Scratch::default());
+        read_denoised(
+            &Preprocess::default(),
+            &boxed,
+            &white,
+            &mut dst,
+            (40, 40),
+            &mut Scratch::default(),
+        );
         assert!(dst.iter().all(|&v| v == 1.0));
         // Non-finite values keep the input.
         let mut nan = out.clone();
