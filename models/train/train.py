@@ -21,43 +21,11 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data  # noqa: E402
 import nets  # noqa: E402
-from cityscapes_labels import IGNORE  # noqa: E402
-
-
-def ce(logits, lab, weight=None):
-    lg = F.interpolate(logits, size=lab.shape[-2:], mode="bilinear", align_corners=False)
-    valid = (lab != IGNORE).sum()
-    if valid == 0:
-        return lg.sum() * 0.0
-    return F.cross_entropy(lg, lab, weight=weight, ignore_index=IGNORE, reduction="sum") / valid
-
-
-def rec_error(out, clean, sigma, sigma0=0.0, kind="l1"):
-    """Reconstruction loss: each crop's mean absolute error (kind "l1") or its root mean
-    square error (kind "rmse"; 1e-8 inside the root). RMSE has the scale of L1 but its
-    minimiser is the minimiser of the squared error, the error PSNR measures. A crop's
-    weighted RMSE has w / (2 RMSE) times the gradient of its squared error, -PSNR has
-    1 / MSE times it: with the sigma weighting below, which falls somewhat faster than a
-    denoiser's error grows with the noise, the noise levels count roughly alike in
-    decibels, the low ones a little more.
-
-    With sigma0 > 0 (8-bit units) each crop's error is weighted by (25 + sigma0) / (its sigma
-    + sigma0): the error of a denoiser grows with the noise, so a plain mean lets the noisiest
-    crops dominate the gradient and the low-noise ones (where detail must be kept) count
-    little. A sigma-25 crop keeps weight 1."""
-    if kind == "rmse":
-        per = ((out - clean) ** 2).mean(dim=(1, 2, 3)).add(1e-8).sqrt()
-    else:
-        per = (out - clean).abs().mean(dim=(1, 2, 3))
-    if sigma0 <= 0:  # crops of one size: the mean of the crops' means is the plain mean
-        return per.mean()
-    w = (25.0 + sigma0) / (sigma.flatten() * 255.0 + sigma0)
-    return (per * w).mean()
+from losses import ce, class_weights, dual_loss, feature_stats_loss, rec_error  # noqa: E402
 
 
 def sigma_input(noisy, sigma, rng, frac, cap):
@@ -112,18 +80,6 @@ class CodecPool:
         sig = torch.from_numpy(self.sigma[idx]).float().view(n, 1, 1, 1)
         sig_in = torch.from_numpy(self.sigma_in[idx]).float().view(n, 1, 1, 1)
         return images(cl), torch.from_numpy(np.stack(lb).astype(np.int64)), images(no), sig, sig_in
-
-
-def class_weights(freq, power, cap=10.0):
-    """(median frequency / frequency) ** power per class, scaled so that the average weight
-    of a labelled pixel is 1 (the loss keeps its scale), then capped; absent classes get
-    the cap."""
-    f = np.asarray(freq, np.float64)
-    med = np.median(f[f > 0])
-    w = np.where(f > 0, (med / np.maximum(f, 1e-12)) ** power, 0.0)
-    w = w / max((w * f).sum(), 1e-12)
-    w = np.where(f > 0, np.minimum(w, cap), cap)
-    return torch.tensor(w, dtype=torch.float32)
 
 
 def frozen_seg(path, dev):
@@ -365,17 +321,7 @@ def main():
             loss = args.rec_weight * losses[args.rec_loss] + losses["ce"]
             out = ims[-1]
             if decoder is not None:
-                # the decoder learns appearance from the true labels; the same decoder on the
-                # predicted classes must explain the clean image too (gradient into the segmenters)
-                small = F.avg_pool2d(clean, 4)
-                onehot = F.one_hot(lab.clamp(max=nets.NC - 1), nets.NC).permute(0, 3, 1, 2).float()
-                onehot = F.avg_pool2d(onehot, 4)
-                known = F.avg_pool2d((lab != IGNORE).float()[:, None], 4) > 0.99
-                pred = torch.softmax(logs[-1], 1)
-                gt_rec, pred_rec = decoder(onehot), decoder(pred)
-                w = known.float()
-                denom = w.sum().clamp(min=1) * 3
-                losses["dual"] = ((gt_rec - small).abs() * w).sum() / denom + ((pred_rec - small).abs() * w).sum() / denom
+                losses["dual"] = dual_loss(decoder, logs[-1], clean, lab)
                 loss = loss + args.dual_weight * losses["dual"]
         elif args.model in ("plain", "ffdnet"):
             out = net(noisy, sig_in)
@@ -401,7 +347,7 @@ def main():
         if stats_seg is not None:
             with torch.no_grad():
                 ref = stats_seg.features(clean, sigma * 0)
-            losses["d2sm"] = nets.feature_stats_loss(stats_seg.features(out, sigma * 0), ref)
+            losses["d2sm"] = feature_stats_loss(stats_seg.features(out, sigma * 0), ref)
             loss = loss + args.d2sm_weight * losses["d2sm"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
