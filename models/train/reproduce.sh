@@ -73,7 +73,7 @@ run $PY $T/train.py --config $C/sdb-small-1.6.0.toml
 run $PY $T/train.py --config $C/sdb-quality-1.3.0.toml
 # the default 1.7.0: 1.6.0 fine-tuned 44000 steps (fresh Adam, lr 2e-4 cosine) with the same arguments
 # (the shipped run started with --steps 60000 and was restarted at step 11000 with --steps 44000 to end
-# within the session: over those first 11000 steps its lr was up to 7 % above this command's)
+# within the session: over those first 11000 steps its lr was up to 7.5 % above this command's)
 run $PY $T/train.py --config $C/sdb-small-1.7.0.toml
 # the quality variant 1.4.0: FFDNet + the final segmenter of 1.7.0, fine-tuned on FFDNet's output as 1.3.0
 run $PY $T/train.py --config $C/sdb-quality-1.4.0.toml

@@ -282,11 +282,12 @@ def parse_args(argv=None):
 
 def main():
     ap, args = parse_args()
-    if args.print_args:
+    print_args = args.print_args
+    del args.print_args
+    if print_args:
         json.dump(vars(args), sys.stdout, indent=1)
         print()
         return
-    del args.print_args
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)  # weight init
