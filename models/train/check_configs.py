@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import tomllib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -53,8 +54,15 @@ def main():
         print(f"ok   {rel}: --model {a['model']}, {a['steps']} steps, lr {a['lr']:g} -> {a['out']}"
               + (f" (from {starts})" if starts else ""))
 
-    # links: a checkpoint under runs/ must be the output of another recipe
-    outs = {a["out"].rstrip("/") + "/last.pt": rel for rel, a in merged.items()}
+    # links: a checkpoint under runs/ must be the output of another recipe (of those checked,
+    # or of any other file in configs/, read for its `out`)
+    outs = {}
+    for f in sorted(glob.glob(os.path.join(HERE, "configs", "*.toml"))):
+        with open(f, "rb") as fh:
+            out = tomllib.load(fh).get("out")
+        if out:
+            outs[out.rstrip("/") + "/last.pt"] = os.path.relpath(f, ROOT)
+    outs.update({a["out"].rstrip("/") + "/last.pt": rel for rel, a in merged.items()})
     deps = {}
     for rel, a in merged.items():
         deps[rel] = []
@@ -88,7 +96,7 @@ def main():
             bad += 1
             return
         stack.add(r)
-        for d in deps[r]:
+        for d in deps.get(r, []):
             visit(d)
         stack.discard(r)
         done.add(r)
