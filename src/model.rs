@@ -7,8 +7,8 @@
 //! int64 [N,h,w] class ids) and `logits` (float32 [N,C,h,w]). The sidecar
 //! `<stem>.toml` names the tensors and describes the model; its `[preprocess]` table
 //! says how the image is fed (channel order, layout, normalisation, and the resize for
-//! graphs with a fixed input size: see [`crate::preprocess`]). `models/RESULTS.md` ("The sidecar")
-//! the full schema.
+//! graphs with a fixed input size: see [`crate::preprocess`]). The full schema is in
+//! `models/RESULTS.md` ("The sidecar").
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
