@@ -738,7 +738,14 @@ mod tests {
         assert_eq!(boxed.frame_box, (16, 0, 32, 32));
         let white = frame(64, 32, |_, x, _| if (16..48).contains(&x) { 1.0 } else { 0.0 });
         let mut dst = vec![0.5; 3 * 40 * 40];
-        read_denoised(&Preprocess::default(), &boxed, &white, &mut dst, (40, 40), &mut Scratch::default());
+        read_denoised(
+            &Preprocess::default(),
+            &boxed,
+            &white,
+            &mut dst,
+            (40, 40),
+            &mut Scratch::default(),
+        );
         assert!(dst.iter().all(|&v| v == 1.0));
         // Non-finite values keep the input.
         let mut nan = out.clone();
