@@ -1,0 +1,57 @@
+//! Pieces of gst-launch descriptions: quoting, the queue that starts a branch, and
+//! file outputs (H.264 and plain file sinks).
+use std::path::Path;
+
+/// Quotes a value for a gst-launch pipeline description.
+pub fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The highest H.264 bitrate x264enc takes, in kbit/s (its `bitrate` property's range).
+pub const MAX_H264_KBPS: i64 = 2_048_000;
+
+/// Frames a branch queue holds: enough for each branch to run in its own thread at
+/// its own pace, few enough that the model paces the pipeline.
+pub const QUEUE_FRAMES: u32 = 4;
+
+/// The queue that starts a branch (see [`QUEUE_FRAMES`]).
+pub fn queue() -> String {
+    format!("queue max-size-buffers={QUEUE_FRAMES}")
+}
+
+/// A sink that writes a file, for the end of a gst-launch description.
+///
+/// It takes no part in preroll (`async=false`): it has nothing to render in time, and
+/// an encoder keeps frames before its first output (x264enc's lookahead and frame
+/// threads hold tens of frames, more with more cores). A file sink that waited for
+/// that frame would hold the pipeline in PAUSED while every other sink (appsinks, a
+/// second file, the screen) blocked its branch on its own first frame; their queues
+/// would fill and stop the tee feeding them all, and the pipeline would never start.
+pub fn file_sink(path: &Path) -> String {
+    format!("filesink location={} async=false", quote(&path.display().to_string()))
+}
+
+/// The name of the muxer in [`h264_file`], to watch it with [`OutputFile::watch`](super::OutputFile::watch).
+pub const H264_MUX: &str = "h264_mux";
+
+/// An H.264 file output from raw video: `videoconvert ! x264enc ! h264parse ! MUX !`
+/// [`file_sink`], the muxer named [`H264_MUX`]. `low_latency` (live inputs) turns
+/// off x264enc's lookahead and B-frames.
+pub fn h264_file(path: &Path, mux: &str, bitrate: u32, low_latency: bool) -> String {
+    format!(
+        "videoconvert ! video/x-raw,format=I420 ! x264enc bitrate={bitrate} speed-preset=veryfast{} \
+         ! h264parse ! {mux} name={H264_MUX} ! {}",
+        if low_latency { " tune=zerolatency" } else { "" },
+        file_sink(path)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launch_values_are_quoted() {
+        assert_eq!(quote(r#"a "b" \c"#), r#""a \"b\" \\c""#);
+    }
+}

@@ -1,0 +1,128 @@
+//! What a command writes, checked before anything runs (paths, sizes, the JSON
+//! report), and the report printed or written at the end.
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+/// Parses WIDTHxHEIGHT (each 8..=8192), as the commands' size options take it.
+pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s.split_once(['x', 'X']).ok_or("expected WIDTHxHEIGHT, e.g. 1024x512")?;
+    let w: u32 = w.trim().parse().map_err(|_| format!("bad width '{w}'"))?;
+    let h: u32 = h.trim().parse().map_err(|_| format!("bad height '{h}'"))?;
+    if !(8..=8192).contains(&w) || !(8..=8192).contains(&h) {
+        return Err(format!("{w}x{h} is outside 8x8 .. 8192x8192"));
+    }
+    Ok((w, h))
+}
+
+/// Checks a file that a command will write, before anything runs: its folder must
+/// exist (nothing is created, as ffmpeg does) and be writable, and the path must not
+/// be a folder. `path` may be a pattern (masks/%05d.png): its folder is checked the
+/// same way. Returns the path with its folder resolved (symbolic links, `.` and `..`),
+/// to compare outputs with [`check_distinct`].
+pub fn check_output(path: &Path) -> Result<PathBuf> {
+    let shown = path.display();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let Some(name) = path.file_name() else {
+        bail!("cannot write {shown}: it names no file");
+    };
+    if !dir.exists() {
+        bail!("cannot write {shown}: folder {} does not exist", dir.display());
+    }
+    if !dir.is_dir() {
+        bail!("cannot write {shown}: {} is not a folder", dir.display());
+    }
+    if path.is_dir() {
+        bail!("cannot write {shown}: it is a folder");
+    }
+    if !writable(dir) {
+        bail!("cannot write {shown}: folder {} is not writable", dir.display());
+    }
+    let resolved = match path.canonicalize() {
+        Ok(p) => p,
+        Err(_) => dir
+            .canonicalize()
+            .with_context(|| format!("cannot write {shown}"))?
+            .join(name),
+    };
+    Ok(resolved)
+}
+
+fn writable(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(dir.as_os_str().as_bytes())
+        // SAFETY: access(2) reads the NUL-terminated path and nothing else.
+        .is_ok_and(|c| unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0)
+}
+
+/// Fails when two of `files` (what names each, e.g. "-o a.mkv"; its resolved path, from
+/// [`check_output`] or canonicalize) are one file: a pipeline writing one file twice,
+/// or over its own input, leaves it corrupt.
+pub fn check_distinct(files: &[(String, PathBuf)]) -> Result<()> {
+    for (i, (a, pa)) in files.iter().enumerate() {
+        if let Some((b, _)) = files[i + 1..].iter().find(|(_, pb)| pb == pa) {
+            bail!("{a} and {b} are the same file: give each its own file");
+        }
+    }
+    Ok(())
+}
+
+/// H.264 in 4:2:0 (what the file outputs encode) needs an even width and height: a
+/// size the user chose is checked here rather than failing in x264enc.
+pub fn check_h264_size(option: &str, (w, h): (u32, u32)) -> Result<()> {
+    if w % 2 == 1 || h % 2 == 1 {
+        bail!("{option} {w}x{h}: the H.264 output needs an even width and height");
+    }
+    Ok(())
+}
+
+/// Checks a `--json FILE` before the command runs (see [`check_output`]); `-` is
+/// standard output.
+pub fn check_report_path(json: Option<&Path>) -> Result<()> {
+    match json {
+        Some(path) if path != Path::new("-") => check_output(path).map(drop),
+        _ => Ok(()),
+    }
+}
+
+/// Prints a command's table and JSON report: `--json -` puts the JSON alone on
+/// standard output (the table goes to standard error), `--json FILE` writes it there.
+pub fn emit_report(table: &str, report: &serde_json::Value, json: Option<&Path>) -> Result<()> {
+    let table = table.trim_end();
+    match json {
+        Some(path) if path == Path::new("-") => {
+            eprintln!("{table}");
+            println!("{}", serde_json::to_string_pretty(report)?);
+        }
+        Some(path) => {
+            println!("{table}");
+            std::fs::write(path, serde_json::to_string_pretty(report)? + "\n")
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        None => println!("{table}"),
+    }
+    Ok(())
+}
+
+/// Seconds as a duration for display.
+pub fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_within_range() {
+        assert_eq!(parse_size("1024x512"), Ok((1024, 512)));
+        assert_eq!(parse_size("64X32"), Ok((64, 32)));
+        assert!(parse_size("1024").is_err());
+        assert!(parse_size("0x512").unwrap_err().contains("outside 8x8"));
+        assert!(parse_size("ax5").unwrap_err().contains("bad width"));
+    }
+}

@@ -1,0 +1,260 @@
+//! Running a pipeline to its end: Ctrl-C, progress, the output files it writes, and
+//! GStreamer errors as one line.
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Once};
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+use gst::prelude::*;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::setup::Detail;
+
+/// Ctrl-C: the first press asks the pipeline to finish (EOS, so files are finalized),
+/// the second aborts.
+static INTERRUPTS: AtomicU32 = AtomicU32::new(0);
+
+pub fn install_ctrl_c() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            let n = INTERRUPTS.fetch_add(1, Ordering::SeqCst) + 1;
+            if n == 1 {
+                eprintln!("\ninterrupted: finishing the stream (Ctrl-C again to abort)");
+            }
+        });
+    });
+}
+
+fn interrupts() -> u32 {
+    INTERRUPTS.load(Ordering::SeqCst)
+}
+
+/// How a pipeline ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Eos,
+    /// Ctrl-C, then EOS through every sink: outputs are finalized.
+    Interrupted,
+    /// Ctrl-C before the element gave its first frame: stopped at once, as there is
+    /// nothing to finalize (and a source with no data yet, a camera or a stream still
+    /// connecting, may never pass EOS on).
+    BeforeFirstFrame,
+    /// Ctrl-C twice: stopped without finishing.
+    Aborted,
+}
+
+/// What a run says when it stopped before the first frame.
+pub const STOPPED_EARLY: &str = "stopped before the first frame: no output written";
+
+/// A file (or PNG pattern) that a pipeline writes, with the frames that reached the
+/// element writing it (its muxer, or multifilesink), counted as they pass.
+pub struct OutputFile {
+    path: PathBuf,
+    /// One file per frame: nothing to finalize or remove.
+    pattern: bool,
+    frames: Arc<AtomicU64>,
+}
+
+impl OutputFile {
+    /// Counts the frames that reach `writer` (an element of `pipeline`) on their way
+    /// into `path`.
+    pub fn watch(pipeline: &gst::Pipeline, writer: &str, path: &Path, pattern: bool) -> Result<OutputFile> {
+        let writer = pipeline
+            .by_name(writer)
+            .ok_or_else(|| anyhow!("no element {writer} in the pipeline"))?;
+        let frames = Arc::new(AtomicU64::new(0));
+        for pad in writer.sink_pads() {
+            let frames = frames.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                frames.fetch_add(1, Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            });
+        }
+        Ok(OutputFile {
+            path: path.to_path_buf(),
+            pattern,
+            frames,
+        })
+    }
+
+    pub fn frames(&self) -> u64 {
+        self.frames.load(Ordering::Relaxed)
+    }
+
+    /// After the pipeline stopped: removes the file when it holds no frame or was not
+    /// finalized (a muxer's headers alone do not play), and says what became of it.
+    pub fn conclude(&self, ending: Ending) -> String {
+        let (path, frames) = (self.path.display(), self.frames());
+        let unfinished = ending == Ending::BeforeFirstFrame;
+        if (frames == 0 || unfinished) && !self.pattern {
+            let removed = std::fs::remove_file(&self.path).is_ok();
+            return format!("{path}: no frame written{}", if removed { " (removed)" } else { "" });
+        }
+        match ending {
+            Ending::Aborted if !self.pattern => format!("{path}: {frames} frames, not finalized (may not play)"),
+            _ => format!("wrote {path} ({frames} frames)"),
+        }
+    }
+}
+
+/// Progress display while a pipeline runs.
+pub enum Progress {
+    None,
+    /// A file: a bar over its duration.
+    File,
+    /// A live source: a spinner with live statistics.
+    Live,
+}
+
+/// The frames the element gave so far.
+fn frames_of(element: &gst::Element) -> u64 {
+    element.property::<u64>("frames-processed")
+}
+
+/// Runs `pipeline` to its end: EOS, an error (returned with GStreamer's detail as
+/// context for `-v`), or Ctrl-C (see [`Ending`]). `element` is the denoiseseg
+/// element: its frames tell the progress line, and whether Ctrl-C has anything to
+/// finalize.
+pub fn run_pipeline(pipeline: &gst::Pipeline, element: &gst::Element, progress: Progress) -> Result<Ending> {
+    install_ctrl_c();
+    let ending = drive(pipeline, element, progress);
+    // However it ended, even when it never started (an element that refused its
+    // settings, a file that cannot be opened), the pipeline goes back to NULL: that
+    // closes the files, and GStreamer prints CRITICAL blocks for elements disposed
+    // in any other state.
+    let stopped = pipeline.set_state(gst::State::Null);
+    let ending = ending?;
+    stopped.context("cannot stop the pipeline")?;
+    Ok(ending)
+}
+
+fn drive(pipeline: &gst::Pipeline, element: &gst::Element, progress: Progress) -> Result<Ending> {
+    let bus = pipeline.bus().expect("a pipeline has a bus");
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|_| first_error(&bus).unwrap_or_else(|| anyhow!("the pipeline refused to start")))?;
+    let bar = match progress {
+        Progress::None => ProgressBar::hidden(),
+        Progress::File => {
+            let b = ProgressBar::new(0);
+            b.set_style(
+                ProgressStyle::with_template("{bar:30.cyan/blue} {percent:>3}% {msg}  ETA {eta}")
+                    .expect("valid template"),
+            );
+            b
+        }
+        Progress::Live => {
+            let b = ProgressBar::new_spinner();
+            b.set_style(ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"));
+            b
+        }
+    };
+    let started = Instant::now();
+    let mut sent_eos = false;
+    let ending = loop {
+        if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
+            use gst::MessageView;
+            match msg.view() {
+                MessageView::Eos(_) => break if sent_eos { Ending::Interrupted } else { Ending::Eos },
+                MessageView::Error(e) => {
+                    bar.finish_and_clear();
+                    // A source's "internal data stream error" often follows the real
+                    // cause (connection refused, no such host): prefer that one.
+                    let mut best = error_of(e);
+                    if e.error().matches(gst::StreamError::Failed) {
+                        while let Some(m) = bus.timed_pop_filtered(
+                            gst::ClockTime::from_mseconds(200),
+                            &[gst::MessageType::Error, gst::MessageType::Warning],
+                        ) {
+                            match m.view() {
+                                MessageView::Error(e2) if !e2.error().matches(gst::StreamError::Failed) => {
+                                    best = error_of(e2);
+                                    break;
+                                }
+                                MessageView::Warning(w) => {
+                                    best = best.context(format!("{}", w.error()));
+                                    break;
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    return Err(best);
+                }
+                // As gst-launch does: a sink that renders in time needs the new figure
+                // when an element's latency grows (denoiseseg posts it as it measures).
+                MessageView::Latency(_) => {
+                    let _ = pipeline.recalculate_latency();
+                }
+                MessageView::Warning(w) => {
+                    bar.suspend(|| eprintln!("warning: {}", w.error()));
+                }
+                _ => {}
+            }
+        }
+        match interrupts() {
+            0 => {}
+            1 if !sent_eos && frames_of(element) == 0 => break Ending::BeforeFirstFrame,
+            1 if !sent_eos => {
+                sent_eos = true;
+                pipeline.send_event(gst::event::Eos::new());
+            }
+            1 => {}
+            _ => break Ending::Aborted,
+        }
+        let frames = frames_of(element);
+        let fps = frames as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        match progress {
+            Progress::None => {}
+            Progress::File => {
+                if let (Some(pos), Some(dur)) = (
+                    pipeline.query_position::<gst::ClockTime>(),
+                    pipeline.query_duration::<gst::ClockTime>(),
+                ) {
+                    bar.set_length(dur.mseconds().max(1));
+                    bar.set_position(pos.mseconds().min(dur.mseconds()));
+                }
+                bar.set_message(format!("{frames} frames, {fps:.1} frames/s"));
+            }
+            Progress::Live => {
+                let dropped = element.property::<u64>("frames-dropped");
+                let latency = element.property::<f64>("mean-latency");
+                bar.set_message(format!(
+                    "{frames} frames, {fps:.1} frames/s, {dropped} dropped, latency {latency:.0} ms"
+                ));
+                bar.tick();
+            }
+        }
+    };
+    bar.finish_and_clear();
+    Ok(ending)
+}
+
+/// A GStreamer error message as one line: the message and the element's name, then
+/// the reason when the debug text gives one after its source location ("Failed to
+/// connect."); the whole debug text is its [`Detail`].
+pub fn error_of(e: &gst::message::Error) -> anyhow::Error {
+    let (name, path) = e
+        .src()
+        .map(|s| (s.name().to_string(), s.path_string().to_string()))
+        .unwrap_or_else(|| ("pipeline".into(), "pipeline".into()));
+    let debug = e.debug().map(|d| d.to_string()).unwrap_or_default();
+    let message = format!("{} ({name})", e.error().to_string().trim_end_matches('.'));
+    let detail = anyhow::Error::new(Detail(format!("{debug}\n(from {path})")));
+    // "file.c(123): function (): /GstPipeline:pipeline0/...:\nthe reason"
+    match debug.split_once(":\n").map(|(_, reason)| reason.trim()) {
+        Some(reason) if !reason.is_empty() => detail.context(reason.to_string()).context(message),
+        _ => detail.context(message),
+    }
+}
+
+fn first_error(bus: &gst::Bus) -> Option<anyhow::Error> {
+    while let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(500)) {
+        if let gst::MessageView::Error(e) = msg.view() {
+            return Some(error_of(e));
+        }
+    }
+    None
+}

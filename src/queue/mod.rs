@@ -1,0 +1,882 @@
+//! The multi-threaded frame queue that keeps the inference device busy.
+//!
+//! ```text
+//! submit() --> pre workers --> inference thread --> post workers --> recv() in order
+//! (caller)     (Processor::pre,   (batches of up to     (PostStage,            (reorders by
+//!              PreStage)          batch_size frames,    Processor::post)       sequence number)
+//!                                 BatchStage,
+//!                                 Backend::run)
+//! ```
+//!
+//! The queue knows nothing of the model: the element's [`Processor`] turns frames into
+//! tensors and results into output, the [`Stages`] (the engine's model-specific steps,
+//! `crate::processing::ModelStages`) run at fixed points around it, and the backend
+//! runs the model.
+//!
+//! - Every frame and every serialized event gets a sequence number at submission;
+//!   [`FrameQueue::recv`] hands them out strictly in that order, so events never
+//!   overtake the frames queued before them.
+//! - Memory is bounded: at most `max_in_flight` frames exist between `submit` and
+//!   `recv` (a permit travels with each frame and is released wherever it is dropped).
+//!   Per-frame tensors come from a pool and are reused, so the steady state allocates
+//!   nothing per frame.
+//! - When full, `submit` blocks, or, with `leaky` set, drops the oldest frame still
+//!   waiting for inference (or, if none waits, the new frame) and counts it.
+//! - [`FrameQueue::flush_start`] wakes every blocked call at once and makes every
+//!   frame already in the stages stale: none of them comes out after the flush.
+//! - Worker panics and backend errors come out of `recv` as errors at the failing
+//!   frame's position; the queue never hangs on them.
+//!
+//! The files: `stages` (the [`Processor`] and [`Stages`] traits), `config` (settings),
+//! `stats` (counters), `workers` (the threads), `reorder` (`recv`, in order); this one
+//! holds the queue proper: submitting, flushing and shutting down.
+mod config;
+mod reorder;
+mod stages;
+mod stats;
+mod workers;
+
+#[cfg(test)]
+mod fakes;
+#[cfg(test)]
+pub(crate) mod support;
+
+pub use config::{QueueConfig, Tunables};
+pub use stages::{BatchStage, NoStages, PreStage, Processor, Stages};
+pub use stats::{Stats, StatsSnapshot};
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::backend::BackendFactory;
+use crate::tensors::{Pool, Pooled};
+use crate::{Error, Result};
+use reorder::Reorder;
+use workers::{inference_thread, post_worker, pre_worker};
+
+/// What `submit` did with the frame. A dropped frame is handed back, so that the
+/// caller can report it (its timestamps in a QoS message, say).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Submitted<F> {
+    Queued,
+    /// Queued after dropping the oldest waiting frame (leaky), given back here.
+    QueuedDroppedOldest(F),
+    /// The queue was full and nothing waited: the new frame was dropped (leaky) and
+    /// is given back.
+    DroppedNew(F),
+}
+
+/// What `recv` gives.
+#[derive(Debug)]
+pub enum Output<O, E> {
+    Frame {
+        out: O,
+        /// Time from `submit` to `recv`.
+        latency: Duration,
+        /// Frames were dropped right before this one (mark it DISCONT).
+        after_drop: bool,
+    },
+    Event(E),
+    Error(Error),
+}
+
+/// `recv`'s answer.
+#[derive(Debug)]
+pub enum Recv<O, E> {
+    Item(Output<O, E>),
+    /// The queue is flushing: nothing comes out until `flush_stop`.
+    Flushing,
+    /// The queue was shut down.
+    Closed,
+}
+
+/// Why `submit` refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    Flushing,
+    Closed,
+}
+
+struct Capacity {
+    state: Mutex<CapState>,
+    cv: Condvar,
+}
+
+struct CapState {
+    in_flight: usize,
+    max: usize,
+}
+
+/// One frame's share of the queue's capacity; released on drop, wherever that is.
+struct Permit(Arc<Capacity>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut st = lock(&self.0.state);
+        st.in_flight -= 1;
+        drop(st);
+        self.0.cv.notify_all();
+    }
+}
+
+struct Work<F> {
+    seq: u64,
+    epoch: u64,
+    frame: F,
+    permit: Permit,
+    t0: Instant,
+}
+
+struct Staged<F> {
+    seq: u64,
+    epoch: u64,
+    frame: F,
+    permit: Permit,
+    t0: Instant,
+    tensors: Pooled,
+}
+
+enum DoneKind<O, E> {
+    Frame {
+        out: O,
+        _permit: Permit,
+        t0: Instant,
+    },
+    Event(E),
+    Dropped,
+    /// A frame that failed after its error was already reported (the backend could
+    /// not be built): its position is skipped silently.
+    Failed,
+    Error(Error),
+}
+
+enum Done<O, E> {
+    Seq {
+        seq: u64,
+        kind: DoneKind<O, E>,
+    },
+    /// Not tied to a position: the backend could not be built.
+    Fatal(Error),
+    /// Wakes a blocked `recv` (flush, shutdown).
+    Wake,
+}
+
+struct Shared<P: Processor, E> {
+    config: QueueConfig,
+    tunables: Arc<Tunables>,
+    stats: Arc<Stats>,
+    processor: Arc<P>,
+    stages: Arc<dyn Stages>,
+    capacity: Arc<Capacity>,
+    flushing: AtomicBool,
+    closed: AtomicBool,
+    epoch: AtomicU64,
+    next_seq: AtomicU64,
+    pool: Pool,
+    done_tx: Sender<Done<P::Output, E>>,
+}
+
+impl<P: Processor, E> Shared<P, E> {
+    fn stale(&self, epoch: u64) -> bool {
+        epoch != self.epoch.load(Ordering::Acquire) || self.closed.load(Ordering::Acquire)
+    }
+
+    fn tensors(&self) -> Pooled {
+        self.pool.get()
+    }
+
+    fn done(&self, seq: u64, kind: DoneKind<P::Output, E>) {
+        let _ = self.done_tx.send(Done::Seq { seq, kind });
+    }
+}
+
+/// The frame queue. `P` does the element-specific pre- and post-processing; `E` is the
+/// type of serialized events carried in order between frames.
+pub struct FrameQueue<P: Processor, E: Send + 'static> {
+    shared: Arc<Shared<P, E>>,
+    pre_tx: Mutex<Option<Sender<Work<P::Frame>>>>,
+    // Receivers kept for `leaky`: popping the oldest waiting frame.
+    pre_rx: Receiver<Work<P::Frame>>,
+    infer_rx: Receiver<Staged<P::Frame>>,
+    done_rx: Receiver<Done<P::Output, E>>,
+    reorder: Mutex<Reorder<P::Output, E>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    inference: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
+    /// Starts the worker threads. `stages` run around `processor`; `factory` builds the
+    /// backend on the inference thread.
+    pub fn new(
+        config: QueueConfig,
+        tunables: Arc<Tunables>,
+        processor: Arc<P>,
+        stages: Arc<dyn Stages>,
+        factory: BackendFactory,
+    ) -> Result<Self> {
+        config.validate()?;
+        let pool = Pool::new(config.max_in_flight + 1);
+        let (pre_tx, pre_rx) = crossbeam_channel::unbounded::<Work<P::Frame>>();
+        let (infer_tx, infer_rx) = crossbeam_channel::unbounded::<Staged<P::Frame>>();
+        let (post_tx, post_rx) = crossbeam_channel::unbounded::<Staged<P::Frame>>();
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            capacity: Arc::new(Capacity {
+                state: Mutex::new(CapState {
+                    in_flight: 0,
+                    max: config.max_in_flight,
+                }),
+                cv: Condvar::new(),
+            }),
+            config,
+            tunables,
+            stats: Arc::new(Stats::default()),
+            processor,
+            stages,
+            flushing: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
+            next_seq: AtomicU64::new(0),
+            pool,
+            done_tx,
+        });
+        let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(f)
+                .map_err(|e| Error::Invalid(format!("cannot start a queue thread: {e}")))
+        };
+        let mut threads = Vec::new();
+        for i in 0..shared.config.workers {
+            let (sh, rx, tx) = (shared.clone(), pre_rx.clone(), infer_tx.clone());
+            threads.push(spawn(
+                format!("dseg-pre-{i}"),
+                Box::new(move || pre_worker(sh, rx, tx)),
+            )?);
+            let (sh, rx) = (shared.clone(), post_rx.clone());
+            threads.push(spawn(format!("dseg-post-{i}"), Box::new(move || post_worker(sh, rx)))?);
+        }
+        let (sh, rx) = (shared.clone(), infer_rx.clone());
+        let inference = spawn(
+            "dseg-infer".into(),
+            Box::new(move || inference_thread(sh, rx, post_tx, factory)),
+        )?;
+        Ok(FrameQueue {
+            shared,
+            pre_tx: Mutex::new(Some(pre_tx)),
+            pre_rx,
+            infer_rx,
+            done_rx,
+            reorder: Mutex::new(Reorder {
+                base: 0,
+                slots: VecDeque::new(),
+                after_drop: false,
+                fatal: None,
+            }),
+            threads: Mutex::new(threads),
+            inference: Mutex::new(Some(inference)),
+        })
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        self.shared.stats.clone()
+    }
+
+    pub fn tunables(&self) -> &Arc<Tunables> {
+        &self.shared.tunables
+    }
+
+    pub fn config(&self) -> &QueueConfig {
+        &self.shared.config
+    }
+
+    /// Frames between `submit` and `recv` now.
+    pub fn in_flight(&self) -> usize {
+        lock(&self.shared.capacity.state).in_flight
+    }
+
+    /// Queues a frame. Blocks while the queue is full unless leaky; returns at once
+    /// with `Refused::Flushing` when a flush starts.
+    pub fn submit(&self, frame: P::Frame) -> Result<Submitted<P::Frame>, Refused> {
+        let sh = &self.shared;
+        let mut outcome = Submitted::Queued;
+        let mut st = lock(&sh.capacity.state);
+        loop {
+            if sh.closed.load(Ordering::Acquire) {
+                return Err(Refused::Closed);
+            }
+            if sh.flushing.load(Ordering::Acquire) {
+                return Err(Refused::Flushing);
+            }
+            if st.in_flight < st.max {
+                st.in_flight += 1;
+                break;
+            }
+            if sh.tunables.leaky() {
+                drop(st);
+                if let Some(oldest) = self.drop_oldest() {
+                    outcome = Submitted::QueuedDroppedOldest(oldest);
+                    st = lock(&sh.capacity.state);
+                    continue;
+                }
+                sh.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                // It takes a position, so that the frame after the gap is the one marked.
+                sh.done(sh.next_seq.fetch_add(1, Ordering::AcqRel), DoneKind::Dropped);
+                return Ok(Submitted::DroppedNew(frame));
+            }
+            st = sh.capacity.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(st);
+        let work = Work {
+            seq: sh.next_seq.fetch_add(1, Ordering::AcqRel),
+            epoch: sh.epoch.load(Ordering::Acquire),
+            frame,
+            permit: Permit(sh.capacity.clone()),
+            t0: Instant::now(),
+        };
+        match &*lock(&self.pre_tx) {
+            Some(tx) if tx.send(work).is_ok() => Ok(outcome),
+            _ => Err(Refused::Closed),
+        }
+    }
+
+    /// Drops the oldest frame still waiting for inference (or for pre-processing),
+    /// releasing its share of the capacity, and gives the frame back.
+    fn drop_oldest(&self) -> Option<P::Frame> {
+        let (seq, frame) = match self.infer_rx.try_recv() {
+            Ok(s) => (s.seq, s.frame),
+            Err(_) => self.pre_rx.try_recv().ok().map(|w| (w.seq, w.frame))?,
+        };
+        self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        self.shared.done(seq, DoneKind::Dropped);
+        Some(frame)
+    }
+
+    /// Queues a serialized event: it comes out of `recv` after every frame submitted before it.
+    pub fn submit_event(&self, event: E) -> Result<(), Refused> {
+        let sh = &self.shared;
+        if sh.closed.load(Ordering::Acquire) {
+            return Err(Refused::Closed);
+        }
+        if sh.flushing.load(Ordering::Acquire) {
+            return Err(Refused::Flushing);
+        }
+        let seq = sh.next_seq.fetch_add(1, Ordering::AcqRel);
+        sh.done(seq, DoneKind::Event(event));
+        Ok(())
+    }
+
+    /// Starts a flush: wakes every blocked `submit` and `recv` at once, and makes every
+    /// frame and event in the queue stale.
+    pub fn flush_start(&self) {
+        let sh = &self.shared;
+        {
+            let _st = lock(&sh.capacity.state);
+            sh.flushing.store(true, Ordering::Release);
+            sh.epoch.fetch_add(1, Ordering::AcqRel);
+        }
+        sh.capacity.cv.notify_all();
+        let _ = sh.done_tx.send(Done::Wake);
+        // Frames not yet taken by a worker can go right away.
+        while self.pre_rx.try_recv().is_ok() {}
+        while self.infer_rx.try_recv().is_ok() {}
+    }
+
+    /// Ends a flush. The caller makes sure no `submit` runs concurrently (the sink
+    /// pad's stream lock). Nothing submitted before the flush comes out after it.
+    pub fn flush_stop(&self) {
+        let sh = &self.shared;
+        let mut r = lock(&self.reorder);
+        r.base = sh.next_seq.load(Ordering::Acquire);
+        r.slots.clear();
+        r.after_drop = false;
+        sh.flushing.store(false, Ordering::Release);
+    }
+
+    /// Whether a flush is in progress.
+    pub fn is_flushing(&self) -> bool {
+        self.shared.flushing.load(Ordering::Acquire)
+    }
+
+    /// Stops the threads and waits for every one of them: frames in flight are
+    /// discarded, a batch already in the backend finishes, and a backend still being
+    /// built is waited for and dropped. Nothing of the queue outlives this call, so a
+    /// process may exit, or a new queue build its own backend, right after it. How long
+    /// it blocks is bounded by one backend build (an ONNX Runtime session: well under a
+    /// second on a CPU; a TensorRT engine without a cache: minutes) or one batch.
+    pub fn shutdown(&self) {
+        let sh = &self.shared;
+        {
+            let _st = lock(&sh.capacity.state);
+            sh.closed.store(true, Ordering::Release);
+            sh.epoch.fetch_add(1, Ordering::AcqRel);
+        }
+        sh.capacity.cv.notify_all();
+        let _ = sh.done_tx.send(Done::Wake);
+        // Closing the pre-processing channel ends the pre workers; their ends of the
+        // inference channel go with them, which ends the inference thread once its
+        // build or batch returns; the post workers watch `closed`.
+        lock(&self.pre_tx).take();
+        while self.pre_rx.try_recv().is_ok() {}
+        while self.infer_rx.try_recv().is_ok() {}
+        let mut threads = std::mem::take(&mut *lock(&self.threads));
+        threads.extend(lock(&self.inference).take());
+        let me = std::thread::current().id();
+        for t in threads {
+            // A queue dropped on one of its own threads (the last reference to its
+            // owner released there) cannot wait for itself; that thread is ending anyway.
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
+        }
+        let mut r = lock(&self.reorder);
+        r.slots.clear();
+    }
+}
+
+impl<P: Processor, E: Send + 'static> Drop for FrameQueue<P, E> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Engine tests of the queue with a fake processor and fake backends (no
+    //! GStreamer, no ONNX Runtime). Things that must happen are awaited for up to
+    //! `WAIT`; things that must not happen are watched for `QUIET`.
+    use crate::backend::Backend;
+    use crate::queue::fakes::*;
+    use crate::queue::support::{config, factory_of, spawn_receiver, tunables};
+    use crate::queue::*;
+    use crossbeam_channel::{RecvTimeoutError, TryRecvError};
+    use std::collections::HashSet;
+
+    // ---------------------------------------------------------------------
+    // Bounded memory
+    // ---------------------------------------------------------------------
+
+    #[test]
+    fn submit_blocks_once_max_in_flight_frames_are_in_flight_until_one_is_received() {
+        let (gate_tx, gate) = crossbeam_channel::unbounded::<()>();
+        let backend = FakeBackend {
+            gate: Some(gate),
+            ..FakeBackend::default()
+        };
+        let stats_q = start(
+            config(1, 4, 2),
+            tunables(false, 0.0, Duration::ZERO),
+            proc_(8),
+            factory_of(backend),
+        );
+        let q = stats_q.arc();
+        for i in 0..4 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+        }
+        assert_eq!(q.in_flight(), 4);
+        let q2 = q.clone();
+        let fifth = spawn_call(move || q2.submit(frame(4)));
+        assert_eq!(
+            fifth.recv_timeout(QUIET),
+            Err(RecvTimeoutError::Timeout),
+            "submit returned with max-in-flight frames in flight"
+        );
+        // Inference finishing is not enough: results waiting for recv still count.
+        drop(gate_tx);
+        let stats = q.stats();
+        wait_until("the backend ran the 4 frames", || stats.snapshot().batches >= 4);
+        assert_eq!(fifth.recv_timeout(QUIET), Err(RecvTimeoutError::Timeout));
+        assert_eq!(q.in_flight(), 4);
+        // Receiving one frame makes room.
+        let rx = spawn_receiver(q.clone());
+        assert_eq!(next_frame(&rx).0.id, 0);
+        assert_eq!(fifth.recv_timeout(WAIT), Ok(Ok(Submitted::Queued)));
+        for i in 1..5 {
+            assert_eq!(next_frame(&rx).0.id, i);
+        }
+        wait_until("all permits are released", || q.in_flight() == 0);
+    }
+
+    // ---------------------------------------------------------------------
+    // Leaky
+    // ---------------------------------------------------------------------
+
+    #[test]
+    fn leaky_submit_never_blocks_and_drops_the_oldest_waiting_frame() {
+        let (gate_tx, gate) = crossbeam_channel::unbounded::<()>();
+        let (started_tx, started) = crossbeam_channel::unbounded();
+        let backend = FakeBackend {
+            gate: Some(gate),
+            started: Some(started_tx),
+            ..FakeBackend::default()
+        };
+        let q = start(
+            config(1, 4, 1),
+            tunables(true, 0.0, Duration::ZERO),
+            proc_(8),
+            factory_of(backend),
+        );
+        assert_eq!(q.submit(frame(0)), Ok(Submitted::Queued));
+        assert_eq!(
+            started.recv_timeout(WAIT),
+            Ok(vec![0]),
+            "frame 0 is in the (blocked) backend"
+        );
+        let n = 31u64;
+        let q2 = q.arc();
+        let results = spawn_call(move || (1..n).map(|i| (i, q2.submit(frame(i)))).collect::<Vec<_>>())
+            .recv_timeout(WAIT)
+            .expect("leaky submit blocked");
+        let mut dropped = HashSet::new();
+        for (i, r) in results {
+            match r {
+                Ok(Submitted::Queued) => assert!(i < 4, "frame {i} queued with the queue full and nothing dropped"),
+                Ok(Submitted::QueuedDroppedOldest(old)) => {
+                    assert!(i >= 4, "frame {i}: dropped {} with room left", old.id);
+                    assert!(old.id < i && old.id > 0, "frame {i}: dropped frame {}", old.id);
+                    assert!(dropped.insert(old.id), "frame {} handed back twice", old.id);
+                }
+                other => panic!("frame {i}: {other:?} (a frame always waits here)"),
+            }
+        }
+        assert_eq!(dropped.len() as u64, n - 4, "one drop per submit beyond max-in-flight");
+        assert_eq!(q.stats().snapshot().dropped, dropped.len() as u64);
+
+        drop(gate_tx);
+        let rx = spawn_receiver(q.arc());
+        let mut outputs = Vec::new();
+        let mut prev: Option<u64> = None;
+        for _ in 0..(n - dropped.len() as u64) {
+            let (out, after_drop) = next_frame(&rx);
+            assert!(
+                prev.is_none_or(|p| out.id > p),
+                "out of order: {} after {prev:?}",
+                out.id
+            );
+            let gap = out.id != prev.map_or(0, |p| p + 1);
+            assert_eq!(
+                after_drop, gap,
+                "after_drop of frame {} (previous output {prev:?})",
+                out.id
+            );
+            prev = Some(out.id);
+            outputs.push(out.id);
+        }
+        assert_eq!(outputs[0], 0);
+        let all: HashSet<u64> = outputs.iter().copied().chain(dropped.iter().copied()).collect();
+        assert_eq!(
+            all.len() as u64,
+            n,
+            "outputs and dropped frames are disjoint and cover everything"
+        );
+        assert_eq!(q.stats().snapshot().processed, outputs.len() as u64);
+        q.shutdown();
+        assert!(matches!(next(&rx), Recv::Closed), "nothing else came out");
+    }
+
+    /// Drives a leaky queue to `DroppedNew`: two frames are inferred and wait for `recv`
+    /// (nothing waits for inference), and a third is submitted. Returns the queue and
+    /// its receiver after the drop.
+    fn leaky_queue_after_dropped_new() -> (Guard, Receiver<R>) {
+        let log = Log::default();
+        let backend = FakeBackend {
+            log: log.clone(),
+            ..FakeBackend::default()
+        };
+        let q = start(
+            config(2, 2, 1),
+            tunables(true, 0.0, Duration::from_millis(1)),
+            proc_(8),
+            factory_of(backend),
+        );
+        assert_eq!(q.submit(frame(0)), Ok(Submitted::Queued));
+        assert_eq!(q.submit(frame(1)), Ok(Submitted::Queued));
+        wait_until("both frames are inferred", || batch_ids(&log).concat().len() == 2);
+        let q2 = q.arc();
+        let r = spawn_call(move || q2.submit(frame(2)))
+            .recv_timeout(WAIT)
+            .expect("leaky submit blocked");
+        assert_eq!(r, Ok(Submitted::DroppedNew(frame(2))));
+        assert_eq!(q.stats().snapshot().dropped, 1);
+        let rx = spawn_receiver(q.arc());
+        (q, rx)
+    }
+
+    #[test]
+    fn leaky_drops_and_hands_back_the_new_frame_when_no_frame_waits() {
+        let (q, rx) = leaky_queue_after_dropped_new();
+        let (a, a_drop) = next_frame(&rx);
+        let (b, b_drop) = next_frame(&rx);
+        assert_eq!((a.id, b.id), (0, 1));
+        assert_eq!(q.submit(frame(3)), Ok(Submitted::Queued));
+        let (c, c_drop) = next_frame(&rx);
+        assert_eq!(c.id, 3);
+        // outputs (3) + dropped (1) == submitted (4), and the drop is flagged once.
+        assert_eq!([a_drop, b_drop, c_drop].iter().filter(|&&d| d).count(), 1);
+        let s = q.stats().snapshot();
+        assert_eq!((s.processed, s.dropped), (3, 1));
+    }
+
+    #[test]
+    fn after_drop_marks_the_frame_right_after_a_dropped_new_frame() {
+        let (q, rx) = leaky_queue_after_dropped_new();
+        let (a, a_drop) = next_frame(&rx);
+        let (b, b_drop) = next_frame(&rx);
+        assert_eq!(q.submit(frame(3)), Ok(Submitted::Queued));
+        let (c, c_drop) = next_frame(&rx);
+        assert_eq!(
+            [(a.id, a_drop), (b.id, b_drop), (c.id, c_drop)],
+            [(0, false), (1, false), (3, true)],
+            "only the frame after the gap is DISCONT"
+        );
+    }
+
+    // ---------------------------------------------------------------------
+    // Flush
+    // ---------------------------------------------------------------------
+
+    #[test]
+    fn flush_start_wakes_a_blocked_submit_and_a_blocked_recv() {
+        let (gate_tx, gate) = crossbeam_channel::unbounded::<()>();
+        let (started_tx, started) = crossbeam_channel::unbounded();
+        let backend = FakeBackend {
+            gate: Some(gate),
+            started: Some(started_tx),
+            ..FakeBackend::default()
+        };
+        let q = start(
+            config(1, 2, 1),
+            tunables(false, 0.0, Duration::ZERO),
+            proc_(8),
+            factory_of(backend),
+        );
+        assert_eq!(q.submit(frame(0)), Ok(Submitted::Queued));
+        assert_eq!(started.recv_timeout(WAIT), Ok(vec![0]));
+        assert_eq!(q.submit(frame(1)), Ok(Submitted::Queued));
+        let q2 = q.arc();
+        let blocked_submit = spawn_call(move || q2.submit(frame(2)));
+        let q3 = q.arc();
+        let blocked_recv = spawn_call(move || q3.recv());
+        assert_eq!(blocked_submit.recv_timeout(QUIET), Err(RecvTimeoutError::Timeout));
+        assert!(
+            matches!(blocked_recv.try_recv(), Err(TryRecvError::Empty)),
+            "recv returned with nothing done"
+        );
+
+        q.flush_start();
+        assert_eq!(blocked_submit.recv_timeout(WAIT), Ok(Err(Refused::Flushing)));
+        assert!(matches!(blocked_recv.recv_timeout(WAIT), Ok(Recv::Flushing)));
+        // While flushing everything is refused at once.
+        assert!(q.is_flushing());
+        assert_eq!(q.submit(frame(3)), Err(Refused::Flushing));
+        assert_eq!(q.submit_event(7), Err(Refused::Flushing));
+        assert!(matches!(q.recv(), Recv::Flushing));
+        q.flush_stop();
+        assert!(!q.is_flushing());
+        drop(gate_tx); // frame 0 leaves the backend, so the queue can shut down
+    }
+
+    #[test]
+    fn after_flush_stop_only_frames_and_events_submitted_after_the_flush_come_out() {
+        let (gate_tx, gate) = crossbeam_channel::unbounded::<()>();
+        let (started_tx, started) = crossbeam_channel::unbounded();
+        let backend = FakeBackend {
+            gate: Some(gate),
+            started: Some(started_tx),
+            ..FakeBackend::default()
+        };
+        let q = start(
+            config(1, 4, 2),
+            tunables(false, 0.0, Duration::ZERO),
+            proc_(8),
+            factory_of(backend),
+        );
+        // Before the flush: frame 0 finishes and waits for recv, frame 1 is in the
+        // backend, frame 2 waits for inference, two events are queued.
+        assert_eq!(q.submit(frame(0)), Ok(Submitted::Queued));
+        q.submit_event(100).unwrap();
+        assert_eq!(q.submit(frame(1)), Ok(Submitted::Queued));
+        assert_eq!(q.submit(frame(2)), Ok(Submitted::Queued));
+        q.submit_event(101).unwrap();
+        assert_eq!(started.recv_timeout(WAIT), Ok(vec![0]));
+        gate_tx.send(()).unwrap();
+        assert_eq!(started.recv_timeout(WAIT), Ok(vec![1]));
+        let stats = q.stats();
+        wait_until("frame 0 is inferred", || stats.snapshot().batches >= 1);
+
+        q.flush_start();
+        q.flush_stop();
+        // Frame 1 leaves the backend only now, after the flush.
+        drop(gate_tx);
+
+        let rx = spawn_receiver(q.arc());
+        let mut expected = vec![Item::Event(200)];
+        q.submit_event(200).unwrap();
+        for i in 10..17 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+            expected.push(Item::Frame {
+                id: i,
+                after_drop: false,
+            });
+        }
+        q.submit_event(201).unwrap();
+        expected.push(Item::Event(201));
+        let got: Vec<Item> = (0..expected.len()).map(|_| next_item(&rx)).collect();
+        assert_eq!(got, expected);
+        wait_until("stale frames release their permits", || q.in_flight() == 0);
+        q.shutdown();
+        assert!(
+            matches!(next(&rx), Recv::Closed),
+            "nothing from before the flush came out"
+        );
+    }
+
+    // ---------------------------------------------------------------------
+    // Shutdown
+    // ---------------------------------------------------------------------
+
+    /// Sets its flag when dropped: tells whether a backend outlived `shutdown`.
+    struct DropFlag(Arc<AtomicBool>);
+
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A fake backend that sets `dropped` when it is dropped.
+    struct Flagged(FakeBackend, #[allow(dead_code)] DropFlag);
+
+    impl Backend for Flagged {
+        fn run(&mut self, batch: &mut [Pooled]) -> Result<()> {
+            self.0.run(batch)
+        }
+    }
+
+    #[test]
+    fn shutdown_waits_for_the_batch_in_the_backend_and_discards_the_frames_behind_it() {
+        let (gate_tx, gate) = crossbeam_channel::unbounded::<()>();
+        let (started_tx, started) = crossbeam_channel::unbounded();
+        let log = Log::default();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let backend = Flagged(
+            FakeBackend {
+                gate: Some(gate),
+                started: Some(started_tx),
+                log: log.clone(),
+                ..FakeBackend::default()
+            },
+            DropFlag(dropped.clone()),
+        );
+        let q = start(
+            config(2, 6, 2),
+            tunables(false, 0.0, Duration::ZERO),
+            proc_(8),
+            Box::new(move || Ok(Box::new(backend) as Box<dyn Backend>)),
+        );
+        for i in 0..6 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+        }
+        q.submit_event(1).unwrap();
+        assert_eq!(started.recv_timeout(WAIT), Ok(vec![0, 1]), "a batch is in the backend");
+        let q2 = q.arc();
+        let shutdown = spawn_call(move || q2.shutdown());
+        assert_eq!(
+            shutdown.recv_timeout(QUIET),
+            Err(RecvTimeoutError::Timeout),
+            "shutdown returned with a batch still in the backend"
+        );
+        // Already closed while it waits.
+        assert!(matches!(q.recv(), Recv::Closed));
+        assert_eq!(q.submit(frame(9)), Err(Refused::Closed));
+        assert_eq!(q.submit_event(2), Err(Refused::Closed));
+        drop(gate_tx);
+        shutdown
+            .recv_timeout(WAIT)
+            .expect("shutdown returns once the batch is done");
+        assert!(dropped.load(Ordering::SeqCst), "the backend outlived shutdown");
+        assert_eq!(
+            batch_ids(&log),
+            vec![vec![0, 1]],
+            "frames behind the batch ran after shutdown"
+        );
+    }
+
+    #[test]
+    fn shutdown_wakes_a_blocked_submit_and_a_blocked_recv_with_closed_at_once() {
+        let (gate_tx, gate) = crossbeam_channel::unbounded::<()>();
+        let backend = FakeBackend {
+            gate: Some(gate),
+            ..FakeBackend::default()
+        };
+        let q = start(
+            config(1, 2, 1),
+            tunables(false, 0.0, Duration::ZERO),
+            proc_(8),
+            factory_of(backend),
+        );
+        assert_eq!(q.submit(frame(0)), Ok(Submitted::Queued));
+        assert_eq!(q.submit(frame(1)), Ok(Submitted::Queued));
+        let q2 = q.arc();
+        let blocked_submit = spawn_call(move || q2.submit(frame(2)));
+        let q3 = q.arc();
+        let blocked_recv = spawn_call(move || q3.recv());
+        assert_eq!(blocked_submit.recv_timeout(QUIET), Err(RecvTimeoutError::Timeout));
+        assert!(matches!(blocked_recv.try_recv(), Err(TryRecvError::Empty)));
+        let q4 = q.arc();
+        let shutdown = spawn_call(move || q4.shutdown());
+        // Both are woken while shutdown still waits for the gated backend.
+        assert_eq!(blocked_submit.recv_timeout(WAIT), Ok(Err(Refused::Closed)));
+        assert!(matches!(blocked_recv.recv_timeout(WAIT), Ok(Recv::Closed)));
+        drop(gate_tx);
+        shutdown.recv_timeout(WAIT).expect("shutdown returns");
+    }
+
+    #[test]
+    fn shutdown_waits_for_a_backend_still_being_built_and_drops_it_before_returning() {
+        let (gate_tx, gate) = crossbeam_channel::unbounded::<()>();
+        let (building_tx, building) = crossbeam_channel::unbounded::<()>();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = DropFlag(dropped.clone());
+        let factory: BackendFactory = Box::new(move || {
+            let _ = building_tx.send(());
+            // A slow build (a TensorRT engine, say): until the test lets it finish.
+            let _ = gate.recv_timeout(GATE_BACKSTOP);
+            Ok(Box::new(Flagged(FakeBackend::default(), flag)) as Box<dyn Backend>)
+        });
+        let q = start(config(1, 4, 2), tunables(false, 0.0, Duration::ZERO), proc_(8), factory);
+        building.recv_timeout(WAIT).expect("the factory runs");
+        assert_eq!(q.submit(frame(0)), Ok(Submitted::Queued));
+        assert_eq!(q.submit(frame(1)), Ok(Submitted::Queued));
+        let q2 = q.arc();
+        let shutdown = spawn_call(move || q2.shutdown());
+        assert_eq!(
+            shutdown.recv_timeout(QUIET),
+            Err(RecvTimeoutError::Timeout),
+            "shutdown returned while the backend was still being built: the build outlives it"
+        );
+        assert!(matches!(q.recv(), Recv::Closed));
+        assert_eq!(q.submit(frame(2)), Err(Refused::Closed));
+        drop(gate_tx);
+        shutdown
+            .recv_timeout(WAIT)
+            .expect("shutdown returns once the build is done");
+        assert!(dropped.load(Ordering::SeqCst), "the backend outlived shutdown");
+    }
+}

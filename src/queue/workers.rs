@@ -1,0 +1,579 @@
+//! The queue's threads: the pre-processing workers, the inference thread (which
+//! gathers frames into batches and runs the backend) and the post-processing workers.
+//! Each catches its panics and reports them, like errors, at the frame's position.
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use super::{panic_message, Done, DoneKind, Permit, Processor, Shared, Staged, Work};
+use crate::backend::BackendFactory;
+use crate::tensors::Pooled;
+use crate::{Error, Result};
+
+pub(super) fn pre_worker<P: Processor, E>(
+    sh: Arc<Shared<P, E>>,
+    rx: Receiver<Work<P::Frame>>,
+    tx: Sender<Staged<P::Frame>>,
+) {
+    let mut stage = sh.stages.pre_stage();
+    while let Ok(mut w) = rx.recv() {
+        if sh.stale(w.epoch) {
+            continue;
+        }
+        let mut t = sh.tensors();
+        let seq = w.seq;
+        let result = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
+            sh.processor.pre(&mut w.frame, &mut t)?;
+            stage.run(&mut t, &sh.tunables);
+            Ok(())
+        }));
+        match result {
+            Ok(Ok(())) => {
+                let staged = Staged {
+                    seq: w.seq,
+                    epoch: w.epoch,
+                    frame: w.frame,
+                    permit: w.permit,
+                    t0: w.t0,
+                    tensors: t,
+                };
+                if tx.send(staged).is_err() {
+                    return;
+                }
+            }
+            Ok(Err(e)) => sh.done(seq, DoneKind::Error(e)),
+            Err(p) => sh.done(seq, DoneKind::Error(Error::Panic(panic_message(p)))),
+        }
+    }
+}
+
+pub(super) fn inference_thread<P: Processor, E>(
+    sh: Arc<Shared<P, E>>,
+    rx: Receiver<Staged<P::Frame>>,
+    tx: Sender<Staged<P::Frame>>,
+    factory: BackendFactory,
+) {
+    let built = catch_unwind(AssertUnwindSafe(factory)).unwrap_or_else(|p| Err(Error::Panic(panic_message(p))));
+    let mut backend = match built {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = sh.done_tx.send(Done::Fatal(e));
+            // Keep draining: each frame's permit is released and its position freed
+            // (the error was reported once), so events queued behind frames, EOS or
+            // a drain, still come out and nothing blocks.
+            while let Ok(s) = rx.recv() {
+                sh.done(s.seq, DoneKind::Failed);
+            }
+            return;
+        }
+    };
+    let mut stage = sh.stages.batch_stage();
+    let mut stage_epoch = sh.epoch.load(Ordering::Acquire);
+    let mut tensors: Vec<Pooled> = Vec::with_capacity(sh.config.batch_size);
+    let mut metas: Vec<(u64, u64, P::Frame, Permit, Instant)> = Vec::with_capacity(sh.config.batch_size);
+    let mut pending: Option<Staged<P::Frame>> = None;
+    // End of the last model run: the gap to the next one is time the device idled.
+    let mut last_run_end: Option<Instant> = None;
+    loop {
+        let first = match pending.take() {
+            Some(s) => s,
+            None => match rx.recv() {
+                Ok(s) => s,
+                Err(_) => return,
+            },
+        };
+        if sh.stale(first.epoch) {
+            continue;
+        }
+        let shape = (first.tensors.pw, first.tensors.ph);
+        let deadline = Instant::now() + sh.tunables.batch_timeout();
+        let push = |s: Staged<P::Frame>, tensors: &mut Vec<Pooled>, metas: &mut Vec<_>| {
+            tensors.push(s.tensors);
+            metas.push((s.seq, s.epoch, s.frame, s.permit, s.t0));
+        };
+        push(first, &mut tensors, &mut metas);
+        while tensors.len() < sh.config.batch_size {
+            let next = match rx.recv_deadline(deadline) {
+                Ok(s) => s,
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            if sh.stale(next.epoch) {
+                continue;
+            }
+            if (next.tensors.pw, next.tensors.ph) != shape {
+                pending = Some(next);
+                break;
+            }
+            push(next, &mut tensors, &mut metas);
+        }
+        if sh.closed.load(Ordering::Acquire) {
+            return; // shut down while the batch filled: its frames are discarded anyway
+        }
+
+        // The batch stage (the sigma fed to the model) restarts after a flush.
+        let epoch = sh.epoch.load(Ordering::Acquire);
+        if epoch != stage_epoch {
+            stage.reset();
+            stage_epoch = epoch;
+        }
+        stage.run(&mut tensors, &sh.tunables);
+        if let Some(t) = tensors.last() {
+            sh.stats.last_sigma.store(t.sigma.to_bits(), Ordering::Relaxed);
+        }
+
+        let started = Instant::now();
+        if let Some(end) = last_run_end {
+            let gap = started.duration_since(end).as_micros() as u64;
+            sh.stats.starved_us.fetch_add(gap, Ordering::Relaxed);
+        }
+        let result = catch_unwind(AssertUnwindSafe(|| backend.run(&mut tensors)))
+            .unwrap_or_else(|p| Err(Error::Panic(panic_message(p))));
+        let end = Instant::now();
+        last_run_end = Some(end);
+        sh.stats
+            .inference_us
+            .fetch_add(end.duration_since(started).as_micros() as u64, Ordering::Relaxed);
+        sh.stats.batches.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                for (t, (seq, epoch, frame, permit, t0)) in tensors.drain(..).zip(metas.drain(..)) {
+                    let staged = Staged {
+                        seq,
+                        epoch,
+                        frame,
+                        permit,
+                        t0,
+                        tensors: t,
+                    };
+                    if tx.send(staged).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                tensors.clear();
+                for (seq, ..) in metas.drain(..) {
+                    sh.done(seq, DoneKind::Error(e.duplicate()));
+                }
+            }
+        }
+    }
+}
+
+/// Receives from `rx` until the queue closes (checked every 50 ms, so that a post
+/// worker whose producer, the inference thread, is still building its backend ends
+/// as soon as the queue closes).
+fn recv_until_closed<T, P: Processor, E>(sh: &Shared<P, E>, rx: &Receiver<T>) -> Option<T> {
+    loop {
+        if sh.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(v) => return Some(v),
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return None,
+        }
+    }
+}
+
+pub(super) fn post_worker<P: Processor, E>(sh: Arc<Shared<P, E>>, rx: Receiver<Staged<P::Frame>>) {
+    while let Some(mut s) = recv_until_closed(&sh, &rx) {
+        if sh.stale(s.epoch) {
+            continue;
+        }
+        let seq = s.seq;
+        let t = &mut *s.tensors;
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            sh.stages.post_stage(t);
+            sh.processor.post(s.frame, t)
+        }));
+        let kind = match result {
+            Ok(Ok(out)) => DoneKind::Frame {
+                out,
+                _permit: s.permit,
+                t0: s.t0,
+            },
+            Ok(Err(e)) => DoneKind::Error(e),
+            Err(p) => DoneKind::Error(Error::Panic(panic_message(p))),
+        };
+        sh.done(seq, kind);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Engine tests of the queue with a fake processor and fake backends (no
+    //! GStreamer, no ONNX Runtime). Things that must happen are awaited for up to
+    //! `WAIT`; things that must not happen are watched for `QUIET`.
+    use crate::queue::fakes::*;
+    use crate::queue::support::{config, factory_of, spawn_receiver, tunables};
+    use crate::queue::*;
+
+    // ---------------------------------------------------------------------
+    // Batching
+    // ---------------------------------------------------------------------
+
+    #[test]
+    fn batches_fill_to_batch_size_and_a_partial_batch_runs_after_the_timeout() {
+        let log = Log::default();
+        let backend = FakeBackend {
+            log: log.clone(),
+            ..FakeBackend::default()
+        };
+        let timeout = Duration::from_millis(300);
+        let q = start(
+            config(4, 16, 1),
+            tunables(false, 0.0, timeout),
+            proc_(8),
+            factory_of(backend),
+        );
+        let rx = spawn_receiver(q.arc());
+        let t0 = Instant::now();
+        for i in 0..10 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+        }
+        for i in 0..10 {
+            assert_eq!(next_frame(&rx).0.id, i);
+        }
+        let elapsed = t0.elapsed();
+        assert_eq!(batch_ids(&log), vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9]]);
+        // The last two frames waited for the batch timeout before running alone.
+        assert!(elapsed >= timeout, "partial batch ran after {elapsed:?}");
+        assert_eq!(q.stats().snapshot().batches, 3);
+    }
+
+    #[test]
+    fn frames_of_different_padded_sizes_are_never_batched_together() {
+        let log = Log::default();
+        let backend = FakeBackend {
+            log: log.clone(),
+            ..FakeBackend::default()
+        };
+        let q = start(
+            config(4, 16, 1),
+            tunables(false, 0.0, Duration::from_millis(200)),
+            proc_(32),
+            factory_of(backend),
+        );
+        let rx = spawn_receiver(q.arc());
+        // Frame sizes and the padded size (multiple of 32) each gets.
+        let frames = [
+            (64, 64, (64, 64)),
+            (50, 40, (64, 64)), // a different size, the same padded size: may share a batch
+            (70, 64, (96, 64)), // the size changes mid-stream
+            (96, 64, (96, 64)),
+            (90, 33, (96, 64)),
+            (64, 64, (64, 64)), // and back
+        ];
+        for (i, &(w, h, _)) in frames.iter().enumerate() {
+            assert_eq!(q.submit(sized(i as u64, w, h)), Ok(Submitted::Queued));
+        }
+        for (i, &(_, _, padded)) in frames.iter().enumerate() {
+            let (out, _) = next_frame(&rx);
+            assert_eq!((out.id, out.padded), (i as u64, padded));
+        }
+        let batches: Vec<(Vec<u64>, (usize, usize))> = lock(&log).iter().map(|b| (b.ids.clone(), b.padded)).collect();
+        assert_eq!(
+            batches,
+            vec![(vec![0, 1], (64, 64)), (vec![2, 3, 4], (96, 64)), (vec![5], (64, 64))]
+        );
+    }
+
+    // ---------------------------------------------------------------------
+    // Errors
+    // ---------------------------------------------------------------------
+
+    #[test]
+    fn backend_error_comes_out_at_the_failing_frames_position_and_the_queue_goes_on() {
+        let backend = FakeBackend {
+            fail_on: Some(5),
+            ..FakeBackend::default()
+        };
+        let p = TestProc {
+            size_multiple: 8,
+            jitter: true,
+            ..TestProc::default()
+        };
+        let q = start(
+            config(1, 8, 4),
+            tunables(false, 0.0, Duration::ZERO),
+            p,
+            factory_of(backend),
+        );
+        let rx = spawn_receiver(q.arc());
+        for i in 0..12 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+        }
+        for i in 0..12 {
+            match next_item(&rx) {
+                Item::Error(msg) if i == 5 => assert!(msg.contains("injected failure on frame 5"), "{msg}"),
+                got => assert_eq!(
+                    got,
+                    Item::Frame {
+                        id: i,
+                        after_drop: false
+                    }
+                ),
+            }
+        }
+        wait_until("permits are released", || q.in_flight() == 0);
+    }
+
+    #[test]
+    fn backend_error_fails_every_frame_of_its_batch() {
+        let log = Log::default();
+        let backend = FakeBackend {
+            fail_on: Some(5),
+            log: log.clone(),
+            ..FakeBackend::default()
+        };
+        let q = start(
+            config(4, 8, 1),
+            tunables(false, 0.0, Duration::from_millis(500)),
+            proc_(8),
+            factory_of(backend),
+        );
+        let rx = spawn_receiver(q.arc());
+        for i in 0..12 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+        }
+        for i in 0..12 {
+            let got = next_item(&rx);
+            if (4..8).contains(&i) {
+                assert!(
+                    matches!(&got, Item::Error(m) if m.contains("injected failure on frame 5")),
+                    "frame {i}: {got:?}"
+                );
+            } else {
+                assert_eq!(
+                    got,
+                    Item::Frame {
+                        id: i,
+                        after_drop: false
+                    }
+                );
+            }
+        }
+        assert_eq!(
+            batch_ids(&log),
+            vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9, 10, 11]]
+        );
+        wait_until("permits are released", || q.in_flight() == 0);
+    }
+
+    #[test]
+    fn backend_panic_becomes_an_error_at_its_position_not_a_hang() {
+        let backend = FakeBackend {
+            panic_on: Some(3),
+            ..FakeBackend::default()
+        };
+        let q = start(
+            config(1, 4, 2),
+            tunables(false, 0.0, Duration::ZERO),
+            proc_(8),
+            factory_of(backend),
+        );
+        let rx = spawn_receiver(q.arc());
+        for i in 0..8 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+        }
+        for i in 0..8 {
+            if i == 3 {
+                let e = next_error(&rx);
+                // The panic message survives (as Error::Ort "worker panicked: ...", see
+                // backend_failures_keep_their_error_variant_and_message).
+                let msg = e.to_string();
+                assert!(msg.contains("injected backend panic on frame 3"), "{msg}");
+                assert!(msg.contains("worker panicked"), "{msg}");
+            } else {
+                assert_eq!(
+                    next_item(&rx),
+                    Item::Frame {
+                        id: i,
+                        after_drop: false
+                    }
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn backend_failures_keep_their_error_variant_and_message() {
+        let backend = FakeBackend {
+            panic_on: Some(1),
+            fail_on: Some(2),
+            ..FakeBackend::default()
+        };
+        let q = start(
+            config(1, 4, 1),
+            tunables(false, 0.0, Duration::ZERO),
+            proc_(8),
+            factory_of(backend),
+        );
+        let rx = spawn_receiver(q.arc());
+        for i in 0..3 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+        }
+        assert_eq!(next_frame(&rx).0.id, 0);
+        let panicked = next_error(&rx);
+        let failed = next_error(&rx);
+        assert_eq!(
+            (
+                matches!(&panicked, Error::Panic(m) if m.contains("injected backend panic")),
+                failed.to_string()
+            ),
+            (true, "ONNX Runtime: injected failure on frame 2".to_string()),
+            "panic came out as {panicked:?}"
+        );
+    }
+
+    #[test]
+    fn pre_processing_panic_and_error_become_errors_at_their_positions() {
+        let p = TestProc {
+            size_multiple: 8,
+            jitter: true,
+            pre_panic_on: Some(2),
+            pre_error_on: Some(4),
+            ..TestProc::default()
+        };
+        let q = start(
+            config(2, 4, 2),
+            tunables(false, 0.0, Duration::from_millis(2)),
+            p,
+            factory_of(FakeBackend::default()),
+        );
+        let rx = spawn_receiver(q.arc());
+        for i in 0..8 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+        }
+        for i in 0..8 {
+            match i {
+                2 => {
+                    let e = next_error(&rx);
+                    assert!(
+                        matches!(&e, Error::Panic(m) if m.contains("injected pre panic on frame 2")),
+                        "{e:?}"
+                    );
+                }
+                4 => {
+                    let e = next_error(&rx);
+                    assert!(
+                        matches!(&e, Error::Frame(m) if m.contains("injected pre error on frame 4")),
+                        "{e:?}"
+                    );
+                }
+                _ => assert_eq!(
+                    next_item(&rx),
+                    Item::Frame {
+                        id: i,
+                        after_drop: false
+                    }
+                ),
+            }
+        }
+        wait_until("permits are released", || q.in_flight() == 0);
+    }
+
+    #[test]
+    fn post_processing_panic_becomes_an_error_at_its_position() {
+        let p = TestProc {
+            size_multiple: 8,
+            post_panic_on: Some(1),
+            ..TestProc::default()
+        };
+        let q = start(
+            config(1, 4, 2),
+            tunables(false, 0.0, Duration::ZERO),
+            p,
+            factory_of(FakeBackend::default()),
+        );
+        let rx = spawn_receiver(q.arc());
+        for i in 0..4 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+        }
+        assert_eq!(
+            next_item(&rx),
+            Item::Frame {
+                id: 0,
+                after_drop: false
+            }
+        );
+        let e = next_error(&rx);
+        assert!(
+            matches!(&e, Error::Panic(m) if m.contains("injected post panic on frame 1")),
+            "{e:?}"
+        );
+        assert_eq!(
+            next_item(&rx),
+            Item::Frame {
+                id: 2,
+                after_drop: false
+            }
+        );
+        assert_eq!(
+            next_item(&rx),
+            Item::Frame {
+                id: 3,
+                after_drop: false
+            }
+        );
+        wait_until("permits are released", || q.in_flight() == 0);
+    }
+
+    #[test]
+    fn failing_backend_factory_makes_recv_return_an_error_promptly() {
+        let factory: BackendFactory = Box::new(|| {
+            Err(Error::Provider {
+                provider: "fake".into(),
+                message: "injected build failure".into(),
+            })
+        });
+        let q = start(config(2, 4, 2), tunables(false, 0.0, Duration::ZERO), proc_(8), factory);
+        let rx = spawn_receiver(q.arc());
+        let e = next_error(&rx);
+        assert!(e.to_string().contains("injected build failure"), "{e}");
+        // Submitting never blocks afterwards: frames are discarded and release their permits.
+        let q2 = q.arc();
+        let submitted = spawn_call(move || (0..12).map(|i| q2.submit(frame(i))).collect::<Vec<_>>())
+            .recv_timeout(WAIT)
+            .expect("submit blocked behind a failed backend");
+        assert!(submitted.iter().all(|r| r == &Ok(Submitted::Queued)));
+        let t = Instant::now();
+        q.shutdown();
+        assert!(t.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn panicking_backend_factory_makes_recv_return_an_error_promptly() {
+        let factory: BackendFactory = Box::new(|| panic!("injected factory panic"));
+        let q = start(config(1, 4, 1), tunables(false, 0.0, Duration::ZERO), proc_(8), factory);
+        assert_eq!(q.submit(frame(0)), Ok(Submitted::Queued));
+        let rx = spawn_receiver(q.arc());
+        let e = next_error(&rx);
+        assert!(e.to_string().contains("injected factory panic"), "{e}");
+    }
+
+    #[test]
+    fn failed_factory_still_lets_events_queued_behind_frames_come_out() {
+        let factory: BackendFactory = Box::new(|| Err(Error::Ort("injected build failure".into())));
+        let q = start(config(1, 4, 1), tunables(false, 0.0, Duration::ZERO), proc_(8), factory);
+        assert_eq!(q.submit(frame(0)), Ok(Submitted::Queued));
+        q.submit_event(42).unwrap();
+        let rx = spawn_receiver(q.arc());
+        // Errors (the build failure, and perhaps one per frame) and then the event.
+        loop {
+            match next_item(&rx) {
+                Item::Error(_) => continue,
+                Item::Event(e) => {
+                    assert_eq!(e, 42);
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+}
