@@ -31,6 +31,7 @@
 //! `stats` (counters), `workers` (the threads), `reorder` (`recv`, in order); this one
 //! holds the queue proper: submitting, flushing and shutting down.
 mod config;
+mod engine;
 mod reorder;
 mod stages;
 mod stats;
@@ -42,6 +43,7 @@ mod fakes;
 pub(crate) mod support;
 
 pub use config::{QueueConfig, Tunables};
+pub use engine::{Engine, EngineCounters};
 pub use stages::{BatchStage, NoStages, PreStage, Processor, Stages};
 pub use stats::{Stats, StatsSnapshot};
 
@@ -56,8 +58,9 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::backend::BackendFactory;
 use crate::tensors::{Pool, Pooled};
 use crate::{Error, Result};
+use engine::QueuePort;
 use reorder::Reorder;
-use workers::{inference_thread, post_worker, pre_worker};
+use workers::{post_worker, pre_worker};
 
 /// What `submit` did with the frame. A dropped frame is handed back, so that the
 /// caller can report it (its timestamps in a QoS message, say).
@@ -206,7 +209,9 @@ pub struct FrameQueue<P: Processor, E: Send + 'static> {
     done_rx: Receiver<Done<P::Output, E>>,
     reorder: Mutex<Reorder<P::Output, E>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    inference: Mutex<Option<JoinHandle<()>>>,
+    /// The engine running the model, and this queue's stream id on it.
+    engine: Mutex<Option<Arc<Engine>>>,
+    stream: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -221,8 +226,8 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 }
 
 impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
-    /// Starts the worker threads. `stages` run around `processor`; `factory` builds the
-    /// backend on the inference thread.
+    /// Starts the worker threads and a private engine. `stages` run around `processor`;
+    /// `factory` builds the backend on the inference thread.
     pub fn new(
         config: QueueConfig,
         tunables: Arc<Tunables>,
@@ -231,6 +236,28 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
         factory: BackendFactory,
     ) -> Result<Self> {
         config.validate()?;
+        let engine = Engine::private(config.batch_size, factory)?;
+        Self::with_engine(config, tunables, processor, stages, engine)
+    }
+
+    /// Starts the worker threads and joins `engine` (which may be shared with other
+    /// queues, see [`Engine::shared`]) as one more stream. `config.batch_size` must be
+    /// the engine's.
+    pub fn with_engine(
+        config: QueueConfig,
+        tunables: Arc<Tunables>,
+        processor: Arc<P>,
+        stages: Arc<dyn Stages>,
+        engine: Arc<Engine>,
+    ) -> Result<Self> {
+        config.validate()?;
+        if config.batch_size != engine.batch_size() {
+            return Err(Error::Invalid(format!(
+                "batch-size {} differs from the engine's {}",
+                config.batch_size,
+                engine.batch_size()
+            )));
+        }
         let pool = Pool::new(config.max_in_flight + 1);
         let (pre_tx, pre_rx) = crossbeam_channel::unbounded::<Work<P::Frame>>();
         let (infer_tx, infer_rx) = crossbeam_channel::unbounded::<Staged<P::Frame>>();
@@ -246,7 +273,10 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
             }),
             config,
             tunables,
-            stats: Arc::new(Stats::default()),
+            stats: Arc::new(Stats {
+                engine: engine.counters(),
+                ..Stats::default()
+            }),
             processor,
             stages,
             flushing: AtomicBool::new(false),
@@ -272,11 +302,17 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
             let (sh, rx) = (shared.clone(), post_rx.clone());
             threads.push(spawn(format!("dseg-post-{i}"), Box::new(move || post_worker(sh, rx)))?);
         }
-        let (sh, rx) = (shared.clone(), infer_rx.clone());
-        let inference = spawn(
-            "dseg-infer".into(),
-            Box::new(move || inference_thread(sh, rx, post_tx, factory)),
-        )?;
+        let stream = engine::next_stream_id();
+        engine.attach(Box::new(QueuePort {
+            id: stream,
+            stage: shared.stages.batch_stage(),
+            stage_epoch: shared.epoch.load(Ordering::Acquire),
+            sh: shared.clone(),
+            rx: infer_rx.clone(),
+            tx: post_tx,
+            pending: None,
+            taken: VecDeque::new(),
+        }));
         Ok(FrameQueue {
             shared,
             pre_tx: Mutex::new(Some(pre_tx)),
@@ -290,7 +326,8 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
                 fatal: None,
             }),
             threads: Mutex::new(threads),
-            inference: Mutex::new(Some(inference)),
+            engine: Mutex::new(Some(engine)),
+            stream,
         })
     }
 
@@ -435,8 +472,14 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
         lock(&self.pre_tx).take();
         while self.pre_rx.try_recv().is_ok() {}
         while self.infer_rx.try_recv().is_ok() {}
-        let mut threads = std::mem::take(&mut *lock(&self.threads));
-        threads.extend(lock(&self.inference).take());
+        // Off the engine: a private engine (or a shared one losing its last stream)
+        // stops, its thread joined, when its last reference goes here.
+        let engine = lock(&self.engine).take();
+        if let Some(engine) = engine {
+            engine.detach(self.stream);
+            drop(engine);
+        }
+        let threads = std::mem::take(&mut *lock(&self.threads));
         let me = std::thread::current().id();
         for t in threads {
             // A queue dropped on one of its own threads (the last reference to its

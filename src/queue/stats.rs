@@ -1,6 +1,9 @@
 //! The queue's counters ([`Stats`], updated by the queue's threads and by `recv`) and
 //! a copy of them ([`StatsSnapshot`]).
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::EngineCounters;
 use std::time::Duration;
 
 /// Counters readable at any time.
@@ -10,13 +13,12 @@ pub struct Stats {
     pub(super) dropped: AtomicU64,
     pub(super) latency_sum_us: AtomicU64,
     pub(super) latency_max_us: AtomicU64,
+    /// Model runs with frames of this queue.
     pub(super) batches: AtomicU64,
-    /// Time inside `Backend::run`, and time the inference thread waited for a frame
-    /// after its first batch (the device idling for want of input).
-    pub(super) inference_us: AtomicU64,
-    pub(super) starved_us: AtomicU64,
     /// f32 bits of the last sigma fed to the model ([0,1] scale).
     pub(super) last_sigma: AtomicU32,
+    /// The engine's counters (shared with the other queues on a shared engine).
+    pub(super) engine: Arc<EngineCounters>,
 }
 
 /// A copy of the counters.
@@ -24,14 +26,19 @@ pub struct Stats {
 pub struct StatsSnapshot {
     pub processed: u64,
     pub dropped: u64,
+    /// Model runs with frames of this queue.
     pub batches: u64,
     pub mean_latency: Duration,
     pub max_latency: Duration,
-    /// Mean time of one `Backend::run` (one batch).
+    /// Mean time of one `Backend::run` (one batch) of the engine.
     pub mean_batch: Duration,
-    /// Share of the inference thread's time since its first batch spent running the
+    /// Share of the engine thread's time since its first batch spent running the
     /// model (1.0: the device never waited for input).
     pub busy: f64,
+    /// Frames per model run of the engine, from all its streams.
+    pub mean_batch_frames: f64,
+    /// Streams (queues) on the engine: 1 for a private engine.
+    pub engine_streams: u64,
     /// Last noise sigma fed to the model, 8-bit units.
     pub sigma: f32,
 }
@@ -41,13 +48,17 @@ impl Stats {
         let processed = self.processed.load(Ordering::Relaxed);
         let sum = self.latency_sum_us.load(Ordering::Relaxed);
         let batches = self.batches.load(Ordering::Relaxed);
-        let inference = self.inference_us.load(Ordering::Relaxed);
-        let starved = self.starved_us.load(Ordering::Relaxed);
+        let runs = self.engine.runs.load(Ordering::Relaxed);
+        let frames = self.engine.frames.load(Ordering::Relaxed);
+        let inference = self.engine.inference_us.load(Ordering::Relaxed);
+        let starved = self.engine.starved_us.load(Ordering::Relaxed);
         StatsSnapshot {
             processed,
             dropped: self.dropped.load(Ordering::Relaxed),
             batches,
-            mean_batch: Duration::from_micros(inference.checked_div(batches).unwrap_or(0)),
+            mean_batch: Duration::from_micros(inference.checked_div(runs).unwrap_or(0)),
+            mean_batch_frames: if runs > 0 { frames as f64 / runs as f64 } else { 0.0 },
+            engine_streams: self.engine.streams.load(Ordering::Relaxed) as u64,
             busy: if inference + starved > 0 {
                 inference as f64 / (inference + starved) as f64
             } else {

@@ -1,16 +1,15 @@
-//! The queue's threads: the pre-processing workers, the inference thread (which
-//! gathers frames into batches and runs the backend) and the post-processing workers.
+//! The queue's threads: the pre-processing workers and the post-processing workers
+//! (the inference thread, which gathers frames into batches and runs the backend, is
+//! the engine's: `engine`).
 //! Each catches its panics and reports them, like errors, at the frame's position.
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::{panic_message, Done, DoneKind, Permit, Processor, Shared, Staged, Work};
-use crate::backend::BackendFactory;
-use crate::tensors::Pooled;
+use super::{panic_message, DoneKind, Processor, Shared, Staged, Work};
 use crate::{Error, Result};
 
 pub(super) fn pre_worker<P: Processor, E>(
@@ -46,120 +45,6 @@ pub(super) fn pre_worker<P: Processor, E>(
             }
             Ok(Err(e)) => sh.done(seq, DoneKind::Error(e)),
             Err(p) => sh.done(seq, DoneKind::Error(Error::Panic(panic_message(p)))),
-        }
-    }
-}
-
-pub(super) fn inference_thread<P: Processor, E>(
-    sh: Arc<Shared<P, E>>,
-    rx: Receiver<Staged<P::Frame>>,
-    tx: Sender<Staged<P::Frame>>,
-    factory: BackendFactory,
-) {
-    let built = catch_unwind(AssertUnwindSafe(factory)).unwrap_or_else(|p| Err(Error::Panic(panic_message(p))));
-    let mut backend = match built {
-        Ok(b) => b,
-        Err(e) => {
-            let _ = sh.done_tx.send(Done::Fatal(e));
-            // Keep draining: each frame's permit is released and its position freed
-            // (the error was reported once), so events queued behind frames, EOS or
-            // a drain, still come out and nothing blocks.
-            while let Ok(s) = rx.recv() {
-                sh.done(s.seq, DoneKind::Failed);
-            }
-            return;
-        }
-    };
-    let mut stage = sh.stages.batch_stage();
-    let mut stage_epoch = sh.epoch.load(Ordering::Acquire);
-    let mut tensors: Vec<Pooled> = Vec::with_capacity(sh.config.batch_size);
-    let mut metas: Vec<(u64, u64, P::Frame, Permit, Instant)> = Vec::with_capacity(sh.config.batch_size);
-    let mut pending: Option<Staged<P::Frame>> = None;
-    // End of the last model run: the gap to the next one is time the device idled.
-    let mut last_run_end: Option<Instant> = None;
-    loop {
-        let first = match pending.take() {
-            Some(s) => s,
-            None => match rx.recv() {
-                Ok(s) => s,
-                Err(_) => return,
-            },
-        };
-        if sh.stale(first.epoch) {
-            continue;
-        }
-        let shape = (first.tensors.pw, first.tensors.ph);
-        let deadline = Instant::now() + sh.tunables.batch_timeout();
-        let push = |s: Staged<P::Frame>, tensors: &mut Vec<Pooled>, metas: &mut Vec<_>| {
-            tensors.push(s.tensors);
-            metas.push((s.seq, s.epoch, s.frame, s.permit, s.t0));
-        };
-        push(first, &mut tensors, &mut metas);
-        while tensors.len() < sh.config.batch_size {
-            let next = match rx.recv_deadline(deadline) {
-                Ok(s) => s,
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => break,
-            };
-            if sh.stale(next.epoch) {
-                continue;
-            }
-            if (next.tensors.pw, next.tensors.ph) != shape {
-                pending = Some(next);
-                break;
-            }
-            push(next, &mut tensors, &mut metas);
-        }
-        if sh.closed.load(Ordering::Acquire) {
-            return; // shut down while the batch filled: its frames are discarded anyway
-        }
-
-        // The batch stage (the sigma fed to the model) restarts after a flush.
-        let epoch = sh.epoch.load(Ordering::Acquire);
-        if epoch != stage_epoch {
-            stage.reset();
-            stage_epoch = epoch;
-        }
-        stage.run(&mut tensors, &sh.tunables);
-        if let Some(t) = tensors.last() {
-            sh.stats.last_sigma.store(t.sigma.to_bits(), Ordering::Relaxed);
-        }
-
-        let started = Instant::now();
-        if let Some(end) = last_run_end {
-            let gap = started.duration_since(end).as_micros() as u64;
-            sh.stats.starved_us.fetch_add(gap, Ordering::Relaxed);
-        }
-        let result = catch_unwind(AssertUnwindSafe(|| backend.run(&mut tensors)))
-            .unwrap_or_else(|p| Err(Error::Panic(panic_message(p))));
-        let end = Instant::now();
-        last_run_end = Some(end);
-        sh.stats
-            .inference_us
-            .fetch_add(end.duration_since(started).as_micros() as u64, Ordering::Relaxed);
-        sh.stats.batches.fetch_add(1, Ordering::Relaxed);
-        match result {
-            Ok(()) => {
-                for (t, (seq, epoch, frame, permit, t0)) in tensors.drain(..).zip(metas.drain(..)) {
-                    let staged = Staged {
-                        seq,
-                        epoch,
-                        frame,
-                        permit,
-                        t0,
-                        tensors: t,
-                    };
-                    if tx.send(staged).is_err() {
-                        return;
-                    }
-                }
-            }
-            Err(e) => {
-                tensors.clear();
-                for (seq, ..) in metas.drain(..) {
-                    sh.done(seq, DoneKind::Error(e.duplicate()));
-                }
-            }
         }
     }
 }

@@ -1,0 +1,533 @@
+//! The inference engine: ONE thread that builds the backend, gathers the frames waiting
+//! for inference in one or more streams' queues into batches and runs the backend.
+//!
+//! A [`FrameQueue`](super::FrameQueue) made with `FrameQueue::new` gets a private
+//! engine; one made with `FrameQueue::with_engine` joins an engine that several queues
+//! (streams, cameras) may share: [`Engine::shared`] hands out the engine registered
+//! in the process under an id, or starts it. Each queue keeps its own pre- and
+//! post-processing workers, reordering, flush, leaky drops and statistics: the engine
+//! only takes frames from each stream's inference channel (a [`Port`]), batches frames
+//! of the same padded size from all streams (up to `batch_size`, waiting at most the
+//! smallest `batch-timeout` of the streams), runs the backend once, and hands every
+//! frame back to its own stream's post-processing. Each stream runs its own batch stage
+//! (the sigma fed to the model) on its own frames, restarted after its own flushes.
+//!
+//! The engine stops when the last stream leaves: its thread ends, dropping the backend,
+//! and is joined.
+use std::collections::{HashMap, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::thread::{JoinHandle, ThreadId};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
+
+use super::{lock, panic_message, BatchStage, Done, DoneKind, Permit, Processor, Shared, Staged};
+use crate::backend::BackendFactory;
+use crate::tensors::Pooled;
+use crate::{Error, Result};
+
+/// The engine's counters, shared by every stream's [`Stats`](super::Stats).
+#[derive(Debug, Default)]
+pub struct EngineCounters {
+    /// Model runs, and frames in them (from all streams).
+    pub(super) runs: AtomicU64,
+    pub(super) frames: AtomicU64,
+    /// Time inside `Backend::run`, and time between runs (the device idling for want
+    /// of input) after the first.
+    pub(super) inference_us: AtomicU64,
+    pub(super) starved_us: AtomicU64,
+    /// Streams (queues) on the engine now.
+    pub(super) streams: AtomicUsize,
+}
+
+/// What the engine thread sees of one stream: the end of its queue's inference channel,
+/// its batch stage, and the way back to its post-processing workers.
+pub(super) trait Port: Send {
+    fn stream(&self) -> u64;
+    /// The stream was shut down: nothing of it is taken any more.
+    fn closed(&self) -> bool;
+    /// A frame of another padded size is kept for the next batch.
+    fn has_pending(&self) -> bool;
+    /// Adds the inference channel to `sel`.
+    fn watch<'a>(&'a self, sel: &mut Select<'a>) -> usize;
+    /// Takes the next live frame (the kept one first) for a batch of padded size
+    /// `shape` (any for `None`), running the stream's batch stage on it.
+    fn take(&mut self, shape: Option<(usize, usize)>) -> Take;
+    /// The stream's longest wait for a batch to fill.
+    fn batch_timeout(&self) -> Duration;
+    /// Hands the oldest frame taken back to post-processing with its results.
+    fn finish(&mut self, t: Pooled);
+    /// Fails the oldest frame taken.
+    fn fail(&mut self, e: &Error);
+    /// Counts a model run with frames of this stream.
+    fn count_run(&mut self);
+    /// Forgets the oldest frame taken (its stream closed before it ran).
+    fn discard(&mut self);
+    /// The backend could not be built: reported once, at no position.
+    fn fatal(&mut self, e: &Error);
+    /// After `fatal`: frees the position of every frame waiting (nothing blocks).
+    fn drain_failed(&mut self);
+}
+
+pub(super) enum Take {
+    Empty,
+    Taken(Pooled),
+    /// The next frame has another padded size: kept for the next batch.
+    Other,
+}
+
+type Meta<F> = (u64, u64, F, Permit, Instant);
+
+/// A queue's [`Port`].
+pub(super) struct QueuePort<P: Processor, E> {
+    pub(super) id: u64,
+    pub(super) sh: Arc<Shared<P, E>>,
+    pub(super) rx: Receiver<Staged<P::Frame>>,
+    pub(super) tx: Sender<Staged<P::Frame>>,
+    pub(super) stage: Box<dyn BatchStage>,
+    pub(super) stage_epoch: u64,
+    pub(super) pending: Option<Staged<P::Frame>>,
+    pub(super) taken: VecDeque<Meta<P::Frame>>,
+}
+
+impl<P: Processor, E: Send + 'static> Port for QueuePort<P, E> {
+    fn stream(&self) -> u64 {
+        self.id
+    }
+
+    fn closed(&self) -> bool {
+        self.sh.closed.load(Ordering::Acquire)
+    }
+
+    fn has_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    fn watch<'a>(&'a self, sel: &mut Select<'a>) -> usize {
+        sel.recv(&self.rx)
+    }
+
+    fn take(&mut self, shape: Option<(usize, usize)>) -> Take {
+        let s = loop {
+            let s = match self.pending.take() {
+                Some(s) => s,
+                None => match self.rx.try_recv() {
+                    Ok(s) => s,
+                    Err(_) => return Take::Empty,
+                },
+            };
+            if !self.sh.stale(s.epoch) {
+                break s;
+            }
+        };
+        if shape.is_some_and(|sh| sh != (s.tensors.pw, s.tensors.ph)) {
+            self.pending = Some(s);
+            return Take::Other;
+        }
+        // The batch stage (the sigma fed to the model) restarts after a flush.
+        let epoch = self.sh.epoch.load(Ordering::Acquire);
+        if epoch != self.stage_epoch {
+            self.stage.reset();
+            self.stage_epoch = epoch;
+        }
+        let mut t = s.tensors;
+        self.stage.run(std::slice::from_mut(&mut t), &self.sh.tunables);
+        self.sh.stats.last_sigma.store(t.sigma.to_bits(), Ordering::Relaxed);
+        self.taken.push_back((s.seq, s.epoch, s.frame, s.permit, s.t0));
+        Take::Taken(t)
+    }
+
+    fn batch_timeout(&self) -> Duration {
+        self.sh.tunables.batch_timeout()
+    }
+
+    fn finish(&mut self, tensors: Pooled) {
+        if let Some((seq, epoch, frame, permit, t0)) = self.taken.pop_front() {
+            let _ = self.tx.send(Staged {
+                seq,
+                epoch,
+                frame,
+                permit,
+                t0,
+                tensors,
+            });
+        }
+    }
+
+    fn fail(&mut self, e: &Error) {
+        if let Some((seq, ..)) = self.taken.pop_front() {
+            self.sh.done(seq, DoneKind::Error(e.duplicate()));
+        }
+    }
+
+    fn count_run(&mut self) {
+        self.sh.stats.batches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn discard(&mut self) {
+        self.taken.pop_front();
+    }
+
+    fn fatal(&mut self, e: &Error) {
+        let _ = self.sh.done_tx.send(Done::Fatal(e.duplicate()));
+    }
+
+    fn drain_failed(&mut self) {
+        for s in self.pending.take().into_iter().chain(self.rx.try_iter()) {
+            self.sh.done(s.seq, DoneKind::Failed);
+        }
+    }
+}
+
+enum Ctl {
+    Join(Box<dyn Port>),
+    Leave(u64, Sender<()>),
+}
+
+/// An inference engine: one backend, one thread, one or more streams.
+pub struct Engine {
+    /// Empty for a private engine.
+    id: String,
+    /// What streams sharing the engine must agree on, as (name, value).
+    settings: Vec<(String, String)>,
+    batch_size: usize,
+    counters: Arc<EngineCounters>,
+    ctl: Mutex<Option<Sender<Ctl>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    thread_id: ThreadId,
+}
+
+/// The shared engines of the process, by id.
+static REGISTRY: LazyLock<Mutex<HashMap<String, Weak<Engine>>>> = LazyLock::new(Default::default);
+
+/// Stream ids, unique in the process.
+static NEXT_STREAM: AtomicU64 = AtomicU64::new(0);
+
+pub(super) fn next_stream_id() -> u64 {
+    NEXT_STREAM.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Engine {
+    /// A private engine (one stream) running batches of up to `batch_size` frames with
+    /// the backend `factory` builds on the engine's thread.
+    pub fn private(batch_size: usize, factory: BackendFactory) -> Result<Arc<Engine>> {
+        Self::start(String::new(), Vec::new(), batch_size, factory)
+    }
+
+    /// The engine registered under `id` in this process, or, if none runs, a new one
+    /// (registered) with the backend `factory()` builds. An engine already running under
+    /// `id` must have the same `settings` (names and values, in order: model, provider,
+    /// device...) and `batch_size`, or this fails with an error naming the id and the
+    /// first setting that differs.
+    pub fn shared(
+        id: &str,
+        settings: Vec<(String, String)>,
+        batch_size: usize,
+        factory: impl FnOnce() -> BackendFactory,
+    ) -> Result<Arc<Engine>> {
+        if id.is_empty() {
+            return Err(Error::Invalid("a shared engine needs a non-empty id".into()));
+        }
+        let mut reg = lock(&REGISTRY);
+        let existing = reg.get(id).and_then(Weak::upgrade);
+        let result = match &existing {
+            Some(engine) => engine.check(&settings, batch_size).map(|()| engine.clone()),
+            None => Self::start(id.to_string(), settings, batch_size, factory()).inspect(|e| {
+                reg.insert(id.to_string(), Arc::downgrade(e));
+            }),
+        };
+        drop(reg);
+        // Dropped after the registry's lock: the last reference going runs `Drop`,
+        // which takes the lock.
+        drop(existing);
+        result
+    }
+
+    fn check(&self, settings: &[(String, String)], batch_size: usize) -> Result<()> {
+        let differs = |name: &str, mine: &str, theirs: &str| {
+            Error::Invalid(format!(
+                "shared engine '{}': {name} '{mine}' differs from '{theirs}' of the engine already \
+                 running under this id (instances sharing an engine need the same model, \
+                 execution-provider, device-id, fp16 and batch-size)",
+                self.id
+            ))
+        };
+        if batch_size != self.batch_size {
+            return Err(differs(
+                "batch-size",
+                &batch_size.to_string(),
+                &self.batch_size.to_string(),
+            ));
+        }
+        for (i, (name, value)) in settings.iter().enumerate() {
+            let theirs = self.settings.get(i).filter(|(n, _)| n == name).map(|(_, v)| v.as_str());
+            if theirs != Some(value.as_str()) {
+                return Err(differs(name, value, theirs.unwrap_or("(unset)")));
+            }
+        }
+        if settings.len() != self.settings.len() {
+            return Err(Error::Invalid(format!(
+                "shared engine '{}': the settings compared differ in number",
+                self.id
+            )));
+        }
+        Ok(())
+    }
+
+    fn start(
+        id: String,
+        settings: Vec<(String, String)>,
+        batch_size: usize,
+        factory: BackendFactory,
+    ) -> Result<Arc<Engine>> {
+        if !(1..=64).contains(&batch_size) {
+            return Err(Error::Invalid(format!("batch-size {batch_size} is outside 1..=64")));
+        }
+        let counters = Arc::new(EngineCounters::default());
+        let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
+        let c = counters.clone();
+        let thread = std::thread::Builder::new()
+            .name("dseg-infer".into())
+            .spawn(move || engine_thread(ctl_rx, batch_size, c, factory))
+            .map_err(|e| Error::Invalid(format!("cannot start the inference thread: {e}")))?;
+        Ok(Arc::new(Engine {
+            id,
+            settings,
+            batch_size,
+            counters,
+            ctl: Mutex::new(Some(ctl_tx)),
+            thread_id: thread.thread().id(),
+            thread: Mutex::new(Some(thread)),
+        }))
+    }
+
+    /// The id it is registered under (empty for a private engine).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// Streams on the engine now.
+    pub fn streams(&self) -> usize {
+        self.counters.streams.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn counters(&self) -> Arc<EngineCounters> {
+        self.counters.clone()
+    }
+
+    pub(super) fn attach(&self, port: Box<dyn Port>) {
+        self.counters.streams.fetch_add(1, Ordering::Relaxed);
+        if let Some(tx) = &*lock(&self.ctl) {
+            let _ = tx.send(Ctl::Join(port));
+        }
+    }
+
+    /// Takes the stream off the engine; returns once the engine holds nothing of it
+    /// (a batch already in the backend, or a backend being built, finishes first).
+    pub(super) fn detach(&self, stream: u64) {
+        self.counters.streams.fetch_sub(1, Ordering::Relaxed);
+        let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
+        let sent = match &*lock(&self.ctl) {
+            Some(tx) => tx.send(Ctl::Leave(stream, ack_tx)).is_ok(),
+            None => false,
+        };
+        // The engine thread cannot wait for itself (a queue dropped there).
+        if sent && std::thread::current().id() != self.thread_id {
+            let _ = ack_rx.recv();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if !self.id.is_empty() {
+            let mut reg = lock(&REGISTRY);
+            if reg.get(&self.id).is_some_and(|w| w.strong_count() == 0) {
+                reg.remove(&self.id);
+            }
+        }
+        // Closing the control channel ends the thread once its build or batch returns.
+        lock(&self.ctl).take();
+        if let Some(t) = lock(&self.thread).take() {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Handles the control messages waiting; false when the engine is dropped.
+fn control(ctl: &Receiver<Ctl>, ports: &mut Vec<Box<dyn Port>>, fatal: &Option<Error>) -> bool {
+    loop {
+        match ctl.try_recv() {
+            Ok(Ctl::Join(mut port)) => {
+                if let Some(e) = fatal {
+                    port.fatal(e);
+                }
+                ports.push(port);
+            }
+            Ok(Ctl::Leave(stream, ack)) => {
+                ports.retain(|p| p.stream() != stream);
+                let _ = ack.send(());
+            }
+            Err(TryRecvError::Empty) => return true,
+            Err(TryRecvError::Disconnected) => return false,
+        }
+    }
+}
+
+/// Waits until a control message or a frame of a stream that is neither closed nor
+/// keeping a frame may be there, or until `deadline`. Returns false on timeout.
+fn wait(ctl: &Receiver<Ctl>, ports: &[Box<dyn Port>], deadline: Option<Instant>) -> bool {
+    let mut sel = Select::new();
+    sel.recv(ctl);
+    for p in ports.iter().filter(|p| !p.closed() && !p.has_pending()) {
+        p.watch(&mut sel);
+    }
+    match deadline {
+        Some(d) => sel.ready_deadline(d).is_ok(),
+        None => {
+            sel.ready();
+            true
+        }
+    }
+}
+
+fn engine_thread(ctl: Receiver<Ctl>, batch_size: usize, counters: Arc<EngineCounters>, factory: BackendFactory) {
+    let built = catch_unwind(AssertUnwindSafe(factory)).unwrap_or_else(|p| Err(Error::Panic(panic_message(p))));
+    let mut ports: Vec<Box<dyn Port>> = Vec::new();
+    let (mut backend, fatal) = match built {
+        Ok(b) => (Some(b), None),
+        Err(e) => (None, Some(e)),
+    };
+    if !control(&ctl, &mut ports, &None) {
+        return;
+    }
+    if let Some(e) = &fatal {
+        for p in ports.iter_mut() {
+            p.fatal(e);
+        }
+    }
+    let mut batch: Vec<Pooled> = Vec::with_capacity(batch_size);
+    let mut owners: Vec<usize> = Vec::with_capacity(batch_size);
+    let mut in_run: Vec<bool> = Vec::new();
+    // Where the next round of takes starts, so that no stream is always first.
+    let mut rr = 0usize;
+    let mut last_run_end: Option<Instant> = None;
+    loop {
+        if !control(&ctl, &mut ports, &fatal) {
+            return;
+        }
+        let Some(backend) = backend.as_mut() else {
+            // Keep draining: each frame's permit is released and its position freed
+            // (the error was reported once), so events queued behind frames, EOS or
+            // a drain, still come out and nothing blocks.
+            for p in ports.iter_mut() {
+                p.drain_failed();
+            }
+            wait(&ctl, &ports, None);
+            continue;
+        };
+
+        // Fill a batch: one frame per stream per round, from all streams.
+        let n = ports.len();
+        let mut shape: Option<(usize, usize)> = None;
+        let mut deadline: Option<Instant> = None;
+        while batch.len() < batch_size {
+            let mut progress = false;
+            for k in 0..n {
+                if batch.len() == batch_size {
+                    break;
+                }
+                let i = (rr + k) % n;
+                if ports[i].closed() {
+                    continue;
+                }
+                if let Take::Taken(t) = ports[i].take(shape) {
+                    shape.get_or_insert((t.pw, t.ph));
+                    batch.push(t);
+                    owners.push(i);
+                    progress = true;
+                }
+            }
+            if progress {
+                if deadline.is_none() {
+                    let timeout = ports
+                        .iter()
+                        .filter(|p| !p.closed())
+                        .map(|p| p.batch_timeout())
+                        .min()
+                        .unwrap_or_default();
+                    deadline = Some(Instant::now() + timeout);
+                }
+                continue;
+            }
+            if batch.is_empty() {
+                break;
+            }
+            // Wait for more until the deadline; a control message ends the wait (and
+            // the filling: the batch runs as it is).
+            if !wait(&ctl, &ports, deadline) || !ctl.is_empty() {
+                break;
+            }
+        }
+        rr = rr.wrapping_add(1);
+        // Frames of a stream shut down while the batch filled are not run.
+        let mut i = 0;
+        while i < batch.len() {
+            if ports[owners[i]].closed() {
+                ports[owners[i]].discard();
+                batch.remove(i);
+                owners.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        if batch.is_empty() {
+            wait(&ctl, &ports, None);
+            continue;
+        }
+
+        let started = Instant::now();
+        if let Some(end) = last_run_end {
+            let gap = started.duration_since(end).as_micros() as u64;
+            counters.starved_us.fetch_add(gap, Ordering::Relaxed);
+        }
+        let result = catch_unwind(AssertUnwindSafe(|| backend.run(&mut batch)))
+            .unwrap_or_else(|p| Err(Error::Panic(panic_message(p))));
+        let end = Instant::now();
+        last_run_end = Some(end);
+        counters
+            .inference_us
+            .fetch_add(end.duration_since(started).as_micros() as u64, Ordering::Relaxed);
+        counters.runs.fetch_add(1, Ordering::Relaxed);
+        counters.frames.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        in_run.clear();
+        in_run.resize(n, false);
+        for &o in &owners {
+            if !in_run[o] {
+                in_run[o] = true;
+                ports[o].count_run();
+            }
+        }
+        match result {
+            Ok(()) => {
+                for (t, o) in batch.drain(..).zip(owners.drain(..)) {
+                    ports[o].finish(t);
+                }
+            }
+            Err(e) => {
+                batch.clear();
+                for o in owners.drain(..) {
+                    ports[o].fail(&e);
+                }
+            }
+        }
+    }
+}
