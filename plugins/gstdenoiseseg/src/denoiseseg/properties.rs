@@ -52,6 +52,8 @@ pub(super) struct Settings {
     pub(super) batch_size: u32,
     pub(super) max_in_flight: u32,
     pub(super) workers: u32,
+    /// Empty: a private engine; else the id of the engine shared in the process.
+    pub(super) model_instance_id: String,
     /// What was wrong with `config` when it was set: the next start fails with it (a
     /// property set before the element is in a pipeline has no bus to report on).
     pub(super) config_error: Option<String>,
@@ -71,6 +73,7 @@ impl Default for Settings {
             batch_size: DEFAULT_BATCH_SIZE,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             workers: DEFAULT_WORKERS,
+            model_instance_id: String::new(),
             config_error: None,
         }
     }
@@ -131,6 +134,19 @@ pub(super) fn param_specs() -> &'static [glib::ParamSpec] {
                      says how frames are fed ([preprocess]: channel order, layout, normalisation, resize for \
                      fixed-size graphs; `denoiseseg models FILE` suggests one). Empty: the shipped default {DEFAULT_MODEL_FILE} from $DENOISESEG_MODEL_DIR, else the models/ folder of the source tree the plugin was built in. NULL/READY only"
                 ))
+                .default_value(Some(""))
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecString::builder("model-instance-id")
+                .nick("Model instance id")
+                .blurb("Empty: this element runs its own ONNX Runtime session and inference thread. Else: \
+                        every denoiseseg in the process with the same id shares one session and one inference \
+                        thread, whose batches (up to batch-size, waiting at most the smallest batch-timeout \
+                        among them) hold frames from all their streams; frame order, flushes, EOS, leaky drops, \
+                        latency and noise-level stay per element. They must have the same model, \
+                        execution-provider, device-id, fp16 and batch-size, or the later ones fail to start \
+                        with an error naming the id; the other session settings (engine-cache-dir, \
+                        inference-threads) are the first element's. NULL/READY only")
                 .default_value(Some(""))
                 .mutable_ready()
                 .build(),
@@ -282,6 +298,8 @@ pub(super) fn param_specs() -> &'static [glib::ParamSpec] {
                 .blurb("All statistics in one structure: processed, dropped, batches, mean-latency-ms, \
                         max-latency-ms, mean-batch-ms (one model run), busy (share of time the model \
                         ran since its first batch: 1 = the device never waited for input), sigma, \
+                        mean-batch-frames (frames per model run, from all streams of the engine), \
+                        engine-streams (elements on the engine: 1 unless model-instance-id shares it), \
                         provider (read-only)")
                 .read_only()
                 .build(),
@@ -319,6 +337,9 @@ impl DenoiseSeg {
             "batch-size" => s.batch_size = value.get().expect("type checked"),
             "max-in-flight" => s.max_in_flight = value.get().expect("type checked"),
             "workers" => s.workers = value.get().expect("type checked"),
+            "model-instance-id" => {
+                s.model_instance_id = value.get::<Option<String>>().expect("type checked").unwrap_or_default()
+            }
             other => gst::warning!(CAT, imp = self, "property '{other}' is read-only"),
         }
     }
@@ -376,6 +397,7 @@ impl DenoiseSeg {
             "batch-timeout" => (self.tunables.batch_timeout().as_millis() as u32).to_value(),
             "max-in-flight" => s.max_in_flight.to_value(),
             "workers" => s.workers.to_value(),
+            "model-instance-id" => s.model_instance_id.to_value(),
             "leaky" => self.tunables.leaky().to_value(),
             "noise-level" => f64::from_bits(self.live.noise_level.load(Ordering::Relaxed)).to_value(),
             "output" => self.live.output().to_value(),
@@ -396,6 +418,8 @@ impl DenoiseSeg {
                     .field("max-latency-ms", st.max_latency.as_secs_f64() * 1000.0)
                     .field("mean-batch-ms", st.mean_batch.as_secs_f64() * 1000.0)
                     .field("busy", st.busy)
+                    .field("mean-batch-frames", st.mean_batch_frames)
+                    .field("engine-streams", st.engine_streams)
                     .field("sigma", st.sigma as f64)
                     .field("provider", lock(&self.report).provider.clone())
                     .build()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use denoiseseg::backend::{Backend, BackendFactory};
 use denoiseseg::model::{default_model_path, ModelSpec};
 use denoiseseg::processing::ModelStages;
-use denoiseseg::queue::{FrameQueue, QueueConfig};
+use denoiseseg::queue::{Engine, FrameQueue, QueueConfig};
 use denoiseseg::runtime::{self, OrtBackend, Provider, SessionOptions};
 use gst::glib;
 use gst::prelude::*;
@@ -51,11 +51,27 @@ impl DenoiseSeg {
             size_multiple: spec.size_multiple,
         };
         let stages = Arc::new(ModelStages::new(spec.sigma_input.is_some()));
-        let factory = self.backend_factory(spec.clone(), opts, load);
         // Before the queue's threads start, so that they allocate as tuned.
         runtime::tune_allocator();
-        let queue = FrameQueue::new(config, self.tunables.clone(), proc, stages, factory)
-            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
+        let queue = if settings.model_instance_id.is_empty() {
+            let factory = self.backend_factory(spec.clone(), opts, load);
+            FrameQueue::new(config, self.tunables.clone(), proc, stages, factory)
+                .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?
+        } else {
+            let id = &settings.model_instance_id;
+            let engine = Engine::shared(id, shared_settings(&settings, &spec), config.batch_size, || {
+                self.backend_factory(spec.clone(), opts, load)
+            })
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("model-instance-id: {}", e)))?;
+            gst::info!(
+                CAT,
+                imp = self,
+                "on the shared engine '{id}' ({} other streams)",
+                engine.streams()
+            );
+            FrameQueue::with_engine(config, self.tunables.clone(), proc, stages, engine)
+                .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?
+        };
         gst::info!(
             CAT,
             imp = self,
@@ -194,6 +210,21 @@ fn load_spec(settings: &Settings, plugin_dir: Option<&Path>) -> Result<ModelSpec
         PathBuf::from(&settings.model)
     };
     ModelSpec::load(&model).map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ("model: {}", e)))
+}
+
+/// What elements sharing an engine (`model-instance-id`) must agree on, besides
+/// batch-size: the model (its file, resolved), provider, device and precision.
+fn shared_settings(settings: &Settings, spec: &ModelSpec) -> Vec<(String, String)> {
+    let model = std::fs::canonicalize(&spec.path).unwrap_or_else(|_| spec.path.clone());
+    let provider = glib::EnumValue::from_value(&settings.provider.to_value())
+        .map(|(_, v)| v.nick().to_string())
+        .unwrap_or_default();
+    vec![
+        ("model".into(), model.display().to_string()),
+        ("execution-provider".into(), provider),
+        ("device-id".into(), settings.device_id.to_string()),
+        ("fp16".into(), settings.fp16.to_string()),
+    ]
 }
 
 /// The session options the settings and the model ask for.
