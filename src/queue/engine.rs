@@ -586,7 +586,13 @@ mod tests {
         let streams = 4u64;
         let n = 40u64;
         let queues: Vec<Guard> = (0..streams)
-            .map(|_| join(&engine, config(4, 8, 1), tunables(false, 0.0, Duration::from_millis(20))))
+            .map(|_| {
+                join(
+                    &engine,
+                    config(4, 8, 1),
+                    tunables(false, 0.0, Duration::from_millis(20)),
+                )
+            })
             .collect();
         assert_eq!(engine.streams(), 4);
         let receivers: Vec<_> = queues.iter().map(|q| spawn_receiver(q.arc())).collect();
@@ -715,7 +721,10 @@ mod tests {
         assert_eq!(b.stats().snapshot().engine_streams, 1);
         assert_eq!(b.submit(frame(5)), Ok(Submitted::Queued));
         assert_eq!(next_frame(&rx_b).0.id, 5, "the engine runs on for the stream left");
-        assert!(!dropped.load(Ordering::SeqCst), "the backend went with a stream still on it");
+        assert!(
+            !dropped.load(Ordering::SeqCst),
+            "the backend went with a stream still on it"
+        );
         b.shutdown();
         assert!(
             dropped.load(Ordering::SeqCst),
@@ -723,7 +732,11 @@ mod tests {
         );
         assert_eq!(built.load(Ordering::SeqCst), 1);
         let fresh = Engine::shared(id, settings("m"), 1, make(dropped.clone(), built.clone())).unwrap();
-        assert_eq!(built.load(Ordering::SeqCst), 2, "a new engine after the last one stopped");
+        assert_eq!(
+            built.load(Ordering::SeqCst),
+            2,
+            "a new engine after the last one stopped"
+        );
         assert_eq!(fresh.streams(), 0);
     }
 
@@ -740,7 +753,10 @@ mod tests {
         .expect("a different model is refused")
         .to_string();
         assert!(err.contains("engine-test-mismatch"), "{err}");
-        assert!(err.contains("model") && err.contains("b.onnx") && err.contains("a.onnx"), "{err}");
+        assert!(
+            err.contains("model") && err.contains("b.onnx") && err.contains("a.onnx"),
+            "{err}"
+        );
         let err = Engine::shared("engine-test-mismatch", settings("a.onnx"), 4, || {
             panic!("no second backend is built")
         })

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod common;
-use common::{argmax, element, harness, init, mask_of, model, pixel, rgb_caps, rgb_frame, stride, MASK_META};
+use common::{
+    argmax, element, harness, init, mask_of, model, pixel, rgb_caps, rgb_frame, start_error, stride, MASK_META,
+};
 use gst::prelude::*;
 use gst_check::Harness;
 
@@ -428,22 +430,6 @@ fn state_cycling_with_frames_in_flight_never_hangs() {
             Ok(gst::StateChangeSuccess::Success)
         );
     }
-}
-
-fn start_error(e: &gst::Element) -> String {
-    let bus = gst::Bus::new();
-    e.set_bus(Some(&bus));
-    let result = e.set_state(gst::State::Paused);
-    let mut text = String::new();
-    while let Some(msg) = bus.timed_pop_filtered(gst::ClockTime::from_seconds(20), &[gst::MessageType::Error]) {
-        if let gst::MessageView::Error(err) = msg.view() {
-            text = format!("{} | {:?}", err.error(), err.debug());
-            break;
-        }
-    }
-    let _ = e.set_state(gst::State::Null);
-    assert!(result.is_err() || !text.is_empty(), "start should fail");
-    text
 }
 
 #[test]

@@ -124,3 +124,20 @@ pub fn mask_meta_count(buffer: &gst::BufferRef) -> usize {
     }
     n
 }
+
+/// The error `e` fails to start with (READY -> PAUSED), as "message | debug".
+pub fn start_error(e: &gst::Element) -> String {
+    let bus = gst::Bus::new();
+    e.set_bus(Some(&bus));
+    let result = e.set_state(gst::State::Paused);
+    let mut text = String::new();
+    while let Some(msg) = bus.timed_pop_filtered(gst::ClockTime::from_seconds(20), &[gst::MessageType::Error]) {
+        if let gst::MessageView::Error(err) = msg.view() {
+            text = format!("{} | {:?}", err.error(), err.debug());
+            break;
+        }
+    }
+    let _ = e.set_state(gst::State::Null);
+    assert!(result.is_err() || !text.is_empty(), "start should fail");
+    text
+}
