@@ -27,8 +27,13 @@
 //! - Worker panics and backend errors come out of `recv` as errors at the failing
 //!   frame's position; the queue never hangs on them.
 //!
+//! - The inference thread is an [`Engine`]'s: private to the queue (`new`), or shared
+//!   with other queues (`with_engine`, [`Engine::shared`]), whose frames then share
+//!   its batches; everything else above stays per queue.
+//!
 //! The files: `stages` (the [`Processor`] and [`Stages`] traits), `config` (settings),
-//! `stats` (counters), `workers` (the threads), `reorder` (`recv`, in order); this one
+//! `stats` (counters), `engine` (the inference thread, private or shared), `workers`
+//! (the pre- and post-processing threads), `reorder` (`recv`, in order); this one
 //! holds the queue proper: submitting, flushing and shutting down.
 mod config;
 mod engine;

@@ -38,6 +38,11 @@
 //! drains it, flushes discard what is in flight, and with `leaky` the oldest waiting
 //! frame is dropped rather than blocking a live source.
 //!
+//! With `model-instance-id`, the elements of a process with the same id share one
+//! inference thread and ONNX Runtime session (the engine), whose batches hold frames
+//! from all of them; each element keeps its own queue (order, flush, EOS, leaky drops,
+//! latency, counts). See README's "many cameras" paragraph and docs/design.md.
+//!
 //! Model outputs are checked as they are copied out of the model: NaN or infinite
 //! values in `denoised` leave the input pixel in their place, NaN logits never win the
 //! argmax, and class ids outside the sidecar's classes become class 0, so no class id
