@@ -8,6 +8,11 @@ pub trait Backend: Send + 'static {
     /// Reads `image` and `sigma` of each frame, writes the results (`image` with
     /// `denoised` set, `labels` or `logits` with `segmentation` set accordingly).
     fn run(&mut self, batch: &mut [Pooled]) -> Result<()>;
+
+    /// What it runs on (for ONNX Runtime: the execution provider), for reports.
+    fn name(&self) -> String {
+        String::new()
+    }
 }
 
 /// Builds the backend on the inference thread (so that slow builds such as a TensorRT

@@ -40,6 +40,8 @@ pub struct EngineCounters {
     pub(super) starved_us: AtomicU64,
     /// Streams (queues) on the engine now.
     pub(super) streams: AtomicUsize,
+    /// `Backend::name` once the backend is built.
+    pub(super) backend: Mutex<String>,
 }
 
 /// What the engine thread sees of one stream: the end of its queue's inference channel,
@@ -403,7 +405,10 @@ fn engine_thread(ctl: Receiver<Ctl>, batch_size: usize, counters: Arc<EngineCoun
     let built = catch_unwind(AssertUnwindSafe(factory)).unwrap_or_else(|p| Err(Error::Panic(panic_message(p))));
     let mut ports: Vec<Box<dyn Port>> = Vec::new();
     let (mut backend, fatal) = match built {
-        Ok(b) => (Some(b), None),
+        Ok(b) => {
+            *lock(&counters.backend) = b.name();
+            (Some(b), None)
+        }
         Err(e) => (None, Some(e)),
     };
     if !control(&ctl, &mut ports, &None) {

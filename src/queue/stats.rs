@@ -69,6 +69,11 @@ impl Stats {
             sigma: f32::from_bits(self.last_sigma.load(Ordering::Relaxed)) * 255.0,
         }
     }
+    /// What the engine's backend runs on (`Backend::name`; empty until it is built).
+    pub fn backend(&self) -> String {
+        super::lock(&self.engine.backend).clone()
+    }
+
     /// Counts a frame dropped outside the queue (for instance a late frame under QoS).
     pub fn count_drop(&self) {
         self.dropped.fetch_add(1, Ordering::Relaxed);

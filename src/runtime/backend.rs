@@ -183,6 +183,10 @@ fn labels_back<T: LabelValue>(
 }
 
 impl Backend for OrtBackend {
+    fn name(&self) -> String {
+        self.model.provider.name().to_string()
+    }
+
     fn run(&mut self, batch: &mut [Pooled]) -> Result<()> {
         if batch.is_empty() {
             return Ok(());

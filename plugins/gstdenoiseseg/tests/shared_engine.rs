@@ -103,6 +103,8 @@ fn four_live_streams_share_one_engine_with_every_frame_in_order() {
         assert_eq!(stats.get::<u64>("engine-streams").unwrap(), 4, "stream {s}: {stats}");
         let frames = stats.get::<f64>("mean-batch-frames").unwrap();
         assert!(frames > 1.0, "stream {s}: batches of one frame: {stats}");
+        assert_eq!(stats.get::<String>("provider").unwrap(), "cpu", "stream {s}: {stats}");
+        assert_eq!(p.by_name("d").unwrap().property::<String>("provider"), "cpu");
         assert_eq!(p.by_name("d").unwrap().property::<String>("model-instance-id"), "cams");
     }
     for p in &pipelines {

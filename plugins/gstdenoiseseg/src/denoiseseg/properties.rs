@@ -407,7 +407,7 @@ impl DenoiseSeg {
             "mean-latency" => (self.stats_snapshot().mean_latency.as_secs_f64() * 1000.0).to_value(),
             "max-latency" => (self.stats_snapshot().max_latency.as_secs_f64() * 1000.0).to_value(),
             "noise-estimate" => (self.stats_snapshot().sigma as f64).to_value(),
-            "provider" => lock(&self.report).provider.clone().to_value(),
+            "provider" => self.provider().to_value(),
             "stats" => {
                 let st = self.stats_snapshot();
                 gst::Structure::builder("denoiseseg-stats")
@@ -421,11 +421,25 @@ impl DenoiseSeg {
                     .field("mean-batch-frames", st.mean_batch_frames)
                     .field("engine-streams", st.engine_streams)
                     .field("sigma", st.sigma as f64)
-                    .field("provider", lock(&self.report).provider.clone())
+                    .field("provider", self.provider())
                     .build()
                     .to_value()
             }
             other => unreachable!("no property {other}"),
+        }
+    }
+
+    /// The provider in use: the engine's (also when another element sharing it built
+    /// the session), else the one last recorded.
+    fn provider(&self) -> String {
+        let running = lock(&self.state)
+            .as_ref()
+            .map(|s| s.stats.backend())
+            .unwrap_or_default();
+        if running.is_empty() {
+            lock(&self.report).provider.clone()
+        } else {
+            running
         }
     }
 

@@ -192,7 +192,13 @@ impl DenoiseSeg {
     pub(super) fn stop(&self) {
         let state = lock(&self.state).take();
         if let Some(state) = state {
-            lock(&self.report).last_stats = state.stats.snapshot();
+            let mut report = lock(&self.report);
+            report.last_stats = state.stats.snapshot();
+            let backend = state.stats.backend();
+            if !backend.is_empty() {
+                report.provider = backend;
+            }
+            drop(report);
             state.queue.shutdown();
             gst::debug!(CAT, imp = self, "stopped model {}", state.spec.name);
         }
