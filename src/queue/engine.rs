@@ -549,6 +549,7 @@ mod tests {
     use crate::queue::{FrameQueue, NoStages, QueueConfig, Submitted, Tunables};
     use std::collections::HashSet;
     use std::sync::atomic::AtomicBool;
+    use std::sync::Mutex;
 
     fn settings(model: &str) -> Vec<(String, String)> {
         vec![
@@ -794,5 +795,155 @@ mod tests {
             q.submit_event(3).unwrap();
             assert_eq!(next_item(&rx), Item::Event(3), "events behind failed frames come out");
         }
+    }
+
+    /// Logs (frame id, sigma) of every frame the model runs.
+    #[derive(Default)]
+    struct SigmaBackend(Arc<Mutex<Vec<(u64, f32)>>>);
+
+    impl Backend for SigmaBackend {
+        fn run(&mut self, batch: &mut [Pooled]) -> Result<()> {
+            lock(&self.0).extend(batch.iter().map(|t| (t.image[0] as u64, t.sigma)));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn each_stream_feeds_the_model_its_own_sigma() {
+        let backend = SigmaBackend::default();
+        let log = backend.0.clone();
+        let engine = Engine::shared("engine-test-sigma", settings("m"), 4, || factory_of(backend)).unwrap();
+        let levels = [0.1f32, 0.3];
+        let queues: Vec<Guard> = levels
+            .iter()
+            .map(|&level| {
+                support::Guard(Arc::new(
+                    FrameQueue::with_engine(
+                        config(4, 8, 1),
+                        tunables(false, level, Duration::from_millis(20)),
+                        Arc::new(proc_(8)),
+                        Arc::new(crate::processing::ModelStages::new(true)),
+                        engine.clone(),
+                    )
+                    .unwrap(),
+                ))
+            })
+            .collect();
+        let receivers: Vec<_> = queues.iter().map(|q| spawn_receiver(q.arc())).collect();
+        for i in 0..8 {
+            for (s, q) in queues.iter().enumerate() {
+                assert_eq!(q.submit(frame(1000 * (s as u64 + 1) + i)), Ok(Submitted::Queued));
+            }
+        }
+        for (s, rx) in receivers.iter().enumerate() {
+            for i in 0..8 {
+                assert_eq!(next_frame(rx).0.id, 1000 * (s as u64 + 1) + i);
+            }
+        }
+        let log = lock(&log).clone();
+        assert_eq!(log.len(), 16);
+        for (id, sigma) in log {
+            assert_eq!(sigma, levels[(id / 1000 - 1) as usize], "frame {id}");
+        }
+    }
+
+    #[test]
+    fn streams_of_different_frame_sizes_share_the_engine_without_mixed_batches() {
+        let log = Log::default();
+        let backend = FakeBackend {
+            log: log.clone(),
+            sleep: Duration::from_millis(2),
+            ..FakeBackend::default()
+        };
+        let engine = Engine::shared("engine-test-sizes", settings("m"), 4, || factory_of(backend)).unwrap();
+        let sizes = [(8, 8), (16, 16), (8, 8)];
+        let queues: Vec<Guard> = sizes
+            .iter()
+            .map(|_| {
+                join(
+                    &engine,
+                    config(4, 8, 1),
+                    tunables(false, 0.0, Duration::from_millis(10)),
+                )
+            })
+            .collect();
+        let receivers: Vec<_> = queues.iter().map(|q| spawn_receiver(q.arc())).collect();
+        let n = 12u64;
+        for i in 0..n {
+            for (s, q) in queues.iter().enumerate() {
+                let (w, h) = sizes[s];
+                assert_eq!(q.submit(sized(1000 * (s as u64 + 1) + i, w, h)), Ok(Submitted::Queued));
+            }
+        }
+        for (s, rx) in receivers.iter().enumerate() {
+            for i in 0..n {
+                let (out, _) = next_frame(rx);
+                assert_eq!(out.id, 1000 * (s as u64 + 1) + i);
+                assert_eq!(out.padded, sizes[s]);
+            }
+        }
+        for b in lock(&log).iter() {
+            let expected = if b.padded == (16, 16) { vec![2] } else { vec![1, 3] };
+            for id in &b.ids {
+                assert!(
+                    expected.contains(&(id / 1000)),
+                    "frame {id} in a batch of {:?}",
+                    b.padded
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn leaky_drops_stay_on_their_own_stream() {
+        let (gate_tx, gate) = crossbeam_channel::unbounded::<()>();
+        let (started_tx, started) = crossbeam_channel::unbounded();
+        let backend = FakeBackend {
+            gate: Some(gate),
+            started: Some(started_tx),
+            ..FakeBackend::default()
+        };
+        let engine = Engine::shared("engine-test-leaky", settings("m"), 1, || factory_of(backend)).unwrap();
+        let a = join(&engine, config(1, 2, 1), tunables(true, 0.0, Duration::ZERO));
+        let b = join(&engine, config(1, 4, 1), tunables(false, 0.0, Duration::ZERO));
+        assert_eq!(a.submit(frame(1000)), Ok(Submitted::Queued));
+        assert_eq!(
+            started.recv_timeout(WAIT),
+            Ok(vec![1000]),
+            "A's first frame is in the backend"
+        );
+        for i in 0..3 {
+            assert_eq!(b.submit(frame(2000 + i)), Ok(Submitted::Queued));
+        }
+        let n = 10u64;
+        let a2 = a.arc();
+        let results = spawn_call(move || (1..n).map(|i| a2.submit(frame(1000 + i))).collect::<Vec<_>>())
+            .recv_timeout(WAIT)
+            .expect("a leaky submit blocked");
+        let dropped = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Submitted::QueuedDroppedOldest(_)) | Ok(Submitted::DroppedNew(_))))
+            .count() as u64;
+        assert!(dropped > 0);
+        drop(gate_tx);
+        let (rx_a, rx_b) = (spawn_receiver(a.arc()), spawn_receiver(b.arc()));
+        for i in 0..3 {
+            assert_eq!(
+                next_item(&rx_b),
+                Item::Frame {
+                    id: 2000 + i,
+                    after_drop: false
+                }
+            );
+        }
+        let mut prev = None;
+        for _ in 0..(n - dropped) {
+            let (out, _) = next_frame(&rx_a);
+            assert!(prev.is_none_or(|p| out.id > p), "A out of order");
+            prev = Some(out.id);
+        }
+        assert_eq!(a.stats().snapshot().dropped, dropped);
+        assert_eq!(b.stats().snapshot().dropped, 0, "B lost frames to A's drops");
+        assert_eq!(b.stats().snapshot().processed, 3);
     }
 }
