@@ -144,3 +144,67 @@ fn another_model_under_a_running_id_is_an_error_naming_the_id() {
     assert!(again.set_state(gst::State::Paused).is_ok());
     again.set_state(gst::State::Null).unwrap();
 }
+
+/// Offsets of what `h` gives until EOS.
+fn offsets_until_eos(h: &mut gst_check::Harness) -> Vec<(usize, gst::Buffer)> {
+    let mut seen = Vec::new();
+    loop {
+        match h.pull_until_eos() {
+            Ok(Some(b)) => seen.push((b.offset() as usize, b)),
+            Ok(None) => return seen,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn a_flush_on_one_element_leaves_the_others_on_the_engine_untouched() {
+    let props = [
+        ("model-instance-id", "cams-flush"),
+        ("batch-size", "4"),
+        ("batch-timeout", "30"),
+        ("max-in-flight", "8"),
+    ];
+    let elements: Vec<gst::Element> = (0..4).map(|_| element("joint.onnx", &props)).collect();
+    let mut hs: Vec<gst_check::Harness> = elements.iter().map(|e| common::harness(e, &rgb_caps(W, H))).collect();
+    for i in 0..8 {
+        for (s, h) in hs.iter_mut().enumerate() {
+            h.push(rgb_frame(1000 * s + i, W, H)).unwrap();
+        }
+    }
+    // Element 0 flushes with its frames in flight; the others go on.
+    assert!(hs[0].push_event(gst::event::FlushStart::new()));
+    assert!(hs[0].push_event(gst::event::FlushStop::new(true)));
+    hs[0].push_event(gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new()));
+    for i in 100..104 {
+        for (s, h) in hs.iter_mut().enumerate() {
+            h.push(rgb_frame(1000 * s + i, W, H)).unwrap();
+        }
+    }
+    for h in hs.iter_mut() {
+        assert!(h.push_event(gst::event::Eos::new()));
+    }
+    for (s, h) in hs.iter_mut().enumerate() {
+        let seen = offsets_until_eos(h);
+        let offsets: Vec<usize> = seen.iter().map(|(o, _)| *o - 1000 * s).collect();
+        if s == 0 {
+            // Some frames from before the flush may have left before it; none after it.
+            let first_new = offsets.iter().position(|o| *o >= 100).expect("post-flush frames");
+            assert_eq!(offsets[first_new..], [100, 101, 102, 103], "stream 0: {offsets:?}");
+            assert!(
+                offsets[..first_new].iter().enumerate().all(|(k, o)| k == *o),
+                "{offsets:?}"
+            );
+        } else {
+            let all: Vec<usize> = (0..8).chain(100..104).collect();
+            assert_eq!(offsets, all, "stream {s} lost or reordered frames");
+        }
+        for (o, b) in &seen {
+            check(b, s, *o);
+        }
+    }
+    for e in &elements {
+        let stats = e.property::<gst::Structure>("stats");
+        assert_eq!(stats.get::<u64>("engine-streams").unwrap(), 4, "{stats}");
+    }
+}
