@@ -112,7 +112,7 @@ impl<P: Processor, E: Send + 'static> Port for QueuePort<P, E> {
     }
 
     fn take(&mut self, shape: Option<(usize, usize)>) -> Take {
-        let s = loop {
+        loop {
             let s = match self.pending.take() {
                 Some(s) => s,
                 None => match self.rx.try_recv() {
@@ -120,25 +120,43 @@ impl<P: Processor, E: Send + 'static> Port for QueuePort<P, E> {
                     Err(_) => return Take::Empty,
                 },
             };
-            if !self.sh.stale(s.epoch) {
-                break s;
+            if self.sh.stale(s.epoch) {
+                continue;
             }
-        };
-        if shape.is_some_and(|sh| sh != (s.tensors.pw, s.tensors.ph)) {
-            self.pending = Some(s);
-            return Take::Other;
+            if shape.is_some_and(|sh| sh != (s.tensors.pw, s.tensors.ph)) {
+                self.pending = Some(s);
+                return Take::Other;
+            }
+            // The batch stage (the sigma fed to the model) restarts after a flush.
+            let epoch = self.sh.epoch.load(Ordering::Acquire);
+            if epoch != self.stage_epoch {
+                self.stage.reset();
+                self.stage_epoch = epoch;
+            }
+            let Staged {
+                seq,
+                epoch,
+                frame,
+                permit,
+                t0,
+                mut tensors,
+            } = s;
+            let (stage, tunables) = (&mut self.stage, &self.sh.tunables);
+            let ran = catch_unwind(AssertUnwindSafe(|| {
+                stage.run(std::slice::from_mut(&mut tensors), tunables)
+            }));
+            if let Err(p) = ran {
+                // Reported at the frame's position; the engine goes on.
+                self.sh.done(seq, DoneKind::Error(Error::Panic(panic_message(p))));
+                continue;
+            }
+            self.sh
+                .stats
+                .last_sigma
+                .store(tensors.sigma.to_bits(), Ordering::Relaxed);
+            self.taken.push_back((seq, epoch, frame, permit, t0));
+            return Take::Taken(tensors);
         }
-        // The batch stage (the sigma fed to the model) restarts after a flush.
-        let epoch = self.sh.epoch.load(Ordering::Acquire);
-        if epoch != self.stage_epoch {
-            self.stage.reset();
-            self.stage_epoch = epoch;
-        }
-        let mut t = s.tensors;
-        self.stage.run(std::slice::from_mut(&mut t), &self.sh.tunables);
-        self.sh.stats.last_sigma.store(t.sigma.to_bits(), Ordering::Relaxed);
-        self.taken.push_back((s.seq, s.epoch, s.frame, s.permit, s.t0));
-        Take::Taken(t)
     }
 
     fn batch_timeout(&self) -> Duration {
@@ -945,5 +963,59 @@ mod tests {
         assert_eq!(a.stats().snapshot().dropped, dropped);
         assert_eq!(b.stats().snapshot().dropped, 0, "B lost frames to A's drops");
         assert_eq!(b.stats().snapshot().processed, 3);
+    }
+
+    /// A batch stage that panics on the frame filled with `bad`.
+    struct PanicStage(u64);
+
+    impl BatchStage for PanicStage {
+        fn reset(&mut self) {}
+        fn run(&mut self, batch: &mut [Pooled], _tunables: &Tunables) {
+            if batch.iter().any(|t| t.image[0] as u64 == self.0) {
+                panic!("injected batch stage panic on frame {}", self.0);
+            }
+        }
+    }
+
+    struct PanicStages;
+
+    impl crate::queue::Stages for PanicStages {
+        fn pre_stage(&self) -> Box<dyn crate::queue::PreStage> {
+            Box::new(NoStages)
+        }
+        fn batch_stage(&self) -> Box<dyn BatchStage> {
+            Box::new(PanicStage(3))
+        }
+        fn post_stage(&self, _t: &mut crate::tensors::Tensors) {}
+    }
+
+    #[test]
+    fn a_batch_stage_panic_fails_its_frame_and_the_engine_goes_on() {
+        let q = support::Guard(Arc::new(
+            FrameQueue::new(
+                config(2, 8, 1),
+                tunables(false, 0.0, Duration::from_millis(5)),
+                Arc::new(proc_(8)),
+                Arc::new(PanicStages),
+                factory_of(FakeBackend::default()),
+            )
+            .unwrap(),
+        ));
+        let rx = spawn_receiver(q.arc());
+        for i in 0..6 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+        }
+        for i in 0..6 {
+            match next_item(&rx) {
+                Item::Error(msg) if i == 3 => assert!(msg.contains("injected batch stage panic"), "{msg}"),
+                got => assert_eq!(
+                    got,
+                    Item::Frame {
+                        id: i,
+                        after_drop: false
+                    }
+                ),
+            }
+        }
     }
 }
