@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from measure import Onnx, psnr  # noqa: E402
-from sigma_probe import FOOTAGE, addnoise_props, codec_chain, frames_of, size_of  # noqa: E402
+from sigma_probe import FOOTAGE, addnoise_props, clip_frames, codec_chain  # noqa: E402
 
 
 def main():
@@ -44,13 +44,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for clip in args.clips:
             name = os.path.basename(clip)
-            w, h = size_of(clip)
-            stride = (w * 3 + 3) // 4 * 4
 
             def frames(extra):
-                d = frames_of(clip, args.frames, extra, tmp)
-                d = d.reshape(-1, h, stride)[:, :, : w * 3].reshape(-1, h, w, 3)[: args.frames]
-                return d.astype(np.float32) / 255
+                return clip_frames(clip, args.frames, extra, tmp).astype(np.float32) / 255
             clean = frames([])
             for sigma in (float(s) for s in args.sigmas.split(",")):
                 for codec in args.codecs.split(","):

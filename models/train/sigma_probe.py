@@ -76,6 +76,14 @@ def frames_of(clip, n, extra, tmp):
     return data
 
 
+def clip_frames(clip, n, extra, tmp):
+    """The first n frames of clip through `extra` elements, as uint8 [n, h, w, 3]
+    (frames_of's rows without their padding)."""
+    w, h = size_of(clip)
+    stride = (w * 3 + 3) // 4 * 4
+    return frames_of(clip, n, extra, tmp).reshape(-1, h, stride)[:, :, : w * 3].reshape(-1, h, w, 3)[:n]
+
+
 def size_of(clip):
     """(width, height) of a clip's decoded frames, from the caps gst-launch -v prints."""
     out = subprocess.run(["gst-launch-1.0", "-v", *source(clip, 1), "!", "fakesink", "num-buffers=1"],
