@@ -666,15 +666,8 @@ mod tests {
 
     #[test]
     fn a_flush_on_one_stream_discards_only_its_frames() {
-        let (gate_tx, gate) = crossbeam_channel::unbounded::<()>();
-        let (started_tx, started) = crossbeam_channel::unbounded();
         let log = Log::default();
-        let backend = FakeBackend {
-            gate: Some(gate),
-            started: Some(started_tx),
-            log: log.clone(),
-            ..FakeBackend::default()
-        };
+        let (backend, gate_tx, started) = gated(log.clone());
         let engine = Engine::shared("engine-test-flush", settings("m"), 2, || factory_of(backend)).unwrap();
         let a = join(&engine, config(2, 8, 1), tunables(false, 0.0, Duration::ZERO));
         let b = join(&engine, config(2, 8, 1), tunables(false, 0.0, Duration::ZERO));
@@ -914,13 +907,7 @@ mod tests {
 
     #[test]
     fn leaky_drops_stay_on_their_own_stream() {
-        let (gate_tx, gate) = crossbeam_channel::unbounded::<()>();
-        let (started_tx, started) = crossbeam_channel::unbounded();
-        let backend = FakeBackend {
-            gate: Some(gate),
-            started: Some(started_tx),
-            ..FakeBackend::default()
-        };
+        let (backend, gate_tx, started) = gated(Log::default());
         let engine = Engine::shared("engine-test-leaky", settings("m"), 1, || factory_of(backend)).unwrap();
         let a = join(&engine, config(1, 2, 1), tunables(true, 0.0, Duration::ZERO));
         let b = join(&engine, config(1, 4, 1), tunables(false, 0.0, Duration::ZERO));

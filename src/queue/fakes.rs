@@ -119,6 +119,21 @@ pub(super) struct FakeBackend {
     pub(super) log: Log,
 }
 
+/// A backend that announces each batch's frame ids on the returned receiver and then
+/// holds the batch until the test sends on the returned sender (one send per batch),
+/// logging into `log`.
+pub(super) fn gated(log: Log) -> (FakeBackend, Sender<()>, Receiver<Vec<u64>>) {
+    let (gate_tx, gate) = crossbeam_channel::unbounded();
+    let (started_tx, started) = crossbeam_channel::unbounded();
+    let backend = FakeBackend {
+        gate: Some(gate),
+        started: Some(started_tx),
+        log,
+        ..FakeBackend::default()
+    };
+    (backend, gate_tx, started)
+}
+
 impl Backend for FakeBackend {
     fn run(&mut self, batch: &mut [Pooled]) -> Result<()> {
         let ids: Vec<u64> = batch.iter().map(|t| t.image[0] as u64).collect();

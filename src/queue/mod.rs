@@ -567,13 +567,7 @@ mod tests {
 
     #[test]
     fn leaky_submit_never_blocks_and_drops_the_oldest_waiting_frame() {
-        let (gate_tx, gate) = crossbeam_channel::unbounded::<()>();
-        let (started_tx, started) = crossbeam_channel::unbounded();
-        let backend = FakeBackend {
-            gate: Some(gate),
-            started: Some(started_tx),
-            ..FakeBackend::default()
-        };
+        let (backend, gate_tx, started) = gated(Log::default());
         let q = start(
             config(1, 4, 1),
             tunables(true, 0.0, Duration::ZERO),
@@ -701,13 +695,7 @@ mod tests {
 
     #[test]
     fn flush_start_wakes_a_blocked_submit_and_a_blocked_recv() {
-        let (gate_tx, gate) = crossbeam_channel::unbounded::<()>();
-        let (started_tx, started) = crossbeam_channel::unbounded();
-        let backend = FakeBackend {
-            gate: Some(gate),
-            started: Some(started_tx),
-            ..FakeBackend::default()
-        };
+        let (backend, gate_tx, started) = gated(Log::default());
         let q = start(
             config(1, 2, 1),
             tunables(false, 0.0, Duration::ZERO),
@@ -742,13 +730,7 @@ mod tests {
 
     #[test]
     fn after_flush_stop_only_frames_and_events_submitted_after_the_flush_come_out() {
-        let (gate_tx, gate) = crossbeam_channel::unbounded::<()>();
-        let (started_tx, started) = crossbeam_channel::unbounded();
-        let backend = FakeBackend {
-            gate: Some(gate),
-            started: Some(started_tx),
-            ..FakeBackend::default()
-        };
+        let (backend, gate_tx, started) = gated(Log::default());
         let q = start(
             config(1, 4, 2),
             tunables(false, 0.0, Duration::ZERO),
