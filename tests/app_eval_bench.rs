@@ -552,6 +552,71 @@ fn bench_reports_both_loops_ratio_and_ordered_percentiles() {
 }
 
 #[test]
+fn bench_streams_compares_one_shared_engine_with_private_ones() {
+    let mut c = app();
+    c.args(["bench", "--streams", "3", "--model"]).arg(joint_model()).args([
+        "--size",
+        "64x32",
+        "--frames",
+        "12",
+        "--warmup",
+        "2",
+        "--batch-size",
+        "2",
+        "--provider",
+        "cpu",
+        "--json",
+        "-",
+    ]);
+    let out = run(c);
+    assert!(out.status.success());
+    let r: Value = serde_json::from_slice(&out.stdout).expect("stdout is the JSON report alone");
+    assert_eq!(r["streams"], 3);
+    assert_eq!(r["frames"], 12);
+    assert_eq!(r["warmup"], 2);
+    let pushed = 14;
+    for (config, engine_streams, sessions) in [("shared", 3, 1), ("private", 1, 3)] {
+        let c = &r[config];
+        assert_eq!(c["engine_streams"], engine_streams, "{config}: {c}");
+        assert_eq!(c["sessions"], sessions, "{config}: {c}");
+        assert!(c["mean_batch_frames"].as_f64().unwrap() >= 1.0, "{config}: {c}");
+        assert!(c["aggregate_fps"].as_f64().unwrap() > 0.0, "{config}: {c}");
+        let streams = c["streams"].as_array().unwrap();
+        assert_eq!(streams.len(), 3, "{config}: {c}");
+        for s in streams {
+            assert_eq!(s["pushed"], pushed, "{config}: {s}");
+            assert_eq!(s["received"], pushed, "{config}: {s}");
+            assert_eq!(s["processed"], pushed, "{config}: {s}");
+            assert_eq!(s["frames"], 12, "{config}: {s}");
+            assert_eq!(s["engine_streams"], engine_streams, "{config}: {s}");
+            assert!(s["mean_batch_frames"].as_f64().unwrap() >= 1.0, "{config}: {s}");
+            assert!(s["fps"].as_f64().unwrap() > 0.0, "{config}: {s}");
+            let (p50, p99) = (
+                s["latency_ms"]["p50"].as_f64().unwrap(),
+                s["latency_ms"]["p99"].as_f64().unwrap(),
+            );
+            assert!(0.0 <= p50 && p50 <= p99, "{config}: {s}");
+        }
+    }
+    let ratio = r["ratio"]["aggregate_fps"].as_f64().unwrap();
+    close(
+        &r["ratio"]["aggregate_fps"],
+        r["shared"]["aggregate_fps"].as_f64().unwrap() / r["private"]["aggregate_fps"].as_f64().unwrap(),
+        "shared / private",
+    );
+    assert!(ratio > 0.0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("shared / private"),
+        "the table goes to stderr: {stderr}"
+    );
+    fails_with(
+        &["bench", "--streams", "0", "--size", "64x32"],
+        "--streams must be at least 1",
+    );
+}
+
+#[test]
 fn bench_errors_are_one_clear_line() {
     fails_with(&["bench", "--size", "big"], "expected WIDTHxHEIGHT");
     fails_with(

@@ -27,18 +27,32 @@ use denoiseseg::tensors::Tensors;
 
 use crate::common::{self, ElementOpts, Progress};
 
+mod streams;
+
 const EXAMPLES: &str = "\
 Examples:
   denoiseseg bench                                       the shipped model at 1024x512, 60 frames, on the best provider
   denoiseseg bench --size 1024x512 --provider cpu --threads 2
   denoiseseg bench --provider tensorrt --batch-size 4 --frames 200 --json bench.json
   denoiseseg bench --model my.onnx --size 640x480 --json -     JSON on standard output, the table on standard error
+  denoiseseg bench --streams 4 --size 512x256 --provider cuda --batch-size 4   one shared engine against 4 private ones
 
 Both parts use the same model, frame size (padded to the model's size multiple), batch
 size, execution provider and intra-op threads, and the same noisy frames (a fixed
 street-like pattern plus seeded Gaussian noise). The latency percentiles are those of
 a saturated pipeline: from the moment appsrc accepts a frame to its arrival at the
-sink, so they include the time frames wait in the element's queue (max-in-flight).";
+sink, so they include the time frames wait in the element's queue (max-in-flight).
+
+--streams N (N > 1) runs N streams in one process instead of the bare loop: once on one
+shared engine (model-instance-id=bench-shared: one session, one inference thread, each
+batch of --batch-size frames filled from all streams) and once on N private engines (no
+id: N sessions, each waiting for --batch-size frames of its own stream), alternated over
+--repeat rounds. It reports aggregate frames/s (all streams' frames over the wall time),
+per-stream frames/s and p50/p99 latency, mean-batch-frames and engine-streams from the
+elements' stats, and shared / private. Without --threads, the shared session gets one
+intra-op thread per core and each private session cores / N (at least 1). On a CPU the
+N private sessions compete for the same cores, so the comparison is meaningful mainly
+on a GPU.";
 
 /// Distinct input frames, cycled.
 const DISTINCT_FRAMES: usize = 4;
@@ -66,6 +80,9 @@ pub struct Args {
     /// Rounds of (bare loop, pipeline), alternated; the figures are the medians (steadier on a busy machine)
     #[arg(long, value_name = "N", default_value_t = 1)]
     repeat: usize,
+    /// Streams in one process: N > 1 compares one shared engine (model-instance-id) with N private engines, instead of the bare loop
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    streams: usize,
     /// Also write the results as JSON to FILE ('-': standard output, the table then goes to standard error)
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -350,10 +367,23 @@ fn pipeline_run(
     })
 }
 
-/// A denoiseseg element with the options applied.
-fn make_element(args: &Args) -> Result<gst::Element> {
+/// The median (the mean of the middle two for an even count; NaN when empty).
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        f64::NAN
+    } else if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    }
+}
+
+/// A denoiseseg element named `name` with the options applied.
+fn make_element(args: &Args, name: &str) -> Result<gst::Element> {
     let ds = gst::ElementFactory::make("denoiseseg")
-        .name("ds")
+        .name(name)
         .build()
         .context("cannot create the denoiseseg element")?;
     args.element.apply(&ds)?;
@@ -370,13 +400,16 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     if args.frames == 0 {
         bail!("--frames must be at least 1");
     }
+    if args.streams == 0 {
+        bail!("--streams must be at least 1");
+    }
     common::check_report_path(args.json.as_deref())?;
     if let (Some(t), Some(i)) = (args.threads, args.element.inference_threads) {
         if t != i {
             bail!("--threads {t} and --inference-threads {i} disagree; give one");
         }
     }
-    let ds = make_element(&args)?;
+    let ds = make_element(&args, "ds")?;
     let s = settings_of(&ds)?;
     let mut ds = Some(ds);
     let spec = ModelSpec::load(&s.model)?;
@@ -431,6 +464,9 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         );
     }
 
+    if args.streams > 1 {
+        return streams_main(&args, &s, &spec, (w, h), (pw, ph), batch, warmup, frames, &frames_rgb);
+    }
     let mut bare = load_bare(&s, &spec, (pw, ph), verbose)?;
     let repeat = args.repeat.max(1);
     let (mut bare_fps, mut pipe_fps, mut lat, mut ms_per_batch) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -452,7 +488,7 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         let ds = if r == 0 { ds.take() } else { None };
         let ds = match ds {
             Some(ds) => ds,
-            None => make_element(&args)?,
+            None => make_element(&args, "ds")?,
         };
         let p = pipeline_run(ds, &frames_rgb, (w, h), warmup, frames)?;
         pipe_fps.push(p.fps);
@@ -465,17 +501,6 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     drop(bare.backend);
     lat.sort_by(f64::total_cmp);
     ms_per_batch.sort_by(f64::total_cmp);
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        if v.is_empty() {
-            f64::NAN
-        } else if v.len() % 2 == 1 {
-            v[v.len() / 2]
-        } else {
-            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
-        }
-    };
     let (bare_med, pipe_med) = (median(&bare_fps), median(&pipe_fps));
     let (p50, p95, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.95), percentile(&lat, 0.99));
     let ratio = if bare_med > 0.0 { pipe_med / bare_med } else { f64::NAN };
@@ -557,6 +582,99 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
             ""
         },
     );
+    common::emit_report(&table, &report, args.json.as_deref())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `bench --streams N`: one shared engine against N private ones (see [`streams`]).
+#[allow(clippy::too_many_arguments)]
+fn streams_main(
+    args: &Args,
+    s: &Settings,
+    spec: &ModelSpec,
+    (w, h): (usize, usize),
+    (pw, ph): (usize, usize),
+    batch: usize,
+    warmup: usize,
+    frames: usize,
+    frames_rgb: &[Vec<u8>],
+) -> Result<ExitCode> {
+    let n = args.streams;
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as u32;
+    // Given threads go to every session; otherwise the cores, shared out.
+    let (threads_shared, threads_private) = if s.threads > 0 {
+        (s.threads, s.threads)
+    } else {
+        (cores, (cores / n as u32).max(1))
+    };
+    let make = |name: &str| make_element(args, name);
+    let setup = streams::Setup {
+        streams: n,
+        repeat: args.repeat.max(1),
+        warmup,
+        frames,
+        size: (w, h),
+        frames_rgb,
+        threads_shared,
+        threads_private,
+        make: &make,
+    };
+    let m = streams::measure(&setup)?;
+    let [(shared_fps, shared_p99), (private_fps, private_p99)] = m.summary;
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    let (fps_ratio, p99_ratio) = (ratio(shared_fps, private_fps), ratio(shared_p99, private_p99));
+    let report = json!({
+        "command": "bench",
+        "model": s.model.display().to_string(),
+        "model_name": spec.name,
+        "size": [w, h],
+        "padded_size": [pw, ph],
+        "batch_size": batch,
+        "provider_requested": s.provider.name(),
+        "provider": m.provider,
+        "noise_level": s.noise_level,
+        "input_noise_sigma": args.noise_sigma,
+        "warmup": warmup,
+        "frames": frames,
+        "repeat": setup.repeat,
+        "streams": n,
+        "shared": m.shared,
+        "private": m.private,
+        "ratio": {
+            "aggregate_fps": fps_ratio,
+            "p99_ms_worst_stream": p99_ratio,
+        },
+    });
+    let mut table = format!(
+        "{n} streams of model {} at {w}x{h} (padded {pw}x{ph}), batch {batch}, provider {}\n\
+         shared: 1 session (model-instance-id={}), intra-op threads {threads_shared}; \
+         private: {n} sessions, intra-op threads {threads_private} each\n\
+         {:<8} {:>6} {:>10} {:>9} {:>9} {:>8} {:>12} {:>8}\n",
+        spec.name,
+        m.provider,
+        streams::SHARED_ID,
+        "engine",
+        "stream",
+        if setup.repeat > 1 { "median f/s" } else { "frames/s" },
+        "p50 ms",
+        "p99 ms",
+        "received",
+        "batch frames",
+        "streams",
+    );
+    for row in &m.rows {
+        table.push_str(row);
+        table.push('\n');
+    }
+    table.push_str(&format!(
+        "(\"all\": aggregate frames/s, median stream p50, worst stream p99)\n\
+         shared / private = {fps_ratio:.3} aggregate frames/s, {p99_ratio:.3} worst p99 latency{}",
+        if m.provider == "cpu" {
+            " (on a CPU the private sessions share the same cores)"
+        } else {
+            ""
+        }
+    ));
     common::emit_report(&table, &report, args.json.as_deref())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -50,7 +50,7 @@ enum Command {
     Run(run::Args),
     /// Add seeded noise to clean footage, run the model, report PSNR, SSIM and mIoU
     Eval(eval::Args),
-    /// Frames/s and latency of the element pipeline against a bare ONNX Runtime loop
+    /// Frames/s and latency of the element pipeline against a bare ONNX Runtime loop (--streams N: one shared engine against N private ones)
     Bench(bench::Args),
     /// List the shipped and given models with their contract check; suggest a sidecar for a model without one
     Models(models::Args),
