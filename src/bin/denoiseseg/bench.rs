@@ -29,6 +29,45 @@ use crate::common::{self, ElementOpts, Progress};
 
 mod streams;
 
+/// The timestamp step of the frames the element benchmarks push: 25 frames/s.
+const FRAME_NS: u64 = 40_000_000;
+
+/// Pushes `total` frames (cycling through `buffers`, timestamped `frame_ns` apart) into
+/// `src` as fast as it accepts them, once the pipeline is PAUSED, then EOS; returns when
+/// each frame was accepted (fewer when the pipeline stopped, none when it never paused
+/// within two minutes).
+fn spawn_pusher(
+    src: gst_app::AppSrc,
+    buffers: Vec<gst::Buffer>,
+    total: usize,
+    frame_ns: u64,
+) -> std::thread::JoinHandle<Vec<Instant>> {
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        while src.current_state() < gst::State::Paused {
+            if started.elapsed() > Duration::from_secs(120) {
+                return Vec::new();
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let mut pushed = Vec::with_capacity(total);
+        for i in 0..total {
+            let mut b = buffers[i % buffers.len()].copy();
+            {
+                let b = b.get_mut().expect("a fresh copy is writable");
+                b.set_pts(gst::ClockTime::from_nseconds(i as u64 * frame_ns));
+                b.set_duration(gst::ClockTime::from_nseconds(frame_ns));
+            }
+            if src.push_buffer(b).is_err() {
+                return pushed;
+            }
+            pushed.push(Instant::now());
+        }
+        let _ = src.end_of_stream();
+        pushed
+    })
+}
+
 const EXAMPLES: &str = "\
 Examples:
   denoiseseg bench                                       the shipped model at 1024x512, 60 frames, on the best provider
@@ -249,7 +288,6 @@ fn pipeline_run(
     frames: usize,
 ) -> Result<PipelineResult> {
     let total = warmup + frames;
-    let frame_ns: u64 = 40_000_000; // 25 frames/s
     let caps = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, w as u32, h as u32)
         .fps(gst::Fraction::new(25, 1))
         .build()
@@ -303,33 +341,7 @@ fn pipeline_run(
     }
 
     let buffers: Vec<gst::Buffer> = frames_rgb.iter().map(|f| gst::Buffer::from_slice(f.clone())).collect();
-    let pusher = {
-        let src = src.clone();
-        std::thread::spawn(move || -> Vec<Instant> {
-            let started = Instant::now();
-            while src.current_state() < gst::State::Paused {
-                if started.elapsed() > Duration::from_secs(120) {
-                    return Vec::new();
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            let mut pushed = Vec::with_capacity(total);
-            for i in 0..total {
-                let mut b = buffers[i % buffers.len()].copy();
-                {
-                    let b = b.get_mut().expect("a fresh copy is writable");
-                    b.set_pts(gst::ClockTime::from_nseconds(i as u64 * frame_ns));
-                    b.set_duration(gst::ClockTime::from_nseconds(frame_ns));
-                }
-                if src.push_buffer(b).is_err() {
-                    return pushed;
-                }
-                pushed.push(Instant::now());
-            }
-            let _ = src.end_of_stream();
-            pushed
-        })
-    };
+    let pusher = spawn_pusher(src.clone(), buffers, total, FRAME_NS);
     let ending = common::run_pipeline(&pipeline, &ds, Progress::None);
     let pushed = pusher.join().map_err(|_| anyhow!("the pushing thread panicked"))?;
     let ending = ending?;
@@ -337,7 +349,7 @@ fn pipeline_run(
         bail!("interrupted");
     }
     let a = arrivals.lock().unwrap_or_else(|e| e.into_inner());
-    let arrival = |i: usize| a.at.get(&(i as u64 * frame_ns)).copied();
+    let arrival = |i: usize| a.at.get(&(i as u64 * FRAME_NS)).copied();
     if a.at.len() < total || pushed.len() < total {
         bail!(
             "the pipeline delivered {} of {} frames ({} pushed)",

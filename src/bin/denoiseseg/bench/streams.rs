@@ -9,13 +9,13 @@
 //! single-stream bench.
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use gst::prelude::*;
 use serde_json::{json, Value};
 
-use super::{median, percentile};
+use super::{median, percentile, spawn_pusher, FRAME_NS};
 use crate::common::{self, Progress};
 
 /// The engine id of the shared configuration.
@@ -61,8 +61,6 @@ struct Arrivals {
     mean_batch_frames: f64,
     engine_streams: u64,
 }
-
-const FRAME_NS: u64 = 40_000_000; // 25 frames/s
 
 /// Runs the N elements (named, set up) as N branches of one pipeline; returns each
 /// stream's figures and the aggregate frames/s (all streams' timed frames over the
@@ -139,31 +137,7 @@ fn run_round(
         let buffers: Vec<gst::Buffer> = (0..frames_rgb.len())
             .map(|k| gst::Buffer::from_slice(frames_rgb[(k + i) % frames_rgb.len()].clone()))
             .collect();
-        let src = src.clone();
-        pushers.push(std::thread::spawn(move || -> Vec<Instant> {
-            let started = Instant::now();
-            while src.current_state() < gst::State::Paused {
-                if started.elapsed() > Duration::from_secs(120) {
-                    return Vec::new();
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            let mut pushed = Vec::with_capacity(total);
-            for i in 0..total {
-                let mut b = buffers[i % buffers.len()].copy();
-                {
-                    let b = b.get_mut().expect("a fresh copy is writable");
-                    b.set_pts(gst::ClockTime::from_nseconds(i as u64 * FRAME_NS));
-                    b.set_duration(gst::ClockTime::from_nseconds(FRAME_NS));
-                }
-                if src.push_buffer(b).is_err() {
-                    return pushed;
-                }
-                pushed.push(Instant::now());
-            }
-            let _ = src.end_of_stream();
-            pushed
-        }));
+        pushers.push(spawn_pusher(src.clone(), buffers, total, FRAME_NS));
     }
     let ending = common::run_pipeline(&pipeline, &elements[0], Progress::None);
     let mut pushed_all = Vec::new();
