@@ -50,25 +50,50 @@ def codec_chain(codec):
     kind, q = codec.split(":")
     if kind == "h264":
         return ["!", "videoconvert", "!", "video/x-raw,format=I420", "!", "x264enc", "pass=qual",
-                f"quantizer={q}", "speed-preset=faster", "!", "h264parse", "!", "avdec_h264"]
+                f"quantizer={q}", "speed-preset=faster",
+                # as denoiseseg eval: one thread (the stream depends on the thread count) and no
+                # mb-tree (it encoded the same frames differently from run to run)
+                "threads=1", "mb-tree=false", "!", "h264parse", "!", "avdec_h264"]
     return ["!", "jpegenc", f"quality={q}", "!", "jpegdec"]
+
+
+def is_image(clip):
+    return clip.lower().endswith((".png", ".jpg", ".jpeg"))
 
 
 def source(clip, n):
     """gst-launch elements that decode `clip`: a video, or a still image (PNG/JPEG) shown
-    for n + 1 frames at 10 frames/s."""
-    if clip.lower().endswith((".png", ".jpg", ".jpeg")):
+    for n + 1 frames at 10 frames/s. A video's frames are not limited here: frames_of
+    feeds the encoder its first n frames exactly."""
+    if is_image(clip):
         return ["filesrc", f"location={clip}", "!", "decodebin", "!", "videoconvert", "!", "videoscale", "!",
                 "video/x-raw,format=RGB,width=512,height=384", "!", "imagefreeze", f"num-buffers={n + 1}", "!",
                 "video/x-raw,framerate=10/1"]
-    return ["filesrc", f"location={clip}", "!", "decodebin", "!", "videoconvert", "!", "video/x-raw,format=RGB", "!",
-            "identity", f"eos-after={n + 1}"]
+    return ["filesrc", f"location={clip}", "!", "decodebin", "!", "videoconvert", "!", "video/x-raw,format=RGB"]
+
+
+def exact_source(clip, n, tmp):
+    """gst-launch elements that give exactly the first n decoded frames of a video, as
+    `denoiseseg eval --frames n` feeds addnoise and the encoder: the clip is decoded to
+    raw RGB once, cut at n frames and fed back in whole frames. (identity eos-after let
+    a varying number of frames through, and x264's lookahead then encoded even the
+    first frames differently from run to run.)"""
+    w, h, rate = caps_of(clip)
+    frame = (w * 3 + 3) // 4 * 4 * h
+    raw = os.path.join(tmp, "clean.rgb")
+    subprocess.run(["gst-launch-1.0", "-q", *source(clip, n), "!", "filesink", f"location={raw}"],
+                   check=True, capture_output=True)
+    with open(raw, "r+b") as f:
+        f.truncate(min(os.path.getsize(raw) // frame, n) * frame)
+    return ["filesrc", f"location={raw}", f"blocksize={frame}", "!", "rawvideoparse", "format=rgb", f"width={w}",
+            f"height={h}", f"framerate={rate}"]
 
 
 def frames_of(clip, n, extra, tmp):
     """The first n frames of clip through `extra` elements, as uint8 [n, h, w, 3]."""
     raw = os.path.join(tmp, "frames.rgb")
-    cmd = ["gst-launch-1.0", "-q", *source(clip, n), *extra, "!", "videoconvert", "!",
+    src = source(clip, n) if is_image(clip) else exact_source(clip, n, tmp)
+    cmd = ["gst-launch-1.0", "-q", *src, *extra, "!", "videoconvert", "!",
            "video/x-raw,format=RGB", "!", "identity", "name=probe", "!", "filesink", f"location={raw}"]
     subprocess.run(cmd, check=True, capture_output=True)
     data = np.fromfile(raw, np.uint8)
@@ -84,13 +109,20 @@ def clip_frames(clip, n, extra, tmp):
     return frames_of(clip, n, extra, tmp).reshape(-1, h, stride)[:, :, : w * 3].reshape(-1, h, w, 3)[:n]
 
 
-def size_of(clip):
-    """(width, height) of a clip's decoded frames, from the caps gst-launch -v prints."""
+def caps_of(clip):
+    """(width, height, framerate) of a clip's decoded frames, from the caps gst-launch -v prints."""
     out = subprocess.run(["gst-launch-1.0", "-v", *source(clip, 1), "!", "fakesink", "num-buffers=1"],
                          check=True, capture_output=True, text=True).stdout
     # the last caps printed are those the sink got
     caps = [line for line in out.splitlines() if "video/x-raw" in line and "width=" in line][-1]
-    return tuple(int(re.search(rf"{k}=\(int\)(\d+)", caps).group(1)) for k in ("width", "height"))
+    w, h = (int(re.search(rf"{k}=\(int\)(\d+)", caps).group(1)) for k in ("width", "height"))
+    rate = re.search(r"framerate=\(fraction\)(\d+/\d+)", caps)
+    return w, h, rate.group(1) if rate else "25/1"
+
+
+def size_of(clip):
+    """(width, height) of a clip's decoded frames."""
+    return caps_of(clip)[:2]
 
 
 def residual_features(img):
@@ -158,7 +190,6 @@ def main():
                         extra = ["!", "addnoise", *addnoise_props(noise, sigma), "seed=7", *codec_chain(codec)]
                         deg = frames_of(clip, args.frames, extra, tmp)
                         deg = deg.reshape(-1, h, stride)[:, :, : w * 3].reshape(-1, h, w, 3)
-                        # identity eos-after lets a frame more or less through now and then
                         assert deg.shape[0] > picks[-1], (deg.shape, clean.shape)
                         for k, i in enumerate(picks):
                             # a crop that moves across the frame from pick to pick

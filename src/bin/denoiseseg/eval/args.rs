@@ -55,7 +55,11 @@ pub struct Args {
     /// in pixels, 0-1.5, of the Gaussian the noise field is filtered with; 0 is white)
     #[arg(long, value_name = "PX", default_value_t = 0.0, value_parser = parse_correlation)]
     pub(super) correlation: f64,
-    /// Compress the noisy frames before the model, as cameras do: h264 (x264, --crf) or jpeg (--quality)
+    /// Compress the noisy frames before the model, as cameras do: h264 (x264, --crf) or jpeg (--quality).
+    /// For reproducible figures, x264 runs in one thread (its stream depends on the thread
+    /// count) and without mb-tree (whose float propagation gave another stream from run to
+    /// run for the same frames while the model ran beside it), and exactly the first
+    /// --frames decoded frames reach it
     #[arg(long, value_enum, default_value_t = Codec::None)]
     pub(super) codec: Codec,
     /// Constant-quality factor of --codec h264 (0-51; x264's CRF: 18 is visually lossless, 23 its default)
@@ -120,7 +124,7 @@ fn parse_correlation(s: &str) -> Result<f64, String> {
 pub enum Codec {
     /// No compression
     None,
-    /// H.264 with x264 at a constant quality (--crf), decoded with libav
+    /// H.264 with x264 at a constant quality (--crf), one thread, no mb-tree (reproducible), decoded with libav
     H264,
     /// JPEG at --quality
     Jpeg,
@@ -132,7 +136,7 @@ impl Args {
         match self.codec {
             Codec::None => String::new(),
             Codec::H264 => format!(
-                "! videoconvert ! video/x-raw,format=I420 ! x264enc pass=qual quantizer={} speed-preset=faster \
+                "! videoconvert ! video/x-raw,format=I420 ! x264enc pass=qual quantizer={} speed-preset=faster threads=1 mb-tree=false \
                  ! h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=RGB",
                 self.crf
             ),

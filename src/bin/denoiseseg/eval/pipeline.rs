@@ -180,24 +180,49 @@ pub(super) fn run_sigma(
     })
 }
 
-/// Ends the stream after `n` frames: a probe on the tee's input sends EOS before
-/// frame `n + 1` (identity's eos-after is off by one in
-/// GStreamer 1.22).
+/// Lets exactly the first `n` decoded frames into the tee, and so into addnoise and
+/// the encoder, on every run: a probe on the tee's input drops frame `n + 1` and sends
+/// EOS in its place, in the streaming thread, before anything downstream sees it. The
+/// tee's input is EOS from then on, so later frames are refused with FLOW_EOS, which
+/// stops the decoder. (Frame `n + 1` used to go on into the tee after the EOS; and
+/// `identity eos-after=12` let 14 or 15 frames through in GStreamer 1.22, varying from
+/// run to run. x264's lookahead encodes even the first frames differently when more
+/// follow.)
 fn limit_frames(pipeline: &gst::Pipeline, n: usize) -> Result<()> {
     let pad = pipeline
         .by_name("t")
         .and_then(|t| t.static_pad("sink"))
         .ok_or_else(|| anyhow!("no tee in the pipeline"))?;
-    let count = std::sync::atomic::AtomicUsize::new(0);
-    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, _info| {
-        let seen = count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        if seen == n + 1 {
-            // The pad is EOS now: this buffer and any later one are refused with
-            // FLOW_EOS, which stops upstream.
-            pad.send_event(gst::event::Eos::new());
-        }
-        gst::PadProbeReturn::Ok
-    });
+    // Frames let through so far (n + 1 once EOS is sent).
+    let seen = Mutex::new(0usize);
+    pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        move |pad, info| {
+            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+            let frames = match info.data {
+                Some(gst::PadProbeData::BufferList(ref list)) => list.len(),
+                _ => 1,
+            };
+            if *seen + frames <= n {
+                *seen += frames;
+                return gst::PadProbeReturn::Ok;
+            }
+            if *seen < n {
+                // A list that crosses the limit: keep its first frames only.
+                if let Some(gst::PadProbeData::BufferList(ref mut list)) = info.data {
+                    let keep = n - *seen;
+                    list.make_mut().remove(keep..);
+                    *seen = n;
+                    return gst::PadProbeReturn::Ok;
+                }
+            }
+            if *seen == n {
+                *seen += 1;
+                pad.send_event(gst::event::Eos::new());
+            }
+            gst::PadProbeReturn::Drop
+        },
+    );
     Ok(())
 }
 
