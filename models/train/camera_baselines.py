@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from measure import psnr  # noqa: E402
-from sigma_probe import FOOTAGE, addnoise_props, clip_frames, codec_chain  # noqa: E402
+from sigma_probe import FOOTAGE, conditions  # noqa: E402
 
 H_GRID = (3, 5, 7, 9, 12, 15, 19, 24, 30)
 
@@ -51,26 +51,17 @@ def main():
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for clip in args.clips:
-            name = os.path.basename(clip)
-
-            def frames(extra):
-                return list(clip_frames(clip, args.frames, extra, tmp))
-            clean = frames([])
-            for sigma in (float(s) for s in args.sigmas.split(",")):
-                for codec in args.codecs.split(","):
-                    extra = ["!", "addnoise", *addnoise_props(args.noise, sigma), f"seed={args.seed}",
-                             *codec_chain(codec)]
-                    noisy = frames(extra)
-                    n = min(len(clean), len(noisy))
-                    c, d = clean[:n], noisy[:n]
-                    grid = {hh: mean_psnr(nlm(d[: args.pick], hh), c[: args.pick]) for hh in H_GRID}
-                    best = max(grid, key=grid.get)
-                    row = dict(clip=name, noise=args.noise, sigma=sigma, codec=codec, frames=n,
-                               psnr_in=mean_psnr(d, c), nlm_h=best, psnr_nlm=mean_psnr(nlm(d, best), c))
-                    rows.append(row)
-                    print(f"{name} {args.noise} sigma {sigma:g} {codec}: input {row['psnr_in']:.2f} dB, "
-                          f"NLM h={best} {row['psnr_nlm']:.2f} dB ({n} frames)", flush=True)
+        sigmas = [float(v) for v in args.sigmas.split(",")]
+        for name, sigma, codec, c, d in conditions(args.clips, args.frames, args.noise, sigmas,
+                                                   args.codecs.split(","), args.seed, tmp):
+            n = len(c)
+            grid = {hh: mean_psnr(nlm(d[: args.pick], hh), c[: args.pick]) for hh in H_GRID}
+            best = max(grid, key=grid.get)
+            row = dict(clip=name, noise=args.noise, sigma=sigma, codec=codec, frames=n,
+                       psnr_in=mean_psnr(d, c), nlm_h=best, psnr_nlm=mean_psnr(nlm(d, best), c))
+            rows.append(row)
+            print(f"{name} {args.noise} sigma {sigma:g} {codec}: input {row['psnr_in']:.2f} dB, "
+                  f"NLM h={best} {row['psnr_nlm']:.2f} dB ({n} frames)", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from measure import Onnx, psnr  # noqa: E402
-from sigma_probe import FOOTAGE, addnoise_props, clip_frames, codec_chain  # noqa: E402
+from sigma_probe import FOOTAGE, conditions  # noqa: E402
 
 
 def main():
@@ -42,32 +42,25 @@ def main():
     models = {os.path.basename(m): Onnx(m) for m in args.models}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for clip in args.clips:
-            name = os.path.basename(clip)
-
-            def frames(extra):
-                return clip_frames(clip, args.frames, extra, tmp).astype(np.float32) / 255
-            clean = frames([])
-            for sigma in (float(s) for s in args.sigmas.split(",")):
-                for codec in args.codecs.split(","):
-                    extra = ["!", "addnoise", *addnoise_props(args.noise, sigma), f"seed={args.seed}",
-                             *codec_chain(codec)]
-                    noisy = frames(extra)
-                    n = min(len(clean), len(noisy))
-                    row = dict(clip=name, noise=args.noise, sigma=sigma, codec=codec, frames=n,
-                               psnr_in=float(np.mean([psnr(noisy[i], clean[i]) for i in range(n)])), models={})
-                    for mname, model in models.items():
-                        curve = {}
-                        for k in (float(v) for v in args.fed.split(",")):
-                            fed = k * sigma
-                            curve[fed] = float(np.mean([psnr(model(noisy[i], fed / 255)["denoised"], clean[i])
-                                                        for i in range(n)]))
-                        best = max(curve, key=curve.get)
-                        row["models"][mname] = dict(curve=curve, best_fed=best, best=curve[best])
-                        print(f"{name} {args.noise} sigma {sigma:g} {codec}: input {row['psnr_in']:.2f}; {mname}: "
-                              + " ".join(f"{f:g}:{p:.2f}" for f, p in curve.items())
-                              + f" -> best fed {best:g} {curve[best]:.2f} dB", flush=True)
-                    rows.append(row)
+        sigmas = [float(v) for v in args.sigmas.split(",")]
+        for name, sigma, codec, clean, noisy in conditions(args.clips, args.frames, args.noise, sigmas,
+                                                           args.codecs.split(","), args.seed, tmp):
+            clean, noisy = clean.astype(np.float32) / 255, noisy.astype(np.float32) / 255
+            n = len(clean)
+            row = dict(clip=name, noise=args.noise, sigma=sigma, codec=codec, frames=n,
+                       psnr_in=float(np.mean([psnr(noisy[i], clean[i]) for i in range(n)])), models={})
+            for mname, model in models.items():
+                curve = {}
+                for k in (float(v) for v in args.fed.split(",")):
+                    fed = k * sigma
+                    curve[fed] = float(np.mean([psnr(model(noisy[i], fed / 255)["denoised"], clean[i])
+                                                for i in range(n)]))
+                best = max(curve, key=curve.get)
+                row["models"][mname] = dict(curve=curve, best_fed=best, best=curve[best])
+                print(f"{name} {args.noise} sigma {sigma:g} {codec}: input {row['psnr_in']:.2f}; {mname}: "
+                      + " ".join(f"{f:g}:{p:.2f}" for f, p in curve.items())
+                      + f" -> best fed {best:g} {curve[best]:.2f} dB", flush=True)
+            rows.append(row)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

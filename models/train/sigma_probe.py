@@ -120,6 +120,20 @@ def caps_of(clip):
     return w, h, rate.group(1) if rate else "25/1"
 
 
+def conditions(clips, n, noise, sigmas, codecs, seed, tmp):
+    """For each clip and each sigma and codec: (clip name, sigma, codec, clean, degraded),
+    the first n frames as uint8 [n, h, w, 3], degraded exactly as `denoiseseg eval
+    --noise NOISE --codec ... --seed SEED` degrades them."""
+    for clip in clips:
+        clean = clip_frames(clip, n, [], tmp)
+        for sigma in sigmas:
+            for codec in codecs:
+                extra = ["!", "addnoise", *addnoise_props(noise, sigma), f"seed={seed}", *codec_chain(codec)]
+                noisy = clip_frames(clip, n, extra, tmp)
+                m = min(len(clean), len(noisy))
+                yield os.path.basename(clip), sigma, codec, clean[:m], noisy[:m]
+
+
 def size_of(clip):
     """(width, height) of a clip's decoded frames."""
     return caps_of(clip)[:2]

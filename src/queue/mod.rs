@@ -522,11 +522,7 @@ mod tests {
 
     #[test]
     fn submit_blocks_once_max_in_flight_frames_are_in_flight_until_one_is_received() {
-        let (gate_tx, gate) = crossbeam_channel::unbounded::<()>();
-        let backend = FakeBackend {
-            gate: Some(gate),
-            ..FakeBackend::default()
-        };
+        let (backend, gate_tx, _started) = gated(Log::default());
         let stats_q = start(
             config(1, 4, 2),
             tunables(false, 0.0, Duration::ZERO),
@@ -801,19 +797,10 @@ mod tests {
 
     #[test]
     fn shutdown_waits_for_the_batch_in_the_backend_and_discards_the_frames_behind_it() {
-        let (gate_tx, gate) = crossbeam_channel::unbounded::<()>();
-        let (started_tx, started) = crossbeam_channel::unbounded();
         let log = Log::default();
+        let (backend, gate_tx, started) = gated(log.clone());
         let dropped = Arc::new(AtomicBool::new(false));
-        let backend = Flagged(
-            FakeBackend {
-                gate: Some(gate),
-                started: Some(started_tx),
-                log: log.clone(),
-                ..FakeBackend::default()
-            },
-            DropFlag(dropped.clone()),
-        );
+        let backend = Flagged(backend, DropFlag(dropped.clone()));
         let q = start(
             config(2, 6, 2),
             tunables(false, 0.0, Duration::ZERO),
@@ -850,11 +837,7 @@ mod tests {
 
     #[test]
     fn shutdown_wakes_a_blocked_submit_and_a_blocked_recv_with_closed_at_once() {
-        let (gate_tx, gate) = crossbeam_channel::unbounded::<()>();
-        let backend = FakeBackend {
-            gate: Some(gate),
-            ..FakeBackend::default()
-        };
+        let (backend, gate_tx, _started) = gated(Log::default());
         let q = start(
             config(1, 2, 1),
             tunables(false, 0.0, Duration::ZERO),

@@ -273,11 +273,59 @@ struct PipelineResult {
 
 #[derive(Default)]
 struct Arrivals {
+    /// When each frame (by PTS) reached the sink.
     at: HashMap<u64, Instant>,
     provider: Option<String>,
+    /// The element's `mean-latency` and `stats` when the stream's last frame arrived
+    /// (while every element is still on its engine).
     mean_latency: f64,
-    mean_batch_ms: f64,
-    busy: f64,
+    stats: Option<gst::Structure>,
+}
+
+impl Arrivals {
+    /// A number in the element's `stats` at the last frame (NaN when absent).
+    fn stat_f64(&self, field: &str) -> f64 {
+        self.stats
+            .as_ref()
+            .and_then(|s| s.get::<f64>(field).ok())
+            .unwrap_or(f64::NAN)
+    }
+
+    /// A count in the element's `stats` at the last frame (0 when absent).
+    fn stat_u64(&self, field: &str) -> u64 {
+        self.stats.as_ref().and_then(|s| s.get::<u64>(field).ok()).unwrap_or(0)
+    }
+}
+
+/// Records on `sink` when each of the `total` frames of `ds`'s stream arrives, the
+/// element's provider, and its `mean-latency` and `stats` at the last frame.
+fn record_arrivals(sink: &gst_app::AppSink, ds: &gst::Element, total: usize) -> Arc<Mutex<Arrivals>> {
+    let arrivals = Arc::new(Mutex::new(Arrivals::default()));
+    let recorded = arrivals.clone();
+    let weak = ds.downgrade();
+    let total = total as u64;
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |s| {
+                let now = Instant::now();
+                let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let pts = sample.buffer().and_then(|b| b.pts()).map(|t| t.nseconds()).unwrap_or(0);
+                let mut a = recorded.lock().unwrap_or_else(|e| e.into_inner());
+                a.at.insert(pts, now);
+                if let Some(ds) = weak.upgrade() {
+                    if a.provider.is_none() {
+                        a.provider = ds.property::<Option<String>>("provider").filter(|p| !p.is_empty());
+                    }
+                    if a.at.len() as u64 == total {
+                        a.mean_latency = ds.property::<f64>("mean-latency");
+                        a.stats = Some(ds.property::<gst::Structure>("stats"));
+                    }
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    arrivals
 }
 
 fn pipeline_run(
@@ -310,35 +358,7 @@ fn pipeline_run(
     gst::Element::link_many([src.upcast_ref::<gst::Element>(), &ds, sink.upcast_ref()])
         .context("cannot link appsrc ! denoiseseg ! appsink")?;
 
-    let arrivals = Arc::new(Mutex::new(Arrivals::default()));
-    {
-        let arrivals = arrivals.clone();
-        let weak = ds.downgrade();
-        let total = total as u64;
-        sink.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |s| {
-                    let now = Instant::now();
-                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    let pts = sample.buffer().and_then(|b| b.pts()).map(|t| t.nseconds()).unwrap_or(0);
-                    let mut a = arrivals.lock().unwrap_or_else(|e| e.into_inner());
-                    a.at.insert(pts, now);
-                    if let Some(ds) = weak.upgrade() {
-                        if a.provider.is_none() {
-                            a.provider = ds.property::<Option<String>>("provider").filter(|p| !p.is_empty());
-                        }
-                        if a.at.len() as u64 == total {
-                            a.mean_latency = ds.property::<f64>("mean-latency");
-                            let st = ds.property::<gst::Structure>("stats");
-                            a.mean_batch_ms = st.get::<f64>("mean-batch-ms").unwrap_or(f64::NAN);
-                            a.busy = st.get::<f64>("busy").unwrap_or(f64::NAN);
-                        }
-                    }
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        );
-    }
+    let arrivals = record_arrivals(&sink, &ds, total);
 
     let buffers: Vec<gst::Buffer> = frames_rgb.iter().map(|f| gst::Buffer::from_slice(f.clone())).collect();
     let pusher = spawn_pusher(src.clone(), buffers, total, FRAME_NS);
@@ -374,8 +394,8 @@ fn pipeline_run(
         provider: a.provider.clone().unwrap_or_else(|| "unknown".into()),
         latencies_ms,
         element_mean_latency_ms: a.mean_latency,
-        element_mean_batch_ms: a.mean_batch_ms,
-        element_busy: a.busy,
+        element_mean_batch_ms: a.stat_f64("mean-batch-ms"),
+        element_busy: a.stat_f64("busy"),
     })
 }
 

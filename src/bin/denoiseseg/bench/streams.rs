@@ -7,15 +7,13 @@
 //! frames as fast as its source accepts them by a thread of its own; a frame's latency
 //! runs from the moment its appsrc accepted it to its arrival at its appsink, as in the
 //! single-stream bench.
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use gst::prelude::*;
 use serde_json::{json, Value};
 
-use super::{median, percentile, spawn_pusher, FRAME_NS};
+use super::{median, percentile, record_arrivals, spawn_pusher, FRAME_NS};
 use crate::common::{self, Progress};
 
 /// The engine id of the shared configuration.
@@ -52,16 +50,6 @@ struct StreamRound {
     provider: String,
 }
 
-#[derive(Default)]
-struct Arrivals {
-    at: HashMap<u64, Instant>,
-    provider: Option<String>,
-    processed: u64,
-    batches: u64,
-    mean_batch_frames: f64,
-    engine_streams: u64,
-}
-
 /// Runs the N elements (named, set up) as N branches of one pipeline; returns each
 /// stream's figures and the aggregate frames/s (all streams' timed frames over the
 /// time from the first stream's end of warm-up to the last stream's last frame).
@@ -96,38 +84,7 @@ fn run_round(
         pipeline.add_many([src.upcast_ref::<gst::Element>(), ds, sink.upcast_ref()])?;
         gst::Element::link_many([src.upcast_ref::<gst::Element>(), ds, sink.upcast_ref()])
             .context("cannot link appsrc ! denoiseseg ! appsink")?;
-        let arrivals = Arc::new(Mutex::new(Arrivals::default()));
-        {
-            let arrivals = arrivals.clone();
-            let weak = ds.downgrade();
-            let total = total as u64;
-            sink.set_callbacks(
-                gst_app::AppSinkCallbacks::builder()
-                    .new_sample(move |s| {
-                        let now = Instant::now();
-                        let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                        let pts = sample.buffer().and_then(|b| b.pts()).map(|t| t.nseconds()).unwrap_or(0);
-                        let mut a = arrivals.lock().unwrap_or_else(|e| e.into_inner());
-                        a.at.insert(pts, now);
-                        if let Some(ds) = weak.upgrade() {
-                            if a.provider.is_none() {
-                                a.provider = ds.property::<Option<String>>("provider").filter(|p| !p.is_empty());
-                            }
-                            // At the stream's last frame, while every element is still
-                            // on its engine.
-                            if a.at.len() as u64 == total {
-                                let st = ds.property::<gst::Structure>("stats");
-                                a.processed = st.get::<u64>("processed").unwrap_or(0);
-                                a.batches = st.get::<u64>("batches").unwrap_or(0);
-                                a.mean_batch_frames = st.get::<f64>("mean-batch-frames").unwrap_or(f64::NAN);
-                                a.engine_streams = st.get::<u64>("engine-streams").unwrap_or(0);
-                            }
-                        }
-                        Ok(gst::FlowSuccess::Ok)
-                    })
-                    .build(),
-            );
-        }
+        let arrivals = record_arrivals(&sink, ds, total);
         branches.push((src, arrivals));
     }
 
@@ -175,10 +132,10 @@ fn run_round(
                 .collect(),
             start,
             end,
-            processed: a.processed,
-            batches: a.batches,
-            mean_batch_frames: a.mean_batch_frames,
-            engine_streams: a.engine_streams,
+            processed: a.stat_u64("processed"),
+            batches: a.stat_u64("batches"),
+            mean_batch_frames: a.stat_f64("mean-batch-frames"),
+            engine_streams: a.stat_u64("engine-streams"),
             provider: a.provider.clone().unwrap_or_else(|| "unknown".into()),
         });
     }
