@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 import scenes
+import seg_aug
 from cityscapes_labels import IGNORE, NUM_CLASSES
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -55,12 +56,16 @@ def add_noise(clean, rng, sigma_max=75.0, pg_prob=0.3, sigma8=None):
 # seeds of the rare-class scenes (scenes.render(..., rare=True)): apart from the training
 # scenes (0..) and the held-out split (evaluate.HELD_OUT_SEED = 1000000..)
 RARE_SEED = 2000000
+# seeds of the real-look training scenes. The real look draws from its own random stream
+# (default_rng([seed, 19])), so these share no draws with the v1 look's rare held-out
+# scenes of the same seeds (evaluate.py --rare-n) and no scene with any v1 pool.
+REAL_SEED = 3000000
 
 
-def synth_pool(n, seed0, width=384, height=192, cache=True, log=print, rare=False, trams=False):
+def synth_pool(n, seed0, width=384, height=192, cache=True, log=print, rare=False, trams=False, look="v1"):
     """n scenes rendered from seeds seed0..seed0+n-1, cached as .npz under data/."""
     os.makedirs(DATA_DIR, exist_ok=True)
-    kind = ("rare_" if rare else "") + ("trams_" if trams else "")
+    kind = ("rare_" if rare else "") + ("trams_" if trams else "") + ("real_" if look == "real" else "")
     path = os.path.join(DATA_DIR, f"synth_{kind}{seed0}_{n}_{width}x{height}_v1.npz")
     if cache and os.path.exists(path):
         z = np.load(path)
@@ -68,7 +73,7 @@ def synth_pool(n, seed0, width=384, height=192, cache=True, log=print, rare=Fals
     imgs = np.empty((n, height, width, 3), np.uint8)
     labs = np.empty((n, height, width), np.uint8)
     for i in range(n):
-        im, lb = scenes.render(seed0 + i, width, height, rare=rare, trams=trams)
+        im, lb = scenes.render(seed0 + i, width, height, rare=rare, trams=trams, look=look)
         imgs[i] = np.round(im * 255).astype(np.uint8)
         labs[i] = lb
         if (i + 1) % 500 == 0:
@@ -242,8 +247,10 @@ class Batcher:
 
     def __init__(self, rng, crop, source="synth", n_scenes=3000, seed0=0, natural_frac=0.25,
                  cityscapes_root=None, log=print, deadleaves_frac=0.0, photo_sets=0, rare_scenes=0,
-                 trams=False):
+                 trams=False, real_scenes=0, real_frac=0.0, seg_aug=False, zoom=(1.0, 1.0)):
         self.rng, self.crop = rng, crop
+        self.zoom = zoom
+        self.real_frac = real_frac if real_scenes else 0.0
         self.natural_frac = natural_frac
         self.deadleaves_frac = deadleaves_frac
         self.dl = deadleaves_pool(2000, log=log) if deadleaves_frac > 0 else None
@@ -260,21 +267,56 @@ class Batcher:
                     f"{n_scenes} generator scenes")
         self.nat = (natural_images(NATURAL_TRAIN) + (debian_photos(photo_sets, log=log) if photo_sets else [])
                     if natural_frac > 0 else [])
+        self.real = None
+        if real_scenes:
+            # the real look (scenes.render(look="real")), its own seeds; a share real_frac of the scene crops
+            self.real = synth_pool(real_scenes, REAL_SEED, log=log, look="real")
+            log(f"{real_scenes} real-look scenes, {real_frac:.0%} of the scene crops")
+        self.photos = None
+        if seg_aug:
+            self.photos = natural_images(NATURAL_TRAIN) + debian_photos(max(photo_sets, 2), log=log)
+            log(f"segmentation augmentation on the scene crops (textures from {len(self.photos)} photos), "
+                f"zoom {zoom[0]:g}..{zoom[1]:g}")
+
+    def photo_batch(self, n):
+        """n unlabelled crops of the photographs (float32 [n,3,c,c] in [0,1]), zoomed like
+        the scene crops, for the consistency term."""
+        if self.photos is None:
+            self.photos = natural_images(NATURAL_TRAIN) + debian_photos(2)
+        ims = []
+        for _ in range(n):
+            src = self.photos[self.rng.integers(len(self.photos))]
+            s = self.rng.uniform(0.3, 1.0)
+            src = cv2.resize(src, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+            im, _ = self._crop(src, None)
+            ims.append(np.ascontiguousarray(im))
+        return torch.from_numpy(np.stack(ims)).permute(0, 3, 1, 2).float() / 255.0
 
     def class_frequencies(self, max_maps=400):
         """Share of each of the NUM_CLASSES classes among the labelled pixels of the scene
         source (all generator scenes, or up to `max_maps` Cityscapes label maps)."""
-        counts = np.zeros(256, np.int64)
+        counts = np.zeros(256, np.float64)
         if self.cs is not None:
             for i in np.linspace(0, len(self.cs) - 1, min(max_maps, len(self.cs))).astype(int):
                 counts += np.bincount(self.cs.get(i)[1].ravel(), minlength=256)
         else:
             for lb in self.labs:
-                counts += np.bincount(lb.ravel(), minlength=256)
+                counts += np.bincount(lb.ravel(), minlength=256) * (1.0 - self.real_frac) / len(self.labs)
+            if self.real is not None:
+                for lb in self.real[1]:
+                    counts += np.bincount(lb.ravel(), minlength=256) * self.real_frac / len(self.real[1])
         c = counts[:NUM_CLASSES].astype(np.float64)
         return c / max(c.sum(), 1.0)
 
-    def _crop(self, im, lb):
+    def _crop(self, im, lb, zoom=False):
+        """A random crop with a horizontal flip; zoom=True first resamples the source by a
+        log-uniform factor in self.zoom (labels nearest), for close-ups and wide views."""
+        if zoom and self.zoom != (1.0, 1.0):
+            f = float(np.exp(self.rng.uniform(np.log(self.zoom[0]), np.log(self.zoom[1]))))
+            f = max(f, self.crop / min(im.shape[:2]))
+            size = (max(1, int(round(im.shape[1] * f))), max(1, int(round(im.shape[0] * f))))
+            im = cv2.resize(im, size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+            lb = cv2.resize(lb, size, interpolation=cv2.INTER_NEAREST)
         h, w = im.shape[:2]
         c = self.crop
         if h < c or w < c:
@@ -309,8 +351,12 @@ class Batcher:
             elif self.cs is not None:
                 im, lb = self._crop(*self.cs.get(self.rng.integers(len(self.cs))))
             else:
-                i = self.rng.integers(len(self.imgs))
-                im, lb = self._crop(self.imgs[i], self.labs[i])
+                imgs, labs = self.real if self.real is not None and self.rng.random() < self.real_frac else \
+                    (self.imgs, self.labs)
+                i = self.rng.integers(len(imgs))
+                im, lb = self._crop(imgs[i], labs[i], zoom=True)
+                if self.photos is not None:
+                    im = seg_aug.augment(self.rng, np.ascontiguousarray(im), np.ascontiguousarray(lb), self.photos, IGNORE)
             ims.append(np.ascontiguousarray(im))
             lbs.append(np.ascontiguousarray(lb))
         x = torch.from_numpy(np.stack(ims)).permute(0, 3, 1, 2).float() / 255.0

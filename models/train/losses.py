@@ -76,3 +76,11 @@ def dual_loss(decoder, logits, clean, lab):
     w = known.float()
     denom = w.sum().clamp(min=1) * 3
     return ((gt_rec - small).abs() * w).sum() / denom + ((pred_rec - small).abs() * w).sum() / denom
+
+
+def consistency_loss(lg_a, lg_b):
+    """Two views of one crop (independent noise draws) should get the same class map:
+    the squared difference of their class probabilities, summed over classes, mean over
+    pixels. Symmetric, bounded by 2 per pixel, no labels needed."""
+    pa, pb = F.softmax(lg_a, 1), F.softmax(lg_b, 1)
+    return ((pa - pb) ** 2).sum(1).mean()

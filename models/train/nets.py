@@ -201,6 +201,13 @@ class SDB(nn.Module):
         logs.append(self.segs[-1](cur if seg_grad else cur.detach(), sigma))
         return ims, logs
 
+    def denoised(self, x, sigma):
+        """The final denoised image, the input of the final segmenter (as in forward)."""
+        cur = x
+        for k, d in enumerate(self.dens):
+            cur = d(cur, sigma, self.segs[k](cur, sigma))
+        return cur
+
 
 class PlainUNet(UNetDenoiser):
     """Same-budget plain U-Net denoiser: UNetDenoiser without the semantic conditioning."""

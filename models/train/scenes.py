@@ -40,6 +40,11 @@ def fractal(rng, h, w, base=4, octaves=5, persistence=0.55):
     return out / tot
 
 
+# the real look's fine grain: grass and leaves, paving, asphalt
+REAL_GRAIN_AMP = GRAIN_AMP.copy()
+REAL_GRAIN_AMP[[0, 1, 8, 9]] = [0.10, 0.10, 0.25, 0.22]
+
+
 def _col(rng, base, jitter=0.08):
     c = np.asarray(base, np.float32) + rng.uniform(-jitter, jitter, 3).astype(np.float32)
     return np.clip(c, 0.0, 1.0)
@@ -84,15 +89,22 @@ class Canvas:
 
 
 class Camera:
-    def __init__(self, w, h, yh, xv):
-        self.w, self.h, self.yh, self.xv = w, h, yh, xv
-        self.F = (h - yh) * 1.0  # the bottom row is at depth 1
+    """Pinhole at height H (unit: the car camera's height) looking level; the horizon on
+    row yh (negative: above the frame, a camera pitched down approximated by a shifted
+    principal point, so verticals stay vertical). F is the focal length in pixels; by
+    default the bottom row is at depth 1 (the car camera of the v1 look). z0 is the
+    depth of the ground at the bottom row."""
+
+    def __init__(self, w, h, yh, xv, H=1.0, F=None):
+        self.w, self.h, self.yh, self.xv, self.H = w, h, yh, xv, H
+        self.F = (h - yh) * 1.0 if F is None else float(F)
+        self.z0 = self.F * H / (h - yh)
 
     def ground(self, X, z):
-        return self.xv + self.F * X / z, self.yh + self.F / z
+        return self.xv + self.F * X / z, self.yh + self.F * self.H / z
 
     def point(self, X, Y, z):  # Y = height above ground
-        return self.xv + self.F * X / z, self.yh + self.F * (1.0 - Y) / z
+        return self.xv + self.F * X / z, self.yh + self.F * (self.H - Y) / z
 
     def scale(self, z):
         return self.F / z
@@ -101,6 +113,8 @@ class Camera:
 # ----------------------------------------------------------------------------- background
 
 WEATHERS = ["clear", "overcast", "dusk", "fog", "night"]
+# lawn colours of the real look: fresh, winter, dry, shaded
+LAWNS = [(0.30, 0.45, 0.15), (0.38, 0.50, 0.22), (0.42, 0.46, 0.28), (0.50, 0.47, 0.30), (0.22, 0.32, 0.14)]
 
 
 def sky(rng, cv, cam, weather):
@@ -125,26 +139,35 @@ def sky(rng, cv, cam, weather):
         cv.img[:] = cv.img * (1 - 0.7 * cl) + 0.9 * cl * (0.7 if weather != "dusk" else 0.5)
 
 
-def ground_and_road(rng, cv, cam):
+def ground_and_road(rng, cv, cam, real=False):
+    """real=True (the real look): grey asphalt, lawns and plazas that may be many road
+    widths wide; real=False makes exactly the draws of the v1 look."""
     h, w, yh, xv = cv.h, cv.w, cam.yh, cam.xv
     terr = _col(rng, (0.35, 0.45, 0.22) if rng.random() < 0.7 else (0.5, 0.42, 0.3), 0.08)
+    if real:
+        terr = _col(rng, LAWNS[rng.integers(len(LAWNS))], 0.06)
     cv.rect(-5, yh, w + 5, h + 5, TERRAIN, terr)
     # road and sidewalks as lateral offsets X (camera height units)
     road_l = -rng.uniform(1.2, 4.5)
     road_r = rng.uniform(1.2, 4.5)
     zf = 400.0
+    zn = 0.6 * cam.z0  # below the bottom row
+
     def strip(x0, x1, cls, color):
-        a = cam.ground(x0, 1.0 / 1.0); b = cam.ground(x1, 1.0)
-        # extend below the bottom row by using z=0.6
-        a0 = cam.ground(x0, 0.6); b0 = cam.ground(x1, 0.6)
+        a0 = cam.ground(x0, zn); b0 = cam.ground(x1, zn)
         c = cam.ground(x1, zf); d = cam.ground(x0, zf)
         cv.poly([a0, b0, c, d], cls, color)
     asphalt = _col(rng, (0.33, 0.33, 0.35), 0.07)
+    if real:
+        asphalt = np.full(3, rng.uniform(0.2, 0.55), np.float32) + rng.uniform(-0.02, 0.02, 3).astype(np.float32)
     strip(road_l, road_r, ROAD, asphalt)
     sides = {}
     for side, edge in (("l", road_l), ("r", road_r)):
         kind = rng.choice(["sidewalk", "sidewalk", "sidewalk", "grass", "parking"])
         width = rng.uniform(1.0, 3.5)
+        if real and rng.random() < 0.45:  # a park or a square beside the road
+            kind = "lawn" if rng.random() < 0.65 else "sidewalk"
+            width = rng.uniform(3.0, 25.0)
         outer = edge - width if side == "l" else edge + width
         lo, hi = (outer, edge) if side == "l" else (edge, outer)
         if kind == "sidewalk":
@@ -152,14 +175,20 @@ def ground_and_road(rng, cv, cam):
             strip(lo, hi, SIDEWALK, col)
             # curb and tiles
             cx = edge
-            p0, p1 = cam.ground(cx, 0.6), cam.ground(cx, zf)
+            p0, p1 = cam.ground(cx, zn), cam.ground(cx, zf)
             cv.line(p0[0], p0[1], p1[0], p1[1], 2, SIDEWALK, col * 1.2)
             for k in range(1, 40):
-                z = 1.0 + k * 0.8
+                z = cam.z0 + k * 0.8
                 a, b = cam.ground(lo, z), cam.ground(hi, z)
                 if b[1] - cam.yh < 1.0:
                     break
                 cv.line(a[0], a[1], b[0], b[1], 1, SIDEWALK, col * 0.85)
+        elif kind == "lawn":
+            strip(lo, hi, TERRAIN, terr * rng.uniform(0.85, 1.15))
+            if rng.random() < 0.5:  # a footpath across or along the lawn
+                m = rng.uniform(lo, hi)
+                pw = rng.uniform(0.4, 1.5)
+                strip(m - pw / 2, m + pw / 2, SIDEWALK, _col(rng, (0.6, 0.58, 0.55), 0.1))
         elif kind == "grass":
             g = rng.uniform(0.15, 0.6)
             mid = edge - g * width if side == "l" else edge + g * width
@@ -181,7 +210,7 @@ def ground_and_road(rng, cv, cam):
             break
         col = yellow if rng.random() < 0.15 else white
         dash, gap, off = rng.uniform(1.0, 3.0), rng.uniform(1.0, 4.0), rng.uniform(0, 3)
-        z = 0.8 + off
+        z = 0.8 * cam.z0 + off
         while z < 150:
             z2 = z + dash
             a, b = cam.ground(X - 0.06, z), cam.ground(X + 0.06, z)
@@ -190,11 +219,11 @@ def ground_and_road(rng, cv, cam):
             z = z2 + gap
     for X in (road_l + 0.15, road_r - 0.15):
         if rng.random() < 0.5:
-            a, b = cam.ground(X - 0.05, 0.6), cam.ground(X + 0.05, 0.6)
+            a, b = cam.ground(X - 0.05, zn), cam.ground(X + 0.05, zn)
             c, d = cam.ground(X + 0.05, zf), cam.ground(X - 0.05, zf)
             cv.poly([a, b, c, d], ROAD, white * 0.95)
     if rng.random() < 0.25:  # zebra crossing
-        z0 = rng.uniform(2.0, 10.0)
+        z0 = rng.uniform(2.0, 10.0) * cam.z0
         n = int((road_r - road_l) / 0.5)
         for k in range(n):
             X0 = road_l + k * 0.5 + 0.1
@@ -542,7 +571,7 @@ def tram(rng, cv, cam, X, z):
 
 # ----------------------------------------------------------------------------- scene
 
-def render(seed, width=384, height=192, rare=False, trams=False):
+def render(seed, width=384, height=192, rare=False, trams=False, look="v1"):
     """One scene: (image float32 [h,w,3] in [0,1], train-id labels uint8 [h,w]).
 
     rare=True draws the road traffic from a mix that favours the classes the default mix
@@ -552,16 +581,33 @@ def render(seed, width=384, height=192, rare=False, trams=False):
     did (the held-out split and the cached pools stay valid).
 
     trams=True paints every train as a tram on rails in the road (`tram`, `tram_track`)
-    instead of the box of the default look; trams=False changes nothing."""
-    rng = np.random.default_rng(seed)
+    instead of the box of the default look; trams=False changes nothing.
+
+    look="real" (issue 19) draws the scene from its own random stream (so its seeds are a
+    separate set of scenes) and varies what the v1 look fixes: the camera's height (1 to 8
+    car-camera heights: a car, a bus, a pole or a first-floor window), its pitch (horizon
+    from mid-frame to above the frame) and its focal length (wide to tele: close-ups);
+    wide lawns and squares; grey asphalt; more people; fine-grained grass and paving;
+    rarely a train. The label conventions are those of v1."""
+    if look not in ("v1", "real"):
+        raise ValueError(f"look {look!r}: expected v1 or real")
+    real = look == "real"
+    rng = np.random.default_rng([seed, 19] if real else seed)
     cv = Canvas(width, height)
-    yh = height * rng.uniform(0.32, 0.5)
-    xv = width * rng.uniform(0.3, 0.7)
-    cam = Camera(width, height, yh, xv)
-    weather = rng.choice(WEATHERS, p=[0.4, 0.25, 0.1, 0.1, 0.15])
+    if real:
+        H = 1.0 if rng.random() < 0.35 else float(np.exp(rng.uniform(np.log(1.5), np.log(8.0))))
+        yh = height * (rng.uniform(0.3, 0.5) if H == 1.0 else rng.uniform(-0.4, 0.4))
+        xv = width * rng.uniform(0.2, 0.8)
+        F = (height - yh) * float(np.exp(rng.uniform(np.log(0.5), np.log(4.0)))) / H
+        cam = Camera(width, height, yh, xv, H=H, F=max(F, 0.25 * width))
+    else:
+        yh = height * rng.uniform(0.32, 0.5)
+        xv = width * rng.uniform(0.3, 0.7)
+        cam = Camera(width, height, yh, xv)
+    weather = rng.choice(WEATHERS, p=[0.45, 0.35, 0.08, 0.07, 0.05] if real else [0.4, 0.25, 0.1, 0.1, 0.15])
     sky(rng, cv, cam, weather)
     skyline(rng, cv, cam)
-    road_l, road_r, sides = ground_and_road(rng, cv, cam)
+    road_l, road_r, sides = ground_and_road(rng, cv, cam, real)
     for side in ("l", "r"):
         facades(rng, cv, cam, side, sides[side])
     # objects: (z, painter)
@@ -596,6 +642,13 @@ def render(seed, width=384, height=192, rare=False, trams=False):
         objs.append((z, kind, X))
     for _ in range(rng.integers(0, 3)):
         objs.append((rng.uniform(1.5, 15), rng.choice(["bike", "person"]), rng.uniform(road_l, road_r)))
+    if real:
+        # more people, near and far, on every surface; depths from the bottom row on
+        for _ in range(rng.integers(0, 9)):
+            objs.append((rng.uniform(1.0, 25), "person", rng.uniform(sides["l"], sides["r"])))
+        zs = max(1.0, cam.z0 / 3.0)
+        objs = [(cam.z0 + (z - 1.0) * zs, "car" if kind == "train" and rng.random() < 0.8 else kind, X)
+                for z, kind, X in objs]
     objs.sort(key=lambda o: -o[0])
     if trams:
         for z, kind, X in objs:
@@ -630,7 +683,11 @@ def render(seed, width=384, height=192, rare=False, trams=False):
     f1 = fractal(rng, h, w, base=6, octaves=5)
     f2 = rng.standard_normal((h, w)).astype(np.float32)
     f2 = cv2.GaussianBlur(f2, (0, 0), 0.7)
-    img = img * (1.0 + TEX_AMP[lab][..., None] * f1[..., None] * 2.0 + GRAIN_AMP[lab][..., None] * f2[..., None])
+    tex, grain = TEX_AMP, GRAIN_AMP
+    if real:  # grass blades and asphalt grain, each scene its own strength
+        tex = TEX_AMP * rng.uniform(0.5, 1.5)
+        grain = REAL_GRAIN_AMP * rng.uniform(0.5, 1.5)
+    img = img * (1.0 + tex[lab][..., None] * f1[..., None] * 2.0 + grain[lab][..., None] * f2[..., None])
     # shadows: a few dark polygons on the lower half
     for _ in range(rng.integers(0, 3)):
         x0 = rng.uniform(-0.2, 1.0) * w
@@ -655,7 +712,7 @@ def render(seed, width=384, height=192, rare=False, trams=False):
     img = img * gain * cast
     if weather == "night" and rng.random() < 0.7:  # street light glows
         for _ in range(rng.integers(1, 5)):
-            cx, cy = rng.uniform(0, w), rng.uniform(0, yh * 1.3)
+            cx, cy = rng.uniform(0, w), rng.uniform(0, max(yh, 0.1 * h) * 1.3)
             yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
             img = img + (0.5 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * (rng.uniform(5, 40)) ** 2)))[..., None] * np.array([1.0, 0.85, 0.6], np.float32)
     # vignetting and camera gamma

