@@ -1,0 +1,450 @@
+//! The service's streams: each is its own `gst::Pipeline`, run and watched by a thread
+//! of its own (state changes and bus waits never touch the HTTP runtime), which
+//! reconnects live inputs with exponential backoff, samples the element's figures and
+//! finalizes the outputs when asked to stop.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use gst::prelude::*;
+use serde::Serialize;
+
+use super::spec::{Plan, StreamSpec, MASK_WRITER};
+use crate::common::{self, ElementOpts, Ending, OutputFile};
+
+/// The first wait before a reconnection, doubled after each failed one up to
+/// [`BACKOFF_MAX`].
+const BACKOFF_START: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How often the watcher looks at the bus, the stop flag and the element's figures.
+const TICK: Duration = Duration::from_millis(100);
+/// How often the figures (frames/s above all) are sampled.
+const SAMPLE_EVERY: Duration = Duration::from_millis(500);
+
+/// What every stream of the service shares: the element's options and the engine.
+#[derive(Debug)]
+pub struct Settings {
+    pub element: ElementOpts,
+    /// The `model-instance-id` of every stream's element: one shared engine.
+    pub engine_id: String,
+    /// Whether the model gives class maps (overlay and mask outputs need them).
+    pub segments: bool,
+    /// H.264 bitrate of video outputs, kbit/s.
+    pub bitrate: u32,
+    /// Longest wait for EOS to pass through a stopping stream's muxers.
+    pub stop_timeout: Duration,
+}
+
+/// A stream's state, as the API shows it.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Starting,
+    Running,
+    Reconnecting,
+    Stopping,
+    Finished,
+    Failed,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Reconnecting => "reconnecting",
+            State::Stopping => "stopping",
+            State::Finished => "finished",
+            State::Failed => "failed",
+        }
+    }
+
+    pub const ALL: [State; 6] = [
+        State::Starting,
+        State::Running,
+        State::Reconnecting,
+        State::Stopping,
+        State::Finished,
+        State::Failed,
+    ];
+}
+
+/// The engine's figures, as the last element sample gave them.
+#[derive(Serialize, Debug, Clone, Copy, Default)]
+pub struct EngineFigures {
+    pub mean_batch_frames: f64,
+    /// Share of the inference thread's time spent running the model.
+    pub busy: f64,
+    /// Elements on the engine.
+    pub streams: u64,
+}
+
+/// A stream as the API shows it.
+#[derive(Serialize, Debug, Clone)]
+pub struct Status {
+    pub id: String,
+    #[serde(flatten)]
+    pub spec: StreamSpec,
+    pub state: State,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Frames the element gave, over every reconnection.
+    pub frames: u64,
+    pub drops: u64,
+    pub fps: f64,
+    /// The element's mean latency, milliseconds.
+    pub latency_ms: f64,
+    pub reconnects: u32,
+    /// What became of each file (after the stream ended).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    #[serde(skip)]
+    pub engine: Option<EngineFigures>,
+}
+
+/// One stream: its status, shared with its watcher thread, and that thread.
+pub struct Stream {
+    status: Mutex<Status>,
+    stop: AtomicBool,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The files it writes, for the next streams' checks.
+    files: Vec<(String, PathBuf)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Stream {
+    pub fn status(&self) -> Status {
+        lock(&self.status).clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Status)) {
+        f(&mut lock(&self.status));
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Asks the watcher to stop and waits for it (blocking: call off the runtime).
+    pub fn stop_and_join(&self) -> Status {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+        self.status()
+    }
+}
+
+/// Every stream of the service.
+pub struct Registry {
+    pub settings: Settings,
+    next: AtomicU64,
+    streams: Mutex<BTreeMap<u64, Arc<Stream>>>,
+    pub started: Instant,
+}
+
+impl Registry {
+    pub fn new(settings: Settings) -> Registry {
+        Registry {
+            settings,
+            next: AtomicU64::new(1),
+            streams: Mutex::new(BTreeMap::new()),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn list(&self) -> Vec<Status> {
+        lock(&self.streams).values().map(|s| s.status()).collect()
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Stream>> {
+        let n: u64 = id.parse().ok()?;
+        lock(&self.streams).get(&n).cloned()
+    }
+
+    /// Removes a stream from the list (its thread is stopped by the caller).
+    pub fn remove(&self, id: &str) -> Option<Arc<Stream>> {
+        let n: u64 = id.parse().ok()?;
+        lock(&self.streams).remove(&n)
+    }
+
+    pub fn take_all(&self) -> Vec<Arc<Stream>> {
+        std::mem::take(&mut *lock(&self.streams)).into_values().collect()
+    }
+
+    /// Checks a spec, builds its first pipeline and starts its watcher: an error here is
+    /// the client's (a bad uri, view or output) or the pipeline's (a missing plugin).
+    /// Blocking (file checks, pipeline build): call off the runtime.
+    pub fn add(self: &Arc<Self>, spec: StreamSpec) -> Result<Status> {
+        let taken: Vec<(String, PathBuf)> = lock(&self.streams)
+            .values()
+            .filter(|s| !matches!(s.status().state, State::Finished | State::Failed))
+            .flat_map(|s| s.files.clone())
+            .collect();
+        let plan = Plan::check(&spec, self.settings.segments, &taken)?;
+        let number = self.next.fetch_add(1, Ordering::SeqCst);
+        let id = number.to_string();
+        let first = Attempt::build(&plan, &self.settings, 0)?;
+        let stream = Arc::new(Stream {
+            status: Mutex::new(Status {
+                id: id.clone(),
+                spec,
+                state: State::Starting,
+                error: None,
+                frames: 0,
+                drops: 0,
+                fps: 0.0,
+                latency_ms: 0.0,
+                reconnects: 0,
+                files: Vec::new(),
+                engine: None,
+            }),
+            stop: AtomicBool::new(false),
+            thread: Mutex::new(None),
+            files: plan.files(&id),
+        });
+        lock(&self.streams).insert(number, stream.clone());
+        let registry = self.clone();
+        let watched = stream.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("stream-{id}"))
+            .spawn(move || watch(&registry.settings, &watched, &plan, first))
+            .context("cannot start the stream's thread")?;
+        *lock(&stream.thread) = Some(thread);
+        eprintln!("stream {id}: {}", stream.status().spec.uri);
+        Ok(stream.status())
+    }
+}
+
+/// One pipeline of a stream: the first, or one per reconnection.
+struct Attempt {
+    pipeline: gst::Pipeline,
+    element: gst::Element,
+    outputs: Vec<OutputFile>,
+}
+
+impl Attempt {
+    fn build(plan: &Plan, settings: &Settings, k: u32) -> Result<Attempt> {
+        // The element's settings first, on a scratch element, for whether it runs leaky.
+        let scratch = common::scratch_element()?;
+        configure(&scratch, settings, plan.input.live)?;
+        let desc = plan.description(k, settings.bitrate, scratch.property::<bool>("leaky"));
+        let pipeline = gst::parse::launch(&desc)
+            .context("cannot build the pipeline (is a GStreamer plugin missing?)")?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| anyhow!("not a pipeline"))?;
+        let element = pipeline
+            .by_name("d")
+            .ok_or_else(|| anyhow!("no denoiseseg element in the pipeline"))?;
+        configure(&element, settings, plan.input.live)?;
+        let mut outputs = Vec::new();
+        if let Some(o) = &plan.output {
+            outputs.push(OutputFile::watch(&pipeline, common::H264_MUX, &o.segment(k), false)?);
+        }
+        if let Some(m) = &plan.masks {
+            outputs.push(OutputFile::watch(&pipeline, MASK_WRITER, &m.segment(k), m.mux.is_none())?);
+        }
+        Ok(Attempt {
+            pipeline,
+            element,
+            outputs,
+        })
+    }
+}
+
+/// The service's element options on `element`: the shared engine's id, leaky on a live
+/// input (unless the options say otherwise), then the preset and the options.
+fn configure(element: &gst::Element, settings: &Settings, live: bool) -> Result<()> {
+    common::set_property_checked(element, "model-instance-id", &settings.engine_id)?;
+    if live {
+        element.set_property("leaky", true);
+    }
+    settings.element.apply(element)
+}
+
+/// How one attempt ended.
+enum Outcome {
+    Eos,
+    Stopped,
+    Error(anyhow::Error),
+}
+
+/// The watcher thread: runs attempts until the stream finishes, fails for good, or is
+/// stopped.
+fn watch(settings: &Settings, stream: &Stream, plan: &Plan, first: Attempt) {
+    let mut attempt = Some(first);
+    let mut k = 0;
+    let mut backoff = BACKOFF_START;
+    let mut frames_before = (0u64, 0u64);
+    loop {
+        let next = match attempt.take() {
+            Some(a) => Ok(a),
+            None => Attempt::build(plan, settings, k),
+        };
+        let (outcome, figures) = match next {
+            Ok(a) => run_attempt(stream, a, frames_before, settings.stop_timeout),
+            Err(e) => (Outcome::Error(e), (0, 0)),
+        };
+        frames_before = (frames_before.0 + figures.0, frames_before.1 + figures.1);
+        // A stream asked to stop never reconnects.
+        let last = !plan.reconnect || stream.stopping();
+        let (state, error) = match outcome {
+            Outcome::Stopped => (State::Finished, None),
+            Outcome::Eos if last => (State::Finished, None),
+            Outcome::Error(e) if last => (State::Failed, Some(common::error_line(&e))),
+            Outcome::Eos => (State::Reconnecting, Some("the input ended".to_string())),
+            Outcome::Error(e) => (State::Reconnecting, Some(common::error_line(&e))),
+        };
+        eprintln!(
+            "stream {}: {}{}",
+            stream.status().id,
+            state.name(),
+            error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+        );
+        stream.update(|s| {
+            s.state = state;
+            s.error = error;
+            s.fps = 0.0;
+        });
+        if state != State::Reconnecting {
+            return;
+        }
+        // A connection that gave frames starts the backoff again.
+        if figures.0 > 0 {
+            backoff = BACKOFF_START;
+        }
+        let until = Instant::now() + backoff;
+        while Instant::now() < until {
+            if stream.stopping() {
+                stream.update(|s| s.state = State::Finished);
+                return;
+            }
+            std::thread::sleep(TICK);
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+        k += 1;
+        stream.update(|s| s.reconnects = k);
+    }
+}
+
+/// Plays one pipeline to its end and back to NULL; returns how it ended and its
+/// element's frames and drops. `before`: the frames and drops of earlier attempts.
+fn run_attempt(stream: &Stream, a: Attempt, before: (u64, u64), stop_timeout: Duration) -> (Outcome, (u64, u64)) {
+    let outcome = drive(stream, &a, before, stop_timeout);
+    let _ = a.pipeline.set_state(gst::State::Null);
+    let figures = (
+        a.element.property::<u64>("frames-processed"),
+        a.element.property::<u64>("frames-dropped"),
+    );
+    let ending = match &outcome {
+        Outcome::Eos => Ending::Eos,
+        Outcome::Stopped if figures.0 == 0 => Ending::BeforeFirstFrame,
+        Outcome::Stopped => Ending::Interrupted,
+        Outcome::Error(_) => Ending::Aborted,
+    };
+    let files: Vec<String> = a.outputs.iter().map(|o| o.conclude(ending)).collect();
+    stream.update(|s| s.files.extend(files));
+    (outcome, figures)
+}
+
+fn drive(stream: &Stream, a: &Attempt, before: (u64, u64), stop_timeout: Duration) -> Outcome {
+    let Some(bus) = a.pipeline.bus() else {
+        return Outcome::Error(anyhow!("the pipeline has no bus"));
+    };
+    if a.pipeline.set_state(gst::State::Playing).is_err() {
+        return Outcome::Error(common::first_error(&bus).unwrap_or_else(|| anyhow!("the pipeline refused to start")));
+    }
+    let mut sampler = Sampler::new();
+    let mut stop_deadline: Option<Instant> = None;
+    loop {
+        if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(TICK.as_millis() as u64)) {
+            match msg.view() {
+                gst::MessageView::Eos(_) if stop_deadline.is_some() => return Outcome::Stopped,
+                gst::MessageView::Eos(_) => return Outcome::Eos,
+                gst::MessageView::Error(e) => return Outcome::Error(common::best_error(&bus, e)),
+                gst::MessageView::Latency(_) => {
+                    let _ = a.pipeline.recalculate_latency();
+                }
+                gst::MessageView::StateChanged(s)
+                    if s.current() == gst::State::Playing && msg.src() == Some(a.pipeline.upcast_ref()) =>
+                {
+                    stream.update(|s| {
+                        if s.state != State::Stopping {
+                            s.state = State::Running;
+                            s.error = None;
+                        }
+                    });
+                }
+                _ => {}
+            }
+        }
+        sampler.sample(stream, &a.element, before);
+        match stop_deadline {
+            None if stream.stopping() => {
+                stream.update(|s| s.state = State::Stopping);
+                // Nothing to finalize before the first frame (a camera still connecting
+                // may never pass EOS on).
+                if a.element.property::<u64>("frames-processed") == 0 {
+                    return Outcome::Stopped;
+                }
+                a.pipeline.send_event(gst::event::Eos::new());
+                stop_deadline = Some(Instant::now() + stop_timeout);
+            }
+            Some(deadline) if Instant::now() > deadline => {
+                return Outcome::Error(anyhow!(
+                    "EOS did not pass through the pipeline within {} s: outputs may not be finalized",
+                    stop_timeout.as_secs()
+                ));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Samples the element's figures into the stream's status.
+struct Sampler {
+    last: Option<(Instant, u64)>,
+}
+
+impl Sampler {
+    fn new() -> Sampler {
+        Sampler { last: None }
+    }
+
+    fn sample(&mut self, stream: &Stream, element: &gst::Element, (frames_before, drops_before): (u64, u64)) {
+        let now = Instant::now();
+        if self.last.is_some_and(|(t, _)| now - t < SAMPLE_EVERY) {
+            return;
+        }
+        let stats = element.property::<gst::Structure>("stats");
+        let u = |f: &str| stats.get::<u64>(f).unwrap_or(0);
+        let x = |f: &str| stats.get::<f64>(f).unwrap_or(0.0);
+        let frames = u("processed");
+        let fps = match self.last {
+            Some((t, f)) => frames.saturating_sub(f) as f64 / (now - t).as_secs_f64().max(1e-3),
+            None => 0.0,
+        };
+        self.last = Some((now, frames));
+        let engine = (u("batches") > 0).then(|| EngineFigures {
+            mean_batch_frames: x("mean-batch-frames"),
+            busy: x("busy"),
+            streams: u("engine-streams"),
+        });
+        stream.update(|s| {
+            s.frames = frames_before + frames;
+            s.drops = drops_before + u("dropped");
+            s.fps = fps;
+            s.latency_ms = x("mean-latency-ms");
+            if engine.is_some() {
+                s.engine = engine;
+            }
+        });
+    }
+}
