@@ -117,5 +117,8 @@ async fn unknown_route() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint".into())
+    ApiError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this endpoint".into(),
+    )
 }

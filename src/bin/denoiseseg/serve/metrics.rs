@@ -24,7 +24,10 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: impl In
 pub fn render(streams: &[Status], engine_id: &str) -> String {
     let mut out = String::new();
     let per_stream = |f: fn(&Status) -> f64| -> Vec<(String, f64)> {
-        streams.iter().map(|s| (format!("id=\"{}\"", label(&s.id)), f(s))).collect()
+        streams
+            .iter()
+            .map(|s| (format!("id=\"{}\"", label(&s.id)), f(s)))
+            .collect()
     };
     family(
         &mut out,

@@ -27,7 +27,7 @@ use streams::{Registry, Settings};
 const EXAMPLES: &str = "\
 Examples:
   denoiseseg serve --port 8080 --provider cpu
-  denoiseseg serve --config streams.toml --preset configs/realtime.toml
+  denoiseseg serve --config streams.toml --preset configs/cpu-realtime.toml
   curl -X POST localhost:8080/streams -d '{\"uri\": \"rtsp://cam/stream\", \"output\": \"rec.mp4\"}'
   curl localhost:8080/streams        curl localhost:8080/metrics
   curl -X DELETE localhost:8080/streams/1
@@ -143,7 +143,9 @@ pub fn main(args: Args, _verbose: u8) -> Result<ExitCode> {
         stop_timeout: Duration::from_secs(args.service.stop_timeout),
     }));
     for (i, spec) in specs.into_iter().enumerate() {
-        registry.add(spec).with_context(|| format!("config: stream {}", i + 1))?;
+        registry
+            .add(spec)
+            .with_context(|| format!("config: stream {}", i + 1))?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -157,7 +157,10 @@ impl Plan {
         if let Some(m) = &self.masks {
             let path = m.segment(k);
             let writer = match m.mux {
-                Some(_) => format!("avenc_ffv1 ! matroskamux name={MASK_WRITER} ! {}", common::file_sink(&path)),
+                Some(_) => format!(
+                    "avenc_ffv1 ! matroskamux name={MASK_WRITER} ! {}",
+                    common::file_sink(&path)
+                ),
                 None => format!(
                     "pngenc compression-level=1 ! multifilesink name={MASK_WRITER} location={} async=false",
                     quote(&path.display().to_string())
@@ -241,7 +244,11 @@ pub fn parse_input(uri: &str) -> Result<Input> {
             (format!("uridecodebin uri={}", quote(&file_uri)), false, Some(path))
         }
     };
-    Ok(Input { description, live, file })
+    Ok(Input {
+        description,
+        live,
+        file,
+    })
 }
 
 /// `videotestsrc://?KEY=VALUE&...`: pattern, num-buffers and is-live are videotestsrc's
@@ -261,7 +268,9 @@ fn test_pattern(query: &str) -> Result<Input> {
                 props.push(format!("{k}={}", quote(v)));
             }
             "width" | "height" => {
-                let n: u32 = v.parse().map_err(|_| anyhow!("{TEST_SCHEME} {k}: '{v}' is not a number"))?;
+                let n: u32 = v
+                    .parse()
+                    .map_err(|_| anyhow!("{TEST_SCHEME} {k}: '{v}' is not a number"))?;
                 if !(8..=8192).contains(&n) {
                     bail!("{TEST_SCHEME} {k}: {n} is outside 8..=8192");
                 }
@@ -307,7 +316,10 @@ mod tests {
         let http = parse_input("https://host/a.mp4").unwrap();
         assert!(!http.live && http.description.starts_with("uridecodebin"));
         assert!(parse_input("udp://0.0.0.0:5000").unwrap().live);
-        assert!(parse_input("/no/such/file.mp4").unwrap_err().to_string().contains("no such file"));
+        assert!(parse_input("/no/such/file.mp4")
+            .unwrap_err()
+            .to_string()
+            .contains("no such file"));
         assert!(parse_input("").is_err());
     }
 }

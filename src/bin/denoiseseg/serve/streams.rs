@@ -249,7 +249,12 @@ impl Attempt {
             outputs.push(OutputFile::watch(&pipeline, common::H264_MUX, &o.segment(k), false)?);
         }
         if let Some(m) = &plan.masks {
-            outputs.push(OutputFile::watch(&pipeline, MASK_WRITER, &m.segment(k), m.mux.is_none())?);
+            outputs.push(OutputFile::watch(
+                &pipeline,
+                MASK_WRITER,
+                &m.segment(k),
+                m.mux.is_none(),
+            )?);
         }
         Ok(Attempt {
             pipeline,
@@ -350,7 +355,11 @@ fn run_attempt(stream: &Stream, a: Attempt, before: (u64, u64), stop_timeout: Du
         Outcome::Error(_) => Ending::Aborted,
     };
     let files: Vec<String> = a.outputs.iter().map(|o| o.conclude(ending)).collect();
-    stream.update(|s| s.files.extend(files));
+    stream.update(|s| {
+        s.files.extend(files);
+        s.frames = before.0 + figures.0;
+        s.drops = before.1 + figures.1;
+    });
     (outcome, figures)
 }
 
