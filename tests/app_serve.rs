@@ -14,10 +14,22 @@ mod common;
 use common::{app, test_model};
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dseg-serve-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::fresh_dir(&format!("dseg-serve-{}-{name}", std::process::id()))
+}
+
+/// `serve --port 0` on the joint test model, on the CPU.
+fn serve() -> Command {
+    let mut c = app();
+    c.args([
+        "serve",
+        "--port",
+        "0",
+        "--provider",
+        "cpu",
+        "--model",
+        &test_model("joint.onnx"),
+    ]);
+    c
 }
 
 /// A live test pattern the joint model takes as it is (64x32).
@@ -35,16 +47,7 @@ impl Server {
     /// the address from its first line.
     fn start(dir: &Path, extra: &[&str]) -> Server {
         let log = dir.join("serve.log");
-        let mut child = app()
-            .args([
-                "serve",
-                "--port",
-                "0",
-                "--provider",
-                "cpu",
-                "--model",
-                &test_model("joint.onnx"),
-            ])
+        let mut child = serve()
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -104,19 +107,14 @@ impl Server {
 
     /// Waits (at most 60 s) until stream `id` satisfies `ok`; returns its status.
     fn wait_for(&self, id: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-        let start = Instant::now();
-        loop {
+        poll(&format!("stream {id} {what}"), 60, || {
             let v = self.stream(id);
             if ok(&v) {
-                return v;
+                Ok(v)
+            } else {
+                Err(format!("{v}\n{}", self.log()))
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "stream {id} never {what}: {v}\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        })
     }
 
     fn log(&self) -> String {
@@ -127,20 +125,32 @@ impl Server {
     fn terminate(mut self) -> String {
         let pid = self.child.id().to_string();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "no exit after SIGTERM:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let log = self.log.clone();
+        let status = poll("exit after SIGTERM", 30, || {
+            self.child
+                .try_wait()
+                .unwrap()
+                .ok_or_else(|| std::fs::read_to_string(&log).unwrap_or_default())
+        });
         assert!(status.success(), "{status}:\n{}", self.log());
         self.log()
+    }
+}
+
+/// Calls `f` every 100 ms until it gives `Ok`, failing the test after `secs` with what
+/// its last `Err` says.
+fn poll<T>(what: &str, secs: u64, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let start = Instant::now();
+    loop {
+        let last = match f() {
+            Ok(t) => return t,
+            Err(last) => last,
+        };
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "never: {what}; last:\n{last}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -218,19 +228,15 @@ fn streams_share_one_engine_report_metrics_and_finalize_their_files() {
     assert_eq!(list[0]["view"], "overlay");
 
     // Metrics: a line per stream, and both running elements on the one shared engine.
-    let start = Instant::now();
-    let metrics = loop {
+    let metrics = poll("a shared engine of 2 streams in the metrics", 20, || {
         let (status, text) = s.call("GET", "/metrics", None);
         assert_eq!(status, 200);
         if text.contains("denoiseseg_engine_streams{engine=\"serve\"} 2") {
-            break text;
+            Ok(text)
+        } else {
+            Err(text)
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no shared engine of 2 streams:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    });
     for id in [&a, &b, &c] {
         for family in ["frames_total", "drops_total", "fps", "latency_seconds"] {
             let line = format!("denoiseseg_stream_{family}{{id=\"{id}\"}} ");
@@ -385,19 +391,7 @@ fn config_streams_start_at_launch_and_live_inputs_reconnect() {
         "[[stream]]\nuri = \"videotestsrc://\"\nview = \"upside-down\"\n",
     )
     .unwrap();
-    let o = app()
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--provider",
-            "cpu",
-            "--model",
-            &test_model("joint.onnx"),
-        ])
-        .args(["--config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let o = serve().args(["--config", config.to_str().unwrap()]).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("config: stream 1: view 'upside-down'"), "{err}");

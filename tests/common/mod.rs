@@ -46,3 +46,11 @@ pub fn gst_launch(desc: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// An empty folder `name` in the temporary folder (emptied if it was there).
+pub fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -236,10 +236,7 @@ impl Attempt {
         let scratch = common::scratch_element()?;
         configure(&scratch, settings, plan.input.live)?;
         let desc = plan.description(k, settings.bitrate, scratch.property::<bool>("leaky"));
-        let pipeline = gst::parse::launch(&desc)
-            .context("cannot build the pipeline (is a GStreamer plugin missing?)")?
-            .downcast::<gst::Pipeline>()
-            .map_err(|_| anyhow!("not a pipeline"))?;
+        let pipeline = common::parse_pipeline(&desc)?;
         let element = pipeline
             .by_name("d")
             .ok_or_else(|| anyhow!("no denoiseseg element in the pipeline"))?;
