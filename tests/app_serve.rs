@@ -206,7 +206,8 @@ fn streams_share_one_engine_report_metrics_and_finalize_their_files() {
     let s = Server::start(&dir, &[]);
     let (a_out, a_mask, b_out) = (dir.join("a.mp4"), dir.join("a-mask.mkv"), dir.join("b.mkv"));
     let a = s.add(json!({"uri": LIVE, "output": a_out, "mask_output": a_mask, "view": "overlay"}));
-    let b = s.add(json!({"uri": LIVE, "output": b_out}));
+    let big = "videotestsrc://?pattern=smpte&width=128&height=64&is-live=true";
+    let b = s.add(json!({"uri": big, "output": b_out, "size": "64x32"}));
     // A source that turns out to be no video: it fails, the others keep running.
     let c = s.add(json!({"uri": format!("file://{}", junk.display())}));
     let failed = s.wait_for(&c, "failed", |v| v["state"] == "failed");
@@ -314,6 +315,20 @@ fn bad_requests_get_a_4xx_with_a_json_error() {
             Some(json!({"uri": LIVE, "output": dir.join("o.avi")}).to_string()),
             400,
             ".mp4 or .mkv",
+        ),
+        (
+            "POST",
+            "/streams",
+            Some(json!({"uri": LIVE, "size": "4x4"}).to_string()),
+            400,
+            "size 4x4",
+        ),
+        (
+            "POST",
+            "/streams",
+            Some(json!({"uri": LIVE, "size": "63x32", "output": dir.join("odd.mp4")}).to_string()),
+            400,
+            "even",
         ),
         (
             "POST",

@@ -71,15 +71,16 @@ async fn list(State(reg): Reg) -> Json<Vec<Status>> {
     Json(reg.list())
 }
 
-/// `POST /streams`: the body is a [`StreamSpec`]; 201 and the new stream's status
-/// (its `id` first).
-async fn create(State(reg): Reg, body: Bytes) -> Result<(StatusCode, Json<Status>), ApiError> {
+/// `POST /streams`: the body is a [`StreamSpec`]; 201, the new stream's status (its
+/// `id` first) and its Location.
+async fn create(State(reg): Reg, body: Bytes) -> Result<impl IntoResponse, ApiError> {
     let spec = parse_spec(&body)?;
     let status = tokio::task::spawn_blocking(move || reg.add(spec))
         .await
         .map_err(ApiError::internal)?
         .map_err(|e| ApiError::bad(common::error_line(&e)))?;
-    Ok((StatusCode::CREATED, Json(status)))
+    let location = format!("/streams/{}", status.id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(status)))
 }
 
 /// A request body as a [`StreamSpec`], or a 400 that says what is wrong with it.

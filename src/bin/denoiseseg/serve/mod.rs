@@ -32,12 +32,12 @@ Examples:
   curl localhost:8080/streams        curl localhost:8080/metrics
   curl -X DELETE localhost:8080/streams/1
 The first line on standard output is `listening on http://ADDRESS:PORT` (--port 0 picks a
-free port). Streams: POST /streams {\"uri\", \"output\", \"mask_output\", \"view\", \"reconnect\"};
+free port). Streams: POST /streams {\"uri\", \"output\", \"mask_output\", \"view\", \"size\", \"reconnect\"};
 uri is a file, file://, rtsp://, http(s)://, udp://, /dev/videoN or
 videotestsrc://?pattern=ball&num-buffers=100&width=64&height=32&framerate=25/1&is-live=true.
 Live inputs (rtsp, udp, srt, rtmp, cameras) run leaky and reconnect after an error or their
 end, waiting 1 s, doubling to 30 s; each reconnection writes NAME.N.EXT. Ctrl-C or SIGTERM
-stops every stream (outputs finalized) and exits.
+stops every stream (outputs finalized) and exits; a second one aborts.
 --config FILE.toml starts the streams it lists ([[stream]] uri = ..., output = ...); the
 element's property preset is --preset.";
 
@@ -50,7 +50,7 @@ pub struct Service {
     /// Address to listen on (0.0.0.0: every interface)
     #[arg(long, default_value = "127.0.0.1")]
     pub bind: IpAddr,
-    /// Streams to start at launch: [[stream]] tables with uri, output, mask_output, view, reconnect
+    /// Streams to start at launch: [[stream]] tables with uri, output, mask_output, view, size, reconnect
     #[arg(long = "config", id = "streams_config", value_name = "STREAMS.toml")]
     pub streams: Option<PathBuf>,
     /// The model-instance-id every stream's element shares (one session, one inference thread)
@@ -60,8 +60,8 @@ pub struct Service {
     #[arg(long, value_name = "KBPS", default_value_t = 4000,
           value_parser = clap::value_parser!(u32).range(1..=common::MAX_H264_KBPS))]
     pub bitrate: u32,
-    /// Longest wait, in seconds, for a stopping stream to finalize its files
-    #[arg(long, value_name = "S", default_value_t = 10)]
+    /// Longest wait, in seconds, for a stopping stream to finalize its files (1-3600)
+    #[arg(long, value_name = "S", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub stop_timeout: u64,
 }
 
@@ -120,7 +120,7 @@ fn load_streams(path: &Path) -> Result<Vec<StreamSpec>> {
     Ok(file.stream)
 }
 
-pub fn main(args: Args, _verbose: u8) -> Result<ExitCode> {
+pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     if args.service.engine_id.is_empty() {
         bail!("--engine-id is empty: the streams would not share one engine");
     }
@@ -141,6 +141,7 @@ pub fn main(args: Args, _verbose: u8) -> Result<ExitCode> {
         segments: model.segments(),
         bitrate: args.service.bitrate,
         stop_timeout: Duration::from_secs(args.service.stop_timeout),
+        verbose: verbose > 0,
     }));
     for (i, spec) in specs.into_iter().enumerate() {
         registry
@@ -153,6 +154,12 @@ pub fn main(args: Args, _verbose: u8) -> Result<ExitCode> {
         .context("cannot start the async runtime")?;
     let addr = SocketAddr::new(args.service.bind, args.service.port);
     let served = runtime.block_on(serve(addr, registry.clone()));
+    // A second Ctrl-C or SIGTERM while the streams finish aborts.
+    runtime.spawn(async {
+        shutdown_signal().await;
+        eprintln!("aborted: outputs may not be finalized");
+        std::process::exit(130);
+    });
     // However the server ended, every stream stops cleanly (outputs finalized).
     let streams = registry.take_all();
     if !streams.is_empty() {

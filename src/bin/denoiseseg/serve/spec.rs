@@ -42,6 +42,9 @@ pub struct StreamSpec {
     /// `denoised` (default) or `overlay`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub view: Option<String>,
+    /// Scale the input to WIDTHxHEIGHT before the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
     /// Reconnect after an error or the end of the input [default: live inputs do].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconnect: Option<bool>,
@@ -87,6 +90,7 @@ pub struct Plan {
     pub input: Input,
     pub reconnect: bool,
     pub overlay: bool,
+    pub size: Option<(u32, u32)>,
     pub output: Option<OutputPath>,
     pub masks: Option<OutputPath>,
 }
@@ -102,7 +106,15 @@ impl Plan {
             "overlay" => true,
             v => bail!("view '{v}': give denoised or overlay"),
         };
+        let size = spec
+            .size
+            .as_deref()
+            .map(|s| common::parse_size(s).map_err(|e| anyhow!("size {s}: {e}")))
+            .transpose()?;
         let output = spec.output.as_deref().map(parse_output).transpose()?;
+        if let (Some(size), Some(_)) = (size, &output) {
+            common::check_h264_size("size", size)?;
+        }
         let masks = spec.mask_output.as_deref().map(parse_masks).transpose()?;
         if (overlay || masks.is_some()) && !segments {
             bail!("the service's model does not segment: no overlay view or mask_output");
@@ -125,6 +137,7 @@ impl Plan {
             input,
             reconnect,
             overlay,
+            size,
             output,
             masks,
         })
@@ -146,7 +159,10 @@ impl Plan {
     /// the element is named `d` and gets its options when built. `leaky`: the element
     /// drops frames it cannot take (the RTSP jitter buffer too).
     pub fn description(&self, k: u32, bitrate: u32, leaky: bool) -> String {
-        let head = self.input.description.replace("{LEAKY}", &leaky.to_string());
+        let mut head = self.input.description.replace("{LEAKY}", &leaky.to_string());
+        if let Some((w, h)) = self.size {
+            head = format!("{head} ! videoconvert ! videoscale ! video/x-raw,width={w},height={h}");
+        }
         let view = if self.overlay { "overlay" } else { "denoised" };
         let out = match &self.output {
             Some(o) => common::h264_file(&o.segment(k), o.mux.unwrap_or("matroskamux"), bitrate, self.input.live),

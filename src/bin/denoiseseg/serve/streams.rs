@@ -37,6 +37,8 @@ pub struct Settings {
     pub bitrate: u32,
     /// Longest wait for EOS to pass through a stopping stream's muxers.
     pub stop_timeout: Duration,
+    /// `-v`: print each pipeline's description.
+    pub verbose: bool,
 }
 
 /// A stream's state, as the API shows it.
@@ -147,6 +149,9 @@ pub struct Registry {
     pub settings: Settings,
     next: AtomicU64,
     streams: Mutex<BTreeMap<u64, Arc<Stream>>>,
+    /// Held while a stream is checked and added, so that two added at once cannot both
+    /// take one output file (`streams` stays free for the API's reads meanwhile).
+    adding: Mutex<()>,
     pub started: Instant,
 }
 
@@ -156,6 +161,7 @@ impl Registry {
             settings,
             next: AtomicU64::new(1),
             streams: Mutex::new(BTreeMap::new()),
+            adding: Mutex::new(()),
             started: Instant::now(),
         }
     }
@@ -183,6 +189,7 @@ impl Registry {
     /// the client's (a bad uri, view or output) or the pipeline's (a missing plugin).
     /// Blocking (file checks, pipeline build): call off the runtime.
     pub fn add(self: &Arc<Self>, spec: StreamSpec) -> Result<Status> {
+        let _adding = lock(&self.adding);
         let taken: Vec<(String, PathBuf)> = lock(&self.streams)
             .values()
             .filter(|s| !matches!(s.status().state, State::Finished | State::Failed))
@@ -215,7 +222,15 @@ impl Registry {
         let watched = stream.clone();
         let thread = std::thread::Builder::new()
             .name(format!("stream-{id}"))
-            .spawn(move || watch(&registry.settings, &watched, &plan, first))
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| watch(&registry.settings, &watched, &plan, first));
+                if std::panic::catch_unwind(run).is_err() {
+                    watched.update(|s| {
+                        s.state = State::Failed;
+                        s.error = Some("the stream's watcher thread panicked".into());
+                    });
+                }
+            })
             .context("cannot start the stream's thread")?;
         *lock(&stream.thread) = Some(thread);
         eprintln!("stream {id}: {}", stream.status().spec.uri);
@@ -236,6 +251,9 @@ impl Attempt {
         let scratch = common::scratch_element()?;
         configure(&scratch, settings, plan.input.live)?;
         let desc = plan.description(k, settings.bitrate, scratch.property::<bool>("leaky"));
+        if settings.verbose {
+            eprintln!("pipeline: {desc}");
+        }
         let pipeline = common::parse_pipeline(&desc)?;
         let element = pipeline
             .by_name("d")
