@@ -398,6 +398,17 @@ fn config_streams_start_at_launch_and_live_inputs_reconnect() {
     let (status, v) = s.json("DELETE", "/streams/2", None);
     assert_eq!((status, &v["state"]), (200, &json!("finished")), "{v}");
     assert!(start.elapsed() < Duration::from_secs(5));
+    // Told to reconnect, a finite input starts again at its end, into a new file each time.
+    let again = dir.join("again.mkv");
+    let uri = "videotestsrc://?pattern=ball&num-buffers=10&width=64&height=32";
+    let id = s.add(json!({"uri": uri, "output": again, "reconnect": true}));
+    s.wait_for(&id, "reconnected twice", |v| {
+        v["reconnects"].as_u64() >= Some(2) && frames(v) >= 20
+    });
+    let (status, v) = s.json("DELETE", &format!("/streams/{id}"), None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(frames_in(&again), 10);
+    assert_eq!(frames_in(&dir.join("again.1.mkv")), 10);
     s.terminate();
 
     // A bad stream in the config is an error at launch, naming it.

@@ -344,6 +344,10 @@ fn watch(settings: &Settings, stream: &Stream, plan: &Plan, first: Attempt) {
         while Instant::now() < until {
             if stream.stopping() {
                 stream.update(|s| s.state = State::Finished);
+                eprintln!(
+                    "stream {}: finished (stopped while waiting to reconnect)",
+                    stream.status().id
+                );
                 return;
             }
             std::thread::sleep(TICK);
