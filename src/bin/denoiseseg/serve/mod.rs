@@ -3,7 +3,8 @@
 //! Runtime session and one inference thread, batches filled from all streams).
 //!
 //! Files: `spec` (a stream as asked for, checked, and its pipeline's description),
-//! `streams` (the streams and their watcher threads), `api` (the HTTP routes) and
+//! `streams` (the streams' registry and statuses), `watcher` (a stream's thread: its
+//! pipelines, reconnection, figures, finalizing), `api` (the HTTP routes) and
 //! `metrics` (Prometheus text).
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ mod api;
 mod metrics;
 mod spec;
 mod streams;
+mod watcher;
 
 use spec::StreamSpec;
 use streams::{Registry, Settings};
