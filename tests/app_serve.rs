@@ -367,6 +367,23 @@ fn bad_requests_get_a_4xx_with_a_json_error() {
     assert!(v["error"].as_str().unwrap().contains("same file"), "{v}");
     let (status, list) = s.json("GET", "/streams", None);
     assert_eq!((status, list.as_array().map(Vec::len)), (200, Some(1)));
+    // A port already taken is an error at launch.
+    let port = s.addr.rsplit(':').next().unwrap().to_string();
+    let o = app()
+        .args([
+            "serve",
+            "--port",
+            &port,
+            "--provider",
+            "cpu",
+            "--model",
+            &test_model("joint.onnx"),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot listen on 127.0.0.1:"), "{err}");
     s.terminate();
 }
 

@@ -78,7 +78,10 @@ async fn create(State(reg): Reg, body: Bytes) -> Result<impl IntoResponse, ApiEr
     let status = tokio::task::spawn_blocking(move || reg.add(spec))
         .await
         .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::bad(common::error_line(&e)))?;
+        .map_err(|e| match e.bad_request {
+            true => ApiError::bad(common::error_line(&e.error)),
+            false => ApiError::internal(common::error_line(&e.error)),
+        })?;
     let location = format!("/streams/{}", status.id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(status)))
 }

@@ -145,24 +145,39 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         stop_timeout: Duration::from_secs(args.service.stop_timeout),
         verbose: verbose > 0,
     }));
-    for (i, spec) in specs.into_iter().enumerate() {
-        registry
-            .add(spec)
-            .with_context(|| format!("config: stream {}", i + 1))?;
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     let addr = SocketAddr::new(args.service.bind, args.service.port);
-    let served = runtime.block_on(serve(addr, registry.clone()));
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    // The config's streams once the port is ours, before the first client can come.
+    let served = start_streams(&registry, specs).and_then(|()| runtime.block_on(serve(listener, registry.clone())));
     // A second Ctrl-C or SIGTERM while the streams finish aborts.
     runtime.spawn(async {
         shutdown_signal().await;
         eprintln!("aborted: outputs may not be finalized");
         std::process::exit(130);
     });
-    // However the server ended, every stream stops cleanly (outputs finalized).
+    stop_all(&registry);
+    served?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn start_streams(registry: &Arc<Registry>, specs: Vec<StreamSpec>) -> Result<()> {
+    for (i, spec) in specs.into_iter().enumerate() {
+        registry
+            .add(spec)
+            .map_err(|e| e.error.context(format!("config: stream {}", i + 1)))?;
+    }
+    Ok(())
+}
+
+/// Stops every stream at once, each finalizing its outputs, and says what became of
+/// their files.
+fn stop_all(registry: &Registry) {
     let streams = registry.take_all();
     if !streams.is_empty() {
         eprintln!("stopping {} streams", streams.len());
@@ -178,14 +193,9 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
             }
         }
     }
-    served?;
-    Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(addr: SocketAddr, registry: Arc<Registry>) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>) -> Result<()> {
     let bound = listener.local_addr().context("the bound address")?;
     // The first line on standard output: what a client (or a test) connects to.
     println!("listening on http://{bound}");

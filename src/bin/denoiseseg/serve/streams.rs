@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Context;
 use serde::Serialize;
 
 use super::spec::{Plan, StreamSpec};
@@ -134,6 +134,30 @@ impl Stream {
     }
 }
 
+/// Why a stream could not be added.
+pub struct AddError {
+    pub error: anyhow::Error,
+    /// The request's fault (a bad uri, view, size or output), else the service's (a
+    /// plugin missing, no thread).
+    pub bad_request: bool,
+}
+
+impl AddError {
+    fn request(error: anyhow::Error) -> AddError {
+        AddError {
+            error,
+            bad_request: true,
+        }
+    }
+
+    fn service(error: anyhow::Error) -> AddError {
+        AddError {
+            error,
+            bad_request: false,
+        }
+    }
+}
+
 /// Every stream of the service.
 pub struct Registry {
     pub settings: Settings,
@@ -176,19 +200,19 @@ impl Registry {
     }
 
     /// Checks a spec, builds its first pipeline and starts its watcher: an error here is
-    /// the client's (a bad uri, view or output) or the pipeline's (a missing plugin).
+    /// the client's (a bad uri, view or output) or the service's (a missing plugin).
     /// Blocking (file checks, pipeline build): call off the runtime.
-    pub fn add(self: &Arc<Self>, spec: StreamSpec) -> Result<Status> {
+    pub fn add(self: &Arc<Self>, spec: StreamSpec) -> Result<Status, AddError> {
         let _adding = lock(&self.adding);
         let taken: Vec<(String, PathBuf)> = lock(&self.streams)
             .values()
             .filter(|s| !matches!(s.status().state, State::Finished | State::Failed))
             .flat_map(|s| s.files.clone())
             .collect();
-        let plan = Plan::check(&spec, self.settings.segments, &taken)?;
+        let plan = Plan::check(&spec, self.settings.segments, &taken).map_err(AddError::request)?;
         let number = self.next.fetch_add(1, Ordering::SeqCst);
         let id = number.to_string();
-        let first = watcher::Attempt::build(&plan, &self.settings, 0)?;
+        let first = watcher::Attempt::build(&plan, &self.settings, 0).map_err(AddError::service)?;
         let stream = Arc::new(Stream {
             status: Mutex::new(Status {
                 id: id.clone(),
@@ -220,7 +244,8 @@ impl Registry {
                     });
                 }
             })
-            .context("cannot start the stream's thread")?;
+            .context("cannot start the stream's thread")
+            .map_err(AddError::service)?;
         *lock(&stream.thread) = Some(thread);
         // Listed once its thread is known, so that a DELETE always waits for it.
         lock(&self.streams).insert(number, stream.clone());
