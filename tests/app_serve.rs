@@ -415,6 +415,19 @@ fn config_streams_start_at_launch_and_live_inputs_reconnect() {
     let (status, v) = s.json("DELETE", "/streams/2", None);
     assert_eq!((status, &v["state"]), (200, &json!("finished")), "{v}");
     assert!(start.elapsed() < Duration::from_secs(5));
+    // A file finishes at its end, every frame written.
+    let clip = dir.join("clip.mkv");
+    common::gst_launch(&format!(
+        "videotestsrc num-buffers=30 pattern=smpte ! video/x-raw,format=RGB,width=64,height=32,framerate=25/1 \
+         ! videoconvert ! video/x-raw,format=BGRx ! avenc_ffv1 ! matroskamux ! filesink location={}",
+        clip.display()
+    ));
+    let from_file = dir.join("from-file.mp4");
+    let id = s.add(json!({"uri": clip, "output": from_file, "view": "overlay"}));
+    let done = s.wait_for(&id, "finished", |v| v["state"] == "finished");
+    assert_eq!(frames(&done), 30, "{done}");
+    assert_eq!(frames_in(&from_file), 30);
+
     // Told to reconnect, a finite input starts again at its end, into a new file each time.
     let again = dir.join("again.mkv");
     let uri = "videotestsrc://?pattern=ball&num-buffers=10&width=64&height=32";
