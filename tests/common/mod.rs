@@ -15,6 +15,14 @@ pub fn test_model(name: &str) -> String {
     root().join("tests/models").join(name).display().to_string()
 }
 
+/// An empty folder `name` in the temporary folder (emptied if it was there).
+pub fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// The app, after checking that the plugin lies beside it (the app loads it from there).
 pub fn app() -> Command {
     let plugin = Path::new(BIN)

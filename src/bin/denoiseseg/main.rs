@@ -4,7 +4,8 @@
 //! mosaic), `run` (files, URIs and cameras), `eval` (PSNR, SSIM and mIoU at given noise
 //! levels), `bench` (the element pipeline against a bare ONNX Runtime loop) and
 //! `models` (the contract check of shipped and given models, and a suggested sidecar for
-//! a model brought without one).
+//! a model brought without one) and `serve` (an HTTP service running streams on one
+//! shared engine).
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -15,6 +16,7 @@ mod demo;
 mod eval;
 mod models;
 mod run;
+mod serve;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -25,7 +27,8 @@ Examples:
   denoiseseg run dashcam.mp4 --seg-model cityscapes.onnx -o out.mp4 --view overlay
   denoiseseg eval models/sample/street.mp4 --labels models/sample/street-labels.mkv --sigma 15,25,50
   denoiseseg bench --size 1024x512 --provider cpu
-  denoiseseg models cityscapes.onnx --write-sidecar";
+  denoiseseg models cityscapes.onnx --write-sidecar
+  denoiseseg serve --port 8080                      HTTP service: POST /streams {\"uri\": ..., \"output\": ...}, GET /metrics";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -54,6 +57,8 @@ enum Command {
     Bench(bench::Args),
     /// List the shipped and given models with their contract check; suggest a sidecar for a model without one
     Models(models::Args),
+    /// HTTP service: streams added and removed over HTTP, all on one shared engine, with Prometheus metrics
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +70,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => eval::main(a, verbose),
         Command::Bench(a) => bench::main(a, verbose),
         Command::Models(a) => models::main(a, verbose),
+        Command::Serve(a) => serve::main(a, verbose),
     };
     match result {
         Ok(code) => code,

@@ -2,6 +2,16 @@
 //! file outputs (H.264 and plain file sinks).
 use std::path::Path;
 
+/// Builds a pipeline from a gst-launch description.
+pub fn parse_pipeline(desc: &str) -> anyhow::Result<gst::Pipeline> {
+    use anyhow::Context;
+    use gst::prelude::*;
+    gst::parse::launch(desc)
+        .context("cannot build the pipeline (is a GStreamer plugin missing?)")?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| anyhow::anyhow!("not a pipeline: {desc}"))
+}
+
 /// Quotes a value for a gst-launch pipeline description.
 pub fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))

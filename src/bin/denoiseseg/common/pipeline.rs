@@ -160,28 +160,7 @@ fn drive(pipeline: &gst::Pipeline, element: &gst::Element, progress: Progress) -
                 MessageView::Eos(_) => break if sent_eos { Ending::Interrupted } else { Ending::Eos },
                 MessageView::Error(e) => {
                     bar.finish_and_clear();
-                    // A source's "internal data stream error" often follows the real
-                    // cause (connection refused, no such host): prefer that one.
-                    let mut best = error_of(e);
-                    if e.error().matches(gst::StreamError::Failed) {
-                        while let Some(m) = bus.timed_pop_filtered(
-                            gst::ClockTime::from_mseconds(200),
-                            &[gst::MessageType::Error, gst::MessageType::Warning],
-                        ) {
-                            match m.view() {
-                                MessageView::Error(e2) if !e2.error().matches(gst::StreamError::Failed) => {
-                                    best = error_of(e2);
-                                    break;
-                                }
-                                MessageView::Warning(w) => {
-                                    best = best.context(format!("{}", w.error()));
-                                    break;
-                                }
-                                _ => {}
-                            }
-                        }
-                    }
-                    return Err(best);
+                    return Err(best_error(&bus, e));
                 }
                 // As gst-launch does: a sink that renders in time needs the new figure
                 // when an element's latency grows (denoiseseg posts it as it measures).
@@ -250,7 +229,35 @@ pub fn error_of(e: &gst::message::Error) -> anyhow::Error {
     }
 }
 
-fn first_error(bus: &gst::Bus) -> Option<anyhow::Error> {
+/// The error to report for `e`, an error message just popped from `bus`: a source's
+/// "internal data stream error" often follows the real cause (connection refused, no
+/// such host), so the next error or warning on the bus (within 200 ms) is preferred.
+pub fn best_error(bus: &gst::Bus, e: &gst::message::Error) -> anyhow::Error {
+    let mut best = error_of(e);
+    if e.error().matches(gst::StreamError::Failed) {
+        while let Some(m) = bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(200),
+            &[gst::MessageType::Error, gst::MessageType::Warning],
+        ) {
+            match m.view() {
+                gst::MessageView::Error(e2) if !e2.error().matches(gst::StreamError::Failed) => {
+                    best = error_of(e2);
+                    break;
+                }
+                gst::MessageView::Warning(w) => {
+                    best = best.context(format!("{}", w.error()));
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    best
+}
+
+/// The first error on `bus` within 500 ms of quiet, e.g. after a pipeline refused to
+/// start.
+pub fn first_error(bus: &gst::Bus) -> Option<anyhow::Error> {
     while let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(500)) {
         if let gst::MessageView::Error(e) = msg.view() {
             return Some(error_of(e));
