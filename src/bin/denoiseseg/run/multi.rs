@@ -1,0 +1,353 @@
+//! `run` with several inputs: one pipeline, one branch per input, each with its own
+//! element (or `--seg-model` chain), all on one shared engine ([`ENGINE_ID`]): one
+//! session, batches filled from every stream.
+//!
+//!     input i ! decode [! scale] ! denoiseseg (model-instance-id) ! tee
+//!         tee. ! queue ! scale to the tile ! label ! compositor.sink_i   (-o: the grid)
+//!         tee. ! queue ! H.264 ! mux ! file                             (--outputs)
+//!         (tee. ! queue ! fakesink when neither)
+//!     denoiseseg.mask ! queue ! class-map file                           (--mask-output)
+//!
+//! Each stream ends on its own: its own files are finalized then, and the compositor
+//! shows its tile black while the others go on; the pipeline ends when every stream
+//! has. An error on any input ends the whole run (as with one input), naming the input
+//! it came from.
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use gst::prelude::*;
+
+use super::io::{self, check_outputs, per_stream, MaskSink, Sink, Source};
+use super::report::{self, EngineFigures, Report, StreamFigures};
+use super::{label, panel, Args, Models, View};
+use crate::common::{self, ElementOpts, Ending, OutputFile, Progress};
+
+/// The model-instance-id the streams' elements share their engine under (with
+/// `--seg-model`, the segmenters share `denoiseseg-run-seg`).
+pub const ENGINE_ID: &str = "denoiseseg-run";
+
+/// The tile of the grid when neither --tile nor --size gives one.
+const DEFAULT_TILE: (u32, u32) = (640, 360);
+
+/// The largest batch-size given by default (one frame per stream per model run).
+const MAX_DEFAULT_BATCH: u32 = 8;
+
+/// The element names of stream `i`: each starts `stream{i}-`, so that an error from
+/// any of them, or from inside them (a decoder in a decodebin), names its input.
+fn name(i: usize, what: &str) -> String {
+    format!("stream{i}-{what}")
+}
+
+/// The stream an element belongs to: the first of it and its parents named by [`name`].
+fn stream_of(object: &gst::Object) -> Option<usize> {
+    let mut at = Some(object.clone());
+    while let Some(o) = at {
+        let index = o
+            .name()
+            .strip_prefix("stream")
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(i, _)| i.parse().ok());
+        if index.is_some() {
+            return index;
+        }
+        at = o.parent();
+    }
+    None
+}
+
+/// Columns and rows of a near-square grid of `n` tiles (as many columns as rows, or
+/// one more).
+fn grid(n: usize) -> (usize, usize) {
+    let cols = (1..=n).find(|c| c * c >= n).unwrap_or(1);
+    (cols, n.div_ceil(cols))
+}
+
+/// The options with the default batch-size of `n` streams: one frame of each per model
+/// run (at most [`MAX_DEFAULT_BATCH`], and no more than max-in-flight), unless
+/// --batch-size, `--set batch-size=` or the preset gives one. `max_in_flight` is what
+/// the options give.
+fn with_default_batch(opts: &ElementOpts, n: usize, max_in_flight: u32) -> Result<ElementOpts> {
+    let set = opts
+        .set
+        .iter()
+        .any(|kv| kv.split_once('=').is_some_and(|(k, _)| k.trim() == "batch-size"));
+    let preset = match &opts.config {
+        Some(path) => denoiseseg::config::load_properties(path)?
+            .iter()
+            .any(|(k, _)| k == "batch-size"),
+        None => false,
+    };
+    if opts.batch_size.is_some() || set || preset {
+        return Ok(opts.clone());
+    }
+    let batch = (n as u32).min(MAX_DEFAULT_BATCH).min(max_in_flight);
+    Ok(ElementOpts {
+        batch_size: Some(batch),
+        ..opts.clone()
+    })
+}
+
+/// Remembers which stream the first error came from (see [`stream_of`]), as it is
+/// posted; the run's own loop still gets every message.
+fn watch_failures(pipeline: &gst::Pipeline) -> Arc<Mutex<Option<usize>>> {
+    let failed = Arc::new(Mutex::new(None));
+    let seen = failed.clone();
+    if let Some(bus) = pipeline.bus() {
+        bus.set_sync_handler(move |_, msg| {
+            if let gst::MessageView::Error(_) = msg.view() {
+                if let Some(i) = msg.src().and_then(stream_of) {
+                    seen.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(i);
+                }
+            }
+            gst::BusSyncReply::Pass
+        });
+    }
+    failed
+}
+
+pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
+    let n = args.inputs.len();
+    if args.view == View::Mosaic {
+        bail!("--view mosaic shows one input; with several, -o is a grid of --view denoised or overlay tiles");
+    }
+    if !args.inputs.iter().any(|i| io::is_rtsp(i)) {
+        let given = [
+            args.rtsp_latency.map(|_| "--rtsp-latency"),
+            args.rtsp_transport.map(|_| "--rtsp-transport"),
+        ];
+        if let Some(option) = given.into_iter().flatten().next() {
+            bail!("{option} applies to rtsp:// inputs only, and none is given");
+        }
+    }
+    let sources = args
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| {
+            let rtsp = io::is_rtsp(input);
+            let (latency, transport) = if rtsp {
+                (args.rtsp_latency, args.rtsp_transport)
+            } else {
+                (None, None)
+            };
+            Source::parse(input, latency, transport).with_context(|| format!("input {i}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mosaic = Sink::parse(args.output.as_deref())?;
+    let outputs = match &args.outputs {
+        Some(pattern) => per_stream("--outputs", pattern, n, "out/cam{}.mp4")?
+            .iter()
+            .map(|p| Sink::file(p).with_context(|| format!("--outputs {pattern}")))
+            .collect::<Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
+    let masks = match &args.mask_output {
+        Some(pattern) => per_stream("--mask-output", pattern, n, "masks/cam{}.mkv")?
+            .iter()
+            .map(|p| MaskSink::parse(p))
+            .collect::<Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
+    let labelled = |option: &str, i: usize| format!("{option} (stream {i})");
+    let mut sinks = vec![("-o".to_string(), &mosaic)];
+    sinks.extend(outputs.iter().enumerate().map(|(i, s)| (labelled("--outputs", i), s)));
+    let mask_list: Vec<_> = masks
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (labelled("--mask-output", i), m))
+        .collect();
+    check_outputs(&sources, &sinks, &mask_list)?;
+    common::check_report_path(args.json.as_deref())?;
+    let tile = args.tile.or(args.size).unwrap_or(DEFAULT_TILE);
+    if let Sink::File(..) = mosaic {
+        common::check_h264_size("--tile", tile)?;
+    }
+    if let (false, Some(size)) = (outputs.is_empty(), args.size) {
+        common::check_h264_size("--size", size)?;
+    }
+
+    common::init_gstreamer()?;
+    let live: Vec<bool> = sources.iter().map(Source::is_live).collect();
+    let any_live = live.contains(&true);
+    // The element's settings, checked on a scratch element before anything is built:
+    // first as given, for max-in-flight, then with the default batch.
+    let opts = with_default_batch(&args.element, n, args.element.check()?.property::<u32>("max-in-flight"))?;
+    let mut leaky = Vec::new();
+    for &l in &live {
+        let settings = common::scratch_element()?;
+        io::configure(&settings, &opts, l)?;
+        leaky.push(settings.property::<bool>("leaky"));
+    }
+    let models = Models::load(&args)?;
+    models.check_masks(args.mask_output.as_deref())?;
+
+    let (cols, rows) = grid(n);
+    let (tw, th) = tile;
+    let labels = gst::ElementFactory::find("textoverlay").is_some();
+    if !labels && !matches!(mosaic, Sink::None) {
+        eprintln!("note: textoverlay (GStreamer's pango plugin) is missing: the tiles are not labelled");
+    }
+    let scale = match args.size {
+        Some((w, h)) => format!(" ! videoscale ! video/x-raw,width={w},height={h}"),
+        None => String::new(),
+    };
+    let output = if args.view == View::Overlay {
+        "overlay"
+    } else {
+        "denoised"
+    };
+    let q = common::queue();
+    let mut desc = String::new();
+    if !matches!(mosaic, Sink::None) {
+        let pads: String = (0..n)
+            .map(|i| format!(" sink_{i}::xpos={} sink_{i}::ypos={}", (i % cols) as u32 * tw, (i / cols) as u32 * th))
+            .collect();
+        desc += &format!(
+            "compositor name=grid background=black{pads} ! video/x-raw,width={},height={} ! {q} ! {}",
+            cols as u32 * tw,
+            rows as u32 * th,
+            mosaic.description(args.bitrate, any_live, common::H264_MUX)
+        );
+    }
+    for (i, source) in sources.iter().enumerate() {
+        let chain = models.chain([&name(i, "den"), &name(i, "d")], leaky[i], Some(ENGINE_ID), output);
+        let tee = name(i, "tee");
+        desc += &format!(
+            " {}{scale} ! videoconvert ! {chain} ! tee name={tee}",
+            source.description(&name(i, "src"), leaky[i])
+        );
+        if !matches!(mosaic, Sink::None) {
+            let text = if labels { format!(" ! {}", label(&i.to_string())) } else { String::new() };
+            desc += &format!(" {tee}. ! {q} ! {}{text} ! grid.sink_{i}", panel(tw, th));
+        }
+        match outputs.get(i) {
+            Some(sink) => {
+                desc += &format!(" {tee}. ! {q} ! {}", sink.description(args.bitrate, live[i], &name(i, "out")));
+            }
+            None if matches!(mosaic, Sink::None) => desc += &format!(" {tee}. ! {q} ! fakesink sync=false"),
+            None => {}
+        }
+        if let Some(mask) = masks.get(i) {
+            desc += &format!(" {}", mask.description(&name(i, "d"), &name(i, "masks")));
+        }
+    }
+    let desc = desc.trim_start().to_string();
+    if args.print_pipeline || verbose > 0 {
+        eprintln!("pipeline: {desc}");
+        if args.print_pipeline {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let pipeline = super::launch(&desc)?;
+    let mut chains = Vec::new();
+    for (i, &l) in live.iter().enumerate() {
+        let chain = models
+            .configure(&pipeline, [&name(i, "den"), &name(i, "d")], &opts, l)
+            .with_context(|| format!("input {i}"))?;
+        chains.push(chain);
+    }
+    if any_live && leaky.contains(&true) {
+        eprintln!("live inputs: frames are dropped when the model cannot keep up (--no-leaky to queue them instead)");
+    }
+    let mosaic_file = match &mosaic {
+        Sink::File(p, _) => Some(OutputFile::watch(&pipeline, common::H264_MUX, p, false)?),
+        _ => None,
+    };
+    let mut stream_files: Vec<Vec<OutputFile>> = Vec::new();
+    for i in 0..n {
+        let mut files = Vec::new();
+        if let Some(Sink::File(p, _)) = outputs.get(i) {
+            files.push(OutputFile::watch(&pipeline, &name(i, "out"), p, false)?);
+        }
+        if let Some(mask) = masks.get(i) {
+            files.push(mask.watch(&pipeline, &name(i, "masks"))?);
+        }
+        stream_files.push(files);
+    }
+
+    let failed = watch_failures(&pipeline);
+    let elements: Vec<gst::Element> = chains.iter().map(|(e, _)| e.clone()).collect();
+    let started = Instant::now();
+    let progress = if any_live { Progress::Live } else { Progress::File };
+    let ending = common::run_streams(&pipeline, &elements, progress).map_err(|e| {
+        match *failed.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(i) => e.context(format!("input {i} ({})", args.inputs[i])),
+            None => e,
+        }
+    })?;
+    let elapsed = started.elapsed();
+    let mosaic = mosaic_file.map(|f| report::conclude(std::slice::from_ref(&f), ending).remove(0));
+    let streams: Vec<StreamFigures> = chains
+        .iter()
+        .zip(&stream_files)
+        .zip(&args.inputs)
+        .map(|(((element, first), files), input)| {
+            StreamFigures::of(input, element, first.as_ref(), report::conclude(files, ending))
+        })
+        .collect();
+    match ending {
+        Ending::BeforeFirstFrame => {
+            eprintln!("{}", common::STOPPED_EARLY);
+            return Ok(ExitCode::from(130));
+        }
+        Ending::Eos if streams.iter().all(|s| s.frames == 0) => {
+            bail!("no frames came through the pipeline: no output written")
+        }
+        _ => {}
+    }
+    let engine_id = match models.seg {
+        Some(_) => format!("{ENGINE_ID}-seg"),
+        None => ENGINE_ID.to_string(),
+    };
+    let report = Report {
+        streams,
+        mosaic,
+        engine: EngineFigures::of(&elements, Some(&engine_id)),
+        model: models.name(),
+        elapsed,
+        ending,
+    };
+    report.print_streams();
+    report.write_json(args.json.as_deref()).context("--json")?;
+    Ok(if ending == Ending::Aborted {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grids_are_near_square() {
+        assert_eq!(grid(2), (2, 1));
+        assert_eq!(grid(3), (2, 2));
+        assert_eq!(grid(4), (2, 2));
+        assert_eq!(grid(5), (3, 2));
+        assert_eq!(grid(9), (3, 3));
+        assert_eq!(grid(10), (4, 3));
+        assert_eq!(grid(16), (4, 4));
+    }
+
+    #[test]
+    fn default_batch_is_one_frame_per_stream_unless_given() {
+        let opts = ElementOpts::default();
+        assert_eq!(with_default_batch(&opts, 3, 8).unwrap().batch_size, Some(3));
+        assert_eq!(with_default_batch(&opts, 12, 8).unwrap().batch_size, Some(8));
+        assert_eq!(with_default_batch(&opts, 6, 4).unwrap().batch_size, Some(4));
+        let given = ElementOpts {
+            batch_size: Some(2),
+            ..ElementOpts::default()
+        };
+        assert_eq!(with_default_batch(&given, 6, 8).unwrap().batch_size, Some(2));
+        let set = ElementOpts {
+            set: vec!["batch-size=5".into()],
+            ..ElementOpts::default()
+        };
+        assert_eq!(with_default_batch(&set, 6, 8).unwrap().batch_size, None);
+    }
+}
