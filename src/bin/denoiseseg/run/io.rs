@@ -88,31 +88,31 @@ impl Source {
 
     /// The source and its decoder, up to raw video. `leaky`: the element drops what it
     /// cannot take, so an RTSP jitter buffer may drop what is older than its latency
-    /// too (it would keep it otherwise, without bound, while its decoder lags). The
-    /// source is named `name` (its decoder, where separate, `name-dec`): an error from
-    /// it or from inside it tells which input failed.
-    pub fn description(&self, name: &str, leaky: bool) -> String {
+    /// too (it would keep it otherwise, without bound, while its decoder lags). With
+    /// `name`, the source is named so (its decoder, where separate, `name-dec`): an
+    /// error from it or from inside it tells which of several inputs failed.
+    pub fn description(&self, name: Option<&str>, leaky: bool) -> String {
+        let named = |suffix: &str| name.map(|n| format!(" name={n}{suffix}")).unwrap_or_default();
+        let src = named("");
         match self {
-            Source::File(p) => format!(
-                "uridecodebin name={name} uri={}",
-                quote(&format!("file://{}", p.display()))
-            ),
-            Source::Uri { uri, .. } => format!("uridecodebin name={name} uri={}", quote(uri)),
+            Source::File(p) => format!("uridecodebin{src} uri={}", quote(&format!("file://{}", p.display()))),
+            Source::Uri { uri, .. } => format!("uridecodebin{src} uri={}", quote(uri)),
             Source::Rtsp {
                 uri,
                 latency_ms,
                 transport,
             } => format!(
-                "rtspsrc name={name} location={} latency={latency_ms}{} drop-on-latency={leaky} \
-                 ! application/x-rtp,media=video ! decodebin name={name}-dec",
+                "rtspsrc{src} location={} latency={latency_ms}{} drop-on-latency={leaky} \
+                 ! application/x-rtp,media=video ! decodebin{}",
                 quote(uri),
                 match transport {
                     RtspTransport::Tcp => " protocols=tcp",
                     RtspTransport::Udp => " protocols=udp+udp-mcast",
                     RtspTransport::Auto => "",
-                }
+                },
+                named("-dec"),
             ),
-            Source::Camera(d) => format!("v4l2src name={name} device={}", quote(&d.display().to_string())),
+            Source::Camera(d) => format!("v4l2src{src} device={}", quote(&d.display().to_string())),
         }
     }
 }
@@ -219,13 +219,16 @@ impl MaskSink {
 }
 
 /// Checks the files a run writes before anything starts: their folders exist, and no
-/// two of them, nor one of them and an input, are the same file. `sinks` and `masks`
-/// come with the option that names each ("-o", "--outputs (stream 1)").
+/// two of them, nor one of them and an input, are the same file (an input may be read
+/// twice). `sinks` and `masks` come with the option that names each ("-o",
+/// "--outputs (stream 1)").
 pub fn check_outputs(sources: &[Source], sinks: &[(String, &Sink)], masks: &[(String, &MaskSink)]) -> Result<()> {
-    let mut files = Vec::new();
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
     for source in sources {
         if let Source::File(p) = source {
-            files.push((format!("the input {}", p.display()), p.clone()));
+            if !files.iter().any(|(_, f)| f == p) {
+                files.push((format!("the input {}", p.display()), p.clone()));
+            }
         }
     }
     for (option, sink) in sinks {
@@ -271,7 +274,9 @@ mod tests {
             ["out/cam0.mp4", "out/cam1.mp4", "out/cam2.mp4"]
         );
         assert_eq!(per_stream("--mask-output", "m.mkv", 1, "x").unwrap(), ["m.mkv"]);
-        let e = per_stream("--mask-output", "m.mkv", 2, "m{}.mkv").unwrap_err().to_string();
+        let e = per_stream("--mask-output", "m.mkv", 2, "m{}.mkv")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("with 2 inputs") && e.contains("m{}.mkv"), "{e}");
     }
 }

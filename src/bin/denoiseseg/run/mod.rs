@@ -75,7 +75,7 @@ before the first frame, not written at all; a second Ctrl-C aborts.";
 pub struct Args {
     /// A video file, a URI (file://, rtsp://, http(s)://, udp://, ...) or a camera
     /// (/dev/videoN); up to 16 of them, on one shared engine
-    #[arg(value_name = "INPUT", required = true, num_args = 1..=MAX_INPUTS)]
+    #[arg(value_name = "INPUT", required = true, num_args = 1..)]
     pub inputs: Vec<String>,
     /// Output: an .mp4 or .mkv file, `screen`, or nothing (process only); with several
     /// inputs, a grid mosaic of them
@@ -215,7 +215,6 @@ pub fn seg_options(
     Ok((opts, spec))
 }
 
-
 pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     match args.inputs.len() {
         0 => bail!("give an input"),
@@ -259,7 +258,10 @@ impl Models {
     /// Checks that `--mask-output` has class maps to write.
     fn check_masks(&self, mask: Option<&str>) -> Result<()> {
         if mask.is_some() && !self.shown().segments() {
-            bail!("--mask-output: the model {} does not segment", self.shown().path.display());
+            bail!(
+                "--mask-output: the model {} does not segment",
+                self.shown().path.display()
+            );
         }
         Ok(())
     }
@@ -288,7 +290,9 @@ impl Models {
     /// `engine-seg`).
     fn chain(&self, [first, name]: [&str; 2], leaky: bool, engine: Option<&str>, output: &str) -> String {
         let props = |suffix: &str| {
-            let id = engine.map(|id| format!(" model-instance-id={id}{suffix}")).unwrap_or_default();
+            let id = engine
+                .map(|id| format!(" model-instance-id={id}{suffix}"))
+                .unwrap_or_default();
             format!("{id}{}", if leaky { " leaky=true" } else { "" })
         };
         match &self.seg {

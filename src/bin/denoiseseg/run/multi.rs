@@ -202,7 +202,13 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     let mut desc = String::new();
     if !matches!(mosaic, Sink::None) {
         let pads: String = (0..n)
-            .map(|i| format!(" sink_{i}::xpos={} sink_{i}::ypos={}", (i % cols) as u32 * tw, (i / cols) as u32 * th))
+            .map(|i| {
+                format!(
+                    " sink_{i}::xpos={} sink_{i}::ypos={}",
+                    (i % cols) as u32 * tw,
+                    (i / cols) as u32 * th
+                )
+            })
             .collect();
         desc += &format!(
             "compositor name=grid background=black{pads} ! video/x-raw,width={},height={} ! {q} ! {}",
@@ -216,15 +222,22 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         let tee = name(i, "tee");
         desc += &format!(
             " {}{scale} ! videoconvert ! {chain} ! tee name={tee}",
-            source.description(&name(i, "src"), leaky[i])
+            source.description(Some(&name(i, "src")), leaky[i])
         );
         if !matches!(mosaic, Sink::None) {
-            let text = if labels { format!(" ! {}", label(&i.to_string())) } else { String::new() };
+            let text = if labels {
+                format!(" ! {}", label(&i.to_string()))
+            } else {
+                String::new()
+            };
             desc += &format!(" {tee}. ! {q} ! {}{text} ! grid.sink_{i}", panel(tw, th));
         }
         match outputs.get(i) {
             Some(sink) => {
-                desc += &format!(" {tee}. ! {q} ! {}", sink.description(args.bitrate, live[i], &name(i, "out")));
+                desc += &format!(
+                    " {tee}. ! {q} ! {}",
+                    sink.description(args.bitrate, live[i], &name(i, "out"))
+                );
             }
             None if matches!(mosaic, Sink::None) => desc += &format!(" {tee}. ! {q} ! fakesink sync=false"),
             None => {}

@@ -47,7 +47,12 @@ pub fn conclude(outputs: &[OutputFile], ending: Ending) -> Vec<(String, FileFigu
 impl StreamFigures {
     /// The figures of the stream whose chain ends in `element` (and starts in `first`
     /// when a segmenter is chained: both elements' drops count).
-    pub fn of(input: &str, element: &gst::Element, first: Option<&gst::Element>, files: Vec<(String, FileFigures)>) -> Self {
+    pub fn of(
+        input: &str,
+        element: &gst::Element,
+        first: Option<&gst::Element>,
+        files: Vec<(String, FileFigures)>,
+    ) -> Self {
         let dropped = |e: &gst::Element| e.property::<u64>("frames-dropped");
         StreamFigures {
             input: input.to_string(),
@@ -118,7 +123,12 @@ impl Report {
 
     /// "Finalized" only when every file got frames and EOS went through its muxer.
     fn ending_text(&self) -> &'static str {
-        let mut files = self.streams.iter().flat_map(|s| &s.files).chain(&self.mosaic).peekable();
+        let mut files = self
+            .streams
+            .iter()
+            .flat_map(|s| &s.files)
+            .chain(&self.mosaic)
+            .peekable();
         let finalized = files.peek().is_some() && files.all(|(_, f)| f.frames > 0);
         match self.ending {
             Ending::Interrupted if finalized => ", interrupted (outputs finalized)",

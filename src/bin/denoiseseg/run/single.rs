@@ -19,13 +19,10 @@ const FIRST: &str = "denoiser";
 const MASK_WRITER: &str = "mask_writer";
 
 pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
-    if let Some(option) = [
-        args.outputs.as_ref().map(|_| "--outputs"),
-        args.tile.map(|_| "--tile"),
-    ]
-    .into_iter()
-    .flatten()
-    .next()
+    if let Some(option) = [args.outputs.as_ref().map(|_| "--outputs"), args.tile.map(|_| "--tile")]
+        .into_iter()
+        .flatten()
+        .next()
     {
         bail!("{option} applies to several inputs; with one, give -o");
     }
@@ -53,7 +50,7 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         None => String::new(),
     };
     let out = sink.description(args.bitrate, live, common::H264_MUX);
-    let head = format!("{}{} ! videoconvert", source.description("src", leaky), scale);
+    let head = format!("{}{} ! videoconvert", source.description(None, leaky), scale);
     let names = [FIRST, ELEMENT];
     let mut desc = match args.view {
         View::Denoised | View::Overlay => {
