@@ -22,7 +22,7 @@ use gst::prelude::*;
 use super::io::{self, check_outputs, per_stream, MaskSink, Sink, Source};
 use super::report::{self, EngineFigures, Report, StreamFigures};
 use super::{label, panel, Args, Models, View};
-use crate::common::{self, ElementOpts, Ending, OutputFile, Progress};
+use crate::common::{self, ElementOpts, OutputFile, Progress};
 
 /// The model-instance-id the streams' elements share their engine under (with
 /// `--seg-model`, the segmenters share `denoiseseg-run-seg`).
@@ -300,35 +300,19 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
             StreamFigures::of(input, element, first.as_ref(), report::conclude(files, ending))
         })
         .collect();
-    match ending {
-        Ending::BeforeFirstFrame => {
-            eprintln!("{}", common::STOPPED_EARLY);
-            return Ok(ExitCode::from(130));
-        }
-        Ending::Eos if streams.iter().all(|s| s.frames == 0) => {
-            bail!("no frames came through the pipeline: no output written")
-        }
-        _ => {}
-    }
     let engine_id = match models.seg {
         Some(_) => format!("{ENGINE_ID}-seg"),
         None => ENGINE_ID.to_string(),
     };
-    let report = Report {
+    Report {
         streams,
         mosaic,
         engine: EngineFigures::of(&elements, Some(&engine_id)),
         model: models.name(),
         elapsed,
         ending,
-    };
-    report.print_streams();
-    report.write_json(args.json.as_deref()).context("--json")?;
-    Ok(if ending == Ending::Aborted {
-        ExitCode::from(130)
-    } else {
-        ExitCode::SUCCESS
-    })
+    }
+    .finish(args.json.as_deref())
 }
 
 #[cfg(test)]

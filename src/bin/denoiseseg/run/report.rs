@@ -1,9 +1,10 @@
 //! The end of a run: each stream's frames, drops and files, the engine's figures from
 //! the elements' `stats`, as text on standard error and as JSON (`--json`).
 use std::path::Path;
+use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use gst::prelude::*;
 use serde_json::{json, Value};
 
@@ -138,8 +139,34 @@ impl Report {
         }
     }
 
+    /// Ends the run: says what was written (one line per stream and one for the
+    /// whole run with several), writes the JSON report, and gives the exit code (130
+    /// when interrupted before the first frame or aborted); an error when the input
+    /// gave no frame.
+    pub fn finish(self, json: Option<&Path>) -> Result<ExitCode> {
+        match self.ending {
+            Ending::BeforeFirstFrame => {
+                eprintln!("{}", common::STOPPED_EARLY);
+                return Ok(ExitCode::from(130));
+            }
+            Ending::Eos if self.frames() == 0 => bail!("no frames came through the pipeline: no output written"),
+            _ => {}
+        }
+        if self.streams.len() > 1 {
+            self.print_streams();
+        } else {
+            self.print_single();
+        }
+        self.write_json(json).context("--json")?;
+        Ok(if self.ending == Ending::Aborted {
+            ExitCode::from(130)
+        } else {
+            ExitCode::SUCCESS
+        })
+    }
+
     /// The report of one stream, as `run` prints it.
-    pub fn print_single(&self) {
+    fn print_single(&self) {
         eprintln!(
             "{} frames in {} ({:.1} frames/s) on {}, {} dropped, model {}{}",
             self.frames(),
@@ -154,7 +181,7 @@ impl Report {
     }
 
     /// The report of several streams: one line each, then the whole run and its engine.
-    pub fn print_streams(&self) {
+    fn print_streams(&self) {
         for (i, s) in self.streams.iter().enumerate() {
             eprintln!("stream {i} {}: {} frames, {} dropped", s.input, s.frames, s.dropped);
         }
@@ -217,7 +244,7 @@ impl Report {
 
     /// Writes the JSON report: `-` to standard output, else to the file (checked
     /// before the run with [`common::check_report_path`]).
-    pub fn write_json(&self, json: Option<&Path>) -> Result<()> {
+    fn write_json(&self, json: Option<&Path>) -> Result<()> {
         let Some(path) = json else { return Ok(()) };
         let text = serde_json::to_string_pretty(&self.json())?;
         if path == Path::new("-") {

@@ -3,13 +3,13 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use gst::prelude::*;
 
 use super::io::{check_outputs, MaskSink, Sink, Source};
 use super::report::{self, EngineFigures, Report, StreamFigures};
 use super::{legend_markup, mosaic_description, Args, Models, View};
-use crate::common::{self, Ending, OutputFile, Progress};
+use crate::common::{self, OutputFile, Progress};
 
 /// The element the run reports on (the segmenter of a `--seg-model` chain).
 const ELEMENT: &str = "d";
@@ -99,27 +99,13 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     let elapsed = started.elapsed();
     let files = report::conclude(&outputs, ending);
     let stream = StreamFigures::of(input, &element, first.as_ref(), files);
-    match ending {
-        Ending::BeforeFirstFrame => {
-            eprintln!("{}", common::STOPPED_EARLY);
-            return Ok(ExitCode::from(130));
-        }
-        Ending::Eos if stream.frames == 0 => bail!("no frames came through the pipeline: no output written"),
-        _ => {}
-    }
-    let report = Report {
+    Report {
         streams: vec![stream],
         mosaic: None,
         engine: EngineFigures::of(std::slice::from_ref(&element), None),
         model: models.name(),
         elapsed,
         ending,
-    };
-    report.print_single();
-    report.write_json(args.json.as_deref()).context("--json")?;
-    Ok(if ending == Ending::Aborted {
-        ExitCode::from(130)
-    } else {
-        ExitCode::SUCCESS
-    })
+    }
+    .finish(args.json.as_deref())
 }
