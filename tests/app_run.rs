@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{app, decode, fails_cleanly, gst_launch, run, stderr, test_clip, test_model, tmp};
+use common::{app, decode, fails_cleanly, gst_launch, interrupt_app, run, stderr, test_clip, test_model, tmp};
 
 /// A lossless RGB clip (FFV1 in Matroska) of `n` frames.
 fn make_clip(dir: &Path, n: usize, w: usize, h: usize) -> PathBuf {
@@ -516,28 +516,9 @@ fn stalling_http_server(data: Vec<u8>, head: usize) -> u16 {
 /// `within`) until `out` exists and holds at least `min_bytes`, then `settle` more,
 /// interrupts it once (SIGINT) and returns what it printed.
 fn interrupt_run(input: &str, out: &Path, min_bytes: u64, settle: Duration, within: Duration) -> Output {
-    let child = app()
-        .args(["run", input, "-o", out.to_str().unwrap()])
-        .args(["--model", &test_model("joint.onnx")])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while std::fs::metadata(out).map(|m| m.len() < min_bytes).unwrap_or(true) {
-        assert!(
-            start.elapsed() < within,
-            "{} does not hold {min_bytes} bytes after {within:?}",
-            out.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(settle);
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    child.wait_with_output().unwrap()
+    let model = test_model("joint.onnx");
+    let args = ["run", input, "-o", out.to_str().unwrap(), "--model", &model];
+    interrupt_app(&args, out, min_bytes, settle, within)
 }
 
 #[test]

@@ -4,11 +4,12 @@
 #![cfg(feature = "cli")]
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
 mod common;
-use common::{decode, fails_cleanly, run, stderr, test_clip, test_model, tmp};
+use common::{decode, fails_cleanly, interrupt_app, run, stderr, test_clip, test_model, tmp};
 
 /// The width and height of the first video stream of `path`, from its decoded caps.
 fn video_size(path: &Path) -> (usize, usize) {
@@ -233,5 +234,61 @@ fn several_inputs_errors_are_one_line_naming_the_input() {
     fails_cleanly(
         &["run", c, bad.to_str().unwrap(), "--model", &m],
         &format!("input 1 ({})", bad.display()),
+    );
+}
+
+#[test]
+fn ctrl_c_finalizes_the_grid_and_every_stream_file() {
+    let dir = tmp("multi-ctrlc");
+    // Long enough that the run is still going when interrupted.
+    let (w, h) = (96, 64);
+    let long = test_clip(&dir, "long.mkv", "smpte", 3000, (w, h), 25);
+    let short = test_clip(&dir, "short.mkv", "ball", 5, (w, h), 25);
+    let grid = dir.join("grid.mp4");
+    let outputs = dir.join("cam{}.mp4");
+    let m = test_model("joint.onnx");
+    let args = [
+        "run",
+        long.to_str().unwrap(),
+        long.to_str().unwrap(),
+        short.to_str().unwrap(),
+        "-o",
+        grid.to_str().unwrap(),
+        "--tile",
+        "96x64",
+        "--outputs",
+        outputs.to_str().unwrap(),
+        "--model",
+        &m,
+        "--json",
+        "-",
+    ];
+    let o = interrupt_app(&args, &grid, 10_000, Duration::ZERO, Duration::from_secs(60));
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("interrupted (outputs finalized)"), "{err}");
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(report["ending"], "interrupted", "{report}");
+    // The short stream ended on its own before: all of it.
+    assert_eq!(report["streams"][2]["frames"], 5, "{report}");
+    for (i, s) in report["streams"].as_array().unwrap().iter().enumerate() {
+        let frames = s["frames"].as_u64().unwrap() as usize;
+        assert!(frames > 0 && frames < 3000, "stream {i}: {report}");
+        let file = dir.join(format!("cam{i}.mp4"));
+        assert_eq!(
+            decode(&file, "RGB", w, h).len(),
+            frames,
+            "{} plays to its end",
+            file.display()
+        );
+    }
+    let longest = report["streams"][0]["frames"]
+        .as_u64()
+        .unwrap()
+        .max(report["streams"][1]["frames"].as_u64().unwrap());
+    assert_eq!(
+        decode(&grid, "RGB", 2 * w, 2 * h).len() as u64,
+        longest,
+        "the grid plays to its end"
     );
 }

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_denoiseseg");
 
@@ -111,4 +112,31 @@ pub fn fails_cleanly(args: &[&str], want: &str) {
     assert_eq!(lines.len(), 1, "{args:?}: one line expected:\n{err}");
     assert!(lines[0].contains(want), "{args:?}: expected '{want}' in:\n{err}");
     assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
+}
+
+/// Starts the app with `args`, waits until `out` holds `min_bytes` (failing the test
+/// after `within`) and then `settle`, sends it SIGINT (Ctrl-C) and waits for its end.
+pub fn interrupt_app(args: &[&str], out: &Path, min_bytes: u64, settle: Duration, within: Duration) -> Output {
+    let child = app()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::fs::metadata(out).map(|m| m.len() < min_bytes).unwrap_or(true) {
+        assert!(
+            start.elapsed() < within,
+            "{} does not hold {min_bytes} bytes after {within:?}",
+            out.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(settle);
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    child.wait_with_output().unwrap()
 }
