@@ -29,7 +29,7 @@ pub enum View {
     Denoised,
     /// The class colours blended over the denoised frames
     Overlay,
-    /// Input, denoised and overlay side by side, with a class legend
+    /// Input, denoised and overlay side by side, with a class legend (one input)
     Mosaic,
 }
 
@@ -85,7 +85,7 @@ pub struct Args {
     /// standing for the stream number from 0 (out/cam{}.mp4)
     #[arg(long, value_name = "PATTERN")]
     pub outputs: Option<String>,
-    /// Several inputs: the size of each tile of the -o grid (letterboxed) [default: 640x360]
+    /// Several inputs: the size of each tile of the -o grid (letterboxed) [default: --size, else 640x360]
     #[arg(long, value_name = "WxH", value_parser = common::parse_size)]
     pub tile: Option<(u32, u32)>,
     /// Write the final report as JSON to FILE (`-`: standard output)
