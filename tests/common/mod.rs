@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_denoiseseg");
@@ -70,7 +71,10 @@ pub fn test_clip(dir: &Path, name: &str, pattern: &str, n: usize, (w, h): (usize
 
 /// Decodes `path` and returns its frames as packed RGB or GRAY8 bytes.
 pub fn decode(path: &Path, format: &str, w: usize, h: usize) -> Vec<Vec<u8>> {
-    let dir = tmp(&format!("decode-{}", path.file_name().unwrap().to_string_lossy()));
+    // A folder of its own: tests running at once may decode files of one name.
+    static DECODES: AtomicUsize = AtomicUsize::new(0);
+    let n = DECODES.fetch_add(1, Ordering::Relaxed);
+    let dir = tmp(&format!("decode-{n}-{}", path.file_name().unwrap().to_string_lossy()));
     gst_launch(&format!(
         "filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format={format} \
          ! videoconvert ! video/x-raw,format={format},width={w},height={h} \

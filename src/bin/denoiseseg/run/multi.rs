@@ -107,73 +107,187 @@ fn watch_failures(pipeline: &gst::Pipeline) -> Arc<Mutex<Option<usize>>> {
     failed
 }
 
-pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
-    let n = args.inputs.len();
-    if args.view == View::Mosaic {
-        bail!("--view mosaic shows one input; with several, -o is a grid of --view denoised or overlay tiles");
-    }
-    if !args.inputs.iter().any(|i| io::is_rtsp(i)) {
-        let given = [
-            args.rtsp_latency.map(|_| "--rtsp-latency"),
-            args.rtsp_transport.map(|_| "--rtsp-transport"),
-        ];
-        if let Some(option) = given.into_iter().flatten().next() {
-            bail!("{option} applies to rtsp:// inputs only, and none is given");
+/// What a run of several inputs reads and writes, parsed and checked before anything
+/// is built.
+struct Plan {
+    sources: Vec<Source>,
+    /// `-o`: the grid.
+    mosaic: Sink,
+    /// `--outputs`: one file per stream, or none.
+    outputs: Vec<Sink>,
+    /// `--mask-output`: one per stream, or none.
+    masks: Vec<MaskSink>,
+    tile: (u32, u32),
+}
+
+impl Plan {
+    fn new(args: &Args) -> Result<Plan> {
+        let n = args.inputs.len();
+        if args.view == View::Mosaic {
+            bail!("--view mosaic shows one input; with several, -o is a grid of --view denoised or overlay tiles");
         }
-    }
-    let sources = args
-        .inputs
-        .iter()
-        .enumerate()
-        .map(|(i, input)| {
-            let rtsp = io::is_rtsp(input);
-            let (latency, transport) = if rtsp {
-                (args.rtsp_latency, args.rtsp_transport)
-            } else {
-                (None, None)
-            };
-            Source::parse(input, latency, transport).with_context(|| format!("input {i}"))
+        if !args.inputs.iter().any(|i| io::is_rtsp(i)) {
+            let given = [
+                args.rtsp_latency.map(|_| "--rtsp-latency"),
+                args.rtsp_transport.map(|_| "--rtsp-transport"),
+            ];
+            if let Some(option) = given.into_iter().flatten().next() {
+                bail!("{option} applies to rtsp:// inputs only, and none is given");
+            }
+        }
+        let sources = args
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, input)| {
+                let (latency, transport) = if io::is_rtsp(input) {
+                    (args.rtsp_latency, args.rtsp_transport)
+                } else {
+                    (None, None)
+                };
+                Source::parse(input, latency, transport).with_context(|| format!("input {i}"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mosaic = Sink::parse(args.output.as_deref())?;
+        let outputs = match &args.outputs {
+            Some(pattern) => per_stream("--outputs", pattern, n, "out/cam{}.mp4")?
+                .iter()
+                .map(|p| Sink::file(p).with_context(|| format!("--outputs {pattern}")))
+                .collect::<Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
+        let masks = match &args.mask_output {
+            Some(pattern) => per_stream("--mask-output", pattern, n, "masks/cam{}.mkv")?
+                .iter()
+                .map(|p| MaskSink::parse(p))
+                .collect::<Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
+        let labelled = |option: &str, i: usize| format!("{option} (stream {i})");
+        let mut sinks = vec![("-o".to_string(), &mosaic)];
+        sinks.extend(outputs.iter().enumerate().map(|(i, s)| (labelled("--outputs", i), s)));
+        let mask_list: Vec<_> = masks
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (labelled("--mask-output", i), m))
+            .collect();
+        check_outputs(&sources, &sinks, &mask_list)?;
+        common::check_report_path(args.json.as_deref())?;
+        let tile = args.tile.or(args.size).unwrap_or(DEFAULT_TILE);
+        if let Sink::File(..) = mosaic {
+            common::check_h264_size("--tile", tile)?;
+        }
+        if let (false, Some(size)) = (outputs.is_empty(), args.size) {
+            common::check_h264_size("--size", size)?;
+        }
+        Ok(Plan {
+            sources,
+            mosaic,
+            outputs,
+            masks,
+            tile,
         })
-        .collect::<Result<Vec<_>>>()?;
-    let mosaic = Sink::parse(args.output.as_deref())?;
-    let outputs = match &args.outputs {
-        Some(pattern) => per_stream("--outputs", pattern, n, "out/cam{}.mp4")?
-            .iter()
-            .map(|p| Sink::file(p).with_context(|| format!("--outputs {pattern}")))
-            .collect::<Result<Vec<_>>>()?,
-        None => Vec::new(),
-    };
-    let masks = match &args.mask_output {
-        Some(pattern) => per_stream("--mask-output", pattern, n, "masks/cam{}.mkv")?
-            .iter()
-            .map(|p| MaskSink::parse(p))
-            .collect::<Result<Vec<_>>>()?,
-        None => Vec::new(),
-    };
-    let labelled = |option: &str, i: usize| format!("{option} (stream {i})");
-    let mut sinks = vec![("-o".to_string(), &mosaic)];
-    sinks.extend(outputs.iter().enumerate().map(|(i, s)| (labelled("--outputs", i), s)));
-    let mask_list: Vec<_> = masks
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (labelled("--mask-output", i), m))
-        .collect();
-    check_outputs(&sources, &sinks, &mask_list)?;
-    common::check_report_path(args.json.as_deref())?;
-    let tile = args.tile.or(args.size).unwrap_or(DEFAULT_TILE);
-    if let Sink::File(..) = mosaic {
-        common::check_h264_size("--tile", tile)?;
-    }
-    if let (false, Some(size)) = (outputs.is_empty(), args.size) {
-        common::check_h264_size("--size", size)?;
     }
 
+    fn grid(&self) -> bool {
+        !matches!(self.mosaic, Sink::None)
+    }
+
+    /// The pipeline: the grid's compositor and its output, then each stream's branch
+    /// (see the module's description). `leaky`: each stream's element is.
+    fn description(&self, args: &Args, models: &Models, leaky: &[bool]) -> String {
+        let (tw, th) = self.tile;
+        let q = common::queue();
+        let mut desc = String::new();
+        let labels = gst::ElementFactory::find("textoverlay").is_some();
+        if self.grid() {
+            if !labels {
+                eprintln!("note: textoverlay (GStreamer's pango plugin) is missing: the tiles are not labelled");
+            }
+            let (cols, rows) = grid(self.sources.len());
+            let pads: String = (0..self.sources.len())
+                .map(|i| {
+                    let (x, y) = ((i % cols) as u32 * tw, (i / cols) as u32 * th);
+                    format!(" sink_{i}::xpos={x} sink_{i}::ypos={y}")
+                })
+                .collect();
+            let live = self.sources.iter().any(Source::is_live);
+            desc += &format!(
+                "compositor name=grid background=black{pads} ! video/x-raw,width={},height={} ! {q} ! {}",
+                cols as u32 * tw,
+                rows as u32 * th,
+                self.mosaic.description(args.bitrate, live, common::H264_MUX)
+            );
+        }
+        let scale = match args.size {
+            Some((w, h)) => format!(" ! videoscale ! video/x-raw,width={w},height={h}"),
+            None => String::new(),
+        };
+        let output = if args.view == View::Overlay {
+            "overlay"
+        } else {
+            "denoised"
+        };
+        for (i, source) in self.sources.iter().enumerate() {
+            let chain = models.chain([&name(i, "den"), &name(i, "d")], leaky[i], Some(ENGINE_ID), output);
+            let tee = name(i, "tee");
+            desc += &format!(
+                " {}{scale} ! videoconvert ! {chain} ! tee name={tee}",
+                source.description(Some(&name(i, "src")), leaky[i])
+            );
+            if self.grid() {
+                let text = if labels {
+                    format!(" ! {}", label(&i.to_string()))
+                } else {
+                    String::new()
+                };
+                desc += &format!(" {tee}. ! {q} ! {}{text} ! grid.sink_{i}", panel(tw, th));
+            }
+            match self.outputs.get(i) {
+                Some(sink) => {
+                    let file = sink.description(args.bitrate, source.is_live(), &name(i, "out"));
+                    desc += &format!(" {tee}. ! {q} ! {file}");
+                }
+                None if !self.grid() => desc += &format!(" {tee}. ! {q} ! fakesink sync=false"),
+                None => {}
+            }
+            if let Some(mask) = self.masks.get(i) {
+                desc += &format!(" {}", mask.description(&name(i, "d"), &name(i, "masks")));
+            }
+        }
+        desc.trim_start().to_string()
+    }
+
+    /// The files the pipeline writes: the grid's, and each stream's.
+    fn watch(&self, pipeline: &gst::Pipeline) -> Result<(Option<OutputFile>, Vec<Vec<OutputFile>>)> {
+        let mosaic = match &self.mosaic {
+            Sink::File(p, _) => Some(OutputFile::watch(pipeline, common::H264_MUX, p, false)?),
+            _ => None,
+        };
+        let mut streams = Vec::new();
+        for i in 0..self.sources.len() {
+            let mut files = Vec::new();
+            if let Some(Sink::File(p, _)) = self.outputs.get(i) {
+                files.push(OutputFile::watch(pipeline, &name(i, "out"), p, false)?);
+            }
+            if let Some(mask) = self.masks.get(i) {
+                files.push(mask.watch(pipeline, &name(i, "masks"))?);
+            }
+            streams.push(files);
+        }
+        Ok((mosaic, streams))
+    }
+}
+
+pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
+    let plan = Plan::new(&args)?;
     common::init_gstreamer()?;
-    let live: Vec<bool> = sources.iter().map(Source::is_live).collect();
-    let any_live = live.contains(&true);
+    let live: Vec<bool> = plan.sources.iter().map(Source::is_live).collect();
     // The element's settings, checked on a scratch element before anything is built:
-    // first as given, for max-in-flight, then with the default batch.
-    let opts = with_default_batch(&args.element, n, args.element.check()?.property::<u32>("max-in-flight"))?;
+    // first as given, for max-in-flight, then with the default batch, on each stream
+    // (live ones run leaky unless told otherwise).
+    let in_flight = args.element.check()?.property::<u32>("max-in-flight");
+    let opts = with_default_batch(&args.element, live.len(), in_flight)?;
     let mut leaky = Vec::new();
     for &l in &live {
         let settings = common::scratch_element()?;
@@ -183,70 +297,7 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     let models = Models::load(&args)?;
     models.check_masks(args.mask_output.as_deref())?;
 
-    let (cols, rows) = grid(n);
-    let (tw, th) = tile;
-    let labels = gst::ElementFactory::find("textoverlay").is_some();
-    if !labels && !matches!(mosaic, Sink::None) {
-        eprintln!("note: textoverlay (GStreamer's pango plugin) is missing: the tiles are not labelled");
-    }
-    let scale = match args.size {
-        Some((w, h)) => format!(" ! videoscale ! video/x-raw,width={w},height={h}"),
-        None => String::new(),
-    };
-    let output = if args.view == View::Overlay {
-        "overlay"
-    } else {
-        "denoised"
-    };
-    let q = common::queue();
-    let mut desc = String::new();
-    if !matches!(mosaic, Sink::None) {
-        let pads: String = (0..n)
-            .map(|i| {
-                format!(
-                    " sink_{i}::xpos={} sink_{i}::ypos={}",
-                    (i % cols) as u32 * tw,
-                    (i / cols) as u32 * th
-                )
-            })
-            .collect();
-        desc += &format!(
-            "compositor name=grid background=black{pads} ! video/x-raw,width={},height={} ! {q} ! {}",
-            cols as u32 * tw,
-            rows as u32 * th,
-            mosaic.description(args.bitrate, any_live, common::H264_MUX)
-        );
-    }
-    for (i, source) in sources.iter().enumerate() {
-        let chain = models.chain([&name(i, "den"), &name(i, "d")], leaky[i], Some(ENGINE_ID), output);
-        let tee = name(i, "tee");
-        desc += &format!(
-            " {}{scale} ! videoconvert ! {chain} ! tee name={tee}",
-            source.description(Some(&name(i, "src")), leaky[i])
-        );
-        if !matches!(mosaic, Sink::None) {
-            let text = if labels {
-                format!(" ! {}", label(&i.to_string()))
-            } else {
-                String::new()
-            };
-            desc += &format!(" {tee}. ! {q} ! {}{text} ! grid.sink_{i}", panel(tw, th));
-        }
-        match outputs.get(i) {
-            Some(sink) => {
-                desc += &format!(
-                    " {tee}. ! {q} ! {}",
-                    sink.description(args.bitrate, live[i], &name(i, "out"))
-                );
-            }
-            None if matches!(mosaic, Sink::None) => desc += &format!(" {tee}. ! {q} ! fakesink sync=false"),
-            None => {}
-        }
-        if let Some(mask) = masks.get(i) {
-            desc += &format!(" {}", mask.description(&name(i, "d"), &name(i, "masks")));
-        }
-    }
-    let desc = desc.trim_start().to_string();
+    let desc = plan.description(&args, &models, &leaky);
     if args.print_pipeline || verbose > 0 {
         eprintln!("pipeline: {desc}");
         if args.print_pipeline {
@@ -261,29 +312,19 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
             .with_context(|| format!("input {i}"))?;
         chains.push(chain);
     }
-    if any_live && leaky.contains(&true) {
+    if live.iter().zip(&leaky).any(|(&l, &k)| l && k) {
         eprintln!("live inputs: frames are dropped when the model cannot keep up (--no-leaky to queue them instead)");
     }
-    let mosaic_file = match &mosaic {
-        Sink::File(p, _) => Some(OutputFile::watch(&pipeline, common::H264_MUX, p, false)?),
-        _ => None,
-    };
-    let mut stream_files: Vec<Vec<OutputFile>> = Vec::new();
-    for i in 0..n {
-        let mut files = Vec::new();
-        if let Some(Sink::File(p, _)) = outputs.get(i) {
-            files.push(OutputFile::watch(&pipeline, &name(i, "out"), p, false)?);
-        }
-        if let Some(mask) = masks.get(i) {
-            files.push(mask.watch(&pipeline, &name(i, "masks"))?);
-        }
-        stream_files.push(files);
-    }
+    let (mosaic_file, stream_files) = plan.watch(&pipeline)?;
 
     let failed = watch_failures(&pipeline);
     let elements: Vec<gst::Element> = chains.iter().map(|(e, _)| e.clone()).collect();
     let started = Instant::now();
-    let progress = if any_live { Progress::Live } else { Progress::File };
+    let progress = if live.contains(&true) {
+        Progress::Live
+    } else {
+        Progress::File
+    };
     let ending = common::run_streams(&pipeline, &elements, progress).map_err(|e| {
         match *failed.lock().unwrap_or_else(|e| e.into_inner()) {
             Some(i) => e.context(format!("input {i} ({})", args.inputs[i])),
