@@ -235,6 +235,21 @@ fn several_inputs_errors_are_one_line_naming_the_input() {
         &["run", c, bad.to_str().unwrap(), "--model", &m],
         &format!("input 1 ({})", bad.display()),
     );
+    // A camera that is not there: the run ends, naming it, with the reason.
+    let o = run(&[
+        "run",
+        c,
+        "rtsp://127.0.0.1:1/none",
+        "--rtsp-transport",
+        "tcp",
+        "--model",
+        &m,
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap();
+    assert!(last.contains("input 1 (rtsp://127.0.0.1:1/none)"), "{err}");
+    assert!(last.contains("Failed to connect"), "{err}");
 }
 
 #[test]
