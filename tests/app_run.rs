@@ -7,14 +7,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{app, gst_launch, test_model};
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dseg-app-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::{app, decode, fails_cleanly, gst_launch, interrupt_app, run, stderr, test_clip, test_model, tmp};
 
 /// A lossless RGB clip (FFV1 in Matroska) of `n` frames.
 fn make_clip(dir: &Path, n: usize, w: usize, h: usize) -> PathBuf {
@@ -23,43 +16,7 @@ fn make_clip(dir: &Path, n: usize, w: usize, h: usize) -> PathBuf {
 
 /// [`make_clip`] at `fps` frames per second.
 fn make_clip_at(dir: &Path, n: usize, w: usize, h: usize, fps: u32) -> PathBuf {
-    let path = dir.join("clip.mkv");
-    gst_launch(&format!(
-        "videotestsrc num-buffers={n} pattern=smpte ! video/x-raw,format=RGB,width={w},height={h},framerate={fps}/1 \
-         ! videoconvert ! video/x-raw,format=BGRx ! avenc_ffv1 ! matroskamux ! filesink location={}",
-        path.display()
-    ));
-    path
-}
-
-/// Decodes `path` and returns its frames as packed RGB or GRAY8 bytes.
-fn decode(path: &Path, format: &str, w: usize, h: usize) -> Vec<Vec<u8>> {
-    let dir = tmp(&format!("decode-{}", path.file_name().unwrap().to_string_lossy()));
-    gst_launch(&format!(
-        "filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format={format} \
-         ! videoconvert ! video/x-raw,format={format},width={w},height={h} \
-         ! multifilesink location={}/%04d.raw",
-        path.display(),
-        dir.display()
-    ));
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
-    let bpp = if format == "RGB" { 3 } else { 1 };
-    files
-        .iter()
-        .map(|f| {
-            let data = std::fs::read(f).unwrap();
-            // GStreamer rows are 4-byte aligned; pack them.
-            let stride = (w * bpp).div_ceil(4) * 4;
-            (0..h)
-                .flat_map(|y| data[y * stride..y * stride + w * bpp].to_vec())
-                .collect()
-        })
-        .collect()
-}
-
-fn run(args: &[&str]) -> Output {
-    app().args(args).output().expect("the app runs")
+    test_clip(dir, "clip.mkv", "smpte", n, (w, h), fps)
 }
 
 /// Runs the app and fails the test (killing the app) if it has not ended in `secs`.
@@ -80,10 +37,6 @@ fn run_within(secs: u64, args: &[&str]) -> Output {
         std::thread::sleep(Duration::from_millis(50));
     }
     child.wait_with_output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]
@@ -251,16 +204,6 @@ fn demo_writes_a_playable_mosaic_and_gains_psnr() {
 
 /// A failed run that says `want` on its one line of stderr, and nothing from GStreamer
 /// or GLib (CRITICAL or WARNING blocks) around it.
-fn fails_cleanly(args: &[&str], want: &str) {
-    let o = run(args);
-    let err = stderr(&o);
-    assert!(!o.status.success(), "{args:?} succeeded");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "{args:?}: one line expected:\n{err}");
-    assert!(lines[0].contains(want), "{args:?}: expected '{want}' in:\n{err}");
-    assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
-}
-
 #[test]
 fn option_combinations_and_start_failures_are_one_line_without_gstreamer_criticals() {
     let dir = tmp("combos");
@@ -573,28 +516,9 @@ fn stalling_http_server(data: Vec<u8>, head: usize) -> u16 {
 /// `within`) until `out` exists and holds at least `min_bytes`, then `settle` more,
 /// interrupts it once (SIGINT) and returns what it printed.
 fn interrupt_run(input: &str, out: &Path, min_bytes: u64, settle: Duration, within: Duration) -> Output {
-    let child = app()
-        .args(["run", input, "-o", out.to_str().unwrap()])
-        .args(["--model", &test_model("joint.onnx")])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while std::fs::metadata(out).map(|m| m.len() < min_bytes).unwrap_or(true) {
-        assert!(
-            start.elapsed() < within,
-            "{} does not hold {min_bytes} bytes after {within:?}",
-            out.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(settle);
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    child.wait_with_output().unwrap()
+    let model = test_model("joint.onnx");
+    let args = ["run", input, "-o", out.to_str().unwrap(), "--model", &model];
+    interrupt_app(&args, out, min_bytes, settle, within)
 }
 
 #[test]

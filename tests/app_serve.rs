@@ -14,7 +14,7 @@ mod common;
 use common::{app, test_model};
 
 fn tmp(name: &str) -> PathBuf {
-    common::fresh_dir(&format!("dseg-serve-{}-{name}", std::process::id()))
+    common::tmp(&format!("serve-{name}"))
 }
 
 /// `serve --port 0` on the joint test model, on the CPU.
@@ -416,12 +416,7 @@ fn config_streams_start_at_launch_and_live_inputs_reconnect() {
     assert_eq!((status, &v["state"]), (200, &json!("finished")), "{v}");
     assert!(start.elapsed() < Duration::from_secs(5));
     // A file finishes at its end, every frame written.
-    let clip = dir.join("clip.mkv");
-    common::gst_launch(&format!(
-        "videotestsrc num-buffers=30 pattern=smpte ! video/x-raw,format=RGB,width=64,height=32,framerate=25/1 \
-         ! videoconvert ! video/x-raw,format=BGRx ! avenc_ffv1 ! matroskamux ! filesink location={}",
-        clip.display()
-    ));
+    let clip = common::test_clip(&dir, "clip.mkv", "smpte", 30, (64, 32), 25);
     let from_file = dir.join("from-file.mp4");
     let id = s.add(json!({"uri": clip, "output": from_file, "view": "overlay"}));
     let done = s.wait_for(&id, "finished", |v| v["state"] == "finished");

@@ -1,7 +1,7 @@
 //! `denoiseseg`: the command-line app on the `denoiseseg` GStreamer element.
 //!
 //! Commands: `demo` (the shipped model on the shipped noisy street clip, as an MP4
-//! mosaic), `run` (files, URIs and cameras), `eval` (PSNR, SSIM and mIoU at given noise
+//! mosaic), `run` (files, URIs and cameras, one or several on one shared engine), `eval` (PSNR, SSIM and mIoU at given noise
 //! levels), `bench` (the element pipeline against a bare ONNX Runtime loop) and
 //! `models` (the contract check of shipped and given models, and a suggested sidecar for
 //! a model brought without one) and `serve` (an HTTP service running streams on one
@@ -25,6 +25,7 @@ Examples:
   denoiseseg run /dev/video0 -o screen             a camera to the screen, live statistics
   denoiseseg run rtsp://cam/stream -o rec.mkv --mask-output classes.mkv
   denoiseseg run dashcam.mp4 --seg-model cityscapes.onnx -o out.mp4 --view overlay
+  denoiseseg run cam1.mp4 cam2.mp4 /dev/video0 -o grid.mp4 --outputs out/cam{}.mp4   3 streams, one engine
   denoiseseg eval models/sample/street.mp4 --labels models/sample/street-labels.mkv --sigma 15,25,50
   denoiseseg bench --size 1024x512 --provider cpu
   denoiseseg models cityscapes.onnx --write-sidecar
@@ -49,7 +50,7 @@ struct Cli {
 enum Command {
     /// Run the shipped model on the shipped noisy street clip; writes an MP4 mosaic
     Demo(demo::Args),
-    /// Denoise and segment a video file, a URI (file, rtsp, http) or a camera
+    /// Denoise and segment a video file, a URI (file, rtsp, http) or a camera; or several on one shared engine
     Run(run::Args),
     /// Add seeded noise to clean footage, run the model, report PSNR, SSIM and mIoU
     Eval(eval::Args),

@@ -48,9 +48,14 @@ pub const H264_MUX: &str = "h264_mux";
 /// [`file_sink`], the muxer named [`H264_MUX`]. `low_latency` (live inputs) turns
 /// off x264enc's lookahead and B-frames.
 pub fn h264_file(path: &Path, mux: &str, bitrate: u32, low_latency: bool) -> String {
+    h264_file_as(path, mux, H264_MUX, bitrate, low_latency)
+}
+
+/// [`h264_file`] with the muxer named `name`: one of several file outputs of a pipeline.
+pub fn h264_file_as(path: &Path, mux: &str, name: &str, bitrate: u32, low_latency: bool) -> String {
     format!(
         "videoconvert ! video/x-raw,format=I420 ! x264enc bitrate={bitrate} speed-preset=veryfast{} \
-         ! h264parse ! {mux} name={H264_MUX} ! {}",
+         ! h264parse ! {mux} name={name} ! {}",
         if low_latency { " tune=zerolatency" } else { "" },
         file_sink(path)
     )

@@ -83,6 +83,10 @@ impl OutputFile {
         self.frames.load(Ordering::Relaxed)
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// After the pipeline stopped: removes the file when it holds no frame or was not
     /// finalized (a muxer's headers alone do not play), and says what became of it.
     pub fn conclude(&self, ending: Ending) -> String {
@@ -108,9 +112,9 @@ pub enum Progress {
     Live,
 }
 
-/// The frames the element gave so far.
-fn frames_of(element: &gst::Element) -> u64 {
-    element.property::<u64>("frames-processed")
+/// The frames the elements gave so far.
+fn frames_of(elements: &[gst::Element]) -> u64 {
+    elements.iter().map(|e| e.property::<u64>("frames-processed")).sum()
 }
 
 /// Runs `pipeline` to its end: EOS, an error (returned with GStreamer's detail as
@@ -118,8 +122,15 @@ fn frames_of(element: &gst::Element) -> u64 {
 /// element: its frames tell the progress line, and whether Ctrl-C has anything to
 /// finalize.
 pub fn run_pipeline(pipeline: &gst::Pipeline, element: &gst::Element, progress: Progress) -> Result<Ending> {
+    run_streams(pipeline, std::slice::from_ref(element), progress)
+}
+
+/// [`run_pipeline`] for a pipeline of several streams, each with its denoiseseg
+/// element: the progress line sums their frames (and drops), and Ctrl-C has something
+/// to finalize once any of them gave a frame.
+pub fn run_streams(pipeline: &gst::Pipeline, elements: &[gst::Element], progress: Progress) -> Result<Ending> {
     install_ctrl_c();
-    let ending = drive(pipeline, element, progress);
+    let ending = drive(pipeline, elements, progress);
     // However it ended, even when it never started (an element that refused its
     // settings, a file that cannot be opened), the pipeline goes back to NULL: that
     // closes the files, and GStreamer prints CRITICAL blocks for elements disposed
@@ -130,7 +141,7 @@ pub fn run_pipeline(pipeline: &gst::Pipeline, element: &gst::Element, progress: 
     Ok(ending)
 }
 
-fn drive(pipeline: &gst::Pipeline, element: &gst::Element, progress: Progress) -> Result<Ending> {
+fn drive(pipeline: &gst::Pipeline, elements: &[gst::Element], progress: Progress) -> Result<Ending> {
     let bus = pipeline.bus().expect("a pipeline has a bus");
     pipeline
         .set_state(gst::State::Playing)
@@ -175,7 +186,7 @@ fn drive(pipeline: &gst::Pipeline, element: &gst::Element, progress: Progress) -
         }
         match interrupts() {
             0 => {}
-            1 if !sent_eos && frames_of(element) == 0 => break Ending::BeforeFirstFrame,
+            1 if !sent_eos && frames_of(elements) == 0 => break Ending::BeforeFirstFrame,
             1 if !sent_eos => {
                 sent_eos = true;
                 pipeline.send_event(gst::event::Eos::new());
@@ -183,7 +194,7 @@ fn drive(pipeline: &gst::Pipeline, element: &gst::Element, progress: Progress) -
             1 => {}
             _ => break Ending::Aborted,
         }
-        let frames = frames_of(element);
+        let frames = frames_of(elements);
         let fps = frames as f64 / started.elapsed().as_secs_f64().max(1e-3);
         match progress {
             Progress::None => {}
@@ -198,8 +209,12 @@ fn drive(pipeline: &gst::Pipeline, element: &gst::Element, progress: Progress) -
                 bar.set_message(format!("{frames} frames, {fps:.1} frames/s"));
             }
             Progress::Live => {
-                let dropped = element.property::<u64>("frames-dropped");
-                let latency = element.property::<f64>("mean-latency");
+                let dropped: u64 = elements.iter().map(|e| e.property::<u64>("frames-dropped")).sum();
+                // The slowest stream's.
+                let latency = elements
+                    .iter()
+                    .map(|e| e.property::<f64>("mean-latency"))
+                    .fold(0.0, f64::max);
                 bar.set_message(format!(
                     "{frames} frames, {fps:.1} frames/s, {dropped} dropped, latency {latency:.0} ms"
                 ));
