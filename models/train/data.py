@@ -247,9 +247,10 @@ class Batcher:
 
     def __init__(self, rng, crop, source="synth", n_scenes=3000, seed0=0, natural_frac=0.25,
                  cityscapes_root=None, log=print, deadleaves_frac=0.0, photo_sets=0, rare_scenes=0,
-                 trams=False, real_scenes=0, real_frac=0.0, seg_aug=False, zoom=(1.0, 1.0)):
+                 trams=False, real_scenes=0, real_frac=0.0, seg_aug=False, zoom=(1.0, 1.0), plain_v1_frac=0.0):
         self.rng, self.crop = rng, crop
         self.zoom = zoom
+        self.plain_v1_frac = plain_v1_frac
         self.real_frac = real_frac if real_scenes else 0.0
         self.natural_frac = natural_frac
         self.deadleaves_frac = deadleaves_frac
@@ -351,11 +352,13 @@ class Batcher:
             elif self.cs is not None:
                 im, lb = self._crop(*self.cs.get(self.rng.integers(len(self.cs))))
             else:
-                imgs, labs = self.real if self.real is not None and self.rng.random() < self.real_frac else \
-                    (self.imgs, self.labs)
+                real = self.real is not None and self.rng.random() < self.real_frac
+                imgs, labs = self.real if real else (self.imgs, self.labs)
+                # a share of the v1 crops stays as the v1 look renders it (no zoom, no augmentation)
+                plain = not real and self.rng.random() < self.plain_v1_frac
                 i = self.rng.integers(len(imgs))
-                im, lb = self._crop(imgs[i], labs[i], zoom=True)
-                if self.photos is not None:
+                im, lb = self._crop(imgs[i], labs[i], zoom=not plain)
+                if self.photos is not None and not plain:
                     im = seg_aug.augment(self.rng, np.ascontiguousarray(im), np.ascontiguousarray(lb), self.photos, IGNORE)
             ims.append(np.ascontiguousarray(im))
             lbs.append(np.ascontiguousarray(lb))

@@ -233,6 +233,8 @@ def parser():
     ap.add_argument("--seg-aug", action="store_true",
                     help="texture randomization from photos, photometric jitter, blur, JPEG, vignetting on the "
                          "scene crops (seg_aug.py)")
+    ap.add_argument("--plain-v1-frac", type=float, default=0.0,
+                    help="share of the v1-look scene crops left as rendered (no --zoom, no --seg-aug)")
     ap.add_argument("--zoom", default="1,1", help="scene crops resampled by a log-uniform factor in LO,HI first")
     ap.add_argument("--train-only", default="all", choices=["all", "final-seg"],
                     help="final-seg (--model sdb): train only the final segmenter, on the frozen network's "
@@ -388,7 +390,8 @@ def main():
                            deadleaves_frac=args.deadleaves_frac if args.model not in ("seg", "ffdseg") else 0.0,
                            cityscapes_root=args.cityscapes_root, log=log, photo_sets=args.debian_photos,
                            rare_scenes=args.rare_scenes, trams=args.trams, real_scenes=args.real_scenes,
-                           real_frac=args.real_frac, seg_aug=args.seg_aug, zoom=zoom_range(ap, args.zoom))
+                           real_frac=args.real_frac, seg_aug=args.seg_aug, zoom=zoom_range(ap, args.zoom),
+                           plain_v1_frac=args.plain_v1_frac)
 
     pool = None
     if args.codec_pool and args.codec_frac > 0:
