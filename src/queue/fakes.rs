@@ -108,7 +108,7 @@ pub(super) type Log = Arc<Mutex<Vec<BatchLog>>>;
 /// A configurable fake backend: adds `add` to every sample, optionally waiting on
 /// `gate` (one message per batch, or the sender dropped to open it for good),
 /// sleeping, failing or panicking on a chosen frame.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(super) struct FakeBackend {
     pub(super) add: f32,
     pub(super) sleep: Duration,
@@ -135,6 +135,10 @@ pub(super) fn gated(log: Log) -> (FakeBackend, Sender<()>, Receiver<Vec<u64>>) {
 }
 
 impl Backend for FakeBackend {
+    fn replicate(&self) -> Result<Box<dyn Backend>> {
+        Ok(Box::new(self.clone()))
+    }
+
     fn run(&mut self, batch: &mut [Pooled]) -> Result<()> {
         let ids: Vec<u64> = batch.iter().map(|t| t.image[0] as u64).collect();
         lock(&self.log).push(BatchLog {

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::binding::Bindings;
-use super::session::{BuildReport, LoadedModel, Provider};
+use super::session::{load_model, BuildReport, LoadedModel, Provider, SessionOptions};
 use crate::backend::Backend;
 use crate::model::{ElemType, GraphInfo, ModelSpec};
 use crate::preprocess::{self, LabelValue, Placement, Scratch};
@@ -220,6 +220,21 @@ fn labels_back<T: LabelValue>(
 impl Backend for OrtBackend {
     fn name(&self) -> String {
         self.model.provider.name().to_string()
+    }
+
+    fn engine_cache(&self) -> &'static str {
+        self.model.build.cache.name()
+    }
+
+    /// A new session on the provider in use (a TensorRT engine comes from the cache
+    /// the first session wrote), with its own bindings.
+    fn replicate(&self) -> Result<Box<dyn Backend>> {
+        let m = &self.model;
+        let opts = SessionOptions {
+            provider: m.provider,
+            ..m.options.clone()
+        };
+        Ok(Box::new(OrtBackend::new(load_model(&m.env, &m.spec, &opts)?)))
     }
 
     fn run(&mut self, batch: &mut [Pooled]) -> Result<()> {

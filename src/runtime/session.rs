@@ -353,6 +353,8 @@ pub struct LoadedModel {
     pub build: BuildReport,
     /// The options it was built with.
     pub options: SessionOptions,
+    /// The environment it was built in (for replicas of it).
+    pub env: Environment,
 }
 
 /// How a session build went: its time (with TensorRT, the engine build or its load
@@ -412,6 +414,7 @@ pub fn load_model(env: &Environment, spec: &ModelSpec, opts: &SessionOptions) ->
         warnings,
         build,
         options: opts.clone(),
+        env: env.clone(),
     })
 }
 
