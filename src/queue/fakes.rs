@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::support;
-use super::{lock, FrameQueue, NoStages, Output, Processor, QueueConfig, Recv, Tunables};
+use super::{lock, FrameQueue, NoStages, Output, Processor, QueueConfig, Recv, Submitted, Tunables};
 use crate::backend::{Backend, BackendFactory};
 use crate::tensors::{Pooled, Tensors};
 use crate::{Error, Result};
@@ -254,4 +254,21 @@ pub(super) fn wait_until(what: &str, cond: impl Fn() -> bool) {
 
 pub(super) fn batch_ids(log: &Log) -> Vec<Vec<u64>> {
     lock(log).iter().map(|b| b.ids.clone()).collect()
+}
+
+/// Feeds `n` frames to each queue from a thread of its own, frame ids
+/// `1000 * (stream + 1) + i`; each receiver answers when its feeder is done.
+pub(super) fn feed_streams(queues: &[Guard], n: u64) -> Vec<Receiver<()>> {
+    queues
+        .iter()
+        .enumerate()
+        .map(|(s, q)| {
+            let q = q.arc();
+            spawn_call(move || {
+                for i in 0..n {
+                    assert_eq!(q.submit(frame(1000 * (s as u64 + 1) + i)), Ok(Submitted::Queued));
+                }
+            })
+        })
+        .collect()
 }

@@ -308,7 +308,12 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
             threads.push(spawn(format!("dseg-post-{i}"), Box::new(move || post_worker(sh, rx)))?);
         }
         let stream = engine::next_stream_id();
-        engine.attach(Box::new(QueuePort::new(stream, shared.clone(), infer_rx.clone(), post_tx)));
+        engine.attach(Box::new(QueuePort::new(
+            stream,
+            shared.clone(),
+            infer_rx.clone(),
+            post_tx,
+        )));
         Ok(FrameQueue {
             shared,
             pre_tx: Mutex::new(Some(pre_tx)),

@@ -402,7 +402,9 @@ mod tests {
     fn test_backend(name: &str) -> OrtBackend {
         let candidates = crate::runtime::library_candidates(None, None);
         let (env, _) = crate::runtime::environment(&candidates).expect("ONNX Runtime (make setup)");
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models").join(name);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/models")
+            .join(name);
         let spec = crate::model::ModelSpec::load(&path).unwrap();
         let opts = crate::runtime::SessionOptions {
             provider: Provider::Cpu,

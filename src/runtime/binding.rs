@@ -82,8 +82,13 @@ impl Bindings {
             return (host(), None);
         };
         let pinned = |kind| {
-            MemoryInfo::new(AllocationDevice::CUDA_PINNED, device as i32, AllocatorType::Device, kind)
-                .and_then(|info| Allocator::new(session, info))
+            MemoryInfo::new(
+                AllocationDevice::CUDA_PINNED,
+                device as i32,
+                AllocatorType::Device,
+                kind,
+            )
+            .and_then(|info| Allocator::new(session, info))
         };
         match (pinned(MemoryType::CPUInput), pinned(MemoryType::CPUOutput)) {
             (Ok(input_alloc), Ok(output_alloc)) => (
@@ -117,11 +122,15 @@ impl Bindings {
             Some(i) => i,
             None => {
                 if self.slots.len() >= MAX_SLOTS {
-                    let lru = (0..self.slots.len()).min_by_key(|&i| self.slots[i].last_use).unwrap_or(0);
+                    let lru = (0..self.slots.len())
+                        .min_by_key(|&i| self.slots[i].last_use)
+                        .unwrap_or(0);
                     self.slots.swap_remove(lru);
                 }
                 let slot = self.bind(session, spec, shape).map_err(|e| {
-                    Error::Ort(format!("cannot bind the model's inputs and outputs for shape {shape:?}: {e}"))
+                    Error::Ort(format!(
+                        "cannot bind the model's inputs and outputs for shape {shape:?}: {e}"
+                    ))
                 })?;
                 self.slots.push(slot);
                 self.slots.len() - 1

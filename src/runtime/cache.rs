@@ -164,7 +164,10 @@ struct Hasher {
 
 impl Default for Hasher {
     fn default() -> Self {
-        Hasher { state: FNV_OFFSET, len: 0 }
+        Hasher {
+            state: FNV_OFFSET,
+            len: 0,
+        }
     }
 }
 
@@ -260,7 +263,11 @@ impl EngineFiles {
             .filter(|e| e.path().extension().is_some_and(|x| x == "engine"))
             .filter_map(|e| {
                 let meta = e.metadata().ok()?;
-                Some((e.file_name().to_string_lossy().into_owned(), meta.len(), meta.modified().ok()))
+                Some((
+                    e.file_name().to_string_lossy().into_owned(),
+                    meta.len(),
+                    meta.modified().ok(),
+                ))
             })
             .collect();
         files.sort();
@@ -381,7 +388,10 @@ mod tests {
         let folder = key().create_folder(dir.path()).unwrap();
         assert_eq!(folder, key().folder(dir.path()));
         let txt = std::fs::read_to_string(folder.join("key.txt")).unwrap();
-        assert!(txt.contains("gpu=NVIDIA H200") && txt.contains("precision=fp16"), "{txt}");
+        assert!(
+            txt.contains("gpu=NVIDIA H200") && txt.contains("precision=fp16"),
+            "{txt}"
+        );
         // A second time finds it as it is.
         assert_eq!(key().create_folder(dir.path()).unwrap(), folder);
     }
@@ -406,7 +416,11 @@ mod tests {
         assert_eq!(before.outcome(&EngineFiles::scan(d)), CacheOutcome::Miss);
         // An engine rewritten (other size): a miss.
         let before = EngineFiles::scan(d);
-        std::fs::write(d.join("TensorrtExecutionProvider_TRTKernel_graph_1_sm90.engine"), b"rebuilt").unwrap();
+        std::fs::write(
+            d.join("TensorrtExecutionProvider_TRTKernel_graph_1_sm90.engine"),
+            b"rebuilt",
+        )
+        .unwrap();
         assert_eq!(before.outcome(&EngineFiles::scan(d)), CacheOutcome::Miss);
         // Nothing before and nothing after (an engine built later, at the first run): a miss.
         let empty = tempfile::tempdir().unwrap();

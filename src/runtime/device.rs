@@ -80,7 +80,10 @@ pub(super) fn cuda_device(device_id: u32) -> Result<(String, String, String), St
         let mut dev: c_int = 0;
         check(&format!("cuDeviceGet({device_id})"), get(&mut dev, ordinal))?;
         let mut name = [0 as c_char; 256];
-        check("cuDeviceGetName", get_name(name.as_mut_ptr(), name.len() as c_int - 1, dev))?;
+        check(
+            "cuDeviceGetName",
+            get_name(name.as_mut_ptr(), name.len() as c_int - 1, dev),
+        )?;
         let name = CStr::from_ptr(name.as_ptr()).to_string_lossy().trim().to_string();
         let (mut major, mut minor): (c_int, c_int) = (0, 0);
         check(

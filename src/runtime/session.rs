@@ -183,7 +183,11 @@ fn tensorrt_profile_options(
         .as_ref()
         .map(|s| (format!(",{s}:{min_batch}x1x1x1"), format!(",{s}:{batch}x1x1x1")));
     let (s_min, s_max) = sigma.unwrap_or_default();
-    Ok([format!("{min}{s_min}"), format!("{opt}{s_max}"), format!("{max}{s_max}")])
+    Ok([
+        format!("{min}{s_min}"),
+        format!("{opt}{s_max}"),
+        format!("{max}{s_max}"),
+    ])
 }
 
 /// A TensorRT session's engine cache folder (keyed by [`CacheKey`]), made ready

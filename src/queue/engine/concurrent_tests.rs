@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::tests::join;
 use super::Engine;
 use crate::backend::Backend;
 use crate::queue::fakes::*;
-use crate::queue::support::{self, config, factory_of, spawn_receiver, tunables};
+use crate::queue::support::{config, factory_of, spawn_receiver, tunables};
 use crate::queue::{lock, FrameQueue, NoStages, QueueConfig, Submitted};
 use crate::tensors::Pooled;
 use crate::Result;
@@ -58,7 +59,11 @@ fn with_runs(mut cfg: QueueConfig, runs: usize) -> QueueConfig {
 fn a_private_engine_with_two_and_three_runs_keeps_order_and_counts_each_frame_once() {
     for runs in [2usize, 3] {
         let backend = Jittery::default();
-        let (log, most, replicas) = (backend.log.clone(), backend.most_at_once.clone(), backend.replicas.clone());
+        let (log, most, replicas) = (
+            backend.log.clone(),
+            backend.most_at_once.clone(),
+            backend.replicas.clone(),
+        );
         let q = start(
             with_runs(config(2, 16, 2), runs),
             tunables(false, 0.0, Duration::from_millis(2)),
@@ -141,32 +146,16 @@ fn three_streams_on_a_shared_engine_with_two_runs_keep_their_own_order() {
     assert_eq!(engine.concurrent_runs(), 2);
     let queues: Vec<Guard> = (0..3)
         .map(|_| {
-            support::Guard(Arc::new(
-                FrameQueue::with_engine(
-                    with_runs(config(3, 12, 1), 2),
-                    tunables(false, 0.0, Duration::from_millis(3)),
-                    Arc::new(proc_(8)),
-                    Arc::new(NoStages),
-                    engine.clone(),
-                )
-                .expect("queue starts"),
-            ))
+            join(
+                &engine,
+                with_runs(config(3, 12, 1), 2),
+                tunables(false, 0.0, Duration::from_millis(3)),
+            )
         })
         .collect();
     let receivers: Vec<_> = queues.iter().map(|q| spawn_receiver(q.arc())).collect();
     let n = 30u64;
-    let feeders: Vec<_> = queues
-        .iter()
-        .enumerate()
-        .map(|(s, q)| {
-            let q = q.arc();
-            spawn_call(move || {
-                for i in 0..n {
-                    assert_eq!(q.submit(frame(1000 * (s as u64 + 1) + i)), Ok(Submitted::Queued));
-                }
-            })
-        })
-        .collect();
+    let feeders = feed_streams(&queues, n);
     for (s, rx) in receivers.iter().enumerate() {
         for i in 0..n {
             let (out, _) = next_frame(rx);
@@ -187,9 +176,13 @@ fn three_streams_on_a_shared_engine_with_two_runs_keep_their_own_order() {
         assert_eq!(st.engine_streams, 3);
     }
     // Another number of runs under the same id is refused, naming the setting.
-    let err = Engine::shared("engine-test-runs", settings(), 3, 3, || -> crate::backend::BackendFactory {
-        panic!("no second backend is built")
-    })
+    let err = Engine::shared(
+        "engine-test-runs",
+        settings(),
+        3,
+        3,
+        || -> crate::backend::BackendFactory { panic!("no second backend is built") },
+    )
     .err()
     .expect("other concurrent-runs refused")
     .to_string();
@@ -230,35 +223,4 @@ fn a_backend_that_cannot_replicate_fails_the_engine_with_a_clear_error() {
         factory_of(Single),
     );
     assert!(bad.err().unwrap().to_string().contains("concurrent-runs 9"));
-}
-
-#[test]
-fn a_failed_batch_among_concurrent_runs_fails_only_its_frames() {
-    let backend = FakeBackend {
-        fail_on: Some(5),
-        sleep: Duration::from_millis(2),
-        ..FakeBackend::default()
-    };
-    let q = start(
-        with_runs(config(1, 8, 2), 3),
-        tunables(false, 0.0, Duration::ZERO),
-        proc_(8),
-        factory_of(backend),
-    );
-    let rx = spawn_receiver(q.arc());
-    for i in 0..12 {
-        assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
-    }
-    for i in 0..12 {
-        match next_item(&rx) {
-            Item::Error(msg) if i == 5 => assert!(msg.contains("injected failure on frame 5"), "{msg}"),
-            got => assert_eq!(
-                got,
-                Item::Frame {
-                    id: i,
-                    after_drop: false
-                }
-            ),
-        }
-    }
 }

@@ -7,10 +7,10 @@ use crate::queue::fakes::*;
 use crate::queue::support::{self, config, factory_of, spawn_receiver, tunables};
 use crate::queue::{BatchStage, FrameQueue, NoStages, QueueConfig, Submitted, Tunables};
 use crate::tensors::Pooled;
-use std::time::Duration;
 use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
+use std::time::Duration;
 
 fn settings(model: &str) -> Vec<(String, String)> {
     vec![
@@ -19,7 +19,7 @@ fn settings(model: &str) -> Vec<(String, String)> {
     ]
 }
 
-fn join(engine: &Arc<Engine>, cfg: QueueConfig, tun: Arc<Tunables>) -> Guard {
+pub(super) fn join(engine: &Arc<Engine>, cfg: QueueConfig, tun: Arc<Tunables>) -> Guard {
     support::Guard(Arc::new(
         FrameQueue::with_engine(cfg, tun, Arc::new(proc_(8)), Arc::new(NoStages), engine.clone())
             .expect("queue starts"),
@@ -63,18 +63,7 @@ fn four_streams_share_one_engine_with_mixed_batches_and_exact_per_stream_order()
         .collect();
     assert_eq!(engine.streams(), 4);
     let receivers: Vec<_> = queues.iter().map(|q| spawn_receiver(q.arc())).collect();
-    let feeders: Vec<_> = queues
-        .iter()
-        .enumerate()
-        .map(|(s, q)| {
-            let q = q.arc();
-            spawn_call(move || {
-                for i in 0..n {
-                    assert_eq!(q.submit(frame(1000 * (s as u64 + 1) + i)), Ok(Submitted::Queued));
-                }
-            })
-        })
-        .collect();
+    let feeders = feed_streams(&queues, n);
     for (s, rx) in receivers.iter().enumerate() {
         for i in 0..n {
             let (out, after_drop) = next_frame(rx);
