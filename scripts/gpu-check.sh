@@ -55,7 +55,8 @@ done
 [ -n "$DRY" ] && [ ${#PROVIDERS[@]} -eq 0 ] && PROVIDERS=(cpu)
 if [ ${#PROVIDERS[@]} -eq 1 ] && [ "${PROVIDERS[0]}" = cpu ]; then DRY=1; fi
 if [ -n "$DRY" ]; then
-  SIZES=${SIZES:-256x128}; FRAMES=${FRAMES:-4}; WARMUP=${WARMUP:-1}
+  # At least two batches of 8 timed, after one of warm-up: a batch-8 row measures something.
+  SIZES=${SIZES:-256x128}; FRAMES=${FRAMES:-16}; WARMUP=${WARMUP:-8}
 else
   SIZES=${SIZES:-1024x512,2048x1024}; FRAMES=${FRAMES:-200}; WARMUP=${WARMUP:-16}
 fi
