@@ -10,7 +10,8 @@
 #                                            (also --dry-run): the test on a machine without a GPU
 #
 # Options: --provider cpu|cuda|tensorrt|auto (repeatable; default: cuda, plus tensorrt when
-# found), --sizes 1024x512,2048x1024, --batches 1,8, --frames N, --warmup N,
+# found), --sizes 1024x512,2048x1024, --batches 1,8, --runs 1,2 (the element's
+# concurrent-runs; runs above 1 only on the default model), --frames N, --warmup N,
 # --row-timeout S (default 100), --budget S (whole bench, default 420),
 # --bundle DIR (default gpu-bundle), --keep DIR (the copy --receive keeps).
 # Results: $OUT (default ./gpu-check-out): table.txt, rows.tsv, <row>.json, <row>.log, env.txt.
@@ -25,6 +26,7 @@ RESULTS=${OUT:-$ROOT/gpu-check-out}
 PROVIDERS=()
 SIZES=
 BATCHES=1,8
+RUNS=1,2
 FRAMES=
 WARMUP=
 ROW_TIMEOUT=100
@@ -38,6 +40,7 @@ while [ $# -gt 0 ]; do
     --provider) PROVIDERS+=("$2"); shift ;;
     --sizes) SIZES=$2; shift ;;
     --batches) BATCHES=$2; shift ;;
+    --runs) RUNS=$2; shift ;;
     --frames) FRAMES=$2; shift ;;
     --warmup) WARMUP=$2; shift ;;
     --row-timeout) ROW_TIMEOUT=$2; shift ;;
@@ -52,7 +55,8 @@ done
 [ -n "$DRY" ] && [ ${#PROVIDERS[@]} -eq 0 ] && PROVIDERS=(cpu)
 if [ ${#PROVIDERS[@]} -eq 1 ] && [ "${PROVIDERS[0]}" = cpu ]; then DRY=1; fi
 if [ -n "$DRY" ]; then
-  SIZES=${SIZES:-256x128}; FRAMES=${FRAMES:-4}; WARMUP=${WARMUP:-1}
+  # At least two batches of 8 timed, after one of warm-up: a batch-8 row measures something.
+  SIZES=${SIZES:-256x128}; FRAMES=${FRAMES:-16}; WARMUP=${WARMUP:-8}
 else
   SIZES=${SIZES:-1024x512,2048x1024}; FRAMES=${FRAMES:-200}; WARMUP=${WARMUP:-16}
 fi
@@ -165,15 +169,19 @@ fi
 PY=$(command -v python3 || ls /opt/torch/.venv/bin/python3 2>/dev/null || true)
 declare -A MODEL_FILE=([default]=$RT/models/denoiseseg-sdb-small.onnx [quality]=$RT/models/denoiseseg-sdb-quality.onnx)
 TSV=$RESULTS/rows.tsv
-printf 'provider\tin_use\tsize\tbatch\tmodel\tbare_fps\tpipe_fps\tp50_ms\tp99_ms\tbusy\tratio\tbuild_s\twall_s\tnote\n' > "$TSV"
+printf 'provider\tin_use\tsize\tbatch\truns\tmodel\tbare_fps\tpipe_fps\tp50_ms\tp99_ms\tbusy\tratio\tbuild_s\tcache\tel_build_s\twall_s\tnote\n' > "$TSV"
 START=$SECONDS
 TRACED=
 rm -f "$RESULTS"/ld-debug.*
-row() {  # provider size batch model
-  local prov=$1 size=$2 batch=$3 model=$4 id="$1-$2-b$3-$4" left t0 rc note
+# A row that did not run: provider size batch runs model wall note.
+failed_row() {
+  printf '%s\t-\t%s\t%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t%s\t%s\n' "$@" >> "$TSV"
+}
+row() {  # provider size batch runs model
+  local prov=$1 size=$2 batch=$3 runs=$4 model=$5 id="$1-$2-b$3-r$4-$5" left t0 rc note
   left=$((BUDGET - (SECONDS - START)))
   if [ "$left" -lt 15 ]; then
-    printf '%s\t-\t%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t%s\n' "$prov" "$size" "$batch" "$model" "skipped: time budget (${BUDGET}s) spent" >> "$TSV"; return
+    failed_row "$prov" "$size" "$batch" "$runs" "$model" - "skipped: time budget (${BUDGET}s) spent"; return
   fi
   local t=$((ROW_TIMEOUT < left ? ROW_TIMEOUT : left))
   say "row $id (timeout ${t}s)"
@@ -182,21 +190,30 @@ row() {  # provider size batch model
   local dbg=()
   if [ -z "$TRACED" ]; then TRACED=1; dbg=(env LD_DEBUG=libs LD_DEBUG_OUTPUT="$RESULTS/ld-debug"); fi
   timeout -k 5 "$t" "${dbg[@]}" "$APP" bench --provider "$prov" --size "$size" --batch-size "$batch" \
+    --concurrent-runs "$runs" --max-in-flight $((runs * batch + 8)) \
     --model "${MODEL_FILE[$model]}" --frames "$FRAMES" --warmup "$WARMUP" --json "$RESULTS/$id.json" \
     > "$RESULTS/$id.log" 2>&1
   rc=$?
   local wall
   wall=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.1f", b - a}')
   if [ $rc -eq 0 ] && [ -s "$RESULTS/$id.json" ] && [ -n "$PY" ]; then
-    "$PY" - "$RESULTS/$id.json" "$prov" "$size" "$batch" "$model" "$wall" >> "$TSV" <<'EOF' || rc=99
+    "$PY" - "$RESULTS/$id.json" "$prov" "$size" "$batch" "$runs" "$model" "$wall" >> "$TSV" <<'EOF' || rc=99
 import json, sys
 r = json.load(open(sys.argv[1]))
 p, b = r["pipeline"], r["bare"]
 f = lambda v, n=1: "-" if v is None or v != v else f"{v:.{n}f}"
 note = "" if r["provider"] == b["provider"] else f"bare loop ran {b['provider']}"
-print("\t".join([sys.argv[2], r["provider"], sys.argv[3], sys.argv[4], sys.argv[5], f(b["fps"]), f(p["fps"]),
-                 f(p["latency_ms"]["p50"]), f(p["latency_ms"]["p99"]), f(100 * p["element_busy"], 0) + "%",
-                 f(r["ratio"], 3), f(b.get("session_build_s"), 2), sys.argv[6], note]))
+runs = p.get("concurrent_runs")
+if runs is not None and str(runs) != sys.argv[5]:
+    note = (note + "; " if note else "") + f"element ran {runs} runs"
+# The bare loop's cache outcome, then the element's (its first round's build).
+caches = [b.get("engine_cache", "-")] + list(p.get("engine_cache") or [])[:1]
+el_build = (p.get("element_build_ms") or [None])[0]
+print("\t".join([sys.argv[2], r["provider"], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], f(b["fps"]),
+                 f(p["fps"]), f(p["latency_ms"]["p50"]), f(p["latency_ms"]["p99"]),
+                 f(100 * p["element_busy"], 0) + "%", f(r["ratio"], 3), f(b.get("session_build_s"), 2),
+                 "/".join(c or "-" for c in caches), f(None if el_build is None else el_build / 1000, 2),
+                 sys.argv[7], note]))
 EOF
     [ $rc -eq 0 ] && return
   fi
@@ -208,13 +225,16 @@ EOF
     [ ${#note} -le 320 ] || note="${note:0:110} ... ${note: -200}"
     note="failed (exit $rc): $note"
   fi
-  printf '%s\t-\t%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t%s\t%s\n' "$prov" "$size" "$batch" "$model" "$wall" "$note" >> "$TSV"
+  failed_row "$prov" "$size" "$batch" "$runs" "$model" "$wall" "$note"
 }
 for prov in "${PROVIDERS[@]}"; do
   for model in default quality; do
     for size in ${SIZES//,/ }; do
       for batch in ${BATCHES//,/ }; do
-        row "$prov" "$size" "$batch" "$model"
+        for runs in ${RUNS//,/ }; do
+          [ "$runs" != 1 ] && [ "$model" != default ] && continue
+          row "$prov" "$size" "$batch" "$runs" "$model"
+        done
       done
     done
   done
@@ -235,8 +255,10 @@ fi
 {
   echo "denoiseseg GPU check, $(date -u +%FT%TZ), $(command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name --format=csv,noheader | head -n1 || echo 'no nvidia-smi'); frames $FRAMES (+$WARMUP warm-up) per part"
   echo "bare/pipe f/s: frames/s of the bare ONNX Runtime loop and of appsrc ! denoiseseg ! appsink; p50/p99: pipeline latency (saturated);"
-  echo "busy: share of time the element ran the model; ratio: pipe/bare; build: the bare loop's session build"
-  echo "(with TensorRT the engine build, or its load from the cache); wall: the row's seconds (both parts)"
+  echo "runs: the element's concurrent-runs; busy: share of time the element's runners ran the model; ratio: pipe/bare;"
+  echo "build: the bare loop's session build (with TensorRT the engine build, or its load from the cache);"
+  echo "cache: TensorRT engine cache of the bare loop / the element (hit, miss, off); el_build: the element's"
+  echo "session builds (all its runs); wall: the row's seconds (both parts)"
   column -t -s $'\t' "$TSV" 2>/dev/null || cat "$TSV"
 } > "$RESULTS/table.txt"
 cat "$RESULTS/table.txt"

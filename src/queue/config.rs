@@ -16,6 +16,10 @@ pub struct QueueConfig {
     pub workers: usize,
     /// Padding multiple of the model.
     pub size_multiple: usize,
+    /// Model runs in flight at once on a private engine, each on its own backend,
+    /// 1..=[`MAX_CONCURRENT_RUNS`](super::engine::MAX_CONCURRENT_RUNS) (a shared
+    /// engine has its own, fixed by its first stream).
+    pub concurrent_runs: usize,
 }
 
 impl QueueConfig {
@@ -34,6 +38,13 @@ impl QueueConfig {
         }
         if !(1..=64).contains(&self.workers) {
             return Err(Error::Invalid(format!("workers {} is outside 1..=64", self.workers)));
+        }
+        let max = super::engine::MAX_CONCURRENT_RUNS;
+        if !(1..=max).contains(&self.concurrent_runs) {
+            return Err(Error::Invalid(format!(
+                "concurrent-runs {} is outside 1..={max}",
+                self.concurrent_runs
+            )));
         }
         if self.size_multiple == 0 {
             return Err(Error::Invalid("size multiple 0".into()));

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::support;
-use super::{lock, FrameQueue, NoStages, Output, Processor, QueueConfig, Recv, Tunables};
+use super::{lock, FrameQueue, NoStages, Output, Processor, QueueConfig, Recv, Submitted, Tunables};
 use crate::backend::{Backend, BackendFactory};
 use crate::tensors::{Pooled, Tensors};
 use crate::{Error, Result};
@@ -108,7 +108,7 @@ pub(super) type Log = Arc<Mutex<Vec<BatchLog>>>;
 /// A configurable fake backend: adds `add` to every sample, optionally waiting on
 /// `gate` (one message per batch, or the sender dropped to open it for good),
 /// sleeping, failing or panicking on a chosen frame.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(super) struct FakeBackend {
     pub(super) add: f32,
     pub(super) sleep: Duration,
@@ -135,6 +135,10 @@ pub(super) fn gated(log: Log) -> (FakeBackend, Sender<()>, Receiver<Vec<u64>>) {
 }
 
 impl Backend for FakeBackend {
+    fn replicate(&self) -> Result<Box<dyn Backend>> {
+        Ok(Box::new(self.clone()))
+    }
+
     fn run(&mut self, batch: &mut [Pooled]) -> Result<()> {
         let ids: Vec<u64> = batch.iter().map(|t| t.image[0] as u64).collect();
         lock(&self.log).push(BatchLog {
@@ -250,4 +254,21 @@ pub(super) fn wait_until(what: &str, cond: impl Fn() -> bool) {
 
 pub(super) fn batch_ids(log: &Log) -> Vec<Vec<u64>> {
     lock(log).iter().map(|b| b.ids.clone()).collect()
+}
+
+/// Feeds `n` frames to each queue from a thread of its own, frame ids
+/// `1000 * (stream + 1) + i`; each receiver answers when its feeder is done.
+pub(super) fn feed_streams(queues: &[Guard], n: u64) -> Vec<Receiver<()>> {
+    queues
+        .iter()
+        .enumerate()
+        .map(|(s, q)| {
+            let q = q.arc();
+            spawn_call(move || {
+                for i in 0..n {
+                    assert_eq!(q.submit(frame(1000 * (s as u64 + 1) + i)), Ok(Submitted::Queued));
+                }
+            })
+        })
+        .collect()
 }

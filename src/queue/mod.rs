@@ -48,7 +48,7 @@ mod fakes;
 pub(crate) mod support;
 
 pub use config::{QueueConfig, Tunables};
-pub use engine::{Engine, EngineCounters};
+pub use engine::{BackendInfo, Engine, EngineCounters, MAX_CONCURRENT_RUNS};
 pub use stages::{BatchStage, NoStages, PreStage, Processor, Stages};
 pub use stats::{Stats, StatsSnapshot};
 
@@ -241,7 +241,7 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
         factory: BackendFactory,
     ) -> Result<Self> {
         config.validate()?;
-        let engine = Engine::private(config.batch_size, factory)?;
+        let engine = Engine::private(config.batch_size, config.concurrent_runs, factory)?;
         Self::with_engine(config, tunables, processor, stages, engine)
     }
 
@@ -308,16 +308,12 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
             threads.push(spawn(format!("dseg-post-{i}"), Box::new(move || post_worker(sh, rx)))?);
         }
         let stream = engine::next_stream_id();
-        engine.attach(Box::new(QueuePort {
-            id: stream,
-            stage: shared.stages.batch_stage(),
-            stage_epoch: shared.epoch.load(Ordering::Acquire),
-            sh: shared.clone(),
-            rx: infer_rx.clone(),
-            tx: post_tx,
-            pending: None,
-            taken: VecDeque::new(),
-        }));
+        engine.attach(Box::new(QueuePort::new(
+            stream,
+            shared.clone(),
+            infer_rx.clone(),
+            post_tx,
+        )));
         Ok(FrameQueue {
             shared,
             pre_tx: Mutex::new(Some(pre_tx)),

@@ -41,6 +41,13 @@ pub struct StatsSnapshot {
     pub engine_streams: u64,
     /// Last noise sigma fed to the model, 8-bit units.
     pub sigma: f32,
+    /// How long the engine's backends took to build (zero until built).
+    pub build_time: Duration,
+    /// What the build found in the TensorRT engine cache: "hit", "miss" or "off"
+    /// (empty until built).
+    pub engine_cache: &'static str,
+    /// Model runs the engine has in flight at once (`concurrent-runs`; 0 until built).
+    pub concurrent_runs: u64,
 }
 
 impl Stats {
@@ -52,7 +59,11 @@ impl Stats {
         let frames = self.engine.frames.load(Ordering::Relaxed);
         let inference = self.engine.inference_us.load(Ordering::Relaxed);
         let starved = self.engine.starved_us.load(Ordering::Relaxed);
+        let info = super::lock(&self.engine.backend).clone();
         StatsSnapshot {
+            build_time: info.build,
+            engine_cache: info.engine_cache,
+            concurrent_runs: info.runners as u64,
             processed,
             dropped: self.dropped.load(Ordering::Relaxed),
             batches,
@@ -71,7 +82,7 @@ impl Stats {
     }
     /// What the engine's backend runs on (`Backend::name`; empty until it is built).
     pub fn backend(&self) -> String {
-        super::lock(&self.engine.backend).clone()
+        super::lock(&self.engine.backend).name.clone()
     }
 
     /// Counts a frame dropped outside the queue (for instance a late frame under QoS).

@@ -32,6 +32,7 @@ pub(crate) fn config(batch_size: usize, max_in_flight: usize, workers: usize) ->
         max_in_flight,
         workers,
         size_multiple: 8,
+        concurrent_runs: 1,
     }
 }
 

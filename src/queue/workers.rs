@@ -174,38 +174,40 @@ mod tests {
 
     #[test]
     fn backend_error_comes_out_at_the_failing_frames_position_and_the_queue_goes_on() {
-        let backend = FakeBackend {
-            fail_on: Some(5),
-            ..FakeBackend::default()
-        };
-        let p = TestProc {
-            size_multiple: 8,
-            jitter: true,
-            ..TestProc::default()
-        };
-        let q = start(
-            config(1, 8, 4),
-            tunables(false, 0.0, Duration::ZERO),
-            p,
-            factory_of(backend),
-        );
-        let rx = spawn_receiver(q.arc());
-        for i in 0..12 {
-            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
-        }
-        for i in 0..12 {
-            match next_item(&rx) {
-                Item::Error(msg) if i == 5 => assert!(msg.contains("injected failure on frame 5"), "{msg}"),
-                got => assert_eq!(
-                    got,
-                    Item::Frame {
-                        id: i,
-                        after_drop: false
-                    }
-                ),
+        // One run at a time, and three in flight (batches finishing out of order).
+        for runs in [1, 3] {
+            let backend = FakeBackend {
+                fail_on: Some(5),
+                sleep: Duration::from_millis(runs as u64 - 1),
+                ..FakeBackend::default()
+            };
+            let p = TestProc {
+                size_multiple: 8,
+                jitter: true,
+                ..TestProc::default()
+            };
+            let mut cfg = config(1, 8, 4);
+            cfg.concurrent_runs = runs;
+            let q = start(cfg, tunables(false, 0.0, Duration::ZERO), p, factory_of(backend));
+            let rx = spawn_receiver(q.arc());
+            for i in 0..12 {
+                assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
             }
+            for i in 0..12 {
+                match next_item(&rx) {
+                    Item::Error(msg) if i == 5 => assert!(msg.contains("injected failure on frame 5"), "{msg}"),
+                    got => assert_eq!(
+                        got,
+                        Item::Frame {
+                            id: i,
+                            after_drop: false
+                        },
+                        "runs {runs}"
+                    ),
+                }
+            }
+            wait_until("permits are released", || q.in_flight() == 0);
         }
-        wait_until("permits are released", || q.in_flight() == 0);
     }
 
     #[test]

@@ -2,37 +2,38 @@
 //! that is its yardstick.
 use std::time::{Duration, Instant};
 
-use ort::value::TensorRef;
-
-use super::session::{LoadedModel, Provider};
+use super::binding::Bindings;
+use super::session::{load_model, BuildReport, LoadedModel, Provider, SessionOptions};
 use crate::backend::Backend;
-use crate::model::ElemType;
+use crate::model::{ElemType, GraphInfo, ModelSpec};
 use crate::preprocess::{self, LabelValue, Placement, Scratch};
 use crate::tensors::{Pooled, Segmentation, Tensors};
 use crate::{convert, Error, Result};
 
 /// The [`Backend`] on an ONNX Runtime session.
 ///
-/// A model that takes the engine's frame tensor as it is (the default `[preprocess]`,
-/// any input size) is fed it directly: one frame without a copy, several copied into
-/// one batch. Any other model has its input written here, on the inference thread
-/// ([`preprocess::write_input`]), and its outputs read back through the frame's
-/// [`Placement`]. A graph with a fixed batch size runs the frames in chunks of that
-/// size, the last one padded with copies of its last frame.
+/// Runs go through the session's I/O binding ([`Bindings`]): each input shape has its
+/// preallocated input, sigma and output tensors (page-locked host memory on CUDA and
+/// TensorRT), so a run allocates no tensor. The frames are written into the bound
+/// input, their one copy: as they are for a model that takes the engine's frame tensor
+/// (the default `[preprocess]`, any input size), through [`preprocess::write_input`]
+/// for any other; the outputs are read back through the frame's [`Placement`]. A
+/// graph with a fixed batch size runs the frames in chunks of that size, the last one
+/// padded with copies of its last frame.
 pub struct OrtBackend {
     model: LoadedModel,
-    /// Batch input, reused (grows only when the sizes do).
-    batch_image: Vec<f32>,
-    sigma: Vec<f32>,
+    bindings: Bindings,
     scratch: Scratch,
 }
 
 impl OrtBackend {
-    pub fn new(model: LoadedModel) -> Self {
+    pub fn new(mut model: LoadedModel) -> Self {
+        let gpu = (model.provider != Provider::Cpu).then_some(model.options.device_id);
+        let (bindings, warning) = Bindings::new(&model.session, gpu);
+        model.warnings.extend(warning);
         OrtBackend {
             model,
-            batch_image: Vec::new(),
-            sigma: Vec::new(),
+            bindings,
             scratch: Scratch::default(),
         }
     }
@@ -41,13 +42,29 @@ impl OrtBackend {
         self.model.provider
     }
 
+    /// What the model's load said that the user should know (an `auto` fallback, no
+    /// page-locked memory).
+    pub fn warnings(&self) -> &[String] {
+        &self.model.warnings
+    }
+
+    /// How the session's build went (time, TensorRT engine cache).
+    pub fn build_report(&self) -> &BuildReport {
+        &self.model.build
+    }
+
     /// Runs one chunk of frames as a batch of `rows` (at least the frames; the rest
     /// repeat the last frame).
     fn run_chunk(&mut self, batch: &mut [Pooled], rows: usize) -> Result<()> {
+        let OrtBackend {
+            model,
+            bindings,
+            scratch,
+        } = self;
         let n = batch.len();
-        let spec = &self.model.spec;
+        let spec = &model.spec;
         let pre = &spec.preprocess;
-        let fixed = self.model.graph.fixed_size;
+        let fixed = model.graph.fixed_size;
         let (pw, ph) = (batch[0].pw, batch[0].ph);
         let (iw, ih) = fixed.unwrap_or((pw, ph));
         for t in batch.iter_mut() {
@@ -59,115 +76,133 @@ impl OrtBackend {
         let per = 3 * iw * ih;
         let direct = fixed.is_none() && pre.feeds_frame_tensor();
         let shape = pre.layout.shape(rows, iw, ih);
-        let image: &[f32] = if direct && rows == 1 {
-            // One frame: the frame's own tensor, no copy.
-            &batch[0].image[..per]
-        } else {
-            self.batch_image.resize(rows * per, 0.0);
-            for (dst, t) in self.batch_image.chunks_exact_mut(per).zip(batch.iter()) {
+        let pinned = bindings.pinned();
+        let slot = bindings.slot(&model.session, spec, shape)?;
+        {
+            let (_, image) = slot.image.try_extract_tensor_mut::<f32>()?;
+            for (dst, t) in image.chunks_exact_mut(per).zip(batch.iter()) {
                 if direct {
                     dst.copy_from_slice(&t.image[..per]);
                 } else {
-                    preprocess::write_input(pre, &t.placement, &t.image, (t.pw, t.ph), dst, &mut self.scratch);
+                    preprocess::write_input(pre, &t.placement, &t.image, (t.pw, t.ph), dst, scratch);
                 }
             }
             for i in n..rows {
-                self.batch_image.copy_within((n - 1) * per..n * per, i * per);
-            }
-            &self.batch_image
-        };
-        let image = TensorRef::from_array_view((shape, image))?;
-        self.sigma.clear();
-        self.sigma.extend((0..rows).map(|i| batch[i.min(n - 1)].sigma));
-        let sigma = TensorRef::from_array_view(([rows, 1, 1, 1], &self.sigma[..]))?;
-        let outputs = match &spec.sigma_input {
-            Some(name) => self.model.session.run(ort::inputs![
-                spec.image_input.as_str() => image,
-                name.as_str() => sigma,
-            ])?,
-            None => self
-                .model
-                .session
-                .run(ort::inputs![spec.image_input.as_str() => image])?,
-        };
-
-        let bad_shape = |what: &str, got: &[i64]| Error::Contract {
-            path: spec.path.clone(),
-            message: format!("output '{what}' has shape {got:?} for an input of {shape:?}"),
-        };
-        let scratch = &mut self.scratch;
-        if let Some(name) = &spec.denoised_output {
-            let (s, data) = outputs[name.as_str()].try_extract_tensor::<f32>()?;
-            if **s != shape.map(|d| d as i64) {
-                return Err(bad_shape(name, s));
-            }
-            for (src, t) in data.chunks_exact(per).zip(batch.iter_mut()) {
-                let (frame, place) = ((t.pw, t.ph), t.placement);
-                t.faults.nonfinite_denoised = if direct {
-                    convert::copy_finite(&mut t.image[..per], src)
-                } else {
-                    preprocess::read_denoised(pre, &place, src, &mut t.image, frame, scratch)
-                };
-                t.denoised = true;
+                image.copy_within((n - 1) * per..n * per, i * per);
             }
         }
-        if let Some(name) = &spec.labels_output {
-            let value = &outputs[name.as_str()];
-            let classes = spec.classes.len();
-            let s = value.shape();
-            if s.len() != 3 || s[0] != rows as i64 || s[1] <= 0 || s[2] <= 0 {
-                return Err(bad_shape(name, s));
-            }
-            let (lh, lw) = (s[1] as usize, s[2] as usize);
-            let same_grid = fixed.is_none() && (lw, lh) == (pw, ph);
-            match self.model.graph.labels_elem {
-                ElemType::U8 => {
-                    let (_, data) = value.try_extract_tensor::<u8>()?;
-                    for (src, t) in data.chunks_exact(lh * lw).zip(batch.iter_mut()) {
-                        t.faults.bad_labels = if same_grid {
-                            convert::copy_class_ids(&mut t.labels[..pw * ph], src, classes)
-                        } else {
-                            labels_back(src, (lw, lh), classes, t, scratch)
-                        };
-                    }
-                }
-                ElemType::I32 => {
-                    let (_, data) = value.try_extract_tensor::<i32>()?;
-                    for (src, t) in data.chunks_exact(lh * lw).zip(batch.iter_mut()) {
-                        t.faults.bad_labels = labels_back(src, (lw, lh), classes, t, scratch);
-                    }
-                }
-                _ => {
-                    let (_, data) = value.try_extract_tensor::<i64>()?;
-                    for (src, t) in data.chunks_exact(lh * lw).zip(batch.iter_mut()) {
-                        t.faults.bad_labels = labels_back(src, (lw, lh), classes, t, scratch);
-                    }
-                }
-            }
-            for t in batch.iter_mut() {
-                t.segmentation = Segmentation::Labels;
+        if let Some(sigma) = slot.sigma.as_mut() {
+            let (_, sigma) = sigma.try_extract_tensor_mut::<f32>()?;
+            for (i, s) in sigma.iter_mut().enumerate() {
+                *s = batch[i.min(n - 1)].sigma;
             }
         }
-        if let Some(name) = &spec.logits_output {
-            let (s, data) = outputs[name.as_str()].try_extract_tensor::<f32>()?;
-            let ok = s.len() == 4 && s[0] == rows as i64 && s[1] as usize == spec.classes.len() && s[2] > 0 && s[3] > 0;
-            if !ok {
-                return Err(bad_shape(name, s));
-            }
-            let (c, lh, lw) = (s[1] as usize, s[2] as usize, s[3] as usize);
-            let len = c * lh * lw;
-            for (src, t) in data.chunks_exact(len).zip(batch.iter_mut()) {
-                t.logits.resize(len, 0.0);
-                t.faults.nan_logits = convert::copy_logits(&mut t.logits, src);
-                t.segmentation = Segmentation::Logits {
-                    classes: c,
-                    h: lh,
-                    w: lw,
-                };
-            }
+        let outputs = model.session.run_binding(&slot.binding)?;
+        if pinned {
+            slot.binding.synchronize_outputs()?;
+        }
+        let to_bind = slot.outputs_to_bind(&outputs);
+        read_outputs(spec, &model.graph, &outputs, batch, rows, shape, direct, scratch)?;
+        drop(outputs);
+        if let Some(shapes) = to_bind {
+            bindings.bind_outputs(shape, shapes)?;
         }
         Ok(())
     }
+}
+
+/// Reads a run's outputs of a batch of `rows` of input `shape` back into its frames
+/// (`direct`: the model's input was the frame tensor itself).
+#[allow(clippy::too_many_arguments)]
+fn read_outputs(
+    spec: &ModelSpec,
+    graph: &GraphInfo,
+    outputs: &ort::session::SessionOutputs<'_>,
+    batch: &mut [Pooled],
+    rows: usize,
+    shape: [usize; 4],
+    direct: bool,
+    scratch: &mut Scratch,
+) -> Result<()> {
+    let pre = &spec.preprocess;
+    let fixed = graph.fixed_size;
+    let (pw, ph) = (batch[0].pw, batch[0].ph);
+    let per = shape.iter().skip(1).product::<usize>();
+    let bad_shape = |what: &str, got: &[i64]| Error::Contract {
+        path: spec.path.clone(),
+        message: format!("output '{what}' has shape {got:?} for an input of {shape:?}"),
+    };
+    if let Some(name) = &spec.denoised_output {
+        let (s, data) = outputs[name.as_str()].try_extract_tensor::<f32>()?;
+        if **s != shape.map(|d| d as i64) {
+            return Err(bad_shape(name, s));
+        }
+        for (src, t) in data.chunks_exact(per).zip(batch.iter_mut()) {
+            let (frame, place) = ((t.pw, t.ph), t.placement);
+            t.faults.nonfinite_denoised = if direct {
+                convert::copy_finite(&mut t.image[..per], src)
+            } else {
+                preprocess::read_denoised(pre, &place, src, &mut t.image, frame, scratch)
+            };
+            t.denoised = true;
+        }
+    }
+    if let Some(name) = &spec.labels_output {
+        let value = &outputs[name.as_str()];
+        let classes = spec.classes.len();
+        let s = value.shape();
+        if s.len() != 3 || s[0] != rows as i64 || s[1] <= 0 || s[2] <= 0 {
+            return Err(bad_shape(name, s));
+        }
+        let (lh, lw) = (s[1] as usize, s[2] as usize);
+        let same_grid = fixed.is_none() && (lw, lh) == (pw, ph);
+        match graph.labels_elem {
+            ElemType::U8 => {
+                let (_, data) = value.try_extract_tensor::<u8>()?;
+                for (src, t) in data.chunks_exact(lh * lw).zip(batch.iter_mut()) {
+                    t.faults.bad_labels = if same_grid {
+                        convert::copy_class_ids(&mut t.labels[..pw * ph], src, classes)
+                    } else {
+                        labels_back(src, (lw, lh), classes, t, scratch)
+                    };
+                }
+            }
+            ElemType::I32 => {
+                let (_, data) = value.try_extract_tensor::<i32>()?;
+                for (src, t) in data.chunks_exact(lh * lw).zip(batch.iter_mut()) {
+                    t.faults.bad_labels = labels_back(src, (lw, lh), classes, t, scratch);
+                }
+            }
+            _ => {
+                let (_, data) = value.try_extract_tensor::<i64>()?;
+                for (src, t) in data.chunks_exact(lh * lw).zip(batch.iter_mut()) {
+                    t.faults.bad_labels = labels_back(src, (lw, lh), classes, t, scratch);
+                }
+            }
+        }
+        for t in batch.iter_mut() {
+            t.segmentation = Segmentation::Labels;
+        }
+    }
+    if let Some(name) = &spec.logits_output {
+        let (s, data) = outputs[name.as_str()].try_extract_tensor::<f32>()?;
+        let ok = s.len() == 4 && s[0] == rows as i64 && s[1] as usize == spec.classes.len() && s[2] > 0 && s[3] > 0;
+        if !ok {
+            return Err(bad_shape(name, s));
+        }
+        let (c, lh, lw) = (s[1] as usize, s[2] as usize, s[3] as usize);
+        let len = c * lh * lw;
+        for (src, t) in data.chunks_exact(len).zip(batch.iter_mut()) {
+            t.logits.resize(len, 0.0);
+            t.faults.nan_logits = convert::copy_logits(&mut t.logits, src);
+            t.segmentation = Segmentation::Logits {
+                classes: c,
+                h: lh,
+                w: lw,
+            };
+        }
+    }
+    Ok(())
 }
 
 /// Reads one frame's labels (`[lh, lw]`) back into its class map over the frame grid.
@@ -185,6 +220,21 @@ fn labels_back<T: LabelValue>(
 impl Backend for OrtBackend {
     fn name(&self) -> String {
         self.model.provider.name().to_string()
+    }
+
+    fn engine_cache(&self) -> &'static str {
+        self.model.build.cache.name()
+    }
+
+    /// A new session on the provider in use (a TensorRT engine comes from the cache
+    /// the first session wrote), with its own bindings.
+    fn replicate(&self) -> Result<Box<dyn Backend>> {
+        let m = &self.model;
+        let opts = SessionOptions {
+            provider: m.provider,
+            ..m.options.clone()
+        };
+        Ok(Box::new(OrtBackend::new(load_model(&m.env, &m.spec, &opts)?)))
     }
 
     fn run(&mut self, batch: &mut [Pooled]) -> Result<()> {
@@ -346,5 +396,90 @@ mod tests {
         };
         assert!(bare_loop(&mut b, &[], 1, 0, 1).is_err());
         assert_eq!(bare_loop(&mut b, &[input(0.0, 0.0)], 1, 0, 0).unwrap().fps(), 0.0);
+    }
+
+    /// An [`OrtBackend`] on the CPU for a model of tests/models.
+    fn test_backend(name: &str) -> OrtBackend {
+        let candidates = crate::runtime::library_candidates(None, None);
+        let (env, _) = crate::runtime::environment(&candidates).expect("ONNX Runtime (make setup)");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/models")
+            .join(name);
+        let spec = crate::model::ModelSpec::load(&path).unwrap();
+        let opts = crate::runtime::SessionOptions {
+            provider: Provider::Cpu,
+            intra_threads: 1,
+            ..Default::default()
+        };
+        OrtBackend::new(crate::runtime::load_model(&env, &spec, &opts).unwrap())
+    }
+
+    fn frames(values: &[f32], sigma: f32) -> Vec<Pooled> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let mut t = input(v, sigma);
+                // A distinct value per sample, so a mix-up of frames or rows shows.
+                for (j, x) in t.image.iter_mut().enumerate() {
+                    *x = (v + 0.001 * ((i * 7 + j) % 13) as f32).min(1.0);
+                }
+                Pooled::standalone(t)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bound_runs_give_the_models_results_for_every_batch_shape() {
+        let mut b = test_backend("joint.onnx");
+        // A batch of 2, then 1 (another bound shape), then 2 again (reused, outputs
+        // preallocated by then), then 3.
+        for values in [&[0.2f32, 0.7][..], &[0.9], &[0.3, 0.6], &[0.1, 0.5, 0.8]] {
+            let mut batch = frames(values, 0.0);
+            let inputs: Vec<Vec<f32>> = batch.iter().map(|t| t.image.clone()).collect();
+            b.run(&mut batch).unwrap();
+            for (t, x) in batch.iter().zip(&inputs) {
+                assert!(t.denoised);
+                let want: Vec<f32> = x.iter().map(|v| 1.0 - v).collect();
+                assert_eq!(t.image, want, "denoised = 1 - image, bit for bit");
+                assert!(t.has_labels());
+                // Class = argmax over R, G, B of the pixel (first index on ties).
+                let plane = t.pw * t.ph;
+                for p in 0..plane {
+                    let rgb = [x[p], x[plane + p], x[2 * plane + p]];
+                    let best = (0..3).fold(0, |b, c| if rgb[c] > rgb[b] { c } else { b });
+                    assert_eq!(t.labels[p] as usize, best, "pixel {p}");
+                }
+            }
+        }
+        let mut shapes = b.bindings.bound_shapes();
+        shapes.sort();
+        assert_eq!(
+            shapes,
+            vec![([1, 3, 4, 8], true), ([2, 3, 4, 8], true), ([3, 3, 4, 8], true)],
+            "one binding per batch shape, outputs preallocated after its first run"
+        );
+    }
+
+    #[test]
+    fn bound_runs_feed_sigma_and_map_fixed_size_outputs_back() {
+        let mut b = test_backend("denoise_sigma.onnx");
+        for _ in 0..2 {
+            let mut batch = frames(&[0.25, 0.5], 0.125);
+            b.run(&mut batch).unwrap();
+            for t in batch.iter() {
+                assert!(t.image.iter().all(|&v| v >= 0.375 - 1e-6), "sigma added");
+            }
+        }
+        // A graph of a fixed size and batch 1: frames run one by one, outputs mapped back.
+        let mut b = test_backend("fixed_stretch.onnx");
+        for _ in 0..2 {
+            let mut batch = frames(&[0.2, 0.4, 0.6], 0.0);
+            b.run(&mut batch).unwrap();
+            for t in batch.iter() {
+                assert!(t.denoised && t.has_labels());
+            }
+        }
+        assert_eq!(b.bindings.bound_shapes(), vec![([1, 3, 32, 64], true)]);
     }
 }

@@ -1,8 +1,9 @@
 //! Sessions: the execution provider (auto: TensorRT > CUDA > CPU), TensorRT options,
 //! and the session build checked against the model contract.
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::{Duration, Instant};
 
 use ort::environment::Environment;
 use ort::ep::{self, ExecutionProvider};
@@ -10,6 +11,7 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 use ort::value::{TensorElementType, ValueType};
 
+use super::cache::{hash_file, CacheKey, CacheOutcome, DeviceIdentity, EngineFiles};
 use super::environment::tune_allocator;
 use crate::model::{ElemType, GraphInfo, ModelSpec, TensorDecl};
 use crate::preprocess::Layout;
@@ -154,66 +156,124 @@ fn builder(env: &Environment, opts: &SessionOptions) -> Result<SessionBuilder> {
     Ok(b)
 }
 
+/// The TensorRT optimization profile option strings (min, opt, max) for the model's
+/// inputs (the image, and sigma when the model has it) at `size`.
+fn tensorrt_profile_options(
+    env: &Environment,
+    spec: &ModelSpec,
+    opts: &SessionOptions,
+    size: (usize, usize),
+) -> Result<[String; 3]> {
+    // The profile depends on the graph's fixed dimensions, known only from the graph
+    // itself: read it first.
+    let (inputs, outputs) = read_graph(env, &spec.path)?;
+    let graph = spec.check_graph(&inputs, &outputs)?;
+    let batch = graph.fixed_batch.unwrap_or(opts.batch_size);
+    let [min, opt, max] = tensorrt_profile(
+        &spec.image_input,
+        spec.preprocess.layout,
+        opts.batch_size,
+        size,
+        spec.size_multiple,
+        &graph,
+    );
+    let min_batch = graph.fixed_batch.unwrap_or(1);
+    let sigma = spec
+        .sigma_input
+        .as_ref()
+        .map(|s| (format!(",{s}:{min_batch}x1x1x1"), format!(",{s}:{batch}x1x1x1")));
+    let (s_min, s_max) = sigma.unwrap_or_default();
+    Ok([
+        format!("{min}{s_min}"),
+        format!("{opt}{s_max}"),
+        format!("{max}{s_max}"),
+    ])
+}
+
+/// A TensorRT session's engine cache folder (keyed by [`CacheKey`]), made ready
+/// before the build, and its engine files then.
+struct PreparedCache {
+    dir: PathBuf,
+    before: EngineFiles,
+}
+
+/// Keys, creates and scans the engine cache folder under `base` for a TensorRT session.
+fn prepare_cache(
+    base: &Path,
+    spec: &ModelSpec,
+    opts: &SessionOptions,
+    profile: Option<&[String; 3]>,
+    warnings: &mut Vec<String>,
+) -> Result<PreparedCache> {
+    let (device, probe_warnings) = DeviceIdentity::probe(opts.device_id);
+    warnings.extend(probe_warnings);
+    let key = CacheKey {
+        model_hash: hash_file(&spec.path)?,
+        profile: profile.map_or_else(|| "none".to_string(), |p| p.join(";")),
+        fp16: opts.fp16,
+        ort: ort::info().to_string(),
+        device,
+    };
+    let dir = key.create_folder(base)?;
+    let before = EngineFiles::scan(&dir);
+    Ok(PreparedCache { dir, before })
+}
+
 fn provider_dispatch(
     env: &Environment,
     p: Provider,
     spec: &ModelSpec,
     opts: &SessionOptions,
-) -> Result<ep::ExecutionProviderDispatch> {
+    warnings: &mut Vec<String>,
+) -> Result<(ep::ExecutionProviderDispatch, Option<PreparedCache>)> {
     Ok(match p {
         Provider::TensorRt => {
             let mut trt = ep::TensorRT::default()
                 .with_device_id(opts.device_id as i32)
                 .with_fp16(opts.fp16);
-            if let Some(dir) = &opts.engine_cache_dir {
-                std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-                    path: dir.clone(),
-                    source,
-                })?;
-                let d = dir.display().to_string();
+            let profile = match opts.profile_size {
+                Some(size) => Some(tensorrt_profile_options(env, spec, opts, size)?),
+                None => None,
+            };
+            let cache = match &opts.engine_cache_dir {
+                Some(base) => Some(prepare_cache(base, spec, opts, profile.as_ref(), warnings)?),
+                None => None,
+            };
+            if let Some(c) = &cache {
+                let d = c.dir.display().to_string();
                 trt = trt
                     .with_engine_cache(true)
                     .with_engine_cache_path(&d)
                     .with_timing_cache(true)
                     .with_timing_cache_path(&d);
             }
-            if let Some(size) = opts.profile_size {
-                // The profile depends on the graph's fixed dimensions, known only from
-                // the graph itself: read it first.
-                let (inputs, outputs) = read_graph(env, &spec.path)?;
-                let graph = spec.check_graph(&inputs, &outputs)?;
-                let batch = graph.fixed_batch.unwrap_or(opts.batch_size);
-                let [min, opt, max] = tensorrt_profile(
-                    &spec.image_input,
-                    spec.preprocess.layout,
-                    opts.batch_size,
-                    size,
-                    spec.size_multiple,
-                    &graph,
-                );
-                let min_batch = graph.fixed_batch.unwrap_or(1);
-                let sigma = spec
-                    .sigma_input
-                    .as_ref()
-                    .map(|s| (format!(",{s}:{min_batch}x1x1x1"), format!(",{s}:{batch}x1x1x1")));
-                let (s_min, s_max) = sigma.unwrap_or_default();
+            if let Some([min, opt, max]) = profile {
                 trt = trt
-                    .with_profile_min_shapes(format!("{min}{s_min}"))
-                    .with_profile_opt_shapes(format!("{opt}{s_max}"))
-                    .with_profile_max_shapes(format!("{max}{s_max}"));
+                    .with_profile_min_shapes(min)
+                    .with_profile_opt_shapes(opt)
+                    .with_profile_max_shapes(max);
             }
-            trt.build().error_on_failure()
+            (trt.build().error_on_failure(), cache)
         }
-        Provider::Cuda => ep::CUDA::default()
-            .with_device_id(opts.device_id as i32)
-            .build()
-            .error_on_failure(),
-        Provider::Cpu | Provider::Auto => ep::CPU::default().build().error_on_failure(),
+        Provider::Cuda => (
+            ep::CUDA::default()
+                .with_device_id(opts.device_id as i32)
+                .build()
+                .error_on_failure(),
+            None,
+        ),
+        Provider::Cpu | Provider::Auto => (ep::CPU::default().build().error_on_failure(), None),
     })
 }
 
 /// Builds a session for one provider; errors if that provider cannot be had.
-fn session_for(env: &Environment, spec: &ModelSpec, p: Provider, opts: &SessionOptions) -> Result<Session> {
+fn session_for(
+    env: &Environment,
+    spec: &ModelSpec,
+    p: Provider,
+    opts: &SessionOptions,
+    warnings: &mut Vec<String>,
+) -> Result<(Session, BuildReport)> {
     if !provider_compiled_in(p) {
         return Err(Error::Provider {
             provider: p.name().into(),
@@ -222,15 +282,25 @@ fn session_for(env: &Environment, spec: &ModelSpec, p: Provider, opts: &SessionO
                 .into(),
         });
     }
-    let eps = [provider_dispatch(env, p, spec, opts)?];
+    let started = Instant::now();
+    let (dispatch, cache) = provider_dispatch(env, p, spec, opts, warnings)?;
     let mut b = builder(env, opts)?
-        .with_execution_providers(eps)
+        .with_execution_providers([dispatch])
         .map_err(|e| Error::Provider {
             provider: p.name().into(),
             message: e.to_string(),
         })?;
-    b.commit_from_file(&spec.path)
-        .map_err(|e| Error::Ort(format!("cannot load model {}: {e}", spec.path.display())))
+    let session = b
+        .commit_from_file(&spec.path)
+        .map_err(|e| Error::Ort(format!("cannot load model {}: {e}", spec.path.display())))?;
+    let report = BuildReport {
+        time: started.elapsed(),
+        cache: cache
+            .as_ref()
+            .map_or(CacheOutcome::Off, |c| c.before.outcome(&EngineFiles::scan(&c.dir))),
+        cache_dir: cache.map(|c| c.dir),
+    };
+    Ok((session, report))
 }
 
 /// Describes a graph's inputs or outputs for the contract check.
@@ -283,6 +353,32 @@ pub struct LoadedModel {
     pub graph: GraphInfo,
     /// Warnings for the user (an `auto` fallback, say).
     pub warnings: Vec<String>,
+    /// How the session's build went.
+    pub build: BuildReport,
+    /// The options it was built with.
+    pub options: SessionOptions,
+    /// The environment it was built in (for replicas of it).
+    pub env: Environment,
+}
+
+/// How a session build went: its time (with TensorRT, the engine build or its load
+/// from the cache) and what the engine cache gave.
+#[derive(Clone, Debug, Default)]
+pub struct BuildReport {
+    pub time: Duration,
+    pub cache: CacheOutcome,
+    /// The keyed cache folder (TensorRT with an `engine-cache-dir` only).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl fmt::Display for BuildReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "built in {:.2} s", self.time.as_secs_f64())?;
+        match &self.cache_dir {
+            Some(dir) => write!(f, ", TensorRT engine cache {} in {}", self.cache, dir.display()),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Builds a session on the provider asked for (`auto`: TensorRT, CUDA, then CPU, with
@@ -290,11 +386,11 @@ pub struct LoadedModel {
 pub fn load_model(env: &Environment, spec: &ModelSpec, opts: &SessionOptions) -> Result<LoadedModel> {
     tune_allocator();
     let mut warnings = Vec::new();
-    let (session, provider) = match opts.provider {
+    let ((session, build), provider) = match opts.provider {
         Provider::Auto => {
             let mut found = None;
             for p in [Provider::TensorRt, Provider::Cuda] {
-                match session_for(env, spec, p, opts) {
+                match session_for(env, spec, p, opts, &mut warnings) {
                     Ok(s) => {
                         found = Some((s, p));
                         break;
@@ -305,13 +401,13 @@ pub fn load_model(env: &Environment, spec: &ModelSpec, opts: &SessionOptions) ->
             match found {
                 Some(f) => f,
                 None => {
-                    let s = session_for(env, spec, Provider::Cpu, opts)?;
+                    let s = session_for(env, spec, Provider::Cpu, opts, &mut warnings)?;
                     warnings.push("execution-provider=auto: running on cpu".into());
                     (s, Provider::Cpu)
                 }
             }
         }
-        p => (session_for(env, spec, p, opts)?, p),
+        p => (session_for(env, spec, p, opts, &mut warnings)?, p),
     };
     let graph = spec.check_graph(&decls(session.inputs()), &decls(session.outputs()))?;
     Ok(LoadedModel {
@@ -320,6 +416,9 @@ pub fn load_model(env: &Environment, spec: &ModelSpec, opts: &SessionOptions) ->
         spec: spec.clone(),
         graph,
         warnings,
+        build,
+        options: opts.clone(),
+        env: env.clone(),
     })
 }
 

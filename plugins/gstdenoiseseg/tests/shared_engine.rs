@@ -1,7 +1,8 @@
 //! Several `denoiseseg` elements in one process sharing one engine through
 //! `model-instance-id`, on the joint test model (denoised = 1 - image): every frame of
 //! every stream arrives, in order, with its own pixel values; the engine's batches hold
-//! more than one frame; mismatched settings under one id are a clear error.
+//! more than one frame; mismatched settings under one id are a clear error; several
+//! runs in flight (`concurrent-runs`) keep every frame in order.
 use std::thread;
 
 mod common;
@@ -207,4 +208,43 @@ fn a_flush_on_one_element_leaves_the_others_on_the_engine_untouched() {
         let stats = e.property::<gst::Structure>("stats");
         assert_eq!(stats.get::<u64>("engine-streams").unwrap(), 4, "{stats}");
     }
+}
+
+#[test]
+fn concurrent_runs_give_every_frame_in_order_from_several_sessions() {
+    let props = [
+        ("concurrent-runs", "3"),
+        ("batch-size", "2"),
+        ("batch-timeout", "5"),
+        ("max-in-flight", "12"),
+    ];
+    let e = element("joint.onnx", &props);
+    assert_eq!(e.property::<u32>("concurrent-runs"), 3);
+    let mut h = common::harness(&e, &rgb_caps(W, H));
+    let n = 24;
+    for i in 0..n {
+        h.push(rgb_frame(i, W, H)).unwrap();
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+    let seen = offsets_until_eos(&mut h);
+    let offsets: Vec<usize> = seen.iter().map(|(o, _)| *o).collect();
+    assert_eq!(offsets, (0..n).collect::<Vec<_>>(), "lost or reordered frames");
+    for (o, b) in &seen {
+        check(b, 0, *o);
+    }
+    let stats = e.property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("processed").unwrap(), n as u64, "{stats}");
+    assert_eq!(stats.get::<u64>("concurrent-runs").unwrap(), 3, "{stats}");
+    assert_eq!(stats.get::<String>("engine-cache").unwrap(), "off", "{stats}");
+    assert!(stats.get::<f64>("build-ms").unwrap() > 0.0, "{stats}");
+    // Elements sharing an engine must agree on it.
+    let first = element(
+        "joint.onnx",
+        &[("model-instance-id", "cams-runs"), ("concurrent-runs", "2")],
+    );
+    assert!(first.set_state(gst::State::Paused).is_ok());
+    let second = element("joint.onnx", &[("model-instance-id", "cams-runs")]);
+    let msg = start_error(&second);
+    assert!(msg.contains("cams-runs") && msg.contains("concurrent-runs"), "{msg}");
+    first.set_state(gst::State::Null).unwrap();
 }

@@ -269,6 +269,11 @@ struct PipelineResult {
     /// The element's own timing of one model run, and the share of time it ran.
     element_mean_batch_ms: f64,
     element_busy: f64,
+    /// The element's session build (`build-ms`), TensorRT engine cache (`engine-cache`)
+    /// and `concurrent-runs`, from its stats.
+    element_build_ms: f64,
+    engine_cache: String,
+    concurrent_runs: u64,
 }
 
 #[derive(Default)]
@@ -396,6 +401,13 @@ fn pipeline_run(
         element_mean_latency_ms: a.mean_latency,
         element_mean_batch_ms: a.stat_f64("mean-batch-ms"),
         element_busy: a.stat_f64("busy"),
+        element_build_ms: a.stat_f64("build-ms"),
+        engine_cache: a
+            .stats
+            .as_ref()
+            .and_then(|s| s.get::<String>("engine-cache").ok())
+            .unwrap_or_default(),
+        concurrent_runs: a.stat_u64("concurrent-runs"),
     })
 }
 
@@ -505,6 +517,8 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     let mut element_latency = Vec::new();
     let mut element_batch = Vec::new();
     let mut element_busy = Vec::new();
+    let mut element_build = Vec::new();
+    let (mut engine_cache, mut concurrent_runs) = (Vec::new(), 0);
     let mut provider = String::new();
     for r in 0..repeat {
         let round = if repeat > 1 {
@@ -528,8 +542,12 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         element_latency.push(p.element_mean_latency_ms);
         element_batch.push(p.element_mean_batch_ms);
         element_busy.push(p.element_busy);
+        element_build.push(p.element_build_ms);
+        engine_cache.push(p.engine_cache);
+        concurrent_runs = p.concurrent_runs;
         provider = p.provider;
     }
+    let bare_cache = bare.backend.build_report().cache.name();
     drop(bare.backend);
     lat.sort_by(f64::total_cmp);
     ms_per_batch.sort_by(f64::total_cmp);
@@ -556,6 +574,7 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
             "fps_rounds": bare_fps,
             "provider": bare.provider.name(),
             "session_build_s": bare.build.as_secs_f64(),
+            "engine_cache": bare_cache,
             "ms_per_batch_median": percentile(&ms_per_batch, 0.5),
         },
         "pipeline": {
@@ -571,6 +590,9 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
             "element_mean_latency_ms": median(&element_latency),
             "element_mean_batch_ms": median(&element_batch),
             "element_busy": median(&element_busy),
+            "element_build_ms": element_build,
+            "engine_cache": engine_cache,
+            "concurrent_runs": concurrent_runs,
         },
         "ratio": ratio,
     });

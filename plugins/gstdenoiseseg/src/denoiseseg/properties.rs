@@ -27,6 +27,7 @@ pub(super) fn default_cache_dir() -> String {
 }
 
 const DEFAULT_BATCH_SIZE: u32 = 1;
+const DEFAULT_CONCURRENT_RUNS: u32 = 1;
 const DEFAULT_BATCH_TIMEOUT_MS: u32 = 0;
 const DEFAULT_MAX_IN_FLIGHT: u32 = 8;
 const DEFAULT_WORKERS: u32 = 2;
@@ -50,6 +51,7 @@ pub(super) struct Settings {
     pub(super) ort_library: String,
     pub(super) inference_threads: u32,
     pub(super) batch_size: u32,
+    pub(super) concurrent_runs: u32,
     pub(super) max_in_flight: u32,
     pub(super) workers: u32,
     /// Empty: a private engine; else the id of the engine shared in the process.
@@ -71,6 +73,7 @@ impl Default for Settings {
             ort_library: String::new(),
             inference_threads: 0,
             batch_size: DEFAULT_BATCH_SIZE,
+            concurrent_runs: DEFAULT_CONCURRENT_RUNS,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             workers: DEFAULT_WORKERS,
             model_instance_id: String::new(),
@@ -206,6 +209,18 @@ pub(super) fn param_specs() -> &'static [glib::ParamSpec] {
                 .default_value(d.batch_size)
                 .mutable_ready()
                 .build(),
+            glib::ParamSpecUInt::builder("concurrent-runs")
+                .nick("Concurrent model runs")
+                .blurb("Model runs in flight at once (1-8), each on its own ONNX Runtime session: copies and \
+                        pre/post-processing overlap with the device's work (GPU throughput), at the memory of \
+                        one more session each; frames still come out in order. Give max-in-flight room for \
+                        concurrent-runs x batch-size frames. Elements sharing a model-instance-id must agree. \
+                        NULL/READY only")
+                .minimum(1)
+                .maximum(denoiseseg::queue::MAX_CONCURRENT_RUNS as u32)
+                .default_value(d.concurrent_runs)
+                .mutable_ready()
+                .build(),
             glib::ParamSpecUInt::builder("batch-timeout")
                 .nick("Batch timeout (ms)")
                 .blurb("Longest wait in milliseconds for a batch to fill before running it anyway (0-10000); \
@@ -300,7 +315,9 @@ pub(super) fn param_specs() -> &'static [glib::ParamSpec] {
                         ran since its first batch: 1 = the device never waited for input), sigma, \
                         mean-batch-frames (frames per model run, from all streams of the engine), \
                         engine-streams (elements on the engine: 1 unless model-instance-id shares it), \
-                        provider (read-only)")
+                        concurrent-runs (model runs in flight at once), build-ms (time to build the \
+                        sessions), engine-cache (TensorRT engine cache: hit, miss or off), provider \
+                        (read-only)")
                 .read_only()
                 .build(),
         ]
@@ -335,6 +352,7 @@ impl DenoiseSeg {
             "ort-library" => s.ort_library = value.get::<Option<String>>().expect("type checked").unwrap_or_default(),
             "inference-threads" => s.inference_threads = value.get().expect("type checked"),
             "batch-size" => s.batch_size = value.get().expect("type checked"),
+            "concurrent-runs" => s.concurrent_runs = value.get().expect("type checked"),
             "max-in-flight" => s.max_in_flight = value.get().expect("type checked"),
             "workers" => s.workers = value.get().expect("type checked"),
             "model-instance-id" => {
@@ -394,6 +412,7 @@ impl DenoiseSeg {
             "ort-library" => s.ort_library.to_value(),
             "inference-threads" => s.inference_threads.to_value(),
             "batch-size" => s.batch_size.to_value(),
+            "concurrent-runs" => s.concurrent_runs.to_value(),
             "batch-timeout" => (self.tunables.batch_timeout().as_millis() as u32).to_value(),
             "max-in-flight" => s.max_in_flight.to_value(),
             "workers" => s.workers.to_value(),
@@ -421,6 +440,9 @@ impl DenoiseSeg {
                     .field("mean-batch-frames", st.mean_batch_frames)
                     .field("engine-streams", st.engine_streams)
                     .field("sigma", st.sigma as f64)
+                    .field("concurrent-runs", st.concurrent_runs)
+                    .field("build-ms", st.build_time.as_secs_f64() * 1000.0)
+                    .field("engine-cache", st.engine_cache)
                     .field("provider", self.provider())
                     .build()
                     .to_value()

@@ -49,6 +49,7 @@ impl DenoiseSeg {
             max_in_flight: settings.max_in_flight as usize,
             workers: settings.workers as usize,
             size_multiple: spec.size_multiple,
+            concurrent_runs: settings.concurrent_runs as usize,
         };
         let stages = Arc::new(ModelStages::new(spec.sigma_input.is_some()));
         // Before the queue's threads start, so that they allocate as tuned.
@@ -59,7 +60,8 @@ impl DenoiseSeg {
                 .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?
         } else {
             let id = &settings.model_instance_id;
-            let engine = Engine::shared(id, shared_settings(&settings, &spec), config.batch_size, || {
+            let runs = config.concurrent_runs;
+            let engine = Engine::shared(id, shared_settings(&settings, &spec), config.batch_size, runs, || {
                 self.backend_factory(spec.clone(), opts, load)
             })
             .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("model-instance-id: {}", e)))?;
@@ -164,21 +166,23 @@ impl DenoiseSeg {
             let started = std::time::Instant::now();
             match load(&spec, &opts) {
                 Ok(model) => {
+                    let backend = OrtBackend::new(model);
                     if let Some(el) = weak.upgrade() {
-                        for w in &model.warnings {
+                        for w in backend.warnings() {
                             gst::warning!(CAT, obj = el, "{w}");
                         }
                         if opts.provider == Provider::Auto {
-                            gst::warning!(CAT, obj = el, "execution-provider=auto runs on {}", model.provider);
+                            gst::warning!(CAT, obj = el, "execution-provider=auto runs on {}", backend.provider());
                         }
                     }
-                    lock(&report).provider = model.provider.name().to_string();
+                    lock(&report).provider = backend.provider().name().to_string();
                     progress.complete(&format!(
-                        "model ready on {} in {:.2} s",
-                        model.provider,
-                        started.elapsed().as_secs_f64()
+                        "model ready on {} in {:.2} s (session {})",
+                        backend.provider(),
+                        started.elapsed().as_secs_f64(),
+                        backend.build_report()
                     ));
-                    Ok(Box::new(OrtBackend::new(model)) as Box<dyn Backend>)
+                    Ok(Box::new(backend) as Box<dyn Backend>)
                 }
                 Err(e) => {
                     progress.error(&format!("model failed: {e}"));

@@ -38,6 +38,9 @@ pub struct ElementOpts {
     /// Frames per inference call (1-64)
     #[arg(long, value_name = "N")]
     pub batch_size: Option<u32>,
+    /// Model runs in flight at once, each on its own ONNX Runtime session (1-8)
+    #[arg(long, value_name = "N")]
+    pub concurrent_runs: Option<u32>,
     /// Longest wait for a batch to fill, in milliseconds
     #[arg(long, value_name = "MS")]
     pub batch_timeout: Option<u32>,
@@ -106,6 +109,9 @@ impl ElementOpts {
         }
         if let Some(v) = self.batch_size {
             put("batch-size", v.to_string());
+        }
+        if let Some(v) = self.concurrent_runs {
+            put("concurrent-runs", v.to_string());
         }
         if let Some(v) = self.batch_timeout {
             put("batch-timeout", v.to_string());
