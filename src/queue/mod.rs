@@ -799,7 +799,9 @@ mod tests {
         let backend = Flagged(backend, DropFlag(dropped.clone()));
         let q = start(
             config(2, 6, 2),
-            tunables(false, 0.0, Duration::ZERO),
+            // A long batch timeout: the first batch is frames 0 and 1 however
+            // late the workers hand frame 1 over (a loaded machine).
+            tunables(false, 0.0, Duration::from_secs(10)),
             proc_(8),
             Box::new(move || Ok(Box::new(backend) as Box<dyn Backend>)),
         );
