@@ -828,6 +828,25 @@ fn models_suggests_a_sidecar_for_a_model_without_one_and_writes_it_once() {
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(text.contains("trained on synthetic scenes"), "{text}");
     assert!(text.contains("--seg-model"), "{text}");
+    // With the real-street figures of its sidecar when it has them (the default's come
+    // from models/eval-real), plainly without them (the quality variant has none).
+    let acc = metric("models/denoiseseg-sdb-small.toml", "real_streets_pixel_accuracy_sigma0");
+    let said = format!("it gets {:.0} % of the labelled pixels right", acc * 100.0);
+    assert!(text.contains(&said), "{said:?} not in {text}");
+    assert!(
+        text.contains("its class maps on real streets are mostly wrong"),
+        "{text}"
+    );
+}
+
+/// A number from the `[metrics]` of a shipped sidecar.
+fn metric(sidecar: &str, key: &str) -> f64 {
+    let text = std::fs::read_to_string(common::root().join(sidecar)).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{key} = ")))
+        .unwrap_or_else(|| panic!("{sidecar} has no {key}"));
+    line.split(" = ").nth(1).unwrap().trim().parse().unwrap()
 }
 
 /// A lossless GRAY8 label clip of `n` frames with every pixel `class`.
