@@ -23,7 +23,8 @@ def load_export_module(ckpt_path):
     a = ck["args"]
     m = a["model"]
     if m == "sdb":
-        net = nets.SDB(a["blocks"], a["width"], a["depth"], a["seg_width"], a.get("arch", "shallow"))
+        net = nets.SDB(a["blocks"], a["width"], a["depth"], a["seg_width"], a.get("arch", "shallow"),
+                       a.get("final_seg_width") or None)
         net.load_state_dict(ck["model"])
         return nets.ExportSDB(net).eval(), ("denoised", "labels"), a, ck["step"]
     if m in ("plain", "cascade"):

@@ -69,6 +69,32 @@ class LightSeg(nn.Module):
         return self.head(f)
 
 
+def widen_lightseg(small, width):
+    """A LightSeg(width) that computes exactly what `small` (a narrower LightSeg) does:
+    the old weights in place, the new channels' incoming weights small and random (so
+    they carry signal and learn) and every weight from a new channel to an old one zero
+    (so the old outputs do not change), as in Net2Net's function-preserving widening."""
+    old_w = small.c1.weight.shape[0]
+    if width < old_w:
+        raise ValueError(f"cannot widen a LightSeg({old_w}) to {width}")
+    big = LightSeg(width, small.use_sigma, small.head.out_channels)
+    with torch.no_grad():
+        for name in ("e1", "e2", "e3", "c1", "c2", "c3", "c4", "fuse", "head"):
+            a, b = getattr(small, name), getattr(big, name)
+            b.weight.mul_(0.1)
+            b.bias.zero_()
+            co, ci = a.weight.shape[:2]
+            if name == "fuse":  # input: the width features, then the 32 stride-4 ones
+                b.weight[:, old_w:width].zero_()
+                b.weight[:co, :old_w] = a.weight[:, :old_w]
+                b.weight[:co, width:] = a.weight[:, old_w:]
+            else:
+                b.weight[:, ci:].zero_()
+                b.weight[:co, :ci] = a.weight
+            b.bias[:co] = a.bias
+    return big
+
+
 class SFT(nn.Module):
     """Spatial feature transform: per-pixel scale and shift from shared condition features."""
 
@@ -179,9 +205,10 @@ class SDB(nn.Module):
     """K alternating segmentation-and-denoising blocks, then a final segmentation.
     Returns (list of denoised images, list of logits), the last of each is the output."""
 
-    def __init__(self, blocks=2, c=32, depth=3, seg_width=64, arch="shallow"):
+    def __init__(self, blocks=2, c=32, depth=3, seg_width=64, arch="shallow", final_seg_width=None):
         super().__init__()
-        self.segs = nn.ModuleList([LightSeg(seg_width) for _ in range(blocks + 1)])
+        widths = [seg_width] * blocks + [final_seg_width or seg_width]
+        self.segs = nn.ModuleList([LightSeg(w) for w in widths])
         if arch == "unet":
             self.dens = nn.ModuleList([UNetDenoiser(c, cond=True) for _ in range(blocks)])
         else:

@@ -103,7 +103,7 @@ def frozen_seg(path, dev):
 
 def build(args):
     if args.model == "sdb":
-        return nets.SDB(args.blocks, args.width, args.depth, args.seg_width, args.arch)
+        return nets.SDB(args.blocks, args.width, args.depth, args.seg_width, args.arch, args.final_seg_width or None)
     if args.model in ("plain", "cascade"):
         return nets.PlainUNet(args.width) if args.arch == "unet" else nets.PlainDenoiser(args.width, args.depth)
     if args.model == "seg":
@@ -187,6 +187,9 @@ def parser():
     ap.add_argument("--arch", default="shallow", choices=["shallow", "unet"],
                     help="denoiser: shallow = convolutions at half resolution, unet = three-level U-Net (nets.py)")
     ap.add_argument("--seg-width", type=int, default=64)
+    ap.add_argument("--final-seg-width", type=int, default=0,
+                    help="--model sdb: features of the final segmenter (0: --seg-width); an --init checkpoint "
+                         "with a narrower one is widened without changing what it computes")
     ap.add_argument("--seg-input", default="noisy", choices=["noisy", "clean"])
     ap.add_argument("--rec-weight", type=float, default=10.0, help="weight of L1 vs cross-entropy")
     ap.add_argument("--seg-grad", type=int, default=1, choices=[0, 1],
@@ -370,6 +373,8 @@ def main():
             prefix = f"segs.{last_seg}."
             sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
             log(f"ffdseg: segmenter from {args.init}'s final segmenter ({prefix[:-1]})")
+        if args.model == "sdb" and args.final_seg_width:
+            sd = widen_final_seg(sd, len(net.segs) - 1, args.final_seg_width, log)
         missing = target.load_state_dict(sd, strict=False)
         log(f"initialised from {args.init} ({missing})")
     if args.init_segs and not os.path.exists(last):
@@ -507,6 +512,23 @@ def main():
             break
     save(last)
     log(f"done: {step} steps, {(time.time() - t0) / 60:.1f} min this run")
+
+
+def widen_final_seg(sd, last, width, log):
+    """An SDB state dict whose final segmenter (segs.<last>) is widened to `width`
+    features, computing what it computed (nets.widen_lightseg)."""
+    prefix = f"segs.{last}."
+    old = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    old_w = old["c1.weight"].shape[0]
+    if old_w == width:
+        return sd
+    small = nets.LightSeg(old_w)
+    small.load_state_dict(old)
+    big = nets.widen_lightseg(small, width)
+    sd = {k: v for k, v in sd.items() if not k.startswith(prefix)}
+    sd.update({prefix + k: v for k, v in big.state_dict().items()})
+    log(f"final segmenter widened from {old_w} to {width} features (the same outputs)")
+    return sd
 
 
 def zoom_range(ap, text):
