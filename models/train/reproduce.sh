@@ -121,6 +121,8 @@ run $PY $T/train.py --config $C/sdb-camera-1.0.0.toml
 run $PY $T/train.py --config $C/sdb-small-1.11.0.toml
 run $PY $T/train.py --config $C/sdb-small-1.11.0-cons.toml
 run $PY $T/train.py --config $C/sdb-small-1.11.0-mix.toml
+# a capacity probe (shipped nothing): the final segmenter widened to 80 features, 2000 more steps
+run $PY $T/train.py --config $C/sdb-small-seg80.toml
 # the camera model 1.1.0: 1.0.0 with the default 1.11.0's final segmenter (its denoiser unchanged)
 run $PY $T/swap_seg.py --into $R/sdb-camera/last.pt --seg-from $R/sdb-real-cons/last.pt --out $R/sdb-camera-seg/last.pt
 # equal-budget comparisons, 3000 steps each (1 thread, two at a time): SDB-U, the plain U-Net of
@@ -171,6 +173,7 @@ run $PY $T/export.py --ckpt $R/sdbu18/last.pt --onnx $R/sdb_v18.onnx --no-sideca
 run $PY $T/export.py --ckpt $R/sdbu19/last.pt --onnx $R/sdb_v19.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/sdbu20/last.pt --onnx $R/sdb_v110.onnx --name denoiseseg-sdb-small --version 1.10.0
 run $PY $T/export.py --ckpt $R/sdb-real-mix/last.pt --onnx $R/sdb_v111_mix.onnx --name sdb-real-mix --version 0.0.0
+run $PY $T/export.py --ckpt $R/sdb-seg80/last.pt --onnx $R/sdb_seg80.onnx --name sdb-seg80 --version 0.0.0
 run $PY $T/export.py --ckpt $R/sdb-real-cons/last.pt --onnx models/denoiseseg-sdb-small.onnx \
     --name denoiseseg-sdb-small --version 1.11.0 --license MIT --description "$SDESC" --provenance "$SPROV"
 CDESC="Joint denoising + Cityscapes 19-class segmentation for compressed camera video with unknown noise (the default SDB-U fine-tuned on camera noise through H.264 and JPEG, fed the element's own noise estimate: use noise-level=-1)"
@@ -207,7 +210,7 @@ run $PY $T/evaluate.py --n 50 --classical --ffdnet \
 # the sidecars' [metrics] and the card's tables
 $PY $T/card_metrics.py $R/eval.json
 # real street frames (issue 19): the default and the camera model, before and after, and their sidecar figures
-for m in models/denoiseseg-sdb-small.onnx models/denoiseseg-sdb-camera.onnx $R/sdb_v110.onnx $R/camera_v10.onnx $R/sdb_v111_mix.onnx; do
+for m in models/denoiseseg-sdb-small.onnx models/denoiseseg-sdb-camera.onnx $R/sdb_v110.onnx $R/camera_v10.onnx $R/sdb_v111_mix.onnx $R/sdb_seg80.onnx; do
   run $PY models/eval-real/evaluate_real.py --model $m --json $R/real_$(basename $m .onnx).json
 done
 $PY $T/card_metrics.py $R/eval.json --only sdb,camera --real sdb=$R/real_denoiseseg-sdb-small.json --real camera=$R/real_denoiseseg-sdb-camera.json
