@@ -300,6 +300,46 @@ impl Arrivals {
     fn stat_u64(&self, field: &str) -> u64 {
         self.stats.as_ref().and_then(|s| s.get::<u64>(field).ok()).unwrap_or(0)
     }
+
+    /// The timed window of a stream of `warmup` + `frames` frames pushed at `pushed`:
+    /// from the last warm-up frame's arrival (the first push without warm-up) to the
+    /// last frame's, its frames/s, and each timed frame's latency in ms. `who` prefixes
+    /// the errors ("stream 2: ", or nothing).
+    fn window(&self, pushed: &[Instant], warmup: usize, frames: usize, who: &str) -> Result<Window> {
+        let total = warmup + frames;
+        let arrival = |i: usize| self.at.get(&(i as u64 * FRAME_NS)).copied();
+        if self.at.len() < total || pushed.len() < total {
+            bail!(
+                "{who}the pipeline delivered {} of {total} frames ({} pushed)",
+                self.at.len(),
+                pushed.len()
+            );
+        }
+        let never = |i: usize| anyhow!("{who}frame {i} never arrived");
+        let end = arrival(total - 1).ok_or_else(|| never(total - 1))?;
+        let start = if warmup > 0 {
+            arrival(warmup - 1).ok_or_else(|| never(warmup - 1))?
+        } else {
+            pushed[0]
+        };
+        let secs = end.saturating_duration_since(start).as_secs_f64();
+        Ok(Window {
+            start,
+            end,
+            fps: if secs > 0.0 { frames as f64 / secs } else { 0.0 },
+            latencies_ms: (warmup..total)
+                .filter_map(|i| arrival(i).map(|t| t.saturating_duration_since(pushed[i]).as_secs_f64() * 1e3))
+                .collect(),
+        })
+    }
+}
+
+/// A stream's timed window ([`Arrivals::window`]).
+struct Window {
+    start: Instant,
+    end: Instant,
+    fps: f64,
+    latencies_ms: Vec<f64>,
 }
 
 /// Records on `sink` when each of the `total` frames of `ds`'s stream arrives, the
@@ -374,26 +414,7 @@ fn pipeline_run(
         bail!("interrupted");
     }
     let a = arrivals.lock().unwrap_or_else(|e| e.into_inner());
-    let arrival = |i: usize| a.at.get(&(i as u64 * FRAME_NS)).copied();
-    if a.at.len() < total || pushed.len() < total {
-        bail!(
-            "the pipeline delivered {} of {} frames ({} pushed)",
-            a.at.len(),
-            total,
-            pushed.len()
-        );
-    }
-    let end = arrival(total - 1).ok_or_else(|| anyhow!("frame {} never arrived", total - 1))?;
-    let start = if warmup > 0 {
-        arrival(warmup - 1).ok_or_else(|| anyhow!("frame {} never arrived", warmup - 1))?
-    } else {
-        pushed[0]
-    };
-    let secs = end.saturating_duration_since(start).as_secs_f64();
-    let fps = if secs > 0.0 { frames as f64 / secs } else { 0.0 };
-    let latencies_ms = (warmup..total)
-        .filter_map(|i| arrival(i).map(|t| t.saturating_duration_since(pushed[i]).as_secs_f64() * 1e3))
-        .collect();
+    let Window { fps, latencies_ms, .. } = a.window(&pushed, warmup, frames, "")?;
     Ok(PipelineResult {
         fps,
         provider: a.provider.clone().unwrap_or_else(|| "unknown".into()),

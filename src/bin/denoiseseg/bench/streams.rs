@@ -108,30 +108,14 @@ fn run_round(
     let mut out = Vec::new();
     for (i, ((_, arrivals), pushed)) in branches.iter().zip(&pushed_all).enumerate() {
         let a = arrivals.lock().unwrap_or_else(|e| e.into_inner());
-        let arrival = |k: usize| a.at.get(&(k as u64 * FRAME_NS)).copied();
-        if a.at.len() < total || pushed.len() < total {
-            bail!(
-                "stream {i}: the pipeline delivered {} of {total} frames ({} pushed)",
-                a.at.len(),
-                pushed.len()
-            );
-        }
-        let end = arrival(total - 1).ok_or_else(|| anyhow!("stream {i}: frame {} never arrived", total - 1))?;
-        let start = if warmup > 0 {
-            arrival(warmup - 1).ok_or_else(|| anyhow!("stream {i}: frame {} never arrived", warmup - 1))?
-        } else {
-            pushed[0]
-        };
-        let secs = end.saturating_duration_since(start).as_secs_f64();
+        let w = a.window(pushed, warmup, frames, &format!("stream {i}: "))?;
         out.push(StreamRound {
             pushed: pushed.len(),
             received: a.at.len(),
-            fps: if secs > 0.0 { frames as f64 / secs } else { 0.0 },
-            latencies_ms: (warmup..total)
-                .filter_map(|k| arrival(k).map(|t| t.saturating_duration_since(pushed[k]).as_secs_f64() * 1e3))
-                .collect(),
-            start,
-            end,
+            fps: w.fps,
+            latencies_ms: w.latencies_ms,
+            start: w.start,
+            end: w.end,
             processed: a.stat_u64("processed"),
             batches: a.stat_u64("batches"),
             mean_batch_frames: a.stat_f64("mean-batch-frames"),
