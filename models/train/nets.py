@@ -69,6 +69,18 @@ class LightSeg(nn.Module):
         return self.head(f)
 
 
+def final_seg_prefix(sd):
+    """The state-dict prefix of an SDB's final segmenter ("segs.<K>."), the one that
+    reads the denoised image."""
+    return f"segs.{max(int(k.split('.')[1]) for k in sd if k.startswith('segs.'))}."
+
+
+def final_seg_state(sd):
+    """(prefix, the final segmenter's own state dict) of an SDB state dict."""
+    prefix = final_seg_prefix(sd)
+    return prefix, {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
 def widen_lightseg(small, width):
     """A LightSeg(width) that computes exactly what `small` (a narrower LightSeg) does:
     the old weights in place, the new channels' incoming weights small and random (so

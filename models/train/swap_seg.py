@@ -10,8 +10,12 @@ segmenter reads a denoised frame either way.
 """
 import argparse
 import os
+import sys
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nets  # noqa: E402
 
 
 def main():
@@ -24,11 +28,9 @@ def main():
     for ck, name in ((into, args.into), (seg, args.seg_from)):
         if ck.get("args", {}).get("model") != "sdb":
             raise SystemExit(f"{name}: not an SDB checkpoint")
-    last = max(int(k.split(".")[1]) for k in into["model"] if k.startswith("segs."))
-    prefix = f"segs.{last}."
+    prefix, mine = nets.final_seg_state(into["model"])
     taken = {k: v for k, v in seg["model"].items() if k.startswith(prefix)}
-    mine = {k for k in into["model"] if k.startswith(prefix)}
-    if set(taken) != mine or any(taken[k].shape != into["model"][k].shape for k in mine):
+    if set(taken) != {prefix + k for k in mine} or any(taken[prefix + k].shape != v.shape for k, v in mine.items()):
         raise SystemExit(f"{args.seg_from}: its final segmenter ({prefix[:-1]}) does not fit {args.into}'s")
     model = dict(into["model"])
     model.update(taken)

@@ -369,12 +369,10 @@ def main():
         target, sd = (net.seg if args.model == "ffdseg" else net), ck["model"]
         if args.model == "ffdseg" and any(k.startswith("segs.") for k in sd):
             # an SDB checkpoint: its final segmenter, the one that reads the denoised image
-            last_seg = max(int(k.split(".")[1]) for k in sd if k.startswith("segs."))
-            prefix = f"segs.{last_seg}."
-            sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+            prefix, sd = nets.final_seg_state(sd)
             log(f"ffdseg: segmenter from {args.init}'s final segmenter ({prefix[:-1]})")
         if args.model == "sdb" and args.final_seg_width:
-            sd = widen_final_seg(sd, len(net.segs) - 1, args.final_seg_width, log)
+            sd = widen_final_seg(sd, args.final_seg_width, log)
         missing = target.load_state_dict(sd, strict=False)
         log(f"initialised from {args.init} ({missing})")
     if args.init_segs and not os.path.exists(last):
@@ -514,11 +512,10 @@ def main():
     log(f"done: {step} steps, {(time.time() - t0) / 60:.1f} min this run")
 
 
-def widen_final_seg(sd, last, width, log):
-    """An SDB state dict whose final segmenter (segs.<last>) is widened to `width`
-    features, computing what it computed (nets.widen_lightseg)."""
-    prefix = f"segs.{last}."
-    old = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+def widen_final_seg(sd, width, log):
+    """An SDB state dict whose final segmenter is widened to `width` features, computing
+    what it computed (nets.widen_lightseg)."""
+    prefix, old = nets.final_seg_state(sd)
     old_w = old["c1.weight"].shape[0]
     if old_w == width:
         return sd
