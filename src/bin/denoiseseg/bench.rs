@@ -151,11 +151,14 @@ impl FromArgMatches for Args {
 
 impl clap::Args for Args {
     fn augment_args(cmd: clap::Command) -> clap::Command {
-        Options::augment_args(batch_list_option(ElementOpts::augment_args(cmd)))
+        // The bench's own options first in --help, as they always were.
+        batch_list_option(ElementOpts::augment_args(Options::augment_args(cmd)))
     }
 
     fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
-        Options::augment_args_for_update(batch_list_option(ElementOpts::augment_args_for_update(cmd)))
+        batch_list_option(ElementOpts::augment_args_for_update(Options::augment_args_for_update(
+            cmd,
+        )))
     }
 }
 
