@@ -12,9 +12,12 @@
 # Options: --provider cpu|cuda|tensorrt|auto (repeatable; default: cuda, plus tensorrt when
 # found), --sizes 1024x512,2048x1024, --batches 1,8, --runs 1,2 (the element's
 # concurrent-runs; runs above 1 only on the default model), --frames N, --warmup N,
-# --row-timeout S (default 100), --budget S (whole bench, default 420),
+# --row-timeout S (default 100 per batch size), --budget S (whole bench, default 420),
 # --bundle DIR (default gpu-bundle), --keep DIR (the copy --receive keeps).
-# Results: $OUT (default ./gpu-check-out): table.txt, rows.tsv, <row>.json, <row>.log, env.txt.
+# Results: $OUT (default ./gpu-check-out): table.txt, rows.tsv, <provider-size-runs-model>.json and .log
+# (one per process), env.txt.
+# One process per provider, model, size and runs measures every batch of --batches side by
+# side (bench --batch-size 1,8: one process start, one TensorRT engine build per batch).
 # Runs from the repository root. A row that fails says why; the others still run.
 set -uo pipefail
 
@@ -47,7 +50,7 @@ while [ $# -gt 0 ]; do
     --budget) BUDGET=$2; shift ;;
     --bundle) BUNDLE=$2; shift ;;
     --keep) KEEP=$2; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "gpu-check: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -177,43 +180,56 @@ rm -f "$RESULTS"/ld-debug.*
 failed_row() {
   printf '%s\t-\t%s\t%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t%s\t%s\n' "$@" >> "$TSV"
 }
-row() {  # provider size batch runs model
-  local prov=$1 size=$2 batch=$3 runs=$4 model=$5 id="$1-$2-b$3-r$4-$5" left t0 rc note
+# One process for every batch size of $BATCHES: one TSV row each.
+rows() {  # provider size runs model
+  local prov=$1 size=$2 runs=$3 model=$4 id="$1-$2-r$3-$4" left t0 rc note b nb maxb=1
+  nb=$(tr ',' '\n' <<<"$BATCHES" | grep -c .)
+  for b in ${BATCHES//,/ }; do [ "$b" -gt "$maxb" ] && maxb=$b; done
   left=$((BUDGET - (SECONDS - START)))
   if [ "$left" -lt 15 ]; then
-    failed_row "$prov" "$size" "$batch" "$runs" "$model" - "skipped: time budget (${BUDGET}s) spent"; return
+    for b in ${BATCHES//,/ }; do
+      failed_row "$prov" "$size" "$b" "$runs" "$model" - "skipped: time budget (${BUDGET}s) spent"
+    done
+    return
   fi
-  local t=$((ROW_TIMEOUT < left ? ROW_TIMEOUT : left))
-  say "row $id (timeout ${t}s)"
+  local t=$((ROW_TIMEOUT * nb < left ? ROW_TIMEOUT * nb : left))
+  say "rows $id, batch $BATCHES (timeout ${t}s)"
   t0=$EPOCHREALTIME
-  # The first row runs under LD_DEBUG=libs: which files the process really loaded.
+  # The first process runs under LD_DEBUG=libs: which files it really loaded.
   local dbg=()
   if [ -z "$TRACED" ]; then TRACED=1; dbg=(env LD_DEBUG=libs LD_DEBUG_OUTPUT="$RESULTS/ld-debug"); fi
-  timeout -k 5 "$t" "${dbg[@]}" "$APP" bench --provider "$prov" --size "$size" --batch-size "$batch" \
-    --concurrent-runs "$runs" --max-in-flight $((runs * batch + 8)) \
+  # max-in-flight: room for every run's batch at the largest batch size (one value for all).
+  timeout -k 5 "$t" "${dbg[@]}" "$APP" bench --provider "$prov" --size "$size" --batch-size "$BATCHES" \
+    --concurrent-runs "$runs" --max-in-flight $((runs * maxb + 8)) \
     --model "${MODEL_FILE[$model]}" --frames "$FRAMES" --warmup "$WARMUP" --json "$RESULTS/$id.json" \
     > "$RESULTS/$id.log" 2>&1
   rc=$?
   local wall
   wall=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.1f", b - a}')
   if [ $rc -eq 0 ] && [ -s "$RESULTS/$id.json" ] && [ -n "$PY" ]; then
-    "$PY" - "$RESULTS/$id.json" "$prov" "$size" "$batch" "$runs" "$model" "$wall" >> "$TSV" <<'EOF' || rc=99
+    "$PY" - "$RESULTS/$id.json" "$prov" "$size" "$runs" "$model" "$wall" >> "$TSV" <<'EOF' || rc=99
 import json, sys
 r = json.load(open(sys.argv[1]))
-p, b = r["pipeline"], r["bare"]
+# One batch size: the one-batch report; several: its rows.
+rows = r.get("rows") or [r]
 f = lambda v, n=1: "-" if v is None or v != v else f"{v:.{n}f}"
-note = "" if r["provider"] == b["provider"] else f"bare loop ran {b['provider']}"
-runs = p.get("concurrent_runs")
-if runs is not None and str(runs) != sys.argv[5]:
-    note = (note + "; " if note else "") + f"element ran {runs} runs"
-# The bare loop's cache outcome, then the element's (its first round's build).
-caches = [b.get("engine_cache", "-")] + list(p.get("engine_cache") or [])[:1]
-el_build = (p.get("element_build_ms") or [None])[0]
-print("\t".join([sys.argv[2], r["provider"], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], f(b["fps"]),
-                 f(p["fps"]), f(p["latency_ms"]["p50"]), f(p["latency_ms"]["p99"]),
-                 f(100 * p["element_busy"], 0) + "%", f(r["ratio"], 3), f(b.get("session_build_s"), 2),
-                 "/".join(c or "-" for c in caches), f(None if el_build is None else el_build / 1000, 2),
-                 sys.argv[7], note]))
+for row in rows:
+    p, b = row["pipeline"], row["bare"]
+    notes = [] if r["provider"] == b["provider"] else [f"bare loop ran {b['provider']}"]
+    runs = p.get("concurrent_runs")
+    if runs is not None and str(runs) != sys.argv[4]:
+        notes.append(f"element ran {runs} runs")
+    ran = p.get("window_batch_frames")
+    if ran is not None and ran == ran and ran < row["batch_size"] - 0.05:
+        notes.append(f"element ran {ran:.2f} frames per model run")
+    # The bare loop's cache outcome, then the element's (its first round's build).
+    caches = [b.get("engine_cache", "-")] + list(p.get("engine_cache") or [])[:1]
+    el_build = (p.get("element_build_ms") or [None])[0]
+    print("\t".join([sys.argv[2], r["provider"], sys.argv[3], str(row["batch_size"]), sys.argv[4], sys.argv[5],
+                     f(b["fps"]), f(p["fps"]), f(p["latency_ms"]["p50"]), f(p["latency_ms"]["p99"]),
+                     f(100 * p["element_busy"], 0) + "%", f(row["ratio"], 3), f(b.get("session_build_s"), 2),
+                     "/".join(c or "-" for c in caches), f(None if el_build is None else el_build / 1000, 2),
+                     sys.argv[6], "; ".join(notes)]))
 EOF
     [ $rc -eq 0 ] && return
   fi
@@ -225,16 +241,14 @@ EOF
     [ ${#note} -le 320 ] || note="${note:0:110} ... ${note: -200}"
     note="failed (exit $rc): $note"
   fi
-  failed_row "$prov" "$size" "$batch" "$runs" "$model" "$wall" "$note"
+  for b in ${BATCHES//,/ }; do failed_row "$prov" "$size" "$b" "$runs" "$model" "$wall" "$note"; done
 }
 for prov in "${PROVIDERS[@]}"; do
   for model in default quality; do
     for size in ${SIZES//,/ }; do
-      for batch in ${BATCHES//,/ }; do
-        for runs in ${RUNS//,/ }; do
-          [ "$runs" != 1 ] && [ "$model" != default ] && continue
-          row "$prov" "$size" "$batch" "$runs" "$model"
-        done
+      for runs in ${RUNS//,/ }; do
+        [ "$runs" != 1 ] && [ "$model" != default ] && continue
+        rows "$prov" "$size" "$runs" "$model"
       done
     done
   done
@@ -258,7 +272,7 @@ fi
   echo "runs: the element's concurrent-runs; busy: share of time the element's runners ran the model; ratio: pipe/bare;"
   echo "build: the bare loop's session build (with TensorRT the engine build, or its load from the cache);"
   echo "cache: TensorRT engine cache of the bare loop / the element (hit, miss, off); el_build: the element's"
-  echo "session builds (all its runs); wall: the row's seconds (both parts)"
+  echo "session builds (all its runs); wall: the seconds of the row's process (both parts, every batch size)"
   column -t -s $'\t' "$TSV" 2>/dev/null || cat "$TSV"
 } > "$RESULTS/table.txt"
 cat "$RESULTS/table.txt"

@@ -798,9 +798,12 @@ mod tests {
         let dropped = Arc::new(AtomicBool::new(false));
         let backend = Flagged(backend, DropFlag(dropped.clone()));
         let q = start(
-            config(2, 6, 2),
+            // One pre-processing worker: with two, a batch takes frames in the order
+            // they finish pre-processing, and on a loaded machine the first batch was
+            // frames 1 and 2 (frame 0 came later).
+            config(2, 6, 1),
             // A long batch timeout: the first batch is frames 0 and 1 however
-            // late the workers hand frame 1 over (a loaded machine).
+            // late the worker hands frame 1 over (a loaded machine).
             tunables(false, 0.0, Duration::from_secs(10)),
             proc_(8),
             Box::new(move || Ok(Box::new(backend) as Box<dyn Backend>)),

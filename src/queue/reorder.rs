@@ -155,6 +155,7 @@ mod tests {
             assert_eq!(seen, (0..n).collect::<Vec<_>>(), "every frame inferred exactly once");
             let s = q.stats().snapshot();
             assert_eq!(s.processed, n);
+            assert_eq!(s.inferred, n, "every frame counted once as the model ran it");
             assert_eq!(s.dropped, 0);
             assert_eq!(s.batches, batches.len() as u64);
             q.shutdown();

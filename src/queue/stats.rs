@@ -15,6 +15,9 @@ pub struct Stats {
     pub(super) latency_max_us: AtomicU64,
     /// Model runs with frames of this queue.
     pub(super) batches: AtomicU64,
+    /// Frames of this queue the model ran (counted as each batch comes back, before
+    /// post-processing).
+    pub(super) inferred: AtomicU64,
     /// f32 bits of the last sigma fed to the model ([0,1] scale).
     pub(super) last_sigma: AtomicU32,
     /// The engine's counters (shared with the other queues on a shared engine).
@@ -28,6 +31,10 @@ pub struct StatsSnapshot {
     pub dropped: u64,
     /// Model runs with frames of this queue.
     pub batches: u64,
+    /// Frames of this queue the model ran: a frame counts when its batch comes back,
+    /// before post-processing and the reordering, so the count can run ahead of
+    /// `processed`.
+    pub inferred: u64,
     pub mean_latency: Duration,
     pub max_latency: Duration,
     /// Mean time of one `Backend::run` (one batch) of the engine.
@@ -67,6 +74,7 @@ impl Stats {
             processed,
             dropped: self.dropped.load(Ordering::Relaxed),
             batches,
+            inferred: self.inferred.load(Ordering::Relaxed),
             mean_batch: Duration::from_micros(inference.checked_div(runs).unwrap_or(0)),
             mean_batch_frames: if runs > 0 { frames as f64 / runs as f64 } else { 0.0 },
             engine_streams: self.engine.streams.load(Ordering::Relaxed) as u64,

@@ -180,6 +180,7 @@ impl<P: Processor, E: Send + 'static> Port for QueuePort<P, E> {
 
     fn finish(&mut self, ticket: Ticket, tensors: Pooled) {
         if let Some((seq, epoch, frame, permit, t0)) = self.hand_back(ticket) {
+            self.sh.stats.inferred.fetch_add(1, Ordering::Relaxed);
             let _ = self.tx.send(Staged {
                 seq,
                 epoch,

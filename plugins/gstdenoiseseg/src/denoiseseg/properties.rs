@@ -310,7 +310,8 @@ pub(super) fn param_specs() -> &'static [glib::ParamSpec] {
                 .build(),
             glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                 .nick("Statistics")
-                .blurb("All statistics in one structure: processed, dropped, batches, mean-latency-ms, \
+                .blurb("All statistics in one structure: processed, dropped, batches, inferred (frames \
+                        the model ran, counted before post-processing), mean-latency-ms, \
                         max-latency-ms, mean-batch-ms (one model run), busy (share of time the model \
                         ran since its first batch: 1 = the device never waited for input), sigma, \
                         mean-batch-frames (frames per model run, from all streams of the engine), \
@@ -433,6 +434,7 @@ impl DenoiseSeg {
                     .field("processed", st.processed)
                     .field("dropped", st.dropped)
                     .field("batches", st.batches)
+                    .field("inferred", st.inferred)
                     .field("mean-latency-ms", st.mean_latency.as_secs_f64() * 1000.0)
                     .field("max-latency-ms", st.max_latency.as_secs_f64() * 1000.0)
                     .field("mean-batch-ms", st.mean_batch.as_secs_f64() * 1000.0)

@@ -7,13 +7,19 @@
 //! frames as fast as its source accepts them by a thread of its own; a frame's latency
 //! runs from the moment its appsrc accepted it to its arrival at its appsink, as in the
 //! single-stream bench.
+use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use gst::prelude::*;
 use serde_json::{json, Value};
 
-use super::{median, percentile, record_arrivals, spawn_pusher, FRAME_NS};
+use denoiseseg::model::ModelSpec;
+
+use super::bare::Settings;
+use super::pipeline::{record_arrivals, spawn_pusher, FRAME_NS};
+use super::report::{median, percentile};
+use super::{make_element, Args};
 use crate::common::{self, Progress};
 
 /// The engine id of the shared configuration.
@@ -40,6 +46,8 @@ struct StreamRound {
     pushed: usize,
     received: usize,
     fps: f64,
+    /// The frames the model ran in the stream's timed window.
+    timed_frames: u64,
     latencies_ms: Vec<f64>,
     start: Instant,
     end: Instant,
@@ -84,7 +92,7 @@ fn run_round(
         pipeline.add_many([src.upcast_ref::<gst::Element>(), ds, sink.upcast_ref()])?;
         gst::Element::link_many([src.upcast_ref::<gst::Element>(), ds, sink.upcast_ref()])
             .context("cannot link appsrc ! denoiseseg ! appsink")?;
-        let arrivals = record_arrivals(&sink, ds, total);
+        let arrivals = record_arrivals(&sink, ds, warmup, total);
         branches.push((src, arrivals));
     }
 
@@ -113,6 +121,7 @@ fn run_round(
             pushed: pushed.len(),
             received: a.at.len(),
             fps: w.fps,
+            timed_frames: w.timed_frames,
             latencies_ms: w.latencies_ms,
             start: w.start,
             end: w.end,
@@ -126,11 +135,8 @@ fn run_round(
     let start = out.iter().map(|s| s.start).min().expect("at least one stream");
     let end = out.iter().map(|s| s.end).max().expect("at least one stream");
     let secs = end.saturating_duration_since(start).as_secs_f64();
-    let aggregate = if secs > 0.0 {
-        (frames * out.len()) as f64 / secs
-    } else {
-        0.0
-    };
+    let timed: u64 = out.iter().map(|s| s.timed_frames).sum();
+    let aggregate = if secs > 0.0 { timed as f64 / secs } else { 0.0 };
     Ok((out, aggregate))
 }
 
@@ -311,4 +317,97 @@ pub fn measure(setup: &Setup) -> Result<Measured> {
         summary,
         rows,
     })
+}
+
+/// `bench --streams N`: one shared engine against N private ones, reported.
+#[allow(clippy::too_many_arguments)]
+pub fn main(
+    args: &Args,
+    s: &Settings,
+    spec: &ModelSpec,
+    (w, h): (usize, usize),
+    (pw, ph): (usize, usize),
+    batch: usize,
+    warmup: usize,
+    frames: usize,
+    frames_rgb: &[Vec<u8>],
+) -> Result<ExitCode> {
+    let n = args.opts.streams;
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as u32;
+    // Given threads go to every session; otherwise the cores, shared out.
+    let (threads_shared, threads_private) = if s.threads > 0 {
+        (s.threads, s.threads)
+    } else {
+        (cores, (cores / n as u32).max(1))
+    };
+    let make = |name: &str| make_element(args, name, None);
+    let setup = Setup {
+        streams: n,
+        repeat: args.opts.repeat.max(1),
+        warmup,
+        frames,
+        size: (w, h),
+        frames_rgb,
+        threads_shared,
+        threads_private,
+        make: &make,
+    };
+    let m = measure(&setup)?;
+    let [(shared_fps, shared_p99), (private_fps, private_p99)] = m.summary;
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    let (fps_ratio, p99_ratio) = (ratio(shared_fps, private_fps), ratio(shared_p99, private_p99));
+    let report = json!({
+        "command": "bench",
+        "model": s.model.display().to_string(),
+        "model_name": spec.name,
+        "size": [w, h],
+        "padded_size": [pw, ph],
+        "batch_size": batch,
+        "provider_requested": s.provider.name(),
+        "provider": m.provider,
+        "noise_level": s.noise_level,
+        "input_noise_sigma": args.opts.noise_sigma,
+        "warmup": warmup,
+        "frames": frames,
+        "repeat": setup.repeat,
+        "streams": n,
+        "shared": m.shared,
+        "private": m.private,
+        "ratio": {
+            "aggregate_fps": fps_ratio,
+            "p99_ms_worst_stream": p99_ratio,
+        },
+    });
+    let mut table = format!(
+        "{n} streams of model {} at {w}x{h} (padded {pw}x{ph}), batch {batch}, provider {}\n\
+         shared: 1 session (model-instance-id={}), intra-op threads {threads_shared}; \
+         private: {n} sessions, intra-op threads {threads_private} each\n\
+         {:<8} {:>6} {:>10} {:>9} {:>9} {:>8} {:>12} {:>8}\n",
+        spec.name,
+        m.provider,
+        SHARED_ID,
+        "engine",
+        "stream",
+        if setup.repeat > 1 { "median f/s" } else { "frames/s" },
+        "p50 ms",
+        "p99 ms",
+        "received",
+        "batch frames",
+        "streams",
+    );
+    for row in &m.rows {
+        table.push_str(row);
+        table.push('\n');
+    }
+    table.push_str(&format!(
+        "(\"all\": aggregate frames/s, median stream p50, worst stream p99)\n\
+         shared / private = {fps_ratio:.3} aggregate frames/s, {p99_ratio:.3} worst p99 latency{}",
+        if m.provider == "cpu" {
+            " (on a CPU the private sessions share the same cores)"
+        } else {
+            ""
+        }
+    ));
+    common::emit_report(&table, &report, args.opts.json.as_deref())?;
+    Ok(ExitCode::SUCCESS)
 }
