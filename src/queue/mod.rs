@@ -13,6 +13,8 @@
 //! `crate::processing::ModelStages`) run at fixed points around it, and the backend
 //! runs the model.
 //!
+//! - The pre-processing workers finish frames in any order; the sequencer hands them
+//!   to the inference thread in submission order, so a batch is consecutive frames.
 //! - Every frame and every serialized event gets a sequence number at submission;
 //!   [`FrameQueue::recv`] hands them out strictly in that order, so events never
 //!   overtake the frames queued before them.
@@ -33,7 +35,8 @@
 //!
 //! The files: `stages` (the [`Processor`] and [`Stages`] traits), `config` (settings),
 //! `stats` (counters), `engine` (the inference thread, private or shared), `workers`
-//! (the pre- and post-processing threads), `reorder` (`recv`, in order); this one
+//! (the pre- and post-processing threads), `sequencer` (pre-processed frames to the
+//! inference thread in order), `reorder` (`recv`, in order); this one
 //! holds the queue proper: submitting, flushing and shutting down.
 mod config;
 mod engine;
