@@ -819,9 +819,9 @@ mod tests {
         let dropped = Arc::new(AtomicBool::new(false));
         let backend = Flagged(backend, DropFlag(dropped.clone()));
         let q = start(
-            // One pre-processing worker: with two, a batch takes frames in the order
-            // they finish pre-processing, and on a loaded machine the first batch was
-            // frames 1 and 2 (frame 0 came later).
+            // One pre-processing worker (from before the sequencer, when with two a
+            // batch took frames in the order they finished pre-processing; the first
+            // batch is frames 0 and 1 with any number of workers now).
             config(2, 6, 1),
             // A long batch timeout: the first batch is frames 0 and 1 however
             // late the worker hands frame 1 over (a loaded machine).
