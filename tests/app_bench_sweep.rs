@@ -168,8 +168,9 @@ fn absurd_batch_size_lists_are_clear_errors() {
         base.iter().chain(extra).copied().collect()
     }
     fails_cleanly(&with(&base, &["--batch-size", "1,4,1"]), "1 is given twice");
+    // max-in-flight follows each batch size unless given.
     fails_cleanly(
-        &with(&base, &["--batch-size", "1,16"]),
+        &with(&base, &["--batch-size", "1,16", "--max-in-flight", "8"]),
         "max-in-flight 8 is less than batch-size 16",
     );
     fails_cleanly(

@@ -235,11 +235,6 @@ fn option_combinations_and_start_failures_are_one_line_without_gstreamer_critica
             ],
             in_flight,
         ),
-        // The element's default max-in-flight (8) against a bigger batch.
-        (
-            &["run", c, "--model", m, "--batch-size", "16"],
-            "max-in-flight 8 is less than batch-size 16",
-        ),
         // Checked before the pipeline is printed, too.
         (
             &[

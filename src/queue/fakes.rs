@@ -1,6 +1,6 @@
 //! The queue's test fixtures: a fake processor, fake backends, and helpers that start
 //! a queue and read what comes out of it.
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,24 @@ pub(super) struct TestProc {
     pub(super) pre_panic_on: Option<u64>,
     pub(super) pre_error_on: Option<u64>,
     pub(super) post_panic_on: Option<u64>,
+    /// Frames whose pre-processing finishes only after the next frame's has (each
+    /// waits for it, at most `WAIT`): with two workers or more, the next frame
+    /// deterministically overtakes it.
+    pub(super) overtaken: Vec<u64>,
+    /// A frame whose pre-processing waits for a message on the receiver (or for the
+    /// sender to be dropped; at most `GATE_BACKSTOP`).
+    pub(super) pre_gate: Option<(u64, Receiver<()>)>,
+    /// The frames whose pre-processing finished, in the order they did.
+    pub(super) pre_finished: PreFinished,
+}
+
+/// The frames whose pre-processing finished, in order, and a condition variable
+/// notified at each.
+pub(super) type PreFinished = Arc<(Mutex<Vec<u64>>, Condvar)>;
+
+/// The frames whose pre-processing finished so far, in the order they did.
+pub(super) fn pre_finished(f: &PreFinished) -> Vec<u64> {
+    lock(&f.0).clone()
 }
 
 pub(super) fn jitter(id: u64, salt: u64) {
@@ -74,8 +92,19 @@ impl Processor for TestProc {
         if self.jitter {
             jitter(f.id, 1);
         }
+        if let Some((_, gate)) = self.pre_gate.as_ref().filter(|(id, _)| *id == f.id) {
+            let _ = gate.recv_timeout(GATE_BACKSTOP);
+        }
+        let (finished, cv) = &*self.pre_finished;
+        if self.overtaken.contains(&f.id) {
+            let after = f.id + 1;
+            let guard = lock(finished);
+            let _ = cv.wait_timeout_while(guard, WAIT, |done| !done.contains(&after));
+        }
         t.set_size(f.width, f.height, self.size_multiple);
         t.image.fill(f.id as f32);
+        lock(finished).push(f.id);
+        cv.notify_all();
         Ok(())
     }
 

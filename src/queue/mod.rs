@@ -13,6 +13,8 @@
 //! `crate::processing::ModelStages`) run at fixed points around it, and the backend
 //! runs the model.
 //!
+//! - The pre-processing workers finish frames in any order; the sequencer hands them
+//!   to the inference thread in submission order, so a batch is consecutive frames.
 //! - Every frame and every serialized event gets a sequence number at submission;
 //!   [`FrameQueue::recv`] hands them out strictly in that order, so events never
 //!   overtake the frames queued before them.
@@ -33,11 +35,13 @@
 //!
 //! The files: `stages` (the [`Processor`] and [`Stages`] traits), `config` (settings),
 //! `stats` (counters), `engine` (the inference thread, private or shared), `workers`
-//! (the pre- and post-processing threads), `reorder` (`recv`, in order); this one
+//! (the pre- and post-processing threads), `sequencer` (pre-processed frames to the
+//! inference thread in order), `reorder` (`recv`, in order); this one
 //! holds the queue proper: submitting, flushing and shutting down.
 mod config;
 mod engine;
 mod reorder;
+mod sequencer;
 mod stages;
 mod stats;
 mod workers;
@@ -65,6 +69,7 @@ use crate::tensors::{Pool, Pooled};
 use crate::{Error, Result};
 use engine::QueuePort;
 use reorder::Reorder;
+use sequencer::Sequencer;
 use workers::{post_worker, pre_worker};
 
 /// What `submit` did with the frame. A dropped frame is handed back, so that the
@@ -134,6 +139,8 @@ impl Drop for Permit {
 
 struct Work<F> {
     seq: u64,
+    /// The frame's number among the frames (for [`Sequencer`]).
+    nth: u64,
     epoch: u64,
     frame: F,
     permit: Permit,
@@ -186,6 +193,8 @@ struct Shared<P: Processor, E> {
     epoch: AtomicU64,
     next_seq: AtomicU64,
     pool: Pool,
+    /// Hands pre-processed frames to the inference channel in submission order.
+    order: Sequencer<P::Frame>,
     done_tx: Sender<Done<P::Output, E>>,
 }
 
@@ -264,6 +273,9 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
             )));
         }
         let pool = Pool::new(config.max_in_flight + 1);
+        // Frames numbered and not yet handed over to inference: about the frames in
+        // flight (the ring grows, once, if leaky drops behind a slow frame widen it).
+        let order_slots = config.max_in_flight + config.workers;
         let (pre_tx, pre_rx) = crossbeam_channel::unbounded::<Work<P::Frame>>();
         let (infer_tx, infer_rx) = crossbeam_channel::unbounded::<Staged<P::Frame>>();
         let (post_tx, post_rx) = crossbeam_channel::unbounded::<Staged<P::Frame>>();
@@ -289,6 +301,7 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
             epoch: AtomicU64::new(0),
             next_seq: AtomicU64::new(0),
             pool,
+            order: Sequencer::new(infer_tx, order_slots),
             done_tx,
         });
         let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
@@ -299,11 +312,8 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
         };
         let mut threads = Vec::new();
         for i in 0..shared.config.workers {
-            let (sh, rx, tx) = (shared.clone(), pre_rx.clone(), infer_tx.clone());
-            threads.push(spawn(
-                format!("dseg-pre-{i}"),
-                Box::new(move || pre_worker(sh, rx, tx)),
-            )?);
+            let (sh, rx) = (shared.clone(), pre_rx.clone());
+            threads.push(spawn(format!("dseg-pre-{i}"), Box::new(move || pre_worker(sh, rx)))?);
             let (sh, rx) = (shared.clone(), post_rx.clone());
             threads.push(spawn(format!("dseg-post-{i}"), Box::new(move || post_worker(sh, rx)))?);
         }
@@ -383,6 +393,7 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
         drop(st);
         let work = Work {
             seq: sh.next_seq.fetch_add(1, Ordering::AcqRel),
+            nth: sh.order.number(),
             epoch: sh.epoch.load(Ordering::Acquire),
             frame,
             permit: Permit(sh.capacity.clone()),
@@ -394,12 +405,20 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
         }
     }
 
-    /// Drops the oldest frame still waiting for inference (or for pre-processing),
-    /// releasing its share of the capacity, and gives the frame back.
+    /// Drops the oldest frame still waiting for inference (in the inference channel,
+    /// then held for a frame before it, then waiting for pre-processing), releasing
+    /// its share of the capacity, and gives the frame back.
     fn drop_oldest(&self) -> Option<P::Frame> {
         let (seq, frame) = match self.infer_rx.try_recv() {
             Ok(s) => (s.seq, s.frame),
-            Err(_) => self.pre_rx.try_recv().ok().map(|w| (w.seq, w.frame))?,
+            Err(_) => match self.shared.order.take_oldest() {
+                Some(s) => (s.seq, s.frame),
+                None => {
+                    let w = self.pre_rx.try_recv().ok()?;
+                    self.shared.order.skip(w.nth);
+                    (w.seq, w.frame)
+                }
+            },
         };
         self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
         self.shared.done(seq, DoneKind::Dropped);
@@ -433,6 +452,7 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
         let _ = sh.done_tx.send(Done::Wake);
         // Frames not yet taken by a worker can go right away.
         while self.pre_rx.try_recv().is_ok() {}
+        sh.order.clear();
         while self.infer_rx.try_recv().is_ok() {}
     }
 
@@ -444,6 +464,7 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
         r.base = sh.next_seq.load(Ordering::Acquire);
         r.slots.clear();
         r.after_drop = false;
+        sh.order.restart();
         sh.flushing.store(false, Ordering::Release);
     }
 
@@ -467,11 +488,11 @@ impl<P: Processor, E: Send + 'static> FrameQueue<P, E> {
         }
         sh.capacity.cv.notify_all();
         let _ = sh.done_tx.send(Done::Wake);
-        // Closing the pre-processing channel ends the pre workers; their ends of the
-        // inference channel go with them, which ends the inference thread once its
-        // build or batch returns; the post workers watch `closed`.
+        // Closing the pre-processing channel ends the pre workers, and the sequencer
+        // lets go of the inference channel; the post workers watch `closed`.
         lock(&self.pre_tx).take();
         while self.pre_rx.try_recv().is_ok() {}
+        sh.order.close();
         while self.infer_rx.try_recv().is_ok() {}
         // Off the engine: a private engine (or a shared one losing its last stream)
         // stops, its thread joined, when its last reference goes here.
@@ -798,9 +819,9 @@ mod tests {
         let dropped = Arc::new(AtomicBool::new(false));
         let backend = Flagged(backend, DropFlag(dropped.clone()));
         let q = start(
-            // One pre-processing worker: with two, a batch takes frames in the order
-            // they finish pre-processing, and on a loaded machine the first batch was
-            // frames 1 and 2 (frame 0 came later).
+            // One pre-processing worker (from before the sequencer, when with two a
+            // batch took frames in the order they finished pre-processing; the first
+            // batch is frames 0 and 1 with any number of workers now).
             config(2, 6, 1),
             // A long batch timeout: the first batch is frames 0 and 1 however
             // late the worker hands frame 1 over (a loaded machine).

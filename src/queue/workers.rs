@@ -7,23 +7,21 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::{panic_message, DoneKind, Processor, Shared, Staged, Work};
 use crate::{Error, Result};
 
-pub(super) fn pre_worker<P: Processor, E>(
-    sh: Arc<Shared<P, E>>,
-    rx: Receiver<Work<P::Frame>>,
-    tx: Sender<Staged<P::Frame>>,
-) {
+/// Pre-processes frames and hands them to the sequencer, which passes them on to the
+/// inference channel in submission order (a frame that fails is skipped there).
+pub(super) fn pre_worker<P: Processor, E>(sh: Arc<Shared<P, E>>, rx: Receiver<Work<P::Frame>>) {
     let mut stage = sh.stages.pre_stage();
     while let Ok(mut w) = rx.recv() {
         if sh.stale(w.epoch) {
             continue;
         }
         let mut t = sh.tensors();
-        let seq = w.seq;
+        let (seq, nth) = (w.seq, w.nth);
         let result = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
             sh.processor.pre(&mut w.frame, &mut t)?;
             stage.run(&mut t, &sh.tunables);
@@ -39,12 +37,18 @@ pub(super) fn pre_worker<P: Processor, E>(
                     t0: w.t0,
                     tensors: t,
                 };
-                if tx.send(staged).is_err() {
+                if !sh.order.hand_over(nth, staged, |epoch| sh.stale(epoch)) {
                     return;
                 }
             }
-            Ok(Err(e)) => sh.done(seq, DoneKind::Error(e)),
-            Err(p) => sh.done(seq, DoneKind::Error(Error::Panic(panic_message(p)))),
+            Ok(Err(e)) => {
+                sh.order.skip(nth);
+                sh.done(seq, DoneKind::Error(e));
+            }
+            Err(p) => {
+                sh.order.skip(nth);
+                sh.done(seq, DoneKind::Error(Error::Panic(panic_message(p))));
+            }
         }
     }
 }
@@ -129,6 +133,245 @@ mod tests {
         // The last two frames waited for the batch timeout before running alone.
         assert!(elapsed >= timeout, "partial batch ran after {elapsed:?}");
         assert_eq!(q.stats().snapshot().batches, 3);
+    }
+
+    /// Every frame in the batches the backend ran, in the order it ran them.
+    fn ran(log: &Log) -> Vec<u64> {
+        batch_ids(log).concat()
+    }
+
+    /// Whether `a` finished pre-processing before `b`.
+    fn finished_before(p: &PreFinished, a: u64, b: u64) -> bool {
+        let order = pre_finished(p);
+        let at = |id| order.iter().position(|&x| x == id);
+        matches!((at(a), at(b)), (Some(i), Some(j)) if i < j)
+    }
+
+    #[test]
+    fn a_batch_is_consecutive_frames_even_when_pre_processing_finishes_out_of_order() {
+        let log = Log::default();
+        let backend = FakeBackend {
+            log: log.clone(),
+            ..FakeBackend::default()
+        };
+        // Two workers; frames 2, 7 and 9 finish pre-processing only after the frame
+        // after them. A long batch timeout: every batch fills to 4 (16 frames).
+        let p = TestProc {
+            size_multiple: 8,
+            overtaken: vec![2, 7, 9],
+            ..TestProc::default()
+        };
+        let finished = p.pre_finished.clone();
+        let q = start(
+            config(4, 16, 2),
+            tunables(false, 0.0, Duration::from_secs(10)),
+            p,
+            factory_of(backend),
+        );
+        let rx = spawn_receiver(q.arc());
+        for i in 0..16 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+        }
+        for i in 0..16 {
+            assert_eq!(
+                next_frame(&rx),
+                (
+                    Out {
+                        id: i,
+                        value: i as f32,
+                        padded: (8, 8),
+                        denoised: true
+                    },
+                    false
+                )
+            );
+        }
+        for k in [2, 7, 9] {
+            assert!(
+                finished_before(&finished, k + 1, k),
+                "frame {} did not overtake frame {k}: {:?}",
+                k + 1,
+                pre_finished(&finished)
+            );
+        }
+        assert_eq!(
+            batch_ids(&log),
+            vec![
+                vec![0, 1, 2, 3],
+                vec![4, 5, 6, 7],
+                vec![8, 9, 10, 11],
+                vec![12, 13, 14, 15]
+            ],
+            "a batch took a frame that overtook another in pre-processing"
+        );
+    }
+
+    #[test]
+    fn frames_failing_pre_processing_do_not_hold_back_the_batches_after_them() {
+        let log = Log::default();
+        let backend = FakeBackend {
+            log: log.clone(),
+            ..FakeBackend::default()
+        };
+        let p = TestProc {
+            size_multiple: 8,
+            pre_error_on: Some(2),
+            pre_panic_on: Some(5),
+            overtaken: vec![8],
+            ..TestProc::default()
+        };
+        // 18 frames, 2 failing: 4 full batches, so no batch waits for the timeout.
+        let q = start(
+            config(4, 32, 2),
+            tunables(false, 0.0, Duration::from_secs(10)),
+            p,
+            factory_of(backend),
+        );
+        let rx = spawn_receiver(q.arc());
+        for i in 0..18 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+        }
+        for i in 0..18 {
+            match next_item(&rx) {
+                Item::Error(m) if i == 2 => assert!(m.contains("injected pre error on frame 2"), "{m}"),
+                Item::Error(m) if i == 5 => assert!(m.contains("injected pre panic on frame 5"), "{m}"),
+                got => assert_eq!(
+                    got,
+                    Item::Frame {
+                        id: i,
+                        after_drop: false
+                    }
+                ),
+            }
+        }
+        assert_eq!(
+            batch_ids(&log),
+            vec![
+                vec![0, 1, 3, 4],
+                vec![6, 7, 8, 9],
+                vec![10, 11, 12, 13],
+                vec![14, 15, 16, 17]
+            ]
+        );
+        wait_until("permits are released", || q.in_flight() == 0);
+    }
+
+    #[test]
+    fn leaky_drops_while_an_earlier_frame_is_pre_processed_neither_stall_nor_reorder_batches() {
+        let log = Log::default();
+        let backend = FakeBackend {
+            log: log.clone(),
+            ..FakeBackend::default()
+        };
+        let (gate_tx, gate) = crossbeam_channel::unbounded();
+        let p = TestProc {
+            size_multiple: 8,
+            pre_gate: Some((0, gate)),
+            ..TestProc::default()
+        };
+        let finished = p.pre_finished.clone();
+        let q = start(
+            config(2, 4, 2),
+            tunables(true, 0.0, Duration::ZERO),
+            p,
+            factory_of(backend),
+        );
+        let rx = spawn_receiver(q.arc());
+        // Frame 0 stays in pre-processing; frames 1-3 finish and wait for it.
+        for i in 0..4 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+        }
+        wait_until("frames 1-3 are pre-processed", || pre_finished(&finished).len() == 3);
+        // The queue is full: each submit drops the oldest frame waiting (one finished
+        // and waiting for frame 0, or one waiting for a worker).
+        let mut dropped = Vec::new();
+        for i in 4..13 {
+            match q.submit(frame(i)) {
+                Ok(Submitted::QueuedDroppedOldest(old)) => {
+                    assert!(old.id > 0 && old.id < i, "frame {i} dropped frame {}", old.id);
+                    dropped.push(old.id);
+                }
+                other => panic!("frame {i}: {other:?} (a frame always waits here)"),
+            }
+        }
+        assert!(ran(&log).is_empty(), "frames ran before frame 0: {:?}", batch_ids(&log));
+        drop(gate_tx);
+        let kept = 13 - dropped.len() as u64;
+        let mut outputs = Vec::new();
+        for _ in 0..kept {
+            let (out, after_drop) = next_frame(&rx);
+            let gap = out.id != outputs.last().map_or(0, |&p: &u64| p + 1);
+            assert_eq!(after_drop, gap, "after_drop of frame {} after {outputs:?}", out.id);
+            outputs.push(out.id);
+        }
+        assert_eq!(outputs[0], 0);
+        let mut all: Vec<u64> = outputs.iter().chain(&dropped).copied().collect();
+        all.sort_unstable();
+        assert_eq!(
+            all,
+            (0..13).collect::<Vec<_>>(),
+            "outputs {outputs:?}, dropped {dropped:?}"
+        );
+        assert_eq!(ran(&log), outputs, "the backend ran the frames kept, in order");
+        assert_eq!(q.stats().snapshot().dropped, dropped.len() as u64);
+        wait_until("permits are released", || q.in_flight() == 0);
+    }
+
+    #[test]
+    fn a_flush_while_a_frame_is_pre_processed_does_not_hold_back_the_frames_after_it() {
+        let log = Log::default();
+        let backend = FakeBackend {
+            log: log.clone(),
+            ..FakeBackend::default()
+        };
+        let (gate_tx, gate) = crossbeam_channel::unbounded();
+        let p = TestProc {
+            size_multiple: 8,
+            pre_gate: Some((0, gate)),
+            ..TestProc::default()
+        };
+        let finished = p.pre_finished.clone();
+        let q = start(
+            config(4, 16, 2),
+            tunables(false, 0.0, Duration::from_secs(10)),
+            p,
+            factory_of(backend),
+        );
+        // Frame 0 stays in pre-processing; frames 1-5 finish and wait for it.
+        for i in 0..6 {
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+        }
+        wait_until("frames 1-5 are pre-processed", || pre_finished(&finished).len() == 5);
+        q.flush_start();
+        q.flush_stop();
+        wait_until("the frames held for frame 0 are let go", || q.in_flight() == 1);
+        // After the flush, with frame 0 still in pre-processing: the new frames (and
+        // an event, which has no frame number) come out, in full batches.
+        let rx = spawn_receiver(q.arc());
+        let mut expected = Vec::new();
+        for i in 10..18 {
+            if i == 14 {
+                q.submit_event(200).unwrap();
+                expected.push(Item::Event(200));
+            }
+            assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));
+            expected.push(Item::Frame {
+                id: i,
+                after_drop: false,
+            });
+        }
+        let got: Vec<Item> = (0..expected.len()).map(|_| next_item(&rx)).collect();
+        assert_eq!(got, expected);
+        assert_eq!(batch_ids(&log), vec![vec![10, 11, 12, 13], vec![14, 15, 16, 17]]);
+        // Frame 0 finishes after the flush: stale, it never runs.
+        drop(gate_tx);
+        wait_until("frame 0 releases its permit", || q.in_flight() == 0);
+        q.shutdown();
+        assert!(
+            matches!(next(&rx), Recv::Closed),
+            "nothing from before the flush came out"
+        );
+        assert_eq!(ran(&log), (10..18).collect::<Vec<_>>());
     }
 
     #[test]

@@ -518,6 +518,40 @@ fn max_in_flight_below_batch_size_is_refused() {
 }
 
 #[test]
+fn max_in_flight_follows_batch_size_and_concurrent_runs_until_set() {
+    let e = element("joint.onnx", &[]);
+    let spec = e.find_property("max-in-flight").unwrap();
+    assert_eq!(spec.default_value().get::<u32>().unwrap(), 8);
+    let read = |e: &gst::Element| e.property::<u32>("max-in-flight");
+    assert_eq!(read(&e), 8);
+    e.set_property("batch-size", 4u32);
+    assert_eq!(read(&e), 8);
+    e.set_property("batch-size", 8u32);
+    assert_eq!(read(&e), 16, "room for the next batch while one runs");
+    e.set_property("concurrent-runs", 2u32);
+    assert_eq!(read(&e), 32);
+    e.set_property("batch-size", 64u32);
+    e.set_property("concurrent-runs", 8u32);
+    assert_eq!(read(&e), 1024, "the most there is");
+    e.set_property("max-in-flight", 12u32);
+    e.set_property("batch-size", 4u32);
+    assert_eq!(read(&e), 12, "once set it stays");
+
+    // A batch above the old fixed default (8) runs without setting max-in-flight.
+    let (w, h) = (16, 8);
+    let e = element("joint.onnx", &[("batch-size", "16"), ("batch-timeout", "10000")]);
+    assert_eq!(read(&e), 32);
+    let mut hs = harness(&e, &rgb_caps(w, h));
+    for i in 0..16 {
+        hs.push(rgb_frame(i, w, h)).unwrap();
+    }
+    for i in 0..16 {
+        check_joint(&hs.pull().unwrap(), i, w, h);
+    }
+    assert_eq!(e.property::<u64>("frames-processed"), 16);
+}
+
+#[test]
 fn config_preset_sets_properties() {
     let dir = std::env::temp_dir().join(format!("dseg-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

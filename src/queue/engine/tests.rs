@@ -97,6 +97,66 @@ fn four_streams_share_one_engine_with_mixed_batches_and_exact_per_stream_order()
 }
 
 #[test]
+fn streams_on_a_shared_engine_run_their_frames_in_order_when_pre_processing_finishes_out_of_order() {
+    let log = Log::default();
+    let backend = FakeBackend {
+        log: log.clone(),
+        ..FakeBackend::default()
+    };
+    let engine = Engine::shared("engine-test-overtake", settings("m"), 4, 1, || factory_of(backend)).unwrap();
+    let n = 12u64;
+    // Two workers per stream; in each, some frames finish pre-processing only after
+    // the frame after them.
+    let overtaken = [vec![1002, 1005, 1009], vec![2000, 2003, 2007]];
+    let queues: Vec<Guard> = overtaken
+        .iter()
+        .map(|ids| {
+            let p = TestProc {
+                size_multiple: 8,
+                overtaken: ids.clone(),
+                ..TestProc::default()
+            };
+            support::Guard(Arc::new(
+                FrameQueue::with_engine(
+                    config(4, 16, 2),
+                    tunables(false, 0.0, Duration::from_secs(10)),
+                    Arc::new(p),
+                    Arc::new(NoStages),
+                    engine.clone(),
+                )
+                .expect("queue starts"),
+            ))
+        })
+        .collect();
+    let receivers: Vec<_> = queues.iter().map(|q| spawn_receiver(q.arc())).collect();
+    let feeders = feed_streams(&queues, n);
+    for (s, rx) in receivers.iter().enumerate() {
+        for i in 0..n {
+            assert_eq!(
+                next_frame(rx).0.id,
+                1000 * (s as u64 + 1) + i,
+                "stream {s} out of order"
+            );
+        }
+    }
+    for f in feeders {
+        f.recv_timeout(WAIT).expect("feeder done");
+    }
+    // 24 frames: 6 full batches (a long batch timeout), each stream's frames in them
+    // in its order.
+    let batches = batch_ids(&log);
+    assert!(batches.iter().all(|b| b.len() == 4), "{batches:?}");
+    for s in 1..=2u64 {
+        let ran: Vec<u64> = batches.concat().into_iter().filter(|id| id / 1000 == s).collect();
+        assert_eq!(
+            ran,
+            (0..n).map(|i| 1000 * s + i).collect::<Vec<_>>(),
+            "stream {s}'s frames ran out of order: {batches:?}"
+        );
+    }
+}
+
+#[test]
 fn a_flush_on_one_stream_discards_only_its_frames() {
     let log = Log::default();
     let (backend, gate_tx, started) = gated(log.clone());

@@ -29,6 +29,8 @@ pub(super) fn default_cache_dir() -> String {
 const DEFAULT_BATCH_SIZE: u32 = 1;
 const DEFAULT_CONCURRENT_RUNS: u32 = 1;
 const DEFAULT_BATCH_TIMEOUT_MS: u32 = 0;
+/// `max-in-flight` unless set: at least this, or room for two rounds of batches (see
+/// [`Settings::max_in_flight`]).
 const DEFAULT_MAX_IN_FLIGHT: u32 = 8;
 const DEFAULT_WORKERS: u32 = 2;
 const DEFAULT_LEAKY: bool = false;
@@ -52,7 +54,9 @@ pub(super) struct Settings {
     pub(super) inference_threads: u32,
     pub(super) batch_size: u32,
     pub(super) concurrent_runs: u32,
-    pub(super) max_in_flight: u32,
+    /// `max-in-flight` as set; `None` until it is: it then follows batch-size (see
+    /// [`Settings::max_in_flight`]).
+    pub(super) max_in_flight_set: Option<u32>,
     pub(super) workers: u32,
     /// Empty: a private engine; else the id of the engine shared in the process.
     pub(super) model_instance_id: String,
@@ -74,11 +78,25 @@ impl Default for Settings {
             inference_threads: 0,
             batch_size: DEFAULT_BATCH_SIZE,
             concurrent_runs: DEFAULT_CONCURRENT_RUNS,
-            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_in_flight_set: None,
             workers: DEFAULT_WORKERS,
             model_instance_id: String::new(),
             config_error: None,
         }
+    }
+}
+
+impl Settings {
+    /// `max-in-flight`: as set, or else max(8, 2 x batch-size x concurrent-runs), so
+    /// that the next batch of every run can be pre-processed while the current ones
+    /// run (with only batch-size x concurrent-runs frames, a run's next batch cannot
+    /// start filling until it ends and its frames are pushed).
+    pub(super) fn max_in_flight(&self) -> u32 {
+        self.max_in_flight_set.unwrap_or_else(|| {
+            DEFAULT_MAX_IN_FLIGHT
+                .max(2 * self.batch_size * self.concurrent_runs)
+                .min(1024)
+        })
     }
 }
 
@@ -213,8 +231,8 @@ pub(super) fn param_specs() -> &'static [glib::ParamSpec] {
                 .nick("Concurrent model runs")
                 .blurb("Model runs in flight at once (1-8), each on its own ONNX Runtime session: copies and \
                         pre/post-processing overlap with the device's work (GPU throughput), at the memory of \
-                        one more session each; frames still come out in order. Give max-in-flight room for \
-                        concurrent-runs x batch-size frames. Elements sharing a model-instance-id must agree. \
+                        one more session each; frames still come out in order. max-in-flight, unless set, gives \
+                        room for twice concurrent-runs x batch-size frames. Elements sharing a model-instance-id must agree. \
                         NULL/READY only")
                 .minimum(1)
                 .maximum(denoiseseg::queue::MAX_CONCURRENT_RUNS as u32)
@@ -232,10 +250,12 @@ pub(super) fn param_specs() -> &'static [glib::ParamSpec] {
             glib::ParamSpecUInt::builder("max-in-flight")
                 .nick("Frames in flight")
                 .blurb("Most frames inside the element at once (1-1024, at least batch-size); bounds memory \
-                        and the latency reported. NULL/READY only")
+                        and the latency reported. Until set it follows batch-size: max(8, 2 x batch-size x \
+                        concurrent-runs), room to pre-process the next batches while the current ones run \
+                        (reads back the value in use). NULL/READY only")
                 .minimum(1)
                 .maximum(1024)
-                .default_value(d.max_in_flight)
+                .default_value(d.max_in_flight())
                 .mutable_ready()
                 .build(),
             glib::ParamSpecUInt::builder("workers")
@@ -356,7 +376,7 @@ impl DenoiseSeg {
             "inference-threads" => s.inference_threads = value.get().expect("type checked"),
             "batch-size" => s.batch_size = value.get().expect("type checked"),
             "concurrent-runs" => s.concurrent_runs = value.get().expect("type checked"),
-            "max-in-flight" => s.max_in_flight = value.get().expect("type checked"),
+            "max-in-flight" => s.max_in_flight_set = Some(value.get().expect("type checked")),
             "workers" => s.workers = value.get().expect("type checked"),
             "model-instance-id" => {
                 s.model_instance_id = value.get::<Option<String>>().expect("type checked").unwrap_or_default()
@@ -417,7 +437,7 @@ impl DenoiseSeg {
             "batch-size" => s.batch_size.to_value(),
             "concurrent-runs" => s.concurrent_runs.to_value(),
             "batch-timeout" => (self.tunables.batch_timeout().as_millis() as u32).to_value(),
-            "max-in-flight" => s.max_in_flight.to_value(),
+            "max-in-flight" => s.max_in_flight().to_value(),
             "workers" => s.workers.to_value(),
             "model-instance-id" => s.model_instance_id.to_value(),
             "leaky" => self.tunables.leaky().to_value(),

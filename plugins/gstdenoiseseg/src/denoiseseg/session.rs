@@ -29,12 +29,12 @@ impl DenoiseSeg {
         let plugin_dir = self.plugin_dir();
         let spec = load_spec(&settings, plugin_dir.as_deref())?;
         let load = self.load_onnx_runtime(&settings, plugin_dir.as_deref())?;
-        if settings.max_in_flight < settings.batch_size {
+        if settings.max_in_flight() < settings.batch_size {
             return Err(gst::error_msg!(
                 gst::LibraryError::Settings,
                 (
                     "max-in-flight ({}) must be at least batch-size ({})",
-                    settings.max_in_flight,
+                    settings.max_in_flight(),
                     settings.batch_size
                 )
             ));
@@ -46,7 +46,7 @@ impl DenoiseSeg {
         let proc = Arc::new(self.processor(&spec));
         let config = QueueConfig {
             batch_size: settings.batch_size as usize,
-            max_in_flight: settings.max_in_flight as usize,
+            max_in_flight: settings.max_in_flight() as usize,
             workers: settings.workers as usize,
             size_multiple: spec.size_multiple,
             concurrent_runs: settings.concurrent_runs as usize,

@@ -294,7 +294,7 @@ impl DenoiseSeg {
                         })
                     })
                     .unwrap_or(gst::ClockTime::ZERO);
-                let capacity = frame_dur * settings.max_in_flight as u64;
+                let capacity = frame_dur * settings.max_in_flight() as u64;
                 let max = max.map(|m| m + ours + capacity);
                 self.with_stream(|s| s.reported_latency = ours);
                 gst::debug!(
