@@ -732,7 +732,10 @@ fn the_estimate_holds_the_noise_level_h264_keyframes_show() {
     let report: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     let r = &report["results"][0];
     let used = r["noise_level_used"].as_f64().unwrap();
-    assert!((15.0..=35.0).contains(&used), "camera noise of sigma 25 through H.264 read as {used}");
+    assert!(
+        (15.0..=35.0).contains(&used),
+        "camera noise of sigma 25 through H.264 read as {used}"
+    );
     let gain = r["psnr_gain"].as_f64().unwrap();
     assert!(gain > 3.0, "the default gained only {gain:.2} dB");
 }
