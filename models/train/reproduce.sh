@@ -125,6 +125,12 @@ run $PY $T/train.py --config $C/sdb-small-1.11.0-mix.toml
 run $PY $T/train.py --config $C/sdb-small-seg80.toml
 # the camera model 1.1.0: 1.0.0 with the default 1.11.0's final segmenter (its denoiser unchanged)
 run $PY $T/swap_seg.py --into $R/sdb-camera/last.pt --seg-from $R/sdb-real-cons/last.pt --out $R/sdb-camera-seg/last.pt
+# the default 1.12.0 (issue 17, camera noise): 1.11.0 fine-tuned 3000 steps with 3 of every 8 crops
+# from a larger pre-encoded camera-noise pool, each fed its sigma before the codec; then 1.11.0's
+# final segmenter put back
+run $PY $T/codec_pool.py --out models/train/data/codec_pool_s8_150.npz --runs 150 --seed 8
+run $PY $T/train.py --config $C/sdb-small-1.12.0.toml
+run $PY $T/swap_seg.py --into $R/sdb-small-1.12.0-ft/last.pt --seg-from $R/sdb-real-cons/last.pt --out $R/sdb-small-1.12.0/last.pt
 # equal-budget comparisons, 3000 steps each (1 thread, two at a time): SDB-U, the plain U-Net of
 # the same GMAC (no semantics), and SDB-U with each optional loss
 C3="--steps 3000 --lr 1e-3 $DATA --threads 1 --log-every 100 --ckpt-every 500"
@@ -162,8 +168,8 @@ for m in plain seg_clean seg_noisy cascade ft3k_base ft3k_sw5 ft2k_est05 ft2k_ba
 done
 run $PY $T/export.py --ckpt $R/sdbu/last.pt --onnx $R/sdbu16k.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/sdbu25k/last.pt --onnx $R/sdb_v12.onnx --no-sidecar
-SDESC="Joint denoising + Cityscapes 19-class segmentation for noisy street video (SDB-U: a LightSeg segmenter, a three-level U-Net denoiser conditioned on its class logits through SFT layers, and a second LightSeg on the denoised image; sigma input)"
-SPROV="trained from scratch on a 2-core CPU by models/train/train.py in eleven runs, each continuing the last, from the recipes models/train/configs/seg-noisy.toml (its segmenters' start) and sdb-small-1.2.0-16k.toml to sdb-small-1.10.0.toml, then its final segmenter alone for real streets with sdb-small-1.11.0.toml and sdb-small-1.11.0-cons.toml, on procedural street scenes (models/train/scenes.py, its v1 and real looks), photographs (scikit-image's sample images and Debian's wallpaper packages plasma-workspace-wallpapers and mate-backgrounds, GPL-2+, and lomiri-wallpapers, CC BY / CC BY-SA / CC0) and textured dead leaves (models/train/deadleaves.py), exported by models/train/export.py; each version's training, data and licences are in models/CHANGELOG.md"
+SDESC="Joint denoising + Cityscapes 19-class segmentation for noisy street video, white or camera noise, also through H.264 and JPEG (SDB-U: a LightSeg segmenter, a three-level U-Net denoiser conditioned on its class logits through SFT layers, and a second LightSeg on the denoised image; sigma input: the noise level before any codec)"
+SPROV="trained from scratch on a 2-core CPU by models/train/train.py in twelve runs, each continuing the last, from the recipes models/train/configs/seg-noisy.toml (its segmenters' start) and sdb-small-1.2.0-16k.toml to sdb-small-1.10.0.toml, then its final segmenter alone for real streets with sdb-small-1.11.0.toml and sdb-small-1.11.0-cons.toml, then the whole network on camera noise through H.264 and JPEG as well with sdb-small-1.12.0.toml (the final segmenter of 1.11.0 put back by models/train/swap_seg.py), on procedural street scenes (models/train/scenes.py, its v1 and real looks), photographs (scikit-image's sample images and Debian's wallpaper packages plasma-workspace-wallpapers and mate-backgrounds, GPL-2+, and lomiri-wallpapers, CC BY / CC BY-SA / CC0), textured dead leaves (models/train/deadleaves.py) and a pool of those images through the addnoise element and x264 or JPEG (models/train/codec_pool.py), exported by models/train/export.py; each version's training, data and licences are in models/CHANGELOG.md"
 run $PY $T/export.py --ckpt $R/sdbu13/last.pt --onnx $R/sdb_v13.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/sdbu14/last.pt --onnx $R/sdb_v14.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/sdbu15/last.pt --onnx $R/sdb_v15.onnx --no-sidecar
@@ -174,8 +180,9 @@ run $PY $T/export.py --ckpt $R/sdbu19/last.pt --onnx $R/sdb_v19.onnx --no-sideca
 run $PY $T/export.py --ckpt $R/sdbu20/last.pt --onnx $R/sdb_v110.onnx --name denoiseseg-sdb-small --version 1.10.0
 run $PY $T/export.py --ckpt $R/sdb-real-mix/last.pt --onnx $R/sdb_v111_mix.onnx --name sdb-real-mix --version 0.0.0
 run $PY $T/export.py --ckpt $R/sdb-seg80/last.pt --onnx $R/sdb_seg80.onnx --name sdb-seg80 --version 0.0.0
-run $PY $T/export.py --ckpt $R/sdb-real-cons/last.pt --onnx models/denoiseseg-sdb-small.onnx \
-    --name denoiseseg-sdb-small --version 1.11.0 --license MIT --description "$SDESC" --provenance "$SPROV"
+run $PY $T/export.py --ckpt $R/sdb-real-cons/last.pt --onnx $R/sdb_v111.onnx --name denoiseseg-sdb-small --version 1.11.0
+run $PY $T/export.py --ckpt $R/sdb-small-1.12.0/last.pt --onnx models/denoiseseg-sdb-small.onnx \
+    --name denoiseseg-sdb-small --version 1.12.0 --license MIT --description "$SDESC" --provenance "$SPROV"
 CDESC="Joint denoising + Cityscapes 19-class segmentation for compressed camera video with unknown noise (the default SDB-U fine-tuned on camera noise through H.264 and JPEG, fed the element's own noise estimate: use noise-level=-1)"
 CPROV="fine-tuned from the default denoiseseg-sdb-small 1.10.0 by models/train/train.py with the recipe models/train/configs/sdb-camera-1.0.0.toml, on its training data plus a pre-encoded camera-noise pool (models/train/codec_pool.py: the same images through the addnoise element and x264 or JPEG), then given the final segmenter of the default 1.11.0 by models/train/swap_seg.py; see models/CHANGELOG.md"
 run $PY $T/export.py --ckpt $R/sdb-camera/last.pt --onnx $R/camera_v10.onnx --name denoiseseg-sdb-camera --version 1.0.0
