@@ -152,9 +152,13 @@ impl Arrivals {
         } else {
             (pushed[0], Some(Counts::default()))
         };
-        // Without the element's counts (an older plugin), the frames that arrived.
+        // Without the element's counts (an older plugin), the frames that arrived; also
+        // when the model ran none inside the window: it had run every timed frame before
+        // the last warm-up frame reached the sink (a model far faster than the rest of
+        // the pipeline, say a tiny one at a tiny size), and the frames that arrived are
+        // then the pipeline's own pace.
         let (timed_frames, timed_runs) = match (before, self.counts_at_end) {
-            (Some(a), Some(b)) if b.inferred >= a.inferred && b.batches >= a.batches => {
+            (Some(a), Some(b)) if b.inferred > a.inferred && b.batches >= a.batches => {
                 (b.inferred - a.inferred, Some(b.batches - a.batches))
             }
             _ => (frames as u64, None),
@@ -380,6 +384,16 @@ mod tests {
         // Without warm-up the window opens at the first push and holds every frame.
         let w = arrivals(t0, &in_order, 0).window(&pushed, 0, 24, "").unwrap();
         assert_eq!(w.timed_frames, 24);
+
+        // A model far faster than the rest of the pipeline had run every frame before
+        // the last warm-up frame reached the sink: the frames that arrived in the window
+        // are the pipeline's pace (the count of frames the model ran there would be 0,
+        // and so would the frames/s).
+        let mut ahead = arrivals(t0, &in_order, 8);
+        ahead.counts_at_start = ahead.counts_at_end;
+        let w = ahead.window(&pushed, 8, 16, "").unwrap();
+        assert_eq!((w.timed_frames, w.timed_runs), (16, None));
+        assert!(w.fps > 0.0);
     }
 
     #[test]
