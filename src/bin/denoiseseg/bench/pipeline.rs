@@ -126,14 +126,16 @@ impl Arrivals {
     /// last frame's, its frames/s, and each timed frame's latency in ms. `who` prefixes
     /// the errors ("stream 2: ", or nothing).
     ///
-    /// The frames/s count the frames the model ran inside the window (the element's
-    /// `inferred` at the window's end less at its start), not the frames that arrived
-    /// in it. Frames leave the element in order, but its batches need not be in order:
-    /// with several pre-processing workers a batch takes frames as they finish
-    /// pre-processing, so the last warm-up frame can run in the batch after its own and
-    /// arrive together with frames that ran before the window opened. Counting those
-    /// (as the bench once did) credited up to a whole batch of frames to the window: at
-    /// batch 8 with 16 timed frames, twice the real frames/s.
+    /// The frames/s count the timed frames that arrived in the window. The window
+    /// opens at the last warm-up frame, which ends a batch (warm-up and timed frames
+    /// are whole batches), and the queue batches frames in their order
+    /// (`queue::sequencer`), so every timed frame ran inside it. (Before the queue
+    /// batched in order, two pre-processing workers could run the last warm-up frame in
+    /// the batch after its own, and the window then held one batch less than it counted:
+    /// at batch 8 with 16 timed frames, twice the real frames/s.) The element's counts
+    /// of frames and model runs between the window's ends (`timed_runs`) say how many
+    /// frames each run had; they are sampled as frames reach the sink, so a model
+    /// running ahead of the sink shifts them by a run, and they do not set the pace.
     pub fn window(&self, pushed: &[Instant], warmup: usize, frames: usize, who: &str) -> Result<Window> {
         let total = warmup + frames;
         let arrival = |i: usize| self.at.get(&(i as u64 * FRAME_NS)).copied();
@@ -152,16 +154,14 @@ impl Arrivals {
         } else {
             (pushed[0], Some(Counts::default()))
         };
-        // Without the element's counts (an older plugin), the frames that arrived; also
-        // when the model ran none inside the window: it had run every timed frame before
-        // the last warm-up frame reached the sink (a model far faster than the rest of
-        // the pipeline, say a tiny one at a tiny size), and the frames that arrived are
-        // then the pipeline's own pace.
-        let (timed_frames, timed_runs) = match (before, self.counts_at_end) {
-            (Some(a), Some(b)) if b.inferred > a.inferred && b.batches >= a.batches => {
-                (b.inferred - a.inferred, Some(b.batches - a.batches))
+        let timed_frames = frames as u64;
+        // Without the element's counts (an older plugin), or when none ran in the window
+        // (a model far ahead of the sink), nothing is said of the runs.
+        let timed_runs = match (before, self.counts_at_end) {
+            (Some(a), Some(b)) if b.inferred > a.inferred && b.batches > a.batches => {
+                Some((b.batches - a.batches, b.inferred - a.inferred))
             }
-            _ => (frames as u64, None),
+            _ => None,
         };
         let secs = end.saturating_duration_since(start).as_secs_f64();
         Ok(Window {
@@ -181,10 +181,11 @@ impl Arrivals {
 pub struct Window {
     pub start: Instant,
     pub end: Instant,
-    /// The frames the model ran between `start` and `end`, and in how many runs (None
-    /// without the element's counts).
+    /// The timed frames (those that arrived after the warm-up).
     pub timed_frames: u64,
-    pub timed_runs: Option<u64>,
+    /// The model runs between `start` and `end` and the frames they ran, from the
+    /// element's counts (None without them, or when none ran in the window).
+    pub timed_runs: Option<(u64, u64)>,
     pub fps: f64,
     pub latencies_ms: Vec<f64>,
 }
@@ -286,9 +287,10 @@ pub fn run(
     Ok(PipelineResult {
         fps,
         timed_frames,
+        // Frames per run: both counts shift alike when the model runs ahead of the sink.
         window_batch_frames: match timed_runs {
-            Some(runs) if runs > 0 => timed_frames as f64 / runs as f64,
-            _ => f64::NAN,
+            Some((runs, ran)) => ran as f64 / runs as f64,
+            None => f64::NAN,
         },
         provider: a.provider.clone().unwrap_or_else(|| "unknown".into()),
         latencies_ms,
@@ -340,32 +342,20 @@ mod tests {
     }
 
     #[test]
-    fn the_window_counts_the_frames_the_model_ran_in_it_not_the_frames_that_arrived() {
+    fn the_window_times_the_frames_after_the_warm_up_and_counts_the_runs_in_it() {
         let t0 = Instant::now();
         let pushed = vec![t0; 24];
         // Batch 8, 8 warm-up + 16 timed frames, in order: 2 batches in 200 ms.
         let in_order: Vec<Vec<usize>> = (0..3).map(|b| (b * 8..b * 8 + 8).collect()).collect();
         let w = arrivals(t0, &in_order, 8).window(&pushed, 8, 16, "").unwrap();
         assert_eq!(w.timed_frames, 16);
-        assert_eq!(w.timed_runs, Some(2));
+        assert_eq!(w.timed_runs, Some((2, 16)));
         assert_eq!(w.end - w.start, Duration::from_millis(200));
+        assert!((w.fps - 80.0).abs() < 1e-9, "{}", w.fps);
         assert_eq!(w.latencies_ms.len(), 16);
 
-        // What two pre-processing workers did: frame 8 ran in the first batch and frame
-        // 7 in the second, so frame 7 (the window's start) arrived with the second
-        // batch. The window holds one batch: 8 frames ran in it, not 16.
-        let swapped = vec![
-            vec![0, 1, 2, 3, 4, 5, 6, 8],
-            vec![7, 9, 10, 11, 12, 13, 14, 15],
-            (16..24).collect(),
-        ];
-        let w = arrivals(t0, &swapped, 8).window(&pushed, 8, 16, "").unwrap();
-        assert_eq!(w.end - w.start, Duration::from_millis(100));
-        assert_eq!(w.timed_frames, 8, "the frames that ran before the window are not timed");
-        assert_eq!(w.timed_runs, Some(1));
-
         // Smaller batches than batch-size (batch-timeout 0 runs what is there): the
-        // window says how many frames each run had.
+        // window says how many runs its frames took.
         let small = vec![
             vec![0, 1],
             (2..8).collect(),
@@ -374,7 +364,7 @@ mod tests {
             (20..24).collect(),
         ];
         let w = arrivals(t0, &small, 8).window(&pushed, 8, 16, "").unwrap();
-        assert_eq!((w.timed_frames, w.timed_runs), (16, Some(3)));
+        assert_eq!((w.timed_frames, w.timed_runs), (16, Some((3, 16))));
         assert_eq!(
             w.latencies_ms.len(),
             16,
@@ -386,9 +376,8 @@ mod tests {
         assert_eq!(w.timed_frames, 24);
 
         // A model far faster than the rest of the pipeline had run every frame before
-        // the last warm-up frame reached the sink: the frames that arrived in the window
-        // are the pipeline's pace (the count of frames the model ran there would be 0,
-        // and so would the frames/s).
+        // the last warm-up frame reached the sink: the pace is still the frames that
+        // arrived, and nothing is said of the runs.
         let mut ahead = arrivals(t0, &in_order, 8);
         ahead.counts_at_start = ahead.counts_at_end;
         let w = ahead.window(&pushed, 8, 16, "").unwrap();
