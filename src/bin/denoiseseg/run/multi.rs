@@ -111,6 +111,7 @@ fn with_default_batch(opts: &ElementOpts, n: usize, max_in_flight: u32) -> Resul
     })
 }
 
+/// Locks `m`, poisoned or not (what it guards stays consistent).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
