@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 mod common;
-use common::{decode, fails_cleanly, interrupt_app, run, stderr, test_clip, test_model, tmp};
+use common::{decode, fails_cleanly, gst_launch, interrupt_app, run, stderr, test_clip, test_model, tmp};
 
 /// The width and height of the first video stream of `path`, from its decoded caps.
 fn video_size(path: &Path) -> (usize, usize) {
@@ -228,14 +228,19 @@ fn several_inputs_errors_are_one_line_naming_the_input() {
     }
     let many: Vec<&str> = std::iter::once("run").chain(std::iter::repeat_n(c, 17)).collect();
     fails_cleanly(&many, "17 inputs: a run takes at most 16");
-    // An input that fails once running: the error names it.
+    // An input that fails once running: the other stream goes on, and the run then
+    // fails naming that input.
     let bad = dir.join("not-a-video.mkv");
     std::fs::write(&bad, "not a video").unwrap();
-    fails_cleanly(
-        &["run", c, bad.to_str().unwrap(), "--model", &m],
-        &format!("input 1 ({})", bad.display()),
-    );
-    // A camera that is not there: the run ends, naming it, with the reason.
+    let o = run(&["run", c, bad.to_str().unwrap(), "--model", &m]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("stream 0 {c}: 2 frames, 0 dropped\n")), "{err}");
+    let last = err.lines().last().unwrap();
+    assert!(last.contains(&format!("input 1 ({})", bad.display())), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // A camera that is not there: its stream ends, and the run fails naming it, with
+    // the reason.
     let o = run(&[
         "run",
         c,
@@ -250,6 +255,108 @@ fn several_inputs_errors_are_one_line_naming_the_input() {
     let last = err.lines().last().unwrap();
     assert!(last.contains("input 1 (rtsp://127.0.0.1:1/none)"), "{err}");
     assert!(last.contains("Failed to connect"), "{err}");
+    assert!(err.contains(&format!("stream 0 {c}: 2 frames, 0 dropped\n")), "{err}");
+}
+
+/// A YUV4MPEG clip `dir/name` of `good` frames of `w`x`h` and then bytes that are no
+/// frame: its decoder gives those frames, then fails.
+fn failing_clip(dir: &Path, name: &str, good: usize, (w, h): (usize, usize)) -> std::path::PathBuf {
+    let whole = dir.join(format!("whole-{name}"));
+    gst_launch(&format!(
+        "videotestsrc num-buffers={good} pattern=ball ! video/x-raw,format=I420,width={w},height={h},framerate=25/1 \
+         ! y4menc ! filesink location={}",
+        whole.display()
+    ));
+    let mut data = std::fs::read(&whole).unwrap();
+    let header = data.iter().position(|&b| b == b'\n').unwrap() + 1;
+    // Each frame: "FRAME\n" and its I420 planes.
+    assert_eq!(data.len(), header + good * (6 + w * h * 3 / 2), "one frame header each");
+    data.extend(b"JUNK".repeat(2000));
+    let path = dir.join(name);
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+#[test]
+fn an_input_that_fails_ends_its_stream_alone() {
+    let dir = tmp("multi-failing");
+    let (w, h) = (64, 32);
+    let good = test_clip(&dir, "good.mkv", "smpte", 12, (w, h), 25);
+    // Decodes 10 frames, then fails; and one that fails at once.
+    let failing = failing_clip(&dir, "failing.y4m", 10, (w, h));
+    let broken = dir.join("broken.mkv");
+    std::fs::write(&broken, "not a video").unwrap();
+    let inputs = [&good, &failing, &broken].map(|p| p.display().to_string());
+    let grid = dir.join("grid.mkv");
+    let outputs = dir.join("cam{}.mkv");
+    let masks = dir.join("classes{}.mkv");
+    let m = test_model("joint.onnx");
+    let mut args = vec!["run"];
+    args.extend(inputs.iter().map(String::as_str));
+    args.extend([
+        "-o",
+        grid.to_str().unwrap(),
+        "--tile",
+        "64x32",
+        "--outputs",
+        outputs.to_str().unwrap(),
+        "--mask-output",
+        masks.to_str().unwrap(),
+        "--model",
+        &m,
+        "--provider",
+        "cpu",
+        "--json",
+        "-",
+    ]);
+    let o = run(&args);
+    let err = stderr(&o);
+    // A failed stream fails the run, as an error of one input does.
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let last = err.lines().last().unwrap();
+    assert!(
+        last.contains("2 of 3 inputs failed") && last.contains(&format!("input 1 ({})", inputs[1])),
+        "{err}"
+    );
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(report["failed"], serde_json::json!([1, 2]), "{report}");
+    assert_eq!(report["ending"], "eos", "{report}");
+    let streams = report["streams"].as_array().unwrap();
+
+    // The good stream: all of it, in files that play to their end.
+    assert_eq!(streams[0]["frames"], 12, "{report}");
+    assert!(streams[0]["error"].is_null(), "{report}");
+    assert_eq!(decode(&dir.join("cam0.mkv"), "RGB", w, h).len(), 12);
+    assert_eq!(decode(&dir.join("classes0.mkv"), "GRAY8", w, h).len(), 12);
+    assert!(
+        err.contains(&format!("stream 0 {}: 12 frames, 0 dropped\n", inputs[0])),
+        "{err}"
+    );
+
+    // The stream that failed midway: its error, and the frames it gave before, in
+    // finalized files (those still on their way when it failed are lost).
+    let error = streams[1]["error"].as_str().unwrap_or_else(|| panic!("{report}"));
+    assert!(error.contains("YUV4MPEG"), "{report}");
+    assert!(err.contains(&format!("failed: {error}")), "{err}");
+    let frames = streams[1]["frames"].as_u64().unwrap() as usize;
+    assert!(frames <= 10, "{report}");
+    for file in ["cam1.mkv", "classes1.mkv"] {
+        let file = dir.join(file);
+        match frames {
+            0 => assert!(!file.exists(), "{}: no frame, no file", file.display()),
+            n => assert_eq!(decode(&file, "GRAY8", w, h).len(), n, "{} plays", file.display()),
+        }
+    }
+
+    // The stream that failed at once: no frame, no file.
+    assert_eq!(streams[2]["frames"], 0, "{report}");
+    assert!(streams[2]["error"].is_string(), "{report}");
+    assert!(!dir.join("cam2.mkv").exists() && !dir.join("classes2.mkv").exists());
+
+    // The grid went on to the end of the good stream.
+    assert_eq!(report["mosaic"]["frames"], 12, "{report}");
+    assert_eq!(decode(&grid, "RGB", 128, 64).len(), 12);
 }
 
 #[test]

@@ -19,6 +19,7 @@ pub use launch::parse_pipeline;
 pub use launch::{file_sink, h264_file, h264_file_as, queue, quote, H264_MUX, MAX_H264_KBPS, QUEUE_FRAMES};
 pub use output::{check_distinct, check_h264_size, check_output, check_report_path, emit_report, parse_size, secs};
 pub use pipeline::{
-    best_error, error_of, first_error, run_pipeline, run_streams, Ending, OutputFile, Progress, STOPPED_EARLY,
+    best_error, error_of, first_error, run_pipeline, run_streams_with, Ending, OnError, OutputFile, Progress,
+    STOPPED_EARLY,
 };
 pub use setup::{error_detail, error_line, init_gstreamer, models_dir, resolve_model, SAMPLE_CLIP, SAMPLE_LABELS};

@@ -129,8 +129,30 @@ pub fn run_pipeline(pipeline: &gst::Pipeline, element: &gst::Element, progress: 
 /// element: the progress line sums their frames (and drops), and Ctrl-C has something
 /// to finalize once any of them gave a frame.
 pub fn run_streams(pipeline: &gst::Pipeline, elements: &[gst::Element], progress: Progress) -> Result<Ending> {
+    run_streams_with(pipeline, elements, progress, &mut |_| OnError::End)
+}
+
+/// What to do with an error message while a pipeline runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// The run ends with it.
+    End,
+    /// It was dealt with (one stream of several ended with it): the run goes on.
+    GoOn,
+}
+
+/// [`run_streams`], with `on_message` told of each error message as it comes (the run
+/// ends with the error unless it answers [`OnError::GoOn`]) and of each application
+/// message (its answer is not asked for). It is called on the thread that called this
+/// one, never on a streaming thread, so it may change the pipeline's state.
+pub fn run_streams_with(
+    pipeline: &gst::Pipeline,
+    elements: &[gst::Element],
+    progress: Progress,
+    on_message: &mut dyn FnMut(&gst::Message) -> OnError,
+) -> Result<Ending> {
     install_ctrl_c();
-    let ending = drive(pipeline, elements, progress);
+    let ending = drive(pipeline, elements, progress, on_message);
     // However it ended, even when it never started (an element that refused its
     // settings, a file that cannot be opened), the pipeline goes back to NULL: that
     // closes the files, and GStreamer prints CRITICAL blocks for elements disposed
@@ -141,7 +163,12 @@ pub fn run_streams(pipeline: &gst::Pipeline, elements: &[gst::Element], progress
     Ok(ending)
 }
 
-fn drive(pipeline: &gst::Pipeline, elements: &[gst::Element], progress: Progress) -> Result<Ending> {
+fn drive(
+    pipeline: &gst::Pipeline,
+    elements: &[gst::Element],
+    progress: Progress,
+    on_message: &mut dyn FnMut(&gst::Message) -> OnError,
+) -> Result<Ending> {
     let bus = pipeline.bus().expect("a pipeline has a bus");
     pipeline
         .set_state(gst::State::Playing)
@@ -169,6 +196,7 @@ fn drive(pipeline: &gst::Pipeline, elements: &[gst::Element], progress: Progress
             use gst::MessageView;
             match msg.view() {
                 MessageView::Eos(_) => break if sent_eos { Ending::Interrupted } else { Ending::Eos },
+                MessageView::Error(_) if on_message(&msg) == OnError::GoOn => {}
                 MessageView::Error(e) => {
                     bar.finish_and_clear();
                     return Err(best_error(&bus, e));
@@ -177,6 +205,9 @@ fn drive(pipeline: &gst::Pipeline, elements: &[gst::Element], progress: Progress
                 // when an element's latency grows (denoiseseg posts it as it measures).
                 MessageView::Latency(_) => {
                     let _ = pipeline.recalculate_latency();
+                }
+                MessageView::Application(_) => {
+                    on_message(&msg);
                 }
                 MessageView::Warning(w) => {
                     bar.suspend(|| eprintln!("warning: {}", w.error()));

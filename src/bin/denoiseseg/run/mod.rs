@@ -60,7 +60,8 @@ engine (model-instance-id denoiseseg-run: one session, batches filled from every
 mosaic of --tile sized tiles (letterboxed, labelled with the stream number); --outputs
 writes each stream to its own file, and --mask-output takes a pattern: {} is the stream
 number, from 0 in the order given. Each stream ends on its own; the run ends when all
-have. An error on any input ends the run, naming that input.
+have. An input that fails (a camera unplugged, a corrupt file) ends its stream alone:
+the others go on, and the run then exits 1, naming that input.
 --seg-model chains two elements: --model (or the shipped default) denoises, then the
 segmenter labels the denoised frames (two inferences per frame); the class maps of the
 overlay, the mosaic and --mask-output are the segmenter's.

@@ -10,10 +10,15 @@
 //!
 //! Each stream ends on its own: its own files are finalized then, and the compositor
 //! shows its tile black while the others go on; the pipeline ends when every stream
-//! has. An error on any input ends the whole run (as with one input), naming the input
-//! it came from.
+//! has. An error of one input (its source or decoder: a camera unplugged, an RTSP
+//! server gone, a corrupt file) ends that stream alone, the same way ([`Failures`]):
+//! the others go on, the report gives the stream's error, and the run then fails
+//! (exit code 1, as an error with one input), naming the input. Any other error (the
+//! shared engine's, the grid's, an encoder's or a file's) ends the whole run, naming
+//! the input when it came from one stream's branch.
+use std::collections::HashMap;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -22,7 +27,7 @@ use gst::prelude::*;
 use super::io::{self, check_outputs, per_stream, MaskSink, Sink, Source};
 use super::report::{self, EngineFigures, Report, StreamFigures};
 use super::{label, panel, Args, Models, View};
-use crate::common::{self, ElementOpts, OutputFile, Progress};
+use crate::common::{self, ElementOpts, OnError, OutputFile, Progress};
 
 /// The model-instance-id the streams' elements share their engine under (with
 /// `--seg-model`, the segmenters share `denoiseseg-run-seg`).
@@ -40,22 +45,39 @@ fn name(i: usize, what: &str) -> String {
     format!("stream{i}-{what}")
 }
 
-/// The stream an element belongs to: the first of it and its parents named by [`name`].
-fn stream_of(object: &gst::Object) -> Option<usize> {
+/// The stream and the rest of an element name given by [`name`] (`stream2-src`: 2,
+/// `src`).
+fn parse_name(name: &str) -> Option<(usize, &str)> {
+    let (i, what) = name.strip_prefix("stream")?.split_once('-')?;
+    Some((i.parse().ok()?, what))
+}
+
+/// A stream, and the part of it an element is (the rest of its [`name`]).
+type Origin = (usize, String);
+
+/// The first of `object` and its parents named by [`name`]: its stream and the rest of
+/// its name.
+fn named_part(object: &gst::Object) -> Option<Origin> {
     let mut at = Some(object.clone());
     while let Some(o) = at {
-        let index = o
-            .name()
-            .strip_prefix("stream")
-            .and_then(|rest| rest.split_once('-'))
-            .and_then(|(i, _)| i.parse().ok());
-        if index.is_some() {
-            return index;
+        if let Some((i, what)) = parse_name(&o.name()) {
+            return Some((i, what.to_string()));
         }
         at = o.parent();
     }
     None
 }
+
+/// Whether the part of a stream named `what` (see [`named_part`]) is its input: its
+/// source or its decoder (or an element inside them), where an error ends that stream
+/// alone. Anything else of a stream (its element, which shares the engine, its encoder
+/// and files) is not.
+fn is_input(what: &str) -> bool {
+    INPUT_PARTS.contains(&what)
+}
+
+/// The names (after `stream{i}-`) of the elements of an input: see [`Source::description`].
+const INPUT_PARTS: &[&str] = &["src", "src-dec"];
 
 /// Columns and rows of a near-square grid of `n` tiles (as many columns as rows, or
 /// one more).
@@ -89,22 +111,160 @@ fn with_default_batch(opts: &ElementOpts, n: usize, max_in_flight: u32) -> Resul
     })
 }
 
-/// Remembers which stream the first error came from (see [`stream_of`]), as it is
-/// posted; the run's own loop still gets every message.
-fn watch_failures(pipeline: &gst::Pipeline) -> Arc<Mutex<Option<usize>>> {
-    let failed = Arc::new(Mutex::new(None));
-    let seen = failed.clone();
-    if let Some(bus) = pipeline.bus() {
-        bus.set_sync_handler(move |_, msg| {
-            if let gst::MessageView::Error(_) = msg.view() {
-                if let Some(i) = msg.src().and_then(stream_of) {
-                    seen.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(i);
+/// Locks `m`, poisoned or not (what it guards stays consistent).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The application message that says a failed stream's input is out of the pipeline.
+const STREAM_ENDED: &str = "denoiseseg-run-stream-ended";
+
+/// The streams that ended with an error of their input, while the others go on.
+///
+/// On the first error from stream i's input (see [`is_input`]), its source (and
+/// decoder) are stopped and taken out of the pipeline, and EOS goes into its element
+/// as if the input had ended: the element leaves the shared engine, the stream's files
+/// are finalized and its tile of the grid turns black, as when a stream ends.
+/// GStreamer posts several errors for one failure: later ones from the same stream
+/// only give a better reason (as [`common::best_error`] does). Any other error ends
+/// the run.
+struct Failures {
+    pipeline: gst::Pipeline,
+    /// Where each error message came from ([`named_part`] of its source), noted as it
+    /// is posted: an input being stopped takes its elements apart (a uridecodebin
+    /// drops its decoders), so by the time the message is read they may no longer
+    /// tell. By the address of the message.
+    origins: Arc<Mutex<HashMap<usize, Option<Origin>>>>,
+    /// Each stream's input elements (source, decoder), and the first element of its
+    /// chain, where EOS goes.
+    inputs: Vec<(Vec<gst::Element>, gst::Element)>,
+    /// Each stream's error, once it failed; `true` while it is GStreamer's generic
+    /// "internal data stream error", which often comes before the real cause.
+    errors: Vec<Option<(anyhow::Error, bool)>>,
+    /// The stream of an error that ended the run.
+    fatal: Option<usize>,
+}
+
+impl Failures {
+    fn new(pipeline: &gst::Pipeline, heads: &[gst::Element]) -> Failures {
+        let inputs = heads
+            .iter()
+            .enumerate()
+            .map(|(i, head)| {
+                let parts = INPUT_PARTS
+                    .iter()
+                    .filter_map(|what| pipeline.by_name(&name(i, what)))
+                    .collect();
+                (parts, head.clone())
+            })
+            .collect();
+        let origins = Arc::new(Mutex::new(HashMap::new()));
+        if let Some(bus) = pipeline.bus() {
+            let noted = origins.clone();
+            bus.set_sync_handler(move |_, msg| {
+                if let gst::MessageView::Error(_) = msg.view() {
+                    let origin = msg.src().and_then(named_part);
+                    lock(&noted).insert(msg.as_ptr() as usize, origin);
                 }
+                gst::BusSyncReply::Pass
+            });
+        }
+        Failures {
+            pipeline: pipeline.clone(),
+            origins,
+            inputs,
+            errors: heads.iter().map(|_| None).collect(),
+            fatal: None,
+        }
+    }
+
+    /// What the run does with `msg` (see [`common::run_streams_with`]), on the main
+    /// thread.
+    fn on_message(&mut self, msg: &gst::Message) -> OnError {
+        match msg.view() {
+            gst::MessageView::Error(e) => {
+                let noted = lock(&self.origins).remove(&(msg.as_ptr() as usize));
+                let origin = noted.unwrap_or_else(|| msg.src().and_then(named_part));
+                self.on_error(e, origin)
             }
-            gst::BusSyncReply::Pass
+            gst::MessageView::Application(a) if a.structure().is_some_and(|s| s.name() == STREAM_ENDED) => {
+                self.resume();
+                OnError::GoOn
+            }
+            _ => OnError::GoOn,
+        }
+    }
+
+    /// `origin`: the [`named_part`] the error came from.
+    fn on_error(&mut self, e: &gst::message::Error, origin: Option<Origin>) -> OnError {
+        let generic = e.error().matches(gst::StreamError::Failed);
+        let stream = origin.as_ref().map(|(i, _)| *i);
+        if let Some(Some((error, was_generic))) = stream.map(|i| &mut self.errors[i]) {
+            // That stream ended already: this is one more message of its failure.
+            if *was_generic && !generic {
+                *error = common::error_of(e);
+                *was_generic = false;
+            }
+            self.resume();
+            return OnError::GoOn;
+        }
+        match origin {
+            Some((i, what)) if is_input(&what) => {
+                self.errors[i] = Some((common::error_of(e), generic));
+                self.end_stream(i);
+                OnError::GoOn
+            }
+            _ => {
+                self.fatal = stream;
+                OnError::End
+            }
+        }
+    }
+
+    /// Asks the pipeline for PLAYING again: an error posted while it was starting
+    /// (prerolling) fails its start, and it would wait for ever.
+    fn resume(&self) {
+        let _ = self.pipeline.set_state(gst::State::Playing);
+    }
+
+    /// Stops stream `i`'s input, takes it out of the pipeline and sends EOS into the
+    /// rest of its branch, off this thread (stopping a source waits for its streaming
+    /// thread, which may be waiting for the engine, or for the sinks to start); then
+    /// posts [`STREAM_ENDED`], on which the main thread [`resume`](Self::resume)s.
+    fn end_stream(&self, i: usize) {
+        let (parts, head) = self.inputs[i].clone();
+        for part in &parts {
+            // The pipeline's own state changes leave it alone from now on.
+            part.set_locked_state(true);
+        }
+        self.pipeline.call_async(move |pipeline| {
+            for part in &parts {
+                let _ = part.set_state(gst::State::Null);
+                // Out of the pipeline too: one still starting (a decodebin that has
+                // not found its streams yet) would otherwise hold up the pipeline's
+                // start for ever.
+                let _ = pipeline.remove(part);
+            }
+            if let Some(pad) = head.static_pad("sink") {
+                // An input that failed before its first frame never started its
+                // stream: the branch gets what EOS must follow.
+                if pad.sticky_event::<gst::event::StreamStart>(0).is_none() {
+                    pad.send_event(gst::event::StreamStart::new(&format!("{}-failed", head.name())));
+                }
+                if pad.sticky_event::<gst::event::Segment>(0).is_none() {
+                    pad.send_event(gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new()));
+                }
+                pad.send_event(gst::event::Eos::new());
+            }
+            let ended = gst::Structure::builder(STREAM_ENDED).field("stream", i as u32).build();
+            let _ = pipeline.post_message(gst::message::Application::new(ended));
         });
     }
-    failed
+
+    /// Each stream's error, if it failed.
+    fn into_errors(self) -> Vec<Option<anyhow::Error>> {
+        self.errors.into_iter().map(|e| e.map(|(e, _)| e)).collect()
+    }
 }
 
 /// What a run of several inputs reads and writes, parsed and checked before anything
@@ -317,28 +477,36 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     }
     let (mosaic_file, stream_files) = plan.watch(&pipeline)?;
 
-    let failed = watch_failures(&pipeline);
     let elements: Vec<gst::Element> = chains.iter().map(|(e, _)| e.clone()).collect();
+    let heads: Vec<gst::Element> = chains
+        .iter()
+        .map(|(e, first)| first.clone().unwrap_or_else(|| e.clone()))
+        .collect();
+    let mut failures = Failures::new(&pipeline, &heads);
     let started = Instant::now();
     let progress = if live.contains(&true) {
         Progress::Live
     } else {
         Progress::File
     };
-    let ending = common::run_streams(&pipeline, &elements, progress).map_err(|e| {
-        match *failed.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(i) => e.context(format!("input {i} ({})", args.inputs[i])),
-            None => e,
-        }
-    })?;
+    let ending =
+        common::run_streams_with(&pipeline, &elements, progress, &mut |m| failures.on_message(m)).map_err(|e| {
+            match failures.fatal {
+                Some(i) => e.context(format!("input {i} ({})", args.inputs[i])),
+                None => e,
+            }
+        })?;
+    let errors = failures.into_errors();
     let elapsed = started.elapsed();
     let mosaic = mosaic_file.map(|f| report::conclude(std::slice::from_ref(&f), ending).remove(0));
     let streams: Vec<StreamFigures> = chains
         .iter()
         .zip(&stream_files)
         .zip(&args.inputs)
-        .map(|(((element, first), files), input)| {
-            StreamFigures::of(input, element, first.as_ref(), report::conclude(files, ending))
+        .zip(errors)
+        .map(|((((element, first), files), input), error)| StreamFigures {
+            error,
+            ..StreamFigures::of(input, element, first.as_ref(), report::conclude(files, ending))
         })
         .collect();
     let engine_id = match models.seg {
@@ -359,6 +527,23 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn element_names_tell_the_stream_and_whether_it_is_the_input() {
+        assert_eq!(parse_name(&name(3, "src")), Some((3, "src")));
+        assert_eq!(parse_name(&name(12, "src-dec")), Some((12, "src-dec")));
+        assert_eq!(parse_name(&name(0, "d")), Some((0, "d")));
+        // GStreamer's own names.
+        assert_eq!(parse_name("streamsynchronizer0"), None);
+        assert_eq!(parse_name("stream-x"), None);
+        assert_eq!(parse_name("typefind"), None);
+        // Only an input's error ends its stream alone: not the element's (the engine
+        // it shares), nor its outputs'.
+        assert!(is_input("src") && is_input("src-dec"));
+        for what in ["d", "den", "tee", "out", "masks"] {
+            assert!(!is_input(what), "{what}");
+        }
+    }
 
     #[test]
     fn grids_are_near_square() {

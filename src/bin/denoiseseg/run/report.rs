@@ -17,6 +17,9 @@ pub struct StreamFigures {
     pub dropped: u64,
     /// What became of each file it wrote ([`OutputFile::conclude`]), and the file.
     pub files: Vec<(String, FileFigures)>,
+    /// The error its input ended with, when it failed (with several inputs, the others
+    /// went on).
+    pub error: Option<anyhow::Error>,
 }
 
 /// A file a run wrote: its path and the frames that went into it.
@@ -60,6 +63,7 @@ impl StreamFigures {
             frames: element.property::<u64>("frames-processed"),
             dropped: dropped(element) + first.map_or(0, dropped),
             files,
+            error: None,
         }
     }
 }
@@ -118,6 +122,13 @@ impl Report {
         self.streams.iter().map(|s| s.dropped).sum()
     }
 
+    /// The streams that failed.
+    fn failed(&self) -> Vec<usize> {
+        (self.streams.iter().enumerate())
+            .filter_map(|(i, s)| s.error.as_ref().map(|_| i))
+            .collect()
+    }
+
     fn fps(&self) -> f64 {
         self.frames() as f64 / self.elapsed.as_secs_f64().max(1e-3)
     }
@@ -142,14 +153,18 @@ impl Report {
     /// Ends the run: says what was written (one line per stream and one for the
     /// whole run with several), writes the JSON report, and gives the exit code (130
     /// when interrupted before the first frame or aborted); an error when the input
-    /// gave no frame.
-    pub fn finish(self, json: Option<&Path>) -> Result<ExitCode> {
+    /// gave no frame, or when a stream failed (after the report: the others went on),
+    /// naming its input.
+    pub fn finish(mut self, json: Option<&Path>) -> Result<ExitCode> {
+        let failed = self.failed();
         match self.ending {
             Ending::BeforeFirstFrame => {
                 eprintln!("{}", common::STOPPED_EARLY);
                 return Ok(ExitCode::from(130));
             }
-            Ending::Eos if self.frames() == 0 => bail!("no frames came through the pipeline: no output written"),
+            Ending::Eos if self.frames() == 0 && failed.is_empty() => {
+                bail!("no frames came through the pipeline: no output written")
+            }
             _ => {}
         }
         if self.streams.len() > 1 {
@@ -158,11 +173,22 @@ impl Report {
             self.print_single();
         }
         self.write_json(json).context("--json")?;
-        Ok(if self.ending == Ending::Aborted {
-            ExitCode::from(130)
-        } else {
-            ExitCode::SUCCESS
-        })
+        if self.ending == Ending::Aborted {
+            return Ok(ExitCode::from(130));
+        }
+        if let Some(&i) = failed.first() {
+            let s = &mut self.streams[i];
+            let error = s.error.take().expect("a failed stream has its error");
+            let error = error.context(format!("input {i} ({})", s.input));
+            return Err(match failed.len() {
+                1 => error,
+                n => error.context(format!(
+                    "{n} of {} inputs failed (the first below; see the report above)",
+                    self.streams.len()
+                )),
+            });
+        }
+        Ok(ExitCode::SUCCESS)
     }
 
     /// The report of one stream, as `run` prints it.
@@ -183,7 +209,14 @@ impl Report {
     /// The report of several streams: one line each, then the whole run and its engine.
     fn print_streams(&self) {
         for (i, s) in self.streams.iter().enumerate() {
-            eprintln!("stream {i} {}: {} frames, {} dropped", s.input, s.frames, s.dropped);
+            let failed = match &s.error {
+                Some(e) => format!(", failed: {}", common::error_line(e)),
+                None => String::new(),
+            };
+            eprintln!(
+                "stream {i} {}: {} frames, {} dropped{failed}",
+                s.input, s.frames, s.dropped
+            );
         }
         let e = &self.engine;
         eprintln!(
@@ -219,7 +252,9 @@ impl Report {
                 "frames": s.frames,
                 "dropped": s.dropped,
                 "outputs": s.files.iter().map(|(_, f)| f.json()).collect::<Vec<_>>(),
+                "error": s.error.as_ref().map(common::error_line),
             })).collect::<Vec<_>>(),
+            "failed": self.failed(),
             "mosaic": self.mosaic.as_ref().map(|(_, f)| f.json()),
             "frames": self.frames(),
             "dropped": self.dropped(),
