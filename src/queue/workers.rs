@@ -256,8 +256,9 @@ mod tests {
         wait_until("permits are released", || q.in_flight() == 0);
     }
 
-    #[test]
-    fn leaky_drops_while_an_earlier_frame_is_pre_processed_neither_stall_nor_reorder_batches() {
+    /// A queue whose frame 0 stays in pre-processing until the returned sender is
+    /// dropped; its backend's log and the frames that finished pre-processing.
+    fn gated_queue(cfg: QueueConfig, tun: Arc<Tunables>) -> (Guard, Log, crossbeam_channel::Sender<()>, PreFinished) {
         let log = Log::default();
         let backend = FakeBackend {
             log: log.clone(),
@@ -270,12 +271,12 @@ mod tests {
             ..TestProc::default()
         };
         let finished = p.pre_finished.clone();
-        let q = start(
-            config(2, 4, 2),
-            tunables(true, 0.0, Duration::ZERO),
-            p,
-            factory_of(backend),
-        );
+        (start(cfg, tun, p, factory_of(backend)), log, gate_tx, finished)
+    }
+
+    #[test]
+    fn leaky_drops_while_an_earlier_frame_is_pre_processed_neither_stall_nor_reorder_batches() {
+        let (q, log, gate_tx, finished) = gated_queue(config(2, 4, 2), tunables(true, 0.0, Duration::ZERO));
         let rx = spawn_receiver(q.arc());
         // Frame 0 stays in pre-processing; frames 1-3 finish and wait for it.
         for i in 0..4 {
@@ -319,24 +320,7 @@ mod tests {
 
     #[test]
     fn a_flush_while_a_frame_is_pre_processed_does_not_hold_back_the_frames_after_it() {
-        let log = Log::default();
-        let backend = FakeBackend {
-            log: log.clone(),
-            ..FakeBackend::default()
-        };
-        let (gate_tx, gate) = crossbeam_channel::unbounded();
-        let p = TestProc {
-            size_multiple: 8,
-            pre_gate: Some((0, gate)),
-            ..TestProc::default()
-        };
-        let finished = p.pre_finished.clone();
-        let q = start(
-            config(4, 16, 2),
-            tunables(false, 0.0, Duration::from_secs(10)),
-            p,
-            factory_of(backend),
-        );
+        let (q, log, gate_tx, finished) = gated_queue(config(4, 16, 2), tunables(false, 0.0, Duration::from_secs(10)));
         // Frame 0 stays in pre-processing; frames 1-5 finish and wait for it.
         for i in 0..6 {
             assert_eq!(q.submit(frame(i)), Ok(Submitted::Queued));

@@ -90,6 +90,31 @@ pub struct Arrivals {
     pub counts_at_end: Option<Counts>,
 }
 
+/// RGB caps of `w` x `h` at 25 frames/s, the bench's frames.
+pub fn rgb_caps(w: usize, h: usize) -> Result<gst::Caps> {
+    gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, w as u32, h as u32)
+        .fps(gst::Fraction::new(25, 1))
+        .build()
+        .context("video info")?
+        .to_caps()
+        .context("caps")
+}
+
+/// The appsrc that feeds a bench pipeline: timestamps set by the pusher, blocking when
+/// two frames wait (the element's own queue, not appsrc's, takes the load).
+pub fn bench_source(name: &str, caps: &gst::Caps) -> gst_app::AppSrc {
+    gst_app::AppSrc::builder()
+        .name(name)
+        .caps(caps)
+        .format(gst::Format::Time)
+        .is_live(false)
+        .do_timestamp(false)
+        .block(true)
+        .max_buffers(2)
+        .max_bytes(0)
+        .build()
+}
+
 /// The element's counts of frames the model ran (`inferred`) and of model runs with
 /// frames of its stream (`batches`), from its `stats`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -244,22 +269,7 @@ pub fn run(
     frames: usize,
 ) -> Result<PipelineResult> {
     let total = warmup + frames;
-    let caps = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, w as u32, h as u32)
-        .fps(gst::Fraction::new(25, 1))
-        .build()
-        .context("video info")?
-        .to_caps()
-        .context("caps")?;
-    let src = gst_app::AppSrc::builder()
-        .name("src")
-        .caps(&caps)
-        .format(gst::Format::Time)
-        .is_live(false)
-        .do_timestamp(false)
-        .block(true)
-        .max_buffers(2)
-        .max_bytes(0)
-        .build();
+    let src = bench_source("src", &rgb_caps(w, h)?);
     let sink = gst_app::AppSink::builder().name("sink").sync(false).build();
     let pipeline = gst::Pipeline::with_name("bench");
     pipeline.add_many([src.upcast_ref::<gst::Element>(), &ds, sink.upcast_ref()])?;

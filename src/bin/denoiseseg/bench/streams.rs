@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use denoiseseg::model::ModelSpec;
 
 use super::bare::Settings;
-use super::pipeline::{record_arrivals, spawn_pusher, FRAME_NS};
+use super::pipeline::{bench_source, record_arrivals, rgb_caps, spawn_pusher, FRAME_NS};
 use super::report::{median, percentile};
 use super::{make_element, Args};
 use crate::common::{self, Progress};
@@ -69,25 +69,11 @@ fn run_round(
     frames: usize,
 ) -> Result<(Vec<StreamRound>, f64)> {
     let total = warmup + frames;
-    let caps = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, w as u32, h as u32)
-        .fps(gst::Fraction::new(25, 1))
-        .build()
-        .context("video info")?
-        .to_caps()
-        .context("caps")?;
+    let caps = rgb_caps(w, h)?;
     let pipeline = gst::Pipeline::with_name("bench-streams");
     let mut branches = Vec::new();
     for (i, ds) in elements.iter().enumerate() {
-        let src = gst_app::AppSrc::builder()
-            .name(format!("src{i}"))
-            .caps(&caps)
-            .format(gst::Format::Time)
-            .is_live(false)
-            .do_timestamp(false)
-            .block(true)
-            .max_buffers(2)
-            .max_bytes(0)
-            .build();
+        let src = bench_source(&format!("src{i}"), &caps);
         let sink = gst_app::AppSink::builder().name(format!("sink{i}")).sync(false).build();
         pipeline.add_many([src.upcast_ref::<gst::Element>(), ds, sink.upcast_ref()])?;
         gst::Element::link_many([src.upcast_ref::<gst::Element>(), ds, sink.upcast_ref()])
