@@ -13,6 +13,7 @@ pub mod processing;
 pub mod queue;
 pub mod runtime;
 pub mod sidecar;
+pub mod stabilize;
 pub mod tensors;
 
 pub use error::{Error, Result};

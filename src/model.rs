@@ -23,6 +23,31 @@ pub struct ClassInfo {
     pub id: u8,
     pub name: String,
     pub color: [u8; 3],
+    /// An object class: a countable thing that moves (a person, a vehicle), whose
+    /// pixels the class map follows at once when it is stabilized over time
+    /// ([`crate::stabilize`]). Optional; when absent, [`CITYSCAPES_OBJECTS`] by name.
+    #[serde(default)]
+    pub object: Option<bool>,
+}
+
+/// The Cityscapes classes with instances (its "things"): the default object classes.
+pub const CITYSCAPES_OBJECTS: [&str; 8] = [
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
+];
+
+impl ClassInfo {
+    /// See [`ClassInfo::object`].
+    pub fn is_object(&self) -> bool {
+        self.object
+            .unwrap_or_else(|| CITYSCAPES_OBJECTS.contains(&self.name.as_str()))
+    }
 }
 
 /// The 19 Cityscapes evaluation classes (train ids 0..18) with the official palette.
@@ -57,6 +82,7 @@ pub fn cityscapes_classes() -> Vec<ClassInfo> {
             id: id as u8,
             name: (*name).to_string(),
             color: *color,
+            object: None,
         })
         .collect()
 }

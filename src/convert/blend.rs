@@ -1,7 +1,8 @@
 //! Label colouring: class colours blended into a planar image or straight into a
-//! packed RGB-family frame (bit-identical to the planar path), and class outlines
-//! drawn over a frame.
-use super::{planar_len, to_u8, INV255};
+//! frame (packed RGB family: bit-identical to the planar path; I420 and NV12: in
+//! Y'CbCr, equal to it up to rounding), and class outlines drawn over a frame.
+use super::planar::Yuv;
+use super::{planar_len, round_u8, to_u8, INV255};
 use crate::frame::{FrameLayout, PixelFormat};
 use crate::{Error, Result};
 
@@ -82,6 +83,12 @@ fn check_packed_labels(data_len: usize, layout: &FrameLayout, labels_len: usize,
             layout.format
         )));
     }
+    check_labels(data_len, layout, labels_len, labels_stride)
+}
+
+/// Checks a frame of `data_len` bytes and a label map of `labels_len` bytes (rows of
+/// `labels_stride`) covering it.
+fn check_labels(data_len: usize, layout: &FrameLayout, labels_len: usize, labels_stride: usize) -> Result<()> {
     layout.validate(data_len)?;
     let (w, h) = (layout.width, layout.height);
     let fits = labels_stride >= w
@@ -97,16 +104,21 @@ fn check_packed_labels(data_len: usize, layout: &FrameLayout, labels_len: usize,
     Ok(())
 }
 
-/// Blends class colours over a packed RGB-family frame (RGB, BGR, RGBx, BGRx, xRGB,
-/// xBGR, RGBA, BGRA, ARGB, ABGR) in place: each colour byte `v` of a pixel whose
-/// label < palette.len() becomes round(((1−alpha)·v/255 + alpha·colour/255)·255),
-/// computed in f32 exactly as [`frame_to_planar`](super::frame_to_planar), [`blend_labels`] and
-/// [`planar_to_frame`](super::planar_to_frame) compute it, so both paths give the same bytes (halves round
-/// to even). Other labels (e.g. 255), x/alpha bytes and stride padding are
-/// untouched. `labels`: row-major, row stride `labels_stride`, covering the frame.
+/// Blends class colours over a frame in place. `labels`: row-major, row stride
+/// `labels_stride`, covering the frame; labels outside the palette (e.g. 255), x/alpha
+/// bytes and stride padding are untouched.
 ///
-/// Errors for YUV formats, a layout that does not fit `dst`, or a label map too
-/// small for the frame.
+/// - Packed RGB family (RGB, BGR, RGBx, BGRx, xRGB, xBGR, RGBA, BGRA, ARGB, ABGR):
+///   each colour byte `v` of a pixel whose label < palette.len() becomes
+///   round(((1−alpha)·v/255 + alpha·colour/255)·255), computed in f32 exactly as
+///   [`frame_to_planar`](super::frame_to_planar), [`blend_labels`] and
+///   [`planar_to_frame`](super::planar_to_frame) compute it, so both paths give the
+///   same bytes (halves round to even).
+/// - I420 and NV12: the same blend in the frame's Y'CbCr (its matrix and range). The
+///   conversion is affine, so this is the planar path's result up to rounding (±1):
+///   luma per pixel, chroma as the mean of the blend over each 2x2 block.
+///
+/// Errors for a layout that does not fit `dst`, or a label map too small for the frame.
 pub fn blend_labels_frame(
     dst: &mut [u8],
     layout: &FrameLayout,
@@ -115,6 +127,12 @@ pub fn blend_labels_frame(
     palette: &[[u8; 3]],
     alpha: f32,
 ) -> Result<()> {
+    if layout.format.is_yuv() {
+        check_labels(dst.len(), layout, labels.len(), labels_stride)?;
+        let nv12 = layout.format == PixelFormat::Nv12;
+        blend_yuv420(dst, layout, labels, labels_stride, palette, alpha, nv12);
+        return Ok(());
+    }
     check_packed_labels(dst.len(), layout, labels.len(), labels_stride)?;
     let (keep, add) = blend_tables(palette, alpha);
     let t = (&keep, &add);
@@ -128,6 +146,67 @@ pub fn blend_labels_frame(
         PixelFormat::I420 | PixelFormat::Nv12 => unreachable!("checked above"),
     }
     Ok(())
+}
+
+/// [`blend_labels_frame`] for I420 (`nv12` false) and NV12, on a checked layout.
+fn blend_yuv420(
+    dst: &mut [u8],
+    layout: &FrameLayout,
+    labels: &[u8],
+    labels_stride: usize,
+    palette: &[[u8; 3]],
+    alpha: f32,
+    nv12: bool,
+) {
+    // Per label: the factor on the code value and the (Y, U, V) terms added.
+    let k = Yuv::new(layout.matrix, layout.full_range);
+    let mut keep = [1.0f32; 256];
+    let mut add = [[0.0f32; 3]; 256];
+    for ((kp, a), c) in keep.iter_mut().zip(add.iter_mut()).zip(palette) {
+        *kp = 1.0 - alpha;
+        let code = k.code(
+            f32::from(c[0]) * INV255,
+            f32::from(c[1]) * INV255,
+            f32::from(c[2]) * INV255,
+        );
+        *a = code.map(|v| alpha * v);
+    }
+    let (w, h) = (layout.width, layout.height);
+    let (off, stride) = (layout.offsets[0], layout.strides[0]);
+    for y in 0..h {
+        let row = &mut dst[off + y * stride..off + y * stride + w];
+        for (p, &l) in row.iter_mut().zip(&labels[y * labels_stride..y * labels_stride + w]) {
+            let l = usize::from(l);
+            *p = round_u8(keep[l] * f32::from(*p) + add[l][0]);
+        }
+    }
+    for cy in 0..h.div_ceil(2) {
+        for cx in 0..w.div_ceil(2) {
+            // The mean over the block's pixels of keep·c + add, with c the block's chroma.
+            let (mut kk, mut au, mut av, mut n) = (0.0f32, 0.0f32, 0.0f32, 0.0f32);
+            for y in 2 * cy..(2 * cy + 2).min(h) {
+                for x in 2 * cx..(2 * cx + 2).min(w) {
+                    let l = usize::from(labels[y * labels_stride + x]);
+                    kk += keep[l];
+                    au += add[l][1];
+                    av += add[l][2];
+                    n += 1.0;
+                }
+            }
+            let mix = |c: u8, a: f32| round_u8((kk * f32::from(c) + a) / n);
+            let (iu, iv) = if nv12 {
+                let i = layout.offsets[1] + cy * layout.strides[1] + 2 * cx;
+                (i, i + 1)
+            } else {
+                (
+                    layout.offsets[1] + cy * layout.strides[1] + cx,
+                    layout.offsets[2] + cy * layout.strides[2] + cx,
+                )
+            };
+            dst[iu] = mix(dst[iu], au);
+            dst[iv] = mix(dst[iv], av);
+        }
+    }
 }
 
 fn blend_packed<const BPP: usize, const R: usize, const G: usize, const B: usize>(
@@ -335,17 +414,56 @@ mod tests {
     }
 
     #[test]
+    fn yuv_blend_is_the_planar_path_up_to_rounding() {
+        use crate::frame::YuvMatrix;
+        let palette = [[128u8, 64, 128], [70, 130, 180], [220, 20, 60], [250, 250, 10]];
+        // Odd sizes: the last chroma column and row cover one pixel wide or high.
+        let (w, h) = (13usize, 7usize);
+        let labels: Vec<u8> = (0..w * h).map(|i| [0u8, 1, 2, 3, 255][(i * 7 + i / w) % 5]).collect();
+        for format in [PixelFormat::I420, PixelFormat::Nv12] {
+            for (matrix, full) in [(YuvMatrix::Bt601, false), (YuvMatrix::Bt709, true)] {
+                let layout = FrameLayout::packed(format, w, h).with_colorimetry(matrix, full);
+                // A smooth frame, so chroma subsampling loses little.
+                let mut rgb = vec![0f32; 3 * w * h];
+                for (i, v) in rgb.iter_mut().enumerate() {
+                    let (c, p) = (i / (w * h), i % (w * h));
+                    *v = 0.2 + 0.05 * c as f32 + 0.3 * (p % w) as f32 / w as f32 + 0.2 * (p / w) as f32 / h as f32;
+                }
+                let mut frame = vec![0u8; layout.size];
+                planar_to_frame(&rgb, w, h, &layout, &mut frame).unwrap();
+                let mut planar = vec![0f32; 3 * w * h];
+                frame_to_planar(&frame, &layout, &mut planar, w, h).unwrap();
+                blend_labels(&mut planar, w, h, w, h, &labels, w, &palette, 0.6);
+                let mut want = vec![0u8; layout.size];
+                planar_to_frame(&planar, w, h, &layout, &mut want).unwrap();
+                let mut got = frame.clone();
+                blend_labels_frame(&mut got, &layout, &labels, w, &palette, 0.6).unwrap();
+                let worst = got.iter().zip(&want).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+                assert!(worst <= 2, "{format} {matrix:?}: off by {worst}");
+                // Outside the palette (255) the luma is untouched.
+                for (i, &l) in labels.iter().enumerate() {
+                    if l == 255 {
+                        let at = layout.offsets[0] + (i / w) * layout.strides[0] + i % w;
+                        assert_eq!(got[at], frame[at]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn blend_frame_leaves_x_bytes_and_refuses_bad_input() {
         let layout = FrameLayout::packed(PixelFormat::Bgrx, 2, 1);
         let mut px = [100u8, 100, 100, 7, 100, 100, 100, 9];
         blend_labels_frame(&mut px, &layout, &[0, 1], 2, &[[255, 0, 0], [0, 0, 255]], 1.0).unwrap();
         assert_eq!(px, [0, 0, 255, 7, 255, 0, 0, 9]);
-        // Label map too small, stride below width, YUV, frame too small.
+        // Label map too small, stride below width, outlines on YUV, frame too small.
         assert!(blend_labels_frame(&mut px, &layout, &[0], 2, &[], 0.5).is_err());
         assert!(blend_labels_frame(&mut px, &layout, &[0, 0, 0], 1, &[], 0.5).is_err());
         let yuv = FrameLayout::packed(PixelFormat::I420, 2, 2);
         let mut buf = vec![0u8; yuv.size];
-        assert!(blend_labels_frame(&mut buf, &yuv, &[0; 4], 2, &[], 0.5).is_err());
+        assert!(blend_labels_frame(&mut buf, &yuv, &[0; 3], 2, &[], 0.5).is_err());
+        assert!(blend_labels_frame(&mut buf[..5], &yuv, &[0; 4], 2, &[], 0.5).is_err());
         assert!(outline_labels_frame(&mut buf, &yuv, &[0; 4], 2, &[]).is_err());
         assert!(blend_labels_frame(&mut px[..7], &layout, &[0, 1], 2, &[], 0.5).is_err());
     }

@@ -6,7 +6,7 @@ use crate::{Error, Result};
 
 /// YUV <-> RGB coefficients for one matrix and range, on the [0,1] RGB scale.
 #[derive(Clone, Copy, Debug)]
-struct Yuv {
+pub(super) struct Yuv {
     y_off: f32,
     y_scale: f32,
     c_scale: f32,
@@ -20,7 +20,7 @@ struct Yuv {
 }
 
 impl Yuv {
-    fn new(matrix: YuvMatrix, full_range: bool) -> Yuv {
+    pub(super) fn new(matrix: YuvMatrix, full_range: bool) -> Yuv {
         let (kr, kb) = match matrix {
             YuvMatrix::Bt601 => (0.299f32, 0.114f32),
             YuvMatrix::Bt709 => (0.2126f32, 0.0722f32),
@@ -62,6 +62,16 @@ impl Yuv {
     fn encode_y(&self, r: f32, g: f32, b: f32) -> u8 {
         let l = self.kr * clamp01(r) + self.kg * clamp01(g) + self.kb * clamp01(b);
         round_u8(self.y_off + self.y_scale * l)
+    }
+
+    /// The (Y, U, V) code values of an RGB colour in [0,1], unrounded.
+    pub(super) fn code(&self, r: f32, g: f32, b: f32) -> [f32; 3] {
+        let l = self.kr * r + self.kg * g + self.kb * b;
+        [
+            self.y_off + self.y_scale * l,
+            128.0 + self.c_scale * (b - l) / self.bu,
+            128.0 + self.c_scale * (r - l) / self.rv,
+        ]
     }
 
     /// (U, V) bytes of an RGB colour already clamped to [0,1].

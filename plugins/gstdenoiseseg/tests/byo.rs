@@ -652,7 +652,7 @@ fn run_chain(
 
 fn dseg(name: &str, model_name: &str) -> String {
     format!(
-        "denoiseseg name={name} model={m} execution-provider=cpu",
+        "denoiseseg name={name} model={m} execution-provider=cpu class-confirm-frames=1",
         m = model(model_name)
     )
 }

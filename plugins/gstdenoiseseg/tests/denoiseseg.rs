@@ -308,7 +308,7 @@ fn mask_pad_carries_every_frame_with_the_same_timestamps() {
     // needs a queue for both sinks to preroll.
     let (w, h) = (24, 16);
     let pipeline = gst::parse::launch(&format!(
-        "appsrc name=src format=time caps={caps} ! denoiseseg name=d model={m} execution-provider=cpu workers=2 \
+        "appsrc name=src format=time caps={caps} ! denoiseseg name=d model={m} execution-provider=cpu class-confirm-frames=1 workers=2 \
          ! queue ! appsink name=out sync=false d.mask ! queue ! appsink name=mask sync=false",
         caps = rgb_caps(w, h).replace(',', "\\,"),
         m = model("joint.onnx"),

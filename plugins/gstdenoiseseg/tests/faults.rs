@@ -163,7 +163,7 @@ fn quick_start_stop_cycles_while_the_model_loads_leave_no_thread_behind() {
 /// the mask samples that reach the appsink `mask`.
 fn masks_through(mask_branch: &str, props: &str, frames: &[(usize, usize)]) -> Result<Vec<gst::Sample>, String> {
     let p = launch(&format!(
-        "appsrc name=src format=time ! denoiseseg name=d model={m} execution-provider=cpu {props} \
+        "appsrc name=src format=time ! denoiseseg name=d model={m} execution-provider=cpu class-confirm-frames=1 {props} \
          ! queue ! fakesink d.mask ! {mask_branch}",
         m = model("joint.onnx"),
     ));

@@ -100,7 +100,7 @@ fn run(middle: &str, format: &str, w: usize, h: usize, n: usize) -> Vec<gst::Buf
 
 fn denoiseseg(props: &str) -> String {
     format!(
-        "denoiseseg model={} execution-provider=cpu {props}",
+        "denoiseseg model={} execution-provider=cpu class-confirm-frames=1 {props}",
         model("joint.onnx")
     )
 }

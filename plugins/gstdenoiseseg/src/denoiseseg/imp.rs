@@ -63,6 +63,7 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use denoiseseg::frame::PixelFormat;
 use denoiseseg::model::ModelSpec;
 use denoiseseg::queue::{self, FrameQueue, Stats, Tunables};
+use denoiseseg::stabilize::ClassStabilizer;
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -73,7 +74,10 @@ use super::{OutputMode, ProviderChoice, MASK_META};
 // properties.rs: settings, tunables, param specs, set/get, presets; session.rs: start
 // and stop (model, ONNX Runtime, queue, session build); streaming.rs: chain, events,
 // queries, QoS, latency, the src task; processing.rs: what the queue's workers run;
+// classmap.rs: the class map meta and its stabilization over time, in frame order;
 // mask.rs: the `mask` request pad. This file: the struct and the GObject/element glue.
+#[path = "classmap.rs"]
+mod classmap;
 #[path = "mask.rs"]
 mod mask;
 #[path = "processing.rs"]
@@ -136,6 +140,9 @@ pub struct DenoiseSeg {
     /// Shared with the session build on the queue's inference thread.
     report: Arc<Mutex<Report>>,
     mask_seqnum: AtomicU64,
+    /// The class map's stabilization (`class-confirm-frames`): used by the src pad task
+    /// only, made with the first frame after each start.
+    stabilizer: Mutex<Option<ClassStabilizer>>,
 }
 
 /// What the element reports of its sessions.
@@ -229,6 +236,7 @@ impl ObjectSubclass for DenoiseSeg {
             state: Mutex::new(None),
             report: Arc::new(Mutex::new(Report::default())),
             mask_seqnum: AtomicU64::new(0),
+            stabilizer: Mutex::new(None),
         }
     }
 }

@@ -9,6 +9,7 @@ use denoiseseg::{convert, Error};
 use gst::glib;
 use gst::prelude::*;
 
+use super::classmap::{ClassMaps, Deferred};
 use super::MASK_META;
 use super::*;
 
@@ -172,6 +173,8 @@ pub(super) struct Out {
     /// The caps the frame was processed under (not the latest ones: a caps change may
     /// have been queued behind it).
     pub(super) info: Arc<FrameInfo>,
+    /// The class map still to stabilize, blend and attach, in frame order (`classmap.rs`).
+    pub(super) deferred: Option<Deferred>,
 }
 
 /// Serialized items travelling through the queue between frames.
@@ -185,11 +188,8 @@ pub(super) enum QEvent {
 
 pub(super) struct Proc {
     pub(super) size_multiple: usize,
-    pub(super) palette: Vec<[u8; 3]>,
-    /// The same palette as the meta's `palette` field: made once per start, each
-    /// frame's meta takes a reference.
-    pub(super) palette_bytes: glib::Bytes,
-    pub(super) classes: u32,
+    /// The palette and what the class map meta carries.
+    pub(super) maps: Arc<ClassMaps>,
     /// The model does not denoise: the input is the output image.
     pub(super) keep_input: bool,
     pub(super) tunables: Arc<LiveTunables>,
@@ -218,7 +218,7 @@ impl Proc {
                 1 => "NaN values in its logits; they never win the argmax".to_string(),
                 _ => format!(
                     "class ids outside its {} classes; they are shown as class 0 ({})",
-                    self.classes, self.class0
+                    self.maps.classes, self.class0
                 ),
             };
             gst::element_warning!(
@@ -277,16 +277,22 @@ impl Processor for Proc {
         };
 
         let overlay = self.tunables.overlay.load(Ordering::Relaxed);
+        let alpha = f64::from_bits(self.tunables.alpha.load(Ordering::Relaxed)) as f32;
+        // Stabilizing the class map needs frame order: the src pad task finishes it.
+        let deferred = (t.has_labels() && self.tunables.class_confirm.load(Ordering::Relaxed) > 1).then(|| Deferred {
+            maps: self.maps.clone(),
+            alpha: overlay.then_some(alpha),
+        });
+        let blend_now = overlay && t.has_labels() && deferred.is_none();
         let mut buffer = match frame.input {
             Some(input) if !overlay => input.into_buffer(),
             _ => {
-                let alpha = f64::from_bits(self.tunables.alpha.load(Ordering::Relaxed)) as f32;
                 // Packed RGB: blend over the 8-bit frame, as segoverlay does, so both
                 // give the same bytes; YUV: blend before conversion.
-                let blend_packed = overlay && t.has_labels() && !info.format.is_yuv();
-                if overlay && t.has_labels() && info.format.is_yuv() {
+                let blend_packed = blend_now && !info.format.is_yuv();
+                if blend_now && info.format.is_yuv() {
                     let (pw, ph) = (t.pw, t.ph);
-                    convert::blend_labels(&mut t.image, pw, ph, w, h, &t.labels, pw, &self.palette, alpha);
+                    convert::blend_labels(&mut t.image, pw, ph, w, h, &t.labels, pw, &self.maps.palette, alpha);
                 }
                 let mut out = info
                     .out_pool
@@ -304,7 +310,7 @@ impl Processor for Proc {
                             &info.out_layout,
                             &t.labels,
                             t.pw,
-                            &self.palette,
+                            &self.maps.palette,
                             alpha,
                         )?;
                     }
@@ -323,15 +329,9 @@ impl Processor for Proc {
                 }
             }
             if let Some(mask) = &mask {
-                let mut meta = gst::meta::CustomMeta::add(b, MASK_META)
-                    .map_err(|e| Error::Frame(format!("cannot attach the class map meta: {e}")))?;
-                let s = meta.mut_structure();
-                s.set("mask", mask.clone());
-                s.set("width", w as u32);
-                s.set("height", h as u32);
-                s.set("stride", info.mask_info.stride()[0] as u32);
-                s.set("classes", self.classes);
-                s.set("palette", self.palette_bytes.clone());
+                if deferred.is_none() {
+                    self.maps.attach_meta(b, mask, info).map_err(Error::Frame)?;
+                }
             } else if let Some(upstream) = frame.upstream_mask {
                 // A denoise-only model keeps the frame geometry: the upstream class map
                 // still describes the output frame.
@@ -347,6 +347,7 @@ impl Processor for Proc {
             buffer,
             mask,
             info: frame.info,
+            deferred,
         })
     }
 }

@@ -1,6 +1,6 @@
 //! Properties: the settings, their defaults and param specs, set/get, and config presets.
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -37,11 +37,14 @@ const DEFAULT_LEAKY: bool = false;
 const DEFAULT_NOISE_LEVEL: f64 = -1.0;
 const DEFAULT_OUTPUT: OutputMode = OutputMode::Denoised;
 const DEFAULT_OVERLAY_ALPHA: f64 = 0.5;
+/// `class-confirm-frames`: a one-frame flip of a background class never shows.
+const DEFAULT_CLASS_CONFIRM: u32 = 2;
 
 /// The properties that can only change in NULL or READY, read by `start`. Those that
 /// change in PLAYING are not here: each lives in one atomic shared with the streaming
 /// threads (`batch-timeout` and `leaky` in the engine's [`Tunables`]; `noise-level`,
-/// `output` and `overlay-alpha` in [`LiveTunables`]), which is where `property` reads it.
+/// `output`, `overlay-alpha` and `class-confirm-frames` in [`LiveTunables`]), which is
+/// where `property` reads it.
 #[derive(Debug, Clone)]
 pub(super) struct Settings {
     pub(super) model: String,
@@ -111,9 +114,10 @@ pub(super) fn default_tunables() -> Tunables {
 }
 
 /// The element's own tunables that change in PLAYING, in property units: the one
-/// source of `noise-level`, `output` and `overlay-alpha` (the post-processing workers
-/// read `overlay` and `alpha` per frame). The engine's copy of the noise level, on its
-/// 0..1 scale, is written from here only, by `set_property`.
+/// source of `noise-level`, `output`, `overlay-alpha` and `class-confirm-frames` (the
+/// post-processing workers read `overlay`, `alpha` and `class_confirm` per frame, the
+/// src pad task `class_confirm` too). The engine's copy of the noise level, on its 0..1
+/// scale, is written from here only, by `set_property`.
 #[derive(Debug)]
 pub(super) struct LiveTunables {
     /// `output=overlay`.
@@ -122,6 +126,8 @@ pub(super) struct LiveTunables {
     pub(super) alpha: AtomicU64,
     /// `noise-level`, f64 bits.
     pub(super) noise_level: AtomicU64,
+    /// `class-confirm-frames`.
+    pub(super) class_confirm: AtomicU32,
 }
 
 impl LiveTunables {
@@ -140,6 +146,7 @@ impl Default for LiveTunables {
             overlay: AtomicBool::new(DEFAULT_OUTPUT == OutputMode::Overlay),
             alpha: AtomicU64::new(DEFAULT_OVERLAY_ALPHA.to_bits()),
             noise_level: AtomicU64::new(DEFAULT_NOISE_LEVEL.to_bits()),
+            class_confirm: AtomicU32::new(DEFAULT_CLASS_CONFIRM),
         }
     }
 }
@@ -297,6 +304,21 @@ pub(super) fn param_specs() -> &'static [glib::ParamSpec] {
                 .default_value(DEFAULT_OVERLAY_ALPHA)
                 .mutable_playing()
                 .build(),
+            glib::ParamSpecUInt::builder("class-confirm-frames")
+                .nick("Class confirmation frames")
+                .blurb(
+                    "Stabilizes the class map over time: a pixel shows a new background class (road, building, \
+                     sky, ...) only once the model has given it this many frames in a row, so a one-frame flip \
+                     never shows and a static camera's map does not flicker; object classes (person, rider and \
+                     the vehicles, or the sidecar's `object` classes) change at once. 1 = off: each frame's map \
+                     as the model gives it. A real change of background class shows this many frames minus \
+                     one late. Restarts after a seek, a discontinuity or new caps",
+                )
+                .minimum(1)
+                .maximum(ClassStabilizer::MAX_CONFIRM)
+                .default_value(DEFAULT_CLASS_CONFIRM)
+                .mutable_playing()
+                .build(),
             glib::ParamSpecUInt64::builder("frames-processed")
                 .nick("Frames processed")
                 .blurb("Frames that came out since start (read-only)")
@@ -419,6 +441,11 @@ impl DenoiseSeg {
                 self.live.alpha.store(alpha.to_bits(), Ordering::Relaxed);
                 true
             }
+            "class-confirm-frames" => {
+                let frames: u32 = value.get().expect("type checked");
+                self.live.class_confirm.store(frames, Ordering::Relaxed);
+                true
+            }
             _ => false,
         }
     }
@@ -444,6 +471,7 @@ impl DenoiseSeg {
             "noise-level" => f64::from_bits(self.live.noise_level.load(Ordering::Relaxed)).to_value(),
             "output" => self.live.output().to_value(),
             "overlay-alpha" => f64::from_bits(self.live.alpha.load(Ordering::Relaxed)).to_value(),
+            "class-confirm-frames" => self.live.class_confirm.load(Ordering::Relaxed).to_value(),
             "frames-processed" => self.stats_snapshot().processed.to_value(),
             "frames-dropped" => self.stats_snapshot().dropped.to_value(),
             "mean-latency" => (self.stats_snapshot().mean_latency.as_secs_f64() * 1000.0).to_value(),

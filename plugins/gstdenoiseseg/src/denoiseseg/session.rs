@@ -12,6 +12,7 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
+use super::classmap::ClassMaps;
 use super::ProviderChoice;
 use super::*;
 
@@ -42,6 +43,8 @@ impl DenoiseSeg {
         let opts = session_options(&settings, &spec);
 
         lock(&self.report).provider.clear();
+        // The class map of the first frame starts the stabilization afresh.
+        *lock(&self.stabilizer) = None;
 
         let proc = Arc::new(self.processor(&spec));
         let config = QueueConfig {
@@ -134,9 +137,7 @@ impl DenoiseSeg {
     fn processor(&self, spec: &ModelSpec) -> Proc {
         Proc {
             size_multiple: spec.size_multiple,
-            palette: spec.palette(),
-            palette_bytes: glib::Bytes::from_owned(spec.palette().concat()),
-            classes: spec.classes.len() as u32,
+            maps: Arc::new(ClassMaps::new(spec)),
             keep_input: !spec.denoises(),
             tunables: self.live.clone(),
             element: self.obj().downgrade(),

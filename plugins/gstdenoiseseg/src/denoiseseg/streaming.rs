@@ -370,11 +370,19 @@ impl DenoiseSeg {
                     return; // downstream failed: keep draining so upstream never blocks
                 }
                 let mut buffer = out.buffer;
+                let mut mask = out.mask;
+                if let (Some(d), Some(m)) = (&out.deferred, &mut mask) {
+                    if let Err(e) = self.finish_class_map(&mut buffer, m, d, &out.info) {
+                        gst::element_imp_error!(self, gst::StreamError::Failed, ("{}", e));
+                        self.set_flow(Err(gst::FlowError::Error));
+                        return;
+                    }
+                }
                 if after_drop {
                     buffer.make_mut().set_flags(gst::BufferFlags::DISCONT);
                 }
                 let flow = self.srcpad.push(buffer);
-                let mask_flow = out.mask.map(|m| self.push_mask(m, &out.info));
+                let mask_flow = mask.map(|m| self.push_mask(m, &out.info));
                 let flow = match (flow, mask_flow) {
                     // Only the src pad being unlinked is no reason to stop while mask is linked.
                     (Err(gst::FlowError::NotLinked), Some(Ok(s))) => Ok(s),
@@ -383,12 +391,17 @@ impl DenoiseSeg {
                 self.set_flow(flow);
             }
             Recv::Item(Output::Event(QEvent::Caps(event, info))) => {
+                self.reset_class_maps();
                 if let Some(mask) = lock(&self.mask_pad).clone() {
                     self.push_mask_caps(&mask, &info);
                 }
                 self.push_to_src_pads(event);
             }
             Recv::Item(Output::Event(QEvent::Gst(event))) => {
+                if matches!(event.type_(), gst::EventType::Segment | gst::EventType::StreamStart) {
+                    // A seek or a new stream: the scene before it says nothing of the next.
+                    self.reset_class_maps();
+                }
                 let eos = event.type_() == gst::EventType::Eos;
                 let ok = self.push_to_src_pads(event);
                 if eos && !ok {

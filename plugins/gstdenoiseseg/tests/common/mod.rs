@@ -25,11 +25,15 @@ pub fn model(name: &str) -> String {
 }
 
 /// A `denoiseseg` element on the CPU with the model at `path`, then `props` set from text.
+/// Its class maps are not stabilized over time (`class-confirm-frames=1`): the test
+/// frames change every frame and the tests check each frame's map; the tests of the
+/// stabilization set it.
 pub fn element_at(path: &str, props: &[(&str, &str)]) -> gst::Element {
     init();
     let e = gst::ElementFactory::make("denoiseseg")
         .property("model", path)
         .property_from_str("execution-provider", "cpu")
+        .property("class-confirm-frames", 1u32)
         .build()
         .unwrap();
     for (k, v) in props {
