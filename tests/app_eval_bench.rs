@@ -328,6 +328,9 @@ fn eval_identity(dir: &Path, clip: &Path, opts: &[&str]) -> Value {
         .arg(&json);
     let out = run(c);
     assert!(out.status.success());
+    // Cutting the clip at --frames must not upset GStreamer (it once unrefed a NULL item).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("CRITICAL") && !stderr.contains("WARNING"), "{stderr}");
     serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
 }
 

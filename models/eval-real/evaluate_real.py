@@ -26,7 +26,12 @@ for each labelled class the share of its pixels given each predicted class.
 Flicker: the model on --flicker-n consecutive frames of the static street camera
 (street-camera.avi, from --flicker-start), clean and at each noisy sigma: the share of
 all pixels whose class differs from the previous frame's, mean over the n-1 pairs
-(people walking account for some of it; flicker-free is not 0).
+(people walking account for some of it; flicker-free is not 0). Measured on the
+model's own maps and on the maps the element shows with its default
+`class-confirm-frames=2` (--confirm-frames; `stabilized`): a pixel shows a new class
+only once the model has given it for that many frames in a row, at once when the new
+or the shown class is an object class (the sidecar's `object`, by default person,
+rider and the vehicles), as src/stabilize.rs does.
 
 Progress goes to stderr. The frames are for evaluation only: never train on them.
 """
@@ -47,6 +52,8 @@ from make_labels import IGNORE, default_footage, load_set, read_frames, stem  # 
 from cityscapes_labels import NAMES, NUM_CLASSES  # noqa: E402
 
 FLICKER_CLIP = "street-camera.avi"
+# The Cityscapes classes with instances: the element's default object classes.
+OBJECTS = ("person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle")
 
 
 def log(msg):
@@ -68,6 +75,9 @@ class Model:
         self.logits = outs.get("logits")
         if not (self.labels or self.logits):
             raise SystemExit("%s: the sidecar names neither a labels nor a logits output" % side)
+        # The object classes, as the element reads them (src/model.rs, ClassInfo::is_object).
+        classes = sc.get("classes") or [{"id": i, "name": n} for i, n in enumerate(NAMES)]
+        self.objects = [c["id"] for c in classes if c.get("object", c["name"] in OBJECTS)]
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
@@ -138,18 +148,46 @@ def given(cm, top=4):
     return out
 
 
-def flicker(model, footage, start, n, sigma, seed):
+class Stabilizer:
+    """The element's class map stabilization (src/stabilize.rs, `class-confirm-frames`)."""
+
+    def __init__(self, confirm, objects):
+        self.confirm, self.objects = confirm, np.zeros(256, bool)
+        self.objects[list(objects)] = True
+        self.shown = None
+
+    def __call__(self, lab):
+        if self.confirm <= 1:
+            return lab
+        if self.shown is None:
+            self.shown, self.cand, self.held = lab.copy(), lab.copy(), np.ones(lab.shape, np.int32)
+            return lab
+        same = lab == self.cand
+        self.held = np.where(same, self.held + 1, 1)
+        self.cand = lab.copy()
+        switch = (lab != self.shown) & ((self.held >= self.confirm) | self.objects[lab] | self.objects[self.shown])
+        self.shown = np.where(switch, lab, self.shown)
+        return self.shown.copy()
+
+
+def changes_of(maps):
+    return [float(np.mean(b != a)) for a, b in zip(maps, maps[1:])]
+
+
+def flicker(model, footage, start, n, sigma, seed, confirm):
     frames = read_frames(os.path.join(footage, FLICKER_CLIP), range(start, start + n))
-    prev, changes = None, []
+    maps = []
     t0 = time.time()
     for k, i in enumerate(range(start, start + n)):
-        lab = model(add_noise(to_rgb01(frames[i]), sigma, seed + 1000 * sigma + i), sigma / 255.0)
-        if prev is not None:
-            changes.append(float(np.mean(lab != prev)))
-        prev = lab
+        maps.append(model(add_noise(to_rgb01(frames[i]), sigma, seed + 1000 * sigma + i), sigma / 255.0))
         log("  flicker sigma %d: frame %d/%d (%.1f s/frame)" % (sigma, k + 1, n, (time.time() - t0) / (k + 1)))
+    changes = changes_of(maps)
+    stab = Stabilizer(confirm, model.objects)
+    stabilized = changes_of([stab(m) for m in maps])
     return {"frames": n, "start": start, "mean": float(np.mean(changes)), "max": float(np.max(changes)),
-            "per_pair": [round(c, 5) for c in changes]}
+            "per_pair": [round(c, 5) for c in changes],
+            "stabilized": {"confirm_frames": confirm, "mean": float(np.mean(stabilized)),
+                           "max": float(np.max(stabilized))}}
 
 
 def main():
@@ -162,6 +200,8 @@ def main():
     ap.add_argument("--flicker-n", type=int, default=50, help="consecutive street-camera frames for the flicker (0: skip)")
     ap.add_argument("--flicker-start", type=int, default=300)
     ap.add_argument("--flicker-sigmas", default=None, help="sigmas for the flicker (default: --sigmas)")
+    ap.add_argument("--confirm-frames", type=int, default=2,
+                    help="the element's class-confirm-frames for the stabilized flicker (default 2, the element's)")
     ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
     ap.add_argument("--save-pred", default=None, help="folder to write predicted label PNGs and colour maps into")
     ap.add_argument("--json", default=None, help="write the results here")
@@ -202,7 +242,8 @@ def main():
     if a.flicker_n > 1:
         res["flicker"] = {"clip": FLICKER_CLIP}
         for sigma in fsigmas:
-            res["flicker"]["sigma%d" % sigma] = flicker(model, a.footage, a.flicker_start, a.flicker_n, sigma, a.seed)
+            res["flicker"]["sigma%d" % sigma] = flicker(model, a.footage, a.flicker_start, a.flicker_n, sigma, a.seed,
+                                                        a.confirm_frames)
 
     # table
     conds = list(res["conditions"])
@@ -224,8 +265,10 @@ def main():
     if "flicker" in res:
         for k, v in res["flicker"].items():
             if k.startswith("sigma"):
-                print("flicker %s (%s frames %d..%d): mean %.4f, max %.4f of pixels change class per frame" % (
-                    k, FLICKER_CLIP, v["start"], v["start"] + v["frames"] - 1, v["mean"], v["max"]))
+                print("flicker %s (%s frames %d..%d): mean %.4f, max %.4f of pixels change class per frame; "
+                      "stabilized (class-confirm-frames=%d) mean %.4f, max %.4f" % (
+                          k, FLICKER_CLIP, v["start"], v["start"] + v["frames"] - 1, v["mean"], v["max"],
+                          v["stabilized"]["confirm_frames"], v["stabilized"]["mean"], v["stabilized"]["max"]))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1)

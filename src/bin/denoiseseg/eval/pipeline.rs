@@ -220,7 +220,12 @@ fn limit_frames(pipeline: &gst::Pipeline, n: usize) -> Result<()> {
                 *seen += 1;
                 pad.send_event(gst::event::Eos::new());
             }
-            gst::PadProbeReturn::Drop
+            // The frame is consumed here. Not `Drop`: gstreamer-rs has taken the data out
+            // of the probe info by then, and GStreamer 1.22 then unrefs a NULL item
+            // (a GStreamer-CRITICAL on every limited run).
+            drop(info.take_buffer());
+            drop(info.take_buffer_list());
+            gst::PadProbeReturn::Handled
         },
     );
     Ok(())
