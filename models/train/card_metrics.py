@@ -31,6 +31,9 @@ def real_street_metrics(path):
     for cond, f in r.get("flicker", {}).items():
         if isinstance(f, dict):
             m[f"real_streets_flicker_{cond}"] = f["mean"]
+            if "stabilized" in f:
+                # what the element shows with its default class-confirm-frames
+                m[f"real_streets_flicker_stabilized_{cond}"] = f["stabilized"]["mean"]
     return m
 
 

