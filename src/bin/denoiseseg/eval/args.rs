@@ -27,6 +27,9 @@ PSNR and SSIM are the means over frames (a frame identical to the clean one coun
 100 dB); 'noisy' is what the model gets (after the codec, with --codec). 'fed' is the
 mean noise level given to the model: the sigma, the per-frame estimate (--estimate) or
 --noise-level. Frames/s is the element's output rate, from its first frame to its last.
+mIoU and pixel accuracy score each frame's class map as the model gives it
+(class-confirm-frames=1); --set class-confirm-frames=2 scores the element's default,
+stabilized over time.
 
 --noise camera is signal-dependent sensor noise (addnoise mode=poisson-gaussian): its
 variance is gain * v + read^2 for a clean value v, with three quarters of the variance

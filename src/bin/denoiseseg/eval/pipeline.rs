@@ -65,6 +65,9 @@ pub(super) fn run_sigma(
     if let (Source::Video(_), Some(n)) = (source, args.frames) {
         limit_frames(&pipeline, n)?;
     }
+    // mIoU scores each frame's class map as the model gives it; the element's
+    // stabilization over time (`class-confirm-frames`, set by --set) is for watching.
+    ds.set_property("class-confirm-frames", 1u32);
     // The element fed the noisy frames: ds, or the first of a chain.
     let fed_element = match seg {
         Some(opts) => {
