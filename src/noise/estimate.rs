@@ -142,7 +142,10 @@ impl SigmaEstimator {
         }
         let mut coarse = std::mem::take(&mut self.coarse);
         box_average_2x2(planar, width, height, row_len, &mut coarse);
-        let (sigma, gradient) = self.estimate_white(&coarse, cw, ch, cw, self.budget / COARSE_BUDGET_SHARE);
+        // The buffer only grows: read exactly this frame's planes (a longer buffer, left
+        // by a larger frame, would put the second and third planes elsewhere).
+        let frame = &coarse[..3 * cw * ch];
+        let (sigma, gradient) = self.estimate_white(frame, cw, ch, cw, self.budget / COARSE_BUDGET_SHARE);
         self.coarse = coarse;
         // Averaging 2×2 halves white noise: twice the coarse estimate is the same sigma.
         // Where the smoother half of the coarse pixels is far rougher than noise of that
@@ -551,6 +554,21 @@ mod tests {
             let got = est.estimate(&noisy(clean, 50.0, seed), W, H, W) * 255.0;
             assert!((got - 50.0).abs() <= 2.5, "seed {seed}: estimated {got:.2}");
         }
+    }
+
+    #[test]
+    fn a_smaller_frame_after_a_larger_one_reads_as_it_reads_alone() {
+        // The coarse buffer keeps the larger frame's size; the smaller frame's planes
+        // must still be read where they are.
+        let (name, clean) = &test_images()[5];
+        let small = noisy(clean, 12.0, 3);
+        let alone = SigmaEstimator::new().estimate(&small, W, H, W);
+        let mut est = SigmaEstimator::new();
+        let big: Vec<f32> = (0..3 * 2 * H * 2 * W)
+            .map(|i| ((i * 7919) % 255) as f32 / 255.0)
+            .collect();
+        est.estimate(&big, 2 * W, 2 * H, 2 * W);
+        assert_eq!(est.estimate(&small, W, H, W), alone, "{name}");
     }
 
     #[test]
