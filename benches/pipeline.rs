@@ -4,7 +4,8 @@
 //! workers beside inference (`denoiseseg bench` shows whether they stay hidden), and
 //! the checked copies of the model's outputs, and the `[preprocess]` conversions of
 //! models brought by users (input normalised, reordered, resized; outputs mapped
-//! back), which run on the inference thread.
+//! back), which run on the inference thread, and the class map's stabilization and
+//! overlay, which run on the element's src pad task, one frame after another.
 //!
 //!     cargo bench --bench pipeline            (or: cargo bench --bench pipeline -- 200 for 200 rounds)
 use std::hint::black_box;
@@ -119,6 +120,35 @@ fn main() {
             convert::copy_labels(black_box(&labels), pw, W, H, &mut mask, stride);
         }),
     );
+
+    // On the src pad task, one frame after another (class-confirm-frames > 1): the
+    // class map's stabilization and the overlay blended over the output frame, against
+    // the class map copy above. Two maps that differ at every pixel alternate, the
+    // worst case (every pixel's state changes every frame).
+    let other: Vec<u8> = mask.iter().map(|&c| (c + 1) % 19).collect();
+    let mut stabilizer = denoiseseg::stabilize::ClassStabilizer::new(2, [11u8, 12, 13, 14, 15, 16, 17, 18]);
+    let mut shown = mask.clone();
+    let mut flip = false;
+    report(
+        "src task: class map stabilization (class-confirm-frames=2)",
+        time(rounds, || {
+            shown.copy_from_slice(if flip { &other } else { &mask });
+            flip = !flip;
+            stabilizer.apply(black_box(&mut shown), W, H, stride);
+        }),
+    );
+    let palette: Vec<[u8; 3]> = denoiseseg::model::CITYSCAPES.iter().map(|(_, c)| *c).collect();
+    for format in [PixelFormat::Rgb, PixelFormat::I420] {
+        let layout = FrameLayout::packed(format, W, H);
+        let mut frame: Vec<u8> = (0..layout.size).map(|i| (i * 31 % 251) as u8).collect();
+        report(
+            &format!("src task: overlay blended over {}", format.name()),
+            time(rounds, || {
+                convert::blend_labels_frame(black_box(&mut frame), &layout, &mask, stride, &palette, 0.5)
+                    .expect("valid");
+            }),
+        );
+    }
 
     // The backend's copies of a frame's outputs, checked (the contract's value ranges)
     // against a plain copy, side by side.
