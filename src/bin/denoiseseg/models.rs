@@ -449,3 +449,39 @@ fn to_json(c: &Checked) -> serde_json::Value {
     }
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A segmenting model's spec from a sidecar with `metrics` (TOML lines).
+    fn spec(metrics: &str) -> ModelSpec {
+        let text = format!(
+            "name = \"m\"\nversion = \"1\"\ndescription = \"d\"\nlicense = \"MIT\"\nprovenance = \"p\"\n\
+             size_multiple = 8\n[inputs]\nimage = \"image\"\n[outputs]\nlabels = \"labels\"\n[metrics]\n{metrics}"
+        );
+        ModelSpec::from_sidecar_str(Path::new("m.onnx"), Path::new("m.toml"), &text).expect("a valid sidecar")
+    }
+
+    #[test]
+    fn the_shipped_note_gives_the_real_street_figures_or_says_plainly_there_are_none() {
+        let with = shipped_note(&spec(
+            "real_streets_pixel_accuracy_sigma0 = 0.7713\nreal_streets_miou_sigma0 = 0.2431",
+        ));
+        assert!(
+            with.contains("it gets 77 % of the labelled pixels right, mIoU 0.24"),
+            "{with}"
+        );
+        let without = shipped_note(&spec(""));
+        assert!(
+            without.contains("its class maps on real streets are mostly wrong"),
+            "{without}"
+        );
+        for note in [with, without] {
+            assert!(
+                note.contains("trained on synthetic scenes") && note.contains("--seg-model"),
+                "{note}"
+            );
+        }
+    }
+}
