@@ -248,3 +248,62 @@ fn concurrent_runs_give_every_frame_in_order_from_several_sessions() {
     assert!(msg.contains("cams-runs") && msg.contains("concurrent-runs"), "{msg}");
     first.set_state(gst::State::Null).unwrap();
 }
+
+/// The `model` Progress messages (type, text) on `p`'s bus, up to the first Complete or
+/// Error, each waited for `wait` at most.
+fn model_progress(p: &gst::Pipeline, wait: gst::ClockTime) -> Vec<(gst::ProgressType, String)> {
+    let bus = p.bus().unwrap();
+    let mut seen = Vec::new();
+    while let Some(msg) = bus.timed_pop_filtered(wait, &[gst::MessageType::Progress, gst::MessageType::Error]) {
+        let gst::MessageView::Progress(m) = msg.view() else {
+            panic!("{msg:?}");
+        };
+        let (kind, code, text) = m.get();
+        if code == "model" {
+            seen.push((kind, text.to_string()));
+            if matches!(kind, gst::ProgressType::Complete | gst::ProgressType::Error) {
+                break;
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn every_element_on_a_shared_engine_posts_when_its_model_is_ready() {
+    // Started together: the second may join before or after the first has built the
+    // session; either way each posts a Start and then a Complete of its own.
+    let pipelines: Vec<gst::Pipeline> = (0..3).map(|_| pipeline("progress", "")).collect();
+    for p in &pipelines {
+        p.set_state(gst::State::Playing).unwrap();
+    }
+    for p in &pipelines {
+        let src = p.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+        src.push_buffer(rgb_frame(0, W, H)).unwrap();
+    }
+    for (s, p) in pipelines.iter().enumerate() {
+        let seen = model_progress(p, gst::ClockTime::from_seconds(30));
+        let kinds: Vec<_> = seen.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            kinds,
+            [gst::ProgressType::Start, gst::ProgressType::Complete],
+            "stream {s}: {seen:?}"
+        );
+        assert!(seen[1].1.contains("model ready on cpu"), "stream {s}: {seen:?}");
+    }
+    let joined = pipelines
+        .iter()
+        .filter(|p| {
+            p.by_name("d")
+                .unwrap()
+                .property::<gst::Structure>("stats")
+                .get::<u64>("engine-streams")
+                .unwrap()
+                == 3
+        })
+        .count();
+    assert_eq!(joined, 3, "one engine for the three");
+    for p in &pipelines {
+        p.set_state(gst::State::Null).unwrap();
+    }
+}

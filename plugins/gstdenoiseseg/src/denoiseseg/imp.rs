@@ -119,6 +119,9 @@ struct State {
     stats: Arc<Stats>,
     /// Downstream flow and QoS, shared by chain, events, queries and the src task.
     stream: Stream,
+    /// The id of a shared engine this element joined while another element was still
+    /// building its session: its Progress Complete (or Error) is still to be posted.
+    joined: Option<String>,
 }
 
 /// No lock is held across a blocking call (a push, a peer query, a channel receive, a

@@ -57,6 +57,9 @@ impl DenoiseSeg {
         let stages = Arc::new(ModelStages::new(spec.sigma_input.is_some()));
         // Before the queue's threads start, so that they allocate as tuned.
         runtime::tune_allocator();
+        // The element that builds a shared engine's session posts its Progress messages
+        // from the factory; one that joins posts its own (below).
+        let mut joined = None;
         let queue = if settings.model_instance_id.is_empty() {
             let factory = self.backend_factory(spec.clone(), opts, load);
             FrameQueue::new(config, self.tunables.clone(), proc, stages, factory)
@@ -64,10 +67,13 @@ impl DenoiseSeg {
         } else {
             let id = &settings.model_instance_id;
             let runs = config.concurrent_runs;
+            let mut builds_here = false;
             let engine = Engine::shared(id, shared_settings(&settings, &spec), config.batch_size, runs, || {
+                builds_here = true;
                 self.backend_factory(spec.clone(), opts, load)
             })
             .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("model-instance-id: {}", e)))?;
+            joined = (!builds_here).then(|| id.clone());
             gst::info!(
                 CAT,
                 imp = self,
@@ -88,14 +94,40 @@ impl DenoiseSeg {
             spec.size_multiple
         );
         let stats = queue.stats();
+        if let Some(id) = &joined {
+            let progress = ModelProgress(self.obj().downgrade());
+            progress.start(&format!("joining the shared engine '{id}'"));
+            if !stats.backend().is_empty() {
+                progress.complete(&joined_ready(id, &stats));
+                joined = None;
+            }
+        }
         *lock(&self.state) = Some(State {
             queue: Arc::new(queue),
             spec,
             info: None,
             stats,
             stream: Stream::default(),
+            joined,
         });
         Ok(())
+    }
+
+    /// On the src pad task: the Progress Complete (a frame came out, so the shared
+    /// engine's session is built) or Error (`failed`) of an element that joined a shared
+    /// engine before its session was built, once.
+    pub(super) fn finish_joined_progress(&self, failed: Option<&str>) {
+        let Some((id, stats)) = lock(&self.state)
+            .as_mut()
+            .and_then(|s| s.joined.take().map(|id| (id, s.stats.clone())))
+        else {
+            return;
+        };
+        let progress = ModelProgress(self.obj().downgrade());
+        match failed {
+            None => progress.complete(&joined_ready(&id, &stats)),
+            Some(e) => progress.error(&format!("the shared engine '{id}' failed: {e}")),
+        }
     }
 
     /// The folder the plugin was loaded from (none for a statically registered plugin).
@@ -212,6 +244,14 @@ impl DenoiseSeg {
 
 /// What a session build gives.
 type ModelResult = denoiseseg::Result<runtime::LoadedModel>;
+
+/// The Progress Complete text of an element that joined the shared engine `id`.
+fn joined_ready(id: &str, stats: &queue::Stats) -> String {
+    format!(
+        "model ready on {} (the shared engine '{id}', whose first element built the session)",
+        stats.backend()
+    )
+}
 
 /// The model `model` names, or the shipped default, with its sidecar.
 fn load_spec(settings: &Settings, plugin_dir: Option<&Path>) -> Result<ModelSpec, gst::ErrorMessage> {

@@ -365,6 +365,7 @@ impl DenoiseSeg {
                 latency,
             }) => {
                 gst::trace!(CAT, imp = self, "frame out after {latency:?}");
+                self.finish_joined_progress(None);
                 self.maybe_post_latency();
                 if self.flow().is_err() {
                     return; // downstream failed: keep draining so upstream never blocks
@@ -412,6 +413,7 @@ impl DenoiseSeg {
                 let _ = tx.send(());
             }
             Recv::Item(Output::Error(e)) => {
+                self.finish_joined_progress(Some(&e.to_string()));
                 gst::element_imp_error!(self, gst::StreamError::Failed, ("{}", e));
                 self.set_flow(Err(gst::FlowError::Error));
             }
