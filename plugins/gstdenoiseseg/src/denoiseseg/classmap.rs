@@ -32,9 +32,10 @@ pub(super) struct ClassMaps {
 
 impl ClassMaps {
     pub(super) fn new(spec: &ModelSpec) -> ClassMaps {
+        let palette = spec.palette();
         ClassMaps {
-            palette: spec.palette(),
-            palette_bytes: glib::Bytes::from_owned(spec.palette().concat()),
+            palette_bytes: glib::Bytes::from_owned(palette.concat()),
+            palette,
             classes: spec.classes.len() as u32,
             objects: spec.classes.iter().filter(|c| c.is_object()).map(|c| c.id).collect(),
         }
