@@ -399,6 +399,94 @@ fn one_file_named_twice_is_an_error_before_anything_runs() {
         "{err}"
     );
     assert_eq!(std::fs::metadata(&clip).unwrap().len(), size, "the input is untouched");
+    // The JSON report over the input or an output.
+    for (args, other) in [
+        (&["run", "clip.mkv", "--json", "clip.mkv"][..], "the input"),
+        (&["run", "clip.mkv", "-o", "a.mkv", "--json", "./a.mkv"][..], "-o a.mkv"),
+    ] {
+        let out = run_in(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(other) && err.contains("--json") && err.contains("are the same file"),
+            "{err}"
+        );
+        assert!(!dir.join("a.mkv").exists(), "nothing may run");
+    }
+    assert_eq!(std::fs::metadata(&clip).unwrap().len(), size, "the input is untouched");
+    // Other names of one file: a hard link of the input, a symbolic link (not yet
+    // pointing at anything) to the other output.
+    std::fs::hard_link(&clip, dir.join("hard.mkv")).unwrap();
+    let out = run_in(&["run", "hard.mkv", "-o", "clip.mkv"]);
+    assert!(stderr(&out).contains("are the same file"), "{}", stderr(&out));
+    assert_eq!(std::fs::metadata(&clip).unwrap().len(), size, "the input is untouched");
+    std::os::unix::fs::symlink("x.mkv", dir.join("link.mkv")).unwrap();
+    let out = run_in(&["run", "clip.mkv", "-o", "link.mkv", "--mask-output", "x.mkv"]);
+    assert!(
+        stderr(&out).contains("-o link.mkv and --mask-output x.mkv are the same file"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.join("x.mkv").exists(), "nothing may run");
+}
+
+#[test]
+fn a_run_that_fails_before_its_first_frame_leaves_the_files_there_as_they_were() {
+    let dir = tmp("keep-outputs");
+    let clip = make_clip(&dir, 2, 32, 16);
+    let joint = PathBuf::from(test_model("joint.onnx"));
+    std::fs::write(dir.join("bad.onnx"), "not a model").unwrap();
+    std::fs::copy(joint.with_extension("toml"), dir.join("bad.toml")).unwrap();
+    let (out, mask) = (dir.join("out.mkv"), dir.join("mask.mkv"));
+    for f in [&out, &mask] {
+        std::fs::write(f, "yesterday's recording").unwrap();
+    }
+    let o = app()
+        .current_dir(&dir)
+        .args([
+            "run",
+            clip.to_str().unwrap(),
+            "-o",
+            "out.mkv",
+            "--mask-output",
+            "mask.mkv",
+        ])
+        .args(["--model", "bad.onnx"])
+        .output()
+        .expect("the app runs");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot load model"), "{err}");
+    for f in [&out, &mask] {
+        assert_eq!(
+            std::fs::read_to_string(f).unwrap(),
+            "yesterday's recording",
+            "{}",
+            f.display()
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".partial"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // The same run with the model: the outputs are replaced once frames come.
+    let o = app()
+        .current_dir(&dir)
+        .args([
+            "run",
+            clip.to_str().unwrap(),
+            "-o",
+            "out.mkv",
+            "--mask-output",
+            "mask.mkv",
+        ])
+        .args(["--model", joint.to_str().unwrap()])
+        .output()
+        .expect("the app runs");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(decode(&out, "RGB", 32, 16).len(), 2);
 }
 
 #[test]

@@ -221,7 +221,11 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     if o.streams > 1 && given.len() > 1 {
         bail!("--streams {} takes one --batch-size, not a list", o.streams);
     }
-    common::check_report_path(o.json.as_deref())?;
+    let model_path = args.element.model_path().ok();
+    common::check_report_path(
+        o.json.as_deref(),
+        &common::inputs_named(model_path.as_deref().map(|p| ("the model", p))),
+    )?;
     if let (Some(t), Some(i)) = (o.threads, args.element.inference_threads) {
         if t != i {
             bail!("--threads {t} and --inference-threads {i} disagree; give one");

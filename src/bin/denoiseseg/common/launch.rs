@@ -1,6 +1,6 @@
 //! Pieces of gst-launch descriptions: quoting, the queue that starts a branch, and
 //! file outputs (H.264 and plain file sinks).
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Builds a pipeline from a gst-launch description.
 pub fn parse_pipeline(desc: &str) -> anyhow::Result<gst::Pipeline> {
@@ -37,8 +37,27 @@ pub fn queue() -> String {
 /// that frame would hold the pipeline in PAUSED while every other sink (appsinks, a
 /// second file, the screen) blocked its branch on its own first frame; their queues
 /// would fill and stop the tee feeding them all, and the pipeline would never start.
+///
+/// It writes [`partial_path`] of `path`, which [`OutputFile::watch`](super::OutputFile::watch)
+/// moves onto `path` when the first frame comes: a run that fails before its first
+/// frame leaves a file that was there as it was.
 pub fn file_sink(path: &Path) -> String {
-    format!("filesink location={} async=false", quote(&path.display().to_string()))
+    format!(
+        "filesink location={} async=false",
+        quote(&partial_path(path).display().to_string())
+    )
+}
+
+/// Where a file output is written until it holds a frame: `.NAME.PID.partial` beside
+/// the file that writing `path` writes (its symbolic links followed, so that moving it
+/// into place writes through them as writing `path` would).
+pub fn partial_path(path: &Path) -> PathBuf {
+    let target = super::write_target(path).unwrap_or_else(|_| path.to_path_buf());
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    target.with_file_name(format!(".{name}.{}.partial", std::process::id()))
 }
 
 /// The name of the muxer in [`h264_file`], to watch it with [`OutputFile::watch`](super::OutputFile::watch).

@@ -19,17 +19,15 @@ pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
 /// Checks a file that a command will write, before anything runs: its folder must
 /// exist (nothing is created, as ffmpeg does) and be writable, and the path must not
 /// be a folder. `path` may be a pattern (masks/%05d.png): its folder is checked the
-/// same way. Returns the path with its folder resolved (symbolic links, `.` and `..`),
-/// to compare outputs with [`check_distinct`].
+/// same way. Returns the file that will be written, resolved (symbolic links, a
+/// dangling one too, `.` and `..`; see [`write_target`]), to compare outputs with
+/// [`check_distinct`].
 pub fn check_output(path: &Path) -> Result<PathBuf> {
     let shown = path.display();
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let Some(name) = path.file_name() else {
+    let dir = folder_of(path);
+    if path.file_name().is_none() {
         bail!("cannot write {shown}: it names no file");
-    };
+    }
     if !dir.exists() {
         bail!("cannot write {shown}: folder {} does not exist", dir.display());
     }
@@ -39,17 +37,35 @@ pub fn check_output(path: &Path) -> Result<PathBuf> {
     if path.is_dir() {
         bail!("cannot write {shown}: it is a folder");
     }
-    if !writable(dir) {
-        bail!("cannot write {shown}: folder {} is not writable", dir.display());
+    let target = write_target(path).with_context(|| format!("cannot write {shown}"))?;
+    let target_dir = folder_of(&target);
+    if !writable(target_dir) {
+        bail!("cannot write {shown}: folder {} is not writable", target_dir.display());
     }
-    let resolved = match path.canonicalize() {
-        Ok(p) => p,
-        Err(_) => dir
-            .canonicalize()
-            .with_context(|| format!("cannot write {shown}"))?
-            .join(name),
-    };
-    Ok(resolved)
+    Ok(target)
+}
+
+fn folder_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// The file that writing `path` writes: the path itself with its folder resolved, or,
+/// where `path` is a symbolic link (to an existing file or to none yet), what it points
+/// to, followed as the kernel would (at most 40 links).
+pub fn write_target(path: &Path) -> Result<PathBuf> {
+    let mut path = path.to_path_buf();
+    for _ in 0..40 {
+        let name = path.file_name().context("it names no file")?.to_owned();
+        let dir = folder_of(&path).canonicalize()?;
+        let here = dir.join(&name);
+        match std::fs::symlink_metadata(&here) {
+            Ok(m) if m.file_type().is_symlink() => path = dir.join(std::fs::read_link(&here)?),
+            _ => return Ok(here),
+        }
+    }
+    bail!("too many levels of symbolic links")
 }
 
 fn writable(dir: &Path) -> bool {
@@ -59,13 +75,46 @@ fn writable(dir: &Path) -> bool {
         .is_ok_and(|c| unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0)
 }
 
-/// Fails when two of `files` (what names each, e.g. "-o a.mkv"; its resolved path, from
-/// [`check_output`] or canonicalize) are one file: a pipeline writing one file twice,
-/// or over its own input, leaves it corrupt.
+/// What makes two paths one file: the device and inode of a file that exists (so hard
+/// links are one file too), else the resolved path it will be created at.
+#[derive(PartialEq, Eq)]
+enum FileId {
+    Inode(u64, u64),
+    Path(PathBuf),
+}
+
+fn file_id(path: &Path) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(path) {
+        Ok(m) => FileId::Inode(m.dev(), m.ino()),
+        Err(_) => FileId::Path(write_target(path).unwrap_or_else(|_| path.to_path_buf())),
+    }
+}
+
+/// The files a command reads, named for [`check_report_path`]: those of `paths` that
+/// exist ("the input clip.mp4").
+pub fn inputs_named<'a>(paths: impl IntoIterator<Item = (&'a str, &'a Path)>) -> Vec<(String, PathBuf)> {
+    paths
+        .into_iter()
+        .filter(|(_, p)| p.exists())
+        .map(|(what, p)| (format!("{what} {}", p.display()), p.to_path_buf()))
+        .collect()
+}
+
+/// Whether `a` and `b` are one file (see [`check_distinct`]).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    file_id(a) == file_id(b)
+}
+
+/// Fails when two of `files` (what names each, e.g. "-o a.mkv"; its path, resolved by
+/// [`check_output`] or canonicalize) are one file, by path or by inode (hard and
+/// symbolic links): a pipeline writing one file twice, or over its own input, leaves
+/// it corrupt.
 pub fn check_distinct(files: &[(String, PathBuf)]) -> Result<()> {
-    for (i, (a, pa)) in files.iter().enumerate() {
-        if let Some((b, _)) = files[i + 1..].iter().find(|(_, pb)| pb == pa) {
-            bail!("{a} and {b} are the same file: give each its own file");
+    let ids: Vec<FileId> = files.iter().map(|(_, p)| file_id(p)).collect();
+    for (i, (a, _)) in files.iter().enumerate() {
+        if let Some(j) = (i + 1..files.len()).find(|&j| ids[j] == ids[i]) {
+            bail!("{a} and {} are the same file: give each its own file", files[j].0);
         }
     }
     Ok(())
@@ -80,11 +129,16 @@ pub fn check_h264_size(option: &str, (w, h): (u32, u32)) -> Result<()> {
     Ok(())
 }
 
-/// Checks a `--json FILE` before the command runs (see [`check_output`]); `-` is
-/// standard output.
-pub fn check_report_path(json: Option<&Path>) -> Result<()> {
+/// Checks a `--json FILE` before the command runs (see [`check_output`]), and that it
+/// is none of `others`, the files the command reads or writes (as [`check_distinct`]
+/// takes them); `-` is standard output.
+pub fn check_report_path(json: Option<&Path>, others: &[(String, PathBuf)]) -> Result<()> {
     match json {
-        Some(path) if path != Path::new("-") => check_output(path).map(drop),
+        Some(path) if path != Path::new("-") => {
+            let mut files = others.to_vec();
+            files.push((format!("--json {}", path.display()), check_output(path)?));
+            check_distinct(&files)
+        }
         _ => Ok(()),
     }
 }

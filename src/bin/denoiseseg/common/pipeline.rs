@@ -1,8 +1,8 @@
 //! Running a pipeline to its end: Ctrl-C, progress, the output files it writes, and
 //! GStreamer errors as one line.
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once};
 use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
@@ -55,6 +55,12 @@ pub struct OutputFile {
     /// One file per frame: nothing to finalize or remove.
     pattern: bool,
     frames: Arc<AtomicU64>,
+    /// Whether the file was moved from its partial path onto its path at the first
+    /// frame (an error says why not); None before the first frame.
+    moved: Arc<Mutex<Option<Result<(), String>>>>,
+    /// Set by [`OutputFile::conclude`]; an output dropped without it (the run ended with
+    /// an error) is concluded then.
+    concluded: AtomicBool,
 }
 
 impl OutputFile {
@@ -65,10 +71,28 @@ impl OutputFile {
             .by_name(writer)
             .ok_or_else(|| anyhow!("no element {writer} in the pipeline"))?;
         let frames = Arc::new(AtomicU64::new(0));
+        let moved = Arc::new(Mutex::new(None));
+        // The file is written at its partial path (see `file_sink`) until the first frame
+        // comes, then moved onto its path: from then on it grows there (the sink's open
+        // file moves with it), and a file that was there is replaced only now.
+        let paths = (!pattern).then(|| {
+            (
+                super::partial_path(path),
+                super::write_target(path).map_err(|e| e.to_string()),
+            )
+        });
         for pad in writer.sink_pads() {
-            let frames = frames.clone();
+            let (frames, moved, paths) = (frames.clone(), moved.clone(), paths.clone());
             pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-                frames.fetch_add(1, Ordering::Relaxed);
+                if frames.fetch_add(1, Ordering::Relaxed) == 0 {
+                    if let Some((partial, target)) = &paths {
+                        let result = match target {
+                            Ok(target) => std::fs::rename(partial, target).map_err(|e| e.to_string()),
+                            Err(e) => Err(e.clone()),
+                        };
+                        *moved.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+                    }
+                }
                 gst::PadProbeReturn::Ok
             });
         }
@@ -76,6 +100,8 @@ impl OutputFile {
             path: path.to_path_buf(),
             pattern,
             frames,
+            moved,
+            concluded: AtomicBool::new(false),
         })
     }
 
@@ -87,18 +113,54 @@ impl OutputFile {
         &self.path
     }
 
-    /// After the pipeline stopped: removes the file when it holds no frame or was not
-    /// finalized (a muxer's headers alone do not play), and says what became of it.
+    /// After the pipeline stopped (in NULL, its files closed): says what became of the
+    /// file. One that holds no frame, or that was not finalized before the first frame,
+    /// is removed (a muxer's headers alone do not play); a file that was at its path
+    /// before the run is left as it was unless a frame replaced it.
     pub fn conclude(&self, ending: Ending) -> String {
+        self.concluded.store(true, Ordering::Relaxed);
         let (path, frames) = (self.path.display(), self.frames());
-        let unfinished = ending == Ending::BeforeFirstFrame;
-        if (frames == 0 || unfinished) && !self.pattern {
-            let removed = std::fs::remove_file(&self.path).is_ok();
-            return format!("{path}: no frame written{}", if removed { " (removed)" } else { "" });
+        if self.pattern {
+            return match frames {
+                0 => format!("{path}: no frame written"),
+                _ => format!("wrote {path} ({frames} frames)"),
+            };
+        }
+        let moved = self.moved.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if frames == 0 || ending == Ending::BeforeFirstFrame {
+            let _ = std::fs::remove_file(super::partial_path(&self.path));
+            if let Some(Ok(())) = moved {
+                let _ = std::fs::remove_file(&self.path);
+                return format!("{path}: no frame written (removed)");
+            }
+            let kept = if self.path.exists() {
+                " (the file there is left as it was)"
+            } else {
+                ""
+            };
+            return format!("{path}: no frame written{kept}");
+        }
+        if let Some(Err(e)) = moved {
+            let partial = super::partial_path(&self.path);
+            return format!(
+                "{path}: {frames} frames written to {}, which could not be moved there: {e}",
+                partial.display()
+            );
         }
         match ending {
-            Ending::Aborted if !self.pattern => format!("{path}: {frames} frames, not finalized (may not play)"),
+            Ending::Aborted => format!("{path}: {frames} frames, not finalized (may not play)"),
             _ => format!("wrote {path} ({frames} frames)"),
+        }
+    }
+}
+
+impl Drop for OutputFile {
+    /// A run that ended with an error returns before it concludes its outputs: what
+    /// was written is kept as [`OutputFile::conclude`] keeps it (the pipeline is in NULL
+    /// by then, see [`run_streams_with`]).
+    fn drop(&mut self) {
+        if !self.concluded.load(Ordering::Relaxed) {
+            let _ = self.conclude(Ending::Aborted);
         }
     }
 }

@@ -59,7 +59,16 @@ pub fn main(mut args: Args, _verbose: u8) -> Result<ExitCode> {
     if args.frames == Some(0) {
         bail!("--frames must be at least 1");
     }
-    common::check_report_path(args.json.as_deref())?;
+    let model_path = args.element.model_path().ok();
+    let read = [
+        ("the input", Some(args.input())),
+        ("--labels", args.labels.as_deref()),
+        ("the model", model_path.as_deref()),
+    ];
+    common::check_report_path(
+        args.json.as_deref(),
+        &common::inputs_named(read.into_iter().filter_map(|(what, p)| Some((what, p?)))),
+    )?;
     let source = source_of(args.input())?;
     if let Some(l) = &args.labels {
         if !l.exists() {

@@ -221,12 +221,17 @@ impl MaskSink {
 /// Checks the files a run writes before anything starts: their folders exist, and no
 /// two of them, nor one of them and an input, are the same file (an input may be read
 /// twice). `sinks` and `masks` come with the option that names each ("-o",
-/// "--outputs (stream 1)").
-pub fn check_outputs(sources: &[Source], sinks: &[(String, &Sink)], masks: &[(String, &MaskSink)]) -> Result<()> {
+/// "--outputs (stream 1)"). Returns the input and output files, for the `--json`
+/// report's check ([`common::check_report_path`]).
+pub fn check_outputs(
+    sources: &[Source],
+    sinks: &[(String, &Sink)],
+    masks: &[(String, &MaskSink)],
+) -> Result<Vec<(String, PathBuf)>> {
     let mut files: Vec<(String, PathBuf)> = Vec::new();
     for source in sources {
         if let Source::File(p) = source {
-            if !files.iter().any(|(_, f)| f == p) {
+            if !files.iter().any(|(_, f)| common::same_file(f, p)) {
                 files.push((format!("the input {}", p.display()), p.clone()));
             }
         }
@@ -244,7 +249,8 @@ pub fn check_outputs(sources: &[Source], sinks: &[(String, &Sink)], masks: &[(St
             }
         }
     }
-    common::check_distinct(&files)
+    common::check_distinct(&files)?;
+    Ok(files)
 }
 
 /// The stream number in an option's per-stream pattern (`out/cam{}.mp4`).

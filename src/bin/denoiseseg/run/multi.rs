@@ -331,8 +331,8 @@ impl Plan {
             .enumerate()
             .map(|(i, m)| (labelled("--mask-output", i), m))
             .collect();
-        check_outputs(&sources, &sinks, &mask_list)?;
-        common::check_report_path(args.json.as_deref())?;
+        let files = check_outputs(&sources, &sinks, &mask_list)?;
+        common::check_report_path(args.json.as_deref(), &files)?;
         let tile = args.tile.or(args.size).unwrap_or(DEFAULT_TILE);
         if let Sink::File(..) = mosaic {
             common::check_h264_size("--tile", tile)?;

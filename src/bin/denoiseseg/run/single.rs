@@ -31,8 +31,8 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     let sink = Sink::parse(args.output.as_deref())?;
     let mask = args.mask_output.as_deref().map(MaskSink::parse).transpose()?;
     let masks: Vec<_> = mask.iter().map(|m| ("--mask-output".to_string(), m)).collect();
-    check_outputs(std::slice::from_ref(&source), &[("-o".into(), &sink)], &masks)?;
-    common::check_report_path(args.json.as_deref())?;
+    let files = check_outputs(std::slice::from_ref(&source), &[("-o".into(), &sink)], &masks)?;
+    common::check_report_path(args.json.as_deref(), &files)?;
     if let (Sink::File(..), Some(size)) = (&sink, args.size) {
         common::check_h264_size("--size", size)?;
     }
