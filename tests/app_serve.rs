@@ -446,4 +446,21 @@ fn config_streams_start_at_launch_and_live_inputs_reconnect() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("config: stream 1: view 'upside-down'"), "{err}");
+    // A bad second entry: the first never starts, and the file it names stays as it was.
+    std::fs::write(&out, "yesterday's recording").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[[stream]]\nuri = \"videotestsrc://?num-buffers=5&width=64&height=32\"\noutput = \"{}\"\n\n\
+             [[stream]]\nuri = \"{}\"\n",
+            out.display(),
+            dir.join("no-such-clip.mp4").display()
+        ),
+    )
+    .unwrap();
+    let o = serve().args(["--config", config.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("config: stream 2") && !err.contains("stopping"), "{err}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "yesterday's recording");
 }

@@ -166,7 +166,16 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Starts the config's streams. Every entry is checked first, each against the files
+/// of those before it: a bad entry stops the launch with an error naming it before any
+/// stream has started (one started and stopped again could have replaced a file).
 fn start_streams(registry: &Arc<Registry>, specs: Vec<StreamSpec>) -> Result<()> {
+    let mut taken = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let plan = spec::Plan::check(spec, registry.settings.segments, &taken)
+            .with_context(|| format!("config: stream {}", i + 1))?;
+        taken.extend(plan.files(&(i + 1).to_string()));
+    }
     for (i, spec) in specs.into_iter().enumerate() {
         registry
             .add(spec)
