@@ -117,6 +117,7 @@ fn errors_are_one_clear_line_and_exit_code_1() {
         (&["run", c, "--model", "/no/model.onnx"], "no model at /no/model.onnx"),
         (&["run", "/dev/video99"], "no camera at /dev/video99"),
         (&["run", c, "--size", "3x2"], "outside 8x8"),
+        (&["run", dir.to_str().unwrap()], "is a folder: give a video file"),
     ];
     for (args, want) in cases {
         let o = run(args);
@@ -125,6 +126,35 @@ fn errors_are_one_clear_line_and_exit_code_1() {
         assert!(err.contains(want), "{args:?}: expected '{want}' in:\n{err}");
         assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
     }
+    // A file that is no video: the error names the input.
+    let notes = dir.join("notes.mp4");
+    std::fs::write(&notes, "not a video").unwrap();
+    let o = run(&["run", notes.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(&format!("input {}: ", notes.display())),
+        "{}",
+        stderr(&o)
+    );
+    // Views of the class map with a model that does not segment.
+    for view in ["overlay", "mosaic"] {
+        let o = run(&["run", c, "--view", view, "--model", &test_model("denoise_sigma.onnx")]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&format!("--view {view}: the model")) && stderr(&o).contains("does not segment"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    // The screen without a display: an error, not a crash in a video sink.
+    let o = app()
+        .args(["run", c, "-o", "screen", "--model", &test_model("joint.onnx")])
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("-o screen: no display"), "{}", stderr(&o));
     // A model that breaks the contract fails at start, with the reason.
     let o = run(&["run", c, "--model", &test_model("wrong_rank.onnx")]);
     assert!(!o.status.success());
@@ -428,6 +458,28 @@ fn one_file_named_twice_is_an_error_before_anything_runs() {
         stderr(&out)
     );
     assert!(!dir.join("x.mkv").exists(), "nothing may run");
+}
+
+#[test]
+fn odd_sizes_are_written_to_h264_padded_to_even_and_class_maps_keep_the_size() {
+    let dir = tmp("odd-size");
+    let clip = test_clip(&dir, "odd.mkv", "smpte", 3, (33, 17), 25);
+    let (out, mask) = (dir.join("o.mp4"), dir.join("m.mkv"));
+    let o = run(&[
+        "run",
+        clip.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--mask-output",
+        mask.to_str().unwrap(),
+        "--model",
+        &test_model("joint.onnx"),
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("the video output is 34x18"), "{err}");
+    assert_eq!(decode(&out, "RGB", 34, 18).len(), 3);
+    assert_eq!(decode(&mask, "GRAY8", 33, 17).len(), 3);
 }
 
 #[test]

@@ -19,7 +19,7 @@ mod planar;
 pub use blend::{blend_labels, blend_labels_frame, outline_labels_frame};
 pub use copy::{copy_class_ids, copy_finite, copy_labels, copy_logits};
 pub use logits::{logits_to_labels, logits_to_labels_mapped};
-pub use planar::{frame_to_planar, planar_to_frame};
+pub use planar::{copy_alpha, frame_to_planar, planar_to_frame};
 
 use crate::frame::FrameLayout;
 use crate::{Error, Result};

@@ -212,8 +212,8 @@ fn yuv_row(k: &Yuv, luma: &[u8], mut uv: impl Iterator<Item = (u8, u8)>, r: &mut
 }
 
 /// Writes the top-left width×height of a planar image into a frame of `layout`
-/// (clamped to [0,1], rounded). Alpha bytes of formats with alpha are set to 255, x
-/// bytes to 255 too. Bytes outside the planes' rows (stride padding) are untouched.
+/// (clamped to [0,1], rounded). Alpha bytes of formats with alpha are set to 255 (see
+/// [`copy_alpha`] to keep the input's), x bytes to 255 too. Bytes outside the planes' rows (stride padding) are untouched.
 /// YUV chroma is the average of each 2×2 block (of the pixels inside the frame).
 pub fn planar_to_frame(src: &[f32], pw: usize, ph: usize, layout: &FrameLayout, dst: &mut [u8]) -> Result<()> {
     layout.validate(dst.len())?;
@@ -231,6 +231,44 @@ pub fn planar_to_frame(src: &[f32], pw: usize, ph: usize, layout: &FrameLayout, 
         PixelFormat::Xbgr | PixelFormat::Abgr => pack::<4, 3, 2, 1, 0>(p, layout, dst),
         PixelFormat::I420 => planar_to_yuv420::<false>(p, layout, dst)?,
         PixelFormat::Nv12 => planar_to_yuv420::<true>(p, layout, dst)?,
+    }
+    Ok(())
+}
+
+/// Copies the alpha byte of every pixel of `src` (a frame of `src_layout`) into `dst` (a
+/// frame of `dst_layout`, the same format and size, its stride its own), so that a
+/// frame written by [`planar_to_frame`] keeps its input's transparency. Formats without
+/// alpha: nothing to do.
+pub fn copy_alpha(src: &[u8], src_layout: &FrameLayout, dst: &mut [u8], dst_layout: &FrameLayout) -> Result<()> {
+    let a = match src_layout.format {
+        PixelFormat::Rgba | PixelFormat::Bgra => 3,
+        PixelFormat::Argb | PixelFormat::Abgr => 0,
+        _ => return Ok(()),
+    };
+    if (src_layout.format, src_layout.width, src_layout.height)
+        != (dst_layout.format, dst_layout.width, dst_layout.height)
+    {
+        return Err(Error::Frame(format!(
+            "alpha of a {} {}x{} frame into a {} {}x{} one",
+            src_layout.format,
+            src_layout.width,
+            src_layout.height,
+            dst_layout.format,
+            dst_layout.width,
+            dst_layout.height
+        )));
+    }
+    src_layout.validate(src.len())?;
+    dst_layout.validate(dst.len())?;
+    let w = src_layout.width;
+    for y in 0..src_layout.height {
+        let s = src_layout.offsets[0] + y * src_layout.strides[0];
+        let d = dst_layout.offsets[0] + y * dst_layout.strides[0];
+        let (from, _) = src[s..s + 4 * w].as_chunks::<4>();
+        let (to, _) = dst[d..d + 4 * w].as_chunks_mut::<4>();
+        for (to, from) in to.iter_mut().zip(from) {
+            to[a] = from[a];
+        }
     }
     Ok(())
 }
@@ -412,6 +450,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn alpha_is_copied_between_strides_and_nothing_else_changes() {
+        for f in packed_formats() {
+            let (w, h) = (3, 2);
+            let src_layout = FrameLayout::packed(f, w, h);
+            let src: Vec<u8> = (0..src_layout.size).map(|i| (i * 7 + 1) as u8).collect();
+            // The output with 4 more bytes a row than the input.
+            let mut dst_layout = src_layout.clone();
+            dst_layout.strides[0] += 4;
+            dst_layout.size = dst_layout.strides[0] * h;
+            let mut dst = vec![0x55u8; dst_layout.size];
+            copy_alpha(&src, &src_layout, &mut dst, &dst_layout).unwrap();
+            let alpha = f.name().find('A');
+            for (i, &got) in dst.iter().enumerate() {
+                let (y, x) = (i / dst_layout.strides[0], i % dst_layout.strides[0]);
+                let want = match alpha {
+                    Some(a) if x < 4 * w && x % 4 == a => src[y * src_layout.strides[0] + x],
+                    _ => 0x55,
+                };
+                assert_eq!(got, want, "{f} row {y} byte {x}");
+            }
+        }
+        let a = FrameLayout::packed(PixelFormat::Rgba, 2, 2);
+        let b = FrameLayout::packed(PixelFormat::Rgba, 2, 3);
+        assert!(copy_alpha(&[0; 16], &a, &mut [0; 24], &b).is_err(), "sizes must agree");
     }
 
     #[test]

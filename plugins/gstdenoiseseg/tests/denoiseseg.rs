@@ -168,8 +168,9 @@ fn overlay_blends_the_class_colours() {
 
 #[test]
 fn yuv_and_rgbx_formats_round_trip_through_the_model() {
-    // A flat colour in each format: the joint model inverts it.
-    for format in ["I420", "NV12", "BGRx", "RGBA"] {
+    // A flat colour in each format: the joint model inverts it; alpha (77) passes through.
+    init();
+    for format in ["I420", "NV12", "BGRx", "RGBA", "ARGB"] {
         let (w, h) = (32, 18);
         let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::from_string(format), w, h)
             .fps(gst::Fraction::new(25, 1))
@@ -192,6 +193,9 @@ fn yuv_and_rgbx_formats_round_trip_through_the_model() {
             }
             _ => data.fill(rgb_grey),
         }
+        if let Some(a) = format.find('A') {
+            data.iter_mut().skip(a).step_by(4).for_each(|b| *b = 77);
+        }
         let mut buf = gst::Buffer::from_mut_slice(data);
         buf.get_mut().unwrap().set_pts(gst::ClockTime::ZERO);
         hs.push(buf).unwrap();
@@ -206,7 +210,8 @@ fn yuv_and_rgbx_formats_round_trip_through_the_model() {
                 let uv = frame.plane_data(1).unwrap();
                 assert!((uv[0] as i32 - 128).abs() <= 1, "{format}: chroma {}", uv[0]);
             }
-            "RGBA" => assert_eq!(&p[..4], &[127, 127, 127, 255], "{format}"),
+            "RGBA" => assert_eq!(&p[..8], &[127, 127, 127, 77, 127, 127, 127, 77], "{format}"),
+            "ARGB" => assert_eq!(&p[..8], &[77, 127, 127, 127, 77, 127, 127, 127], "{format}"),
             _ => assert_eq!(&p[..3], &[127, 127, 127], "{format}"),
         }
     }

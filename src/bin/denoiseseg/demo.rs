@@ -115,10 +115,7 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     if verbose > 0 {
         eprintln!("pipeline: {desc}");
     }
-    let pipeline = gst::parse::launch(&desc)
-        .context("cannot build the demo pipeline (is a GStreamer plugin missing?)")?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
+    let pipeline = common::parse_pipeline_as(&desc, "the demo pipeline")?;
     let element = pipeline.by_name("d").expect("the pipeline names the element d");
     args.element.apply(&element)?;
     let written = OutputFile::watch(&pipeline, common::H264_MUX, &output, false)?;

@@ -244,8 +244,10 @@ impl Processor for Proc {
         let (pw, ph) = (t.pw, t.ph);
         convert::frame_to_planar(map.as_slice(), &frame.layout, &mut t.image, pw, ph)?;
         let overlay = self.tunables.overlay.load(Ordering::Relaxed);
-        if !self.keep_input || overlay {
-            // Release the upstream buffer now: hardware decoders' pools stay full.
+        let passed_through = self.keep_input && !overlay;
+        if !passed_through && !frame.layout.format.has_alpha() {
+            // Release the upstream buffer now: hardware decoders' pools stay full. A
+            // frame with alpha keeps it until its output takes the input's alpha.
             frame.input = None;
         }
         Ok(())
@@ -285,8 +287,8 @@ impl Processor for Proc {
         });
         let blend_now = overlay && t.has_labels() && deferred.is_none();
         let mut buffer = match frame.input {
-            Some(input) if !overlay => input.into_buffer(),
-            _ => {
+            Some(input) if self.keep_input && !overlay => input.into_buffer(),
+            input => {
                 // Packed RGB: blend over the 8-bit frame, as segoverlay does, so both
                 // give the same bytes; YUV: blend before conversion.
                 let blend_packed = blend_now && !info.format.is_yuv();
@@ -304,6 +306,9 @@ impl Processor for Proc {
                         .map_writable()
                         .map_err(|_| Error::Frame("cannot map an output buffer".into()))?;
                     convert::planar_to_frame(&t.image, t.pw, t.ph, &info.out_layout, map.as_mut_slice())?;
+                    if let Some(input) = &input {
+                        convert::copy_alpha(input.as_slice(), &frame.layout, map.as_mut_slice(), &info.out_layout)?;
+                    }
                     if blend_packed {
                         convert::blend_labels_frame(
                             map.as_mut_slice(),

@@ -2,14 +2,90 @@
 //! file outputs (H.264 and plain file sinks).
 use std::path::{Path, PathBuf};
 
-/// Builds a pipeline from a gst-launch description.
+/// Builds a pipeline from a gst-launch description (`what`: which pipeline, for the
+/// error), with the H.264 size step of [`EVEN`] set up.
 pub fn parse_pipeline(desc: &str) -> anyhow::Result<gst::Pipeline> {
+    parse_pipeline_as(desc, "the pipeline")
+}
+
+/// [`parse_pipeline`], the error naming the pipeline (`what`).
+pub fn parse_pipeline_as(desc: &str, what: &str) -> anyhow::Result<gst::Pipeline> {
     use anyhow::Context;
     use gst::prelude::*;
-    gst::parse::launch(desc)
-        .context("cannot build the pipeline (is a GStreamer plugin missing?)")?
+    let pipeline = gst::parse::launch(desc)
+        .with_context(|| format!("cannot build {what} (is a GStreamer plugin missing?)"))?
         .downcast::<gst::Pipeline>()
-        .map_err(|_| anyhow::anyhow!("not a pipeline: {desc}"))
+        .map_err(|_| anyhow::anyhow!("not a pipeline: {desc}"))?;
+    even_sizes(&pipeline);
+    Ok(pipeline)
+}
+
+/// The suffix of the `videobox` before an H.264 encoder that pads a frame of odd width
+/// or height by one black column (right) or row (bottom): x264 in 4:2:0 takes even
+/// sizes only. With an even size it passes the frames through untouched. A `videocrop`
+/// of the same stem with [`UNEVEN`] after the decoder (eval's codec round trip) takes
+/// the padding off again.
+pub const EVEN: &str = "_even";
+/// See [`EVEN`].
+pub const UNEVEN: &str = "_uneven";
+
+/// Sets the padding of every [`EVEN`] `videobox` of `pipeline` (and the cropping of its
+/// [`UNEVEN`] `videocrop`) from the caps each gets, and says so once when it pads.
+fn even_sizes(pipeline: &gst::Pipeline) {
+    use gst::prelude::*;
+    let boxes = pipeline
+        .iterate_recurse()
+        .into_iter()
+        .flatten()
+        .filter(|e| e.name().ends_with(EVEN));
+    for pad_box in boxes {
+        let stem = pad_box.name().trim_end_matches(EVEN).to_string();
+        let crop = pipeline.by_name(&format!("{stem}{UNEVEN}"));
+        let Some(sink) = pad_box.static_pad("sink") else {
+            continue;
+        };
+        let told = std::sync::atomic::AtomicBool::new(false);
+        let boxed = pad_box.downgrade();
+        sink.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+            let Some(gst::PadProbeData::Event(event)) = &info.data else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let gst::EventView::Caps(caps) = event.view() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let (Ok(video), Some(pad_box)) = (gst_video::VideoInfo::from_caps(caps.caps()), boxed.upgrade()) else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let (w, h) = (video.width(), video.height());
+            let (right, bottom) = ((w % 2) as i32, (h % 2) as i32);
+            // videobox: a negative border adds that many pixels.
+            pad_box.set_property("right", -right);
+            pad_box.set_property("bottom", -bottom);
+            if let Some(crop) = &crop {
+                crop.set_property("right", right);
+                crop.set_property("bottom", bottom);
+            }
+            if (right, bottom) != (0, 0) && crop.is_none() && !told.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                eprintln!(
+                    "note: {w}x{h} frames: H.264 needs an even width and height, so the video output is {}x{} \
+                     (a black {} at the {})",
+                    w + right as u32,
+                    h + bottom as u32,
+                    match (right, bottom) {
+                        (1, 1) => "column and row",
+                        (1, _) => "column",
+                        _ => "row",
+                    },
+                    match (right, bottom) {
+                        (1, 1) => "right and bottom",
+                        (1, _) => "right",
+                        _ => "bottom",
+                    }
+                );
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
 }
 
 /// Quotes a value for a gst-launch pipeline description.
@@ -63,8 +139,8 @@ pub fn partial_path(path: &Path) -> PathBuf {
 /// The name of the muxer in [`h264_file`], to watch it with [`OutputFile::watch`](super::OutputFile::watch).
 pub const H264_MUX: &str = "h264_mux";
 
-/// An H.264 file output from raw video: `videoconvert ! x264enc ! h264parse ! MUX !`
-/// [`file_sink`], the muxer named [`H264_MUX`]. `low_latency` (live inputs) turns
+/// An H.264 file output from raw video: `videobox ! videoconvert ! x264enc ! h264parse
+/// ! MUX !` [`file_sink`], the muxer named [`H264_MUX`], an odd size padded (see [`EVEN`]). `low_latency` (live inputs) turns
 /// off x264enc's lookahead and B-frames.
 pub fn h264_file(path: &Path, mux: &str, bitrate: u32, low_latency: bool) -> String {
     h264_file_as(path, mux, H264_MUX, bitrate, low_latency)
@@ -73,8 +149,8 @@ pub fn h264_file(path: &Path, mux: &str, bitrate: u32, low_latency: bool) -> Str
 /// [`h264_file`] with the muxer named `name`: one of several file outputs of a pipeline.
 pub fn h264_file_as(path: &Path, mux: &str, name: &str, bitrate: u32, low_latency: bool) -> String {
     format!(
-        "videoconvert ! video/x-raw,format=I420 ! x264enc bitrate={bitrate} speed-preset=veryfast{} \
-         ! h264parse ! {mux} name={name} ! {}",
+        "videobox name={name}{EVEN} ! videoconvert ! video/x-raw,format=I420 \
+         ! x264enc bitrate={bitrate} speed-preset=veryfast{} ! h264parse ! {mux} name={name} ! {}",
         if low_latency { " tune=zerolatency" } else { "" },
         file_sink(path)
     )

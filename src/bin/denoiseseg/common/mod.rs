@@ -15,10 +15,10 @@ mod setup;
 
 pub use element::{scratch_element, set_property_checked, ElementOpts};
 pub use frames::{frame_of, FrameSets, RgbFrame};
-pub use launch::parse_pipeline;
 pub use launch::{
     file_sink, h264_file, h264_file_as, partial_path, queue, quote, H264_MUX, MAX_H264_KBPS, QUEUE_FRAMES,
 };
+pub use launch::{parse_pipeline, parse_pipeline_as, EVEN, UNEVEN};
 pub use output::{
     check_distinct, check_h264_size, check_output, check_report_path, emit_report, inputs_named, parse_size, same_file,
     secs, write_target,

@@ -319,16 +319,28 @@ fn drive(
     Ok(ending)
 }
 
-/// A GStreamer error message as one line: the message and the element's name, then
-/// the reason when the debug text gives one after its source location ("Failed to
-/// connect."); the whole debug text is its [`Detail`].
+/// A GStreamer error message as one line: the message and the element's name (not a
+/// denoiseseg element's, whose messages name the model or setting), then the reason
+/// when the debug text gives one after its source location ("Failed to connect."); the
+/// whole debug text is its [`Detail`].
 pub fn error_of(e: &gst::message::Error) -> anyhow::Error {
     let (name, path) = e
         .src()
         .map(|s| (s.name().to_string(), s.path_string().to_string()))
         .unwrap_or_else(|| ("pipeline".into(), "pipeline".into()));
+    let ours = e
+        .src()
+        .and_then(|s| s.downcast_ref::<gst::Element>())
+        .and_then(|el| el.factory())
+        .is_some_and(|f| f.name() == "denoiseseg");
     let debug = e.debug().map(|d| d.to_string()).unwrap_or_default();
-    let message = format!("{} ({name})", e.error().to_string().trim_end_matches('.'));
+    let text = e.error().to_string();
+    let text = text.trim_end_matches('.');
+    let message = if ours {
+        text.to_string()
+    } else {
+        format!("{text} ({name})")
+    };
     let detail = anyhow::Error::new(Detail(format!("{debug}\n(from {path})")));
     // "file.c(123): function (): /GstPipeline:pipeline0/...:\nthe reason"
     match debug.split_once(":\n").map(|(_, reason)| reason.trim()) {

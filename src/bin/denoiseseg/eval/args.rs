@@ -139,9 +139,12 @@ impl Args {
         match self.codec {
             Codec::None => String::new(),
             Codec::H264 => format!(
-                "! videoconvert ! video/x-raw,format=I420 ! x264enc pass=qual quantizer={} speed-preset=faster threads=1 mb-tree=false \
-                 ! h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=RGB",
-                self.crf
+                "! videobox name=codec{even} ! videoconvert ! video/x-raw,format=I420 \
+                 ! x264enc pass=qual quantizer={} speed-preset=faster threads=1 mb-tree=false \
+                 ! h264parse ! avdec_h264 ! videoconvert ! videocrop name=codec{uneven} ! video/x-raw,format=RGB",
+                self.crf,
+                even = crate::common::EVEN,
+                uneven = crate::common::UNEVEN,
             ),
             Codec::Jpeg => format!(
                 "! jpegenc quality={} ! jpegdec ! videoconvert ! video/x-raw,format=RGB",

@@ -129,10 +129,7 @@ pub(super) fn decode(path: &Path, format: &str, limit: Option<usize>) -> Result<
         "filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format={format} ! appsink name=out sync=false",
         quote(&path.display().to_string())
     );
-    let pipeline = gst::parse::launch(&desc)
-        .context("cannot build the decoding pipeline")?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| anyhow!("not a pipeline"))?;
+    let pipeline = crate::common::parse_pipeline_as(&desc, "the decoding pipeline")?;
     let sink = pipeline
         .by_name("out")
         .and_then(|e| e.downcast::<gst_app::AppSink>().ok())

@@ -57,10 +57,7 @@ pub(super) fn run_sigma(
         seed = args.seed,
         codec = args.codec_chain(),
     );
-    let pipeline = gst::parse::launch(&desc)
-        .context("cannot build the evaluation pipeline")?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| anyhow!("not a pipeline"))?;
+    let pipeline = crate::common::parse_pipeline_as(&desc, "the evaluation pipeline")?;
     let ds = pipeline.by_name("ds").ok_or_else(|| anyhow!("no denoiseseg element"))?;
     if let (Source::Video(_), Some(n)) = (source, args.frames) {
         limit_frames(&pipeline, n)?;

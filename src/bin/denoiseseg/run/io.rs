@@ -61,6 +61,9 @@ impl Source {
             }
         } else {
             let path = Path::new(input.strip_prefix("file://").unwrap_or(input));
+            if path.is_dir() {
+                bail!("{} is a folder: give a video file", path.display());
+            }
             if !path.is_file() {
                 bail!("no such file: {}", path.display());
             }
@@ -141,6 +144,21 @@ impl Sink {
             Some("screen") => Ok(Sink::Screen),
             Some(o) => Sink::file(o).map_err(|_| anyhow!("output {o}: give an .mp4 or .mkv file, or `screen`")),
         }
+    }
+
+    /// Checked before the pipeline starts: the screen needs a display to show a window
+    /// on. With neither X11 nor Wayland (DISPLAY and WAYLAND_DISPLAY unset: a server, an
+    /// SSH session without X forwarding) autovideosink has no window to open, and on
+    /// some systems one of the sinks it tries then crashes the process.
+    pub fn check_display(&self) -> Result<()> {
+        let set = |v: &str| std::env::var_os(v).is_some_and(|d| !d.is_empty());
+        if matches!(self, Sink::Screen) && !set("DISPLAY") && !set("WAYLAND_DISPLAY") {
+            bail!(
+                "-o screen: no display (DISPLAY and WAYLAND_DISPLAY are unset); write a file instead, \
+                 such as -o out.mp4"
+            );
+        }
+        Ok(())
     }
 
     /// An .mp4 (or .mov) or .mkv file.

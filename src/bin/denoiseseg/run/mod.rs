@@ -203,7 +203,7 @@ pub fn seg_options(
     }
     if !first_spec.denoises() {
         bail!(
-            "--seg-model: the first model {} does not denoise, so there is nothing to chain; give a              denoising --model, or run the segmenter alone with --model {}",
+            "--seg-model: the first model {} does not denoise, so there is nothing to chain; give a denoising --model, or run the segmenter alone with --model {}",
             first_spec.path.display(),
             path.display()
         );
@@ -223,14 +223,6 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         n if n > MAX_INPUTS => bail!("{n} inputs: a run takes at most {MAX_INPUTS}"),
         _ => multi::main(args, verbose),
     }
-}
-
-/// Builds the pipeline of a gst-launch description.
-fn launch(desc: &str) -> Result<gst::Pipeline> {
-    gst::parse::launch(desc)
-        .context("cannot build the pipeline (is a GStreamer plugin missing?)")?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| anyhow::anyhow!("not a pipeline"))
 }
 
 /// The models of a run: the element's, and the segmenter's when `--seg-model` chains one.
@@ -257,12 +249,17 @@ impl Models {
     }
 
     /// Checks that `--mask-output` has class maps to write.
-    fn check_masks(&self, mask: Option<&str>) -> Result<()> {
-        if mask.is_some() && !self.shown().segments() {
-            bail!(
-                "--mask-output: the model {} does not segment",
-                self.shown().path.display()
-            );
+    /// What shows or writes class maps needs a model that segments: `--mask-output`,
+    /// `--view overlay` and `--view mosaic` (its classes panel).
+    fn check_segments(&self, args: &Args) -> Result<()> {
+        let option = match (&args.mask_output, args.view) {
+            (Some(_), _) => "--mask-output",
+            (None, View::Overlay) => "--view overlay",
+            (None, View::Mosaic) => "--view mosaic",
+            (None, View::Denoised) => return Ok(()),
+        };
+        if !self.shown().segments() {
+            bail!("{option}: the model {} does not segment", self.shown().path.display());
         }
         Ok(())
     }

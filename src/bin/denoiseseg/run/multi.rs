@@ -455,7 +455,7 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
         leaky.push(settings.property::<bool>("leaky"));
     }
     let models = Models::load(&args)?;
-    models.check_masks(args.mask_output.as_deref())?;
+    models.check_segments(&args)?;
 
     let desc = plan.description(&args, &models, &leaky);
     if args.print_pipeline || verbose > 0 {
@@ -464,7 +464,8 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     }
-    let pipeline = super::launch(&desc)?;
+    plan.mosaic.check_display()?;
+    let pipeline = common::parse_pipeline(&desc)?;
     let mut chains = Vec::new();
     for (i, &l) in live.iter().enumerate() {
         let chain = models

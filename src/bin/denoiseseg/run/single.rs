@@ -9,7 +9,7 @@ use gst::prelude::*;
 use super::io::{check_outputs, MaskSink, Sink, Source};
 use super::report::{self, EngineFigures, Report, StreamFigures};
 use super::{legend_markup, mosaic_description, Args, Models, View};
-use crate::common::{self, OutputFile, Progress};
+use crate::common::{self, OnError, OutputFile, Progress};
 
 /// The element the run reports on (the segmenter of a `--seg-model` chain).
 const ELEMENT: &str = "d";
@@ -17,6 +17,8 @@ const ELEMENT: &str = "d";
 const FIRST: &str = "denoiser";
 /// The element that writes the class maps: the muxer, or multifilesink.
 const MASK_WRITER: &str = "mask_writer";
+/// The source (its decoder, where separate, `src-dec`).
+const SOURCE: &str = "src";
 
 pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     if let Some(option) = [args.outputs.as_ref().map(|_| "--outputs"), args.tile.map(|_| "--tile")]
@@ -43,14 +45,14 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     super::io::configure(&settings, &args.element, live)?;
     let leaky = settings.property::<bool>("leaky");
     let models = Models::load(&args)?;
-    models.check_masks(args.mask_output.as_deref())?;
+    models.check_segments(&args)?;
 
     let scale = match args.size {
         Some((w, h)) => format!(" ! videoscale ! video/x-raw,width={w},height={h}"),
         None => String::new(),
     };
     let out = sink.description(args.bitrate, live, common::H264_MUX);
-    let head = format!("{}{} ! videoconvert", source.description(None, leaky), scale);
+    let head = format!("{}{} ! videoconvert", source.description(Some(SOURCE), leaky), scale);
     let names = [FIRST, ELEMENT];
     let mut desc = match args.view {
         View::Denoised | View::Overlay => {
@@ -80,7 +82,8 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     }
-    let pipeline = super::launch(&desc)?;
+    sink.check_display()?;
+    let pipeline = common::parse_pipeline(&desc)?;
     let (element, first) = models.configure(&pipeline, names, &args.element, live)?;
     if live && leaky {
         eprintln!("live input: frames are dropped when the model cannot keep up (--no-leaky to queue them instead)");
@@ -95,7 +98,27 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
 
     let started = Instant::now();
     let progress = if live { Progress::Live } else { Progress::File };
-    let ending = common::run_pipeline(&pipeline, &element, progress)?;
+    // An error from inside the source (or its decoder) names the input.
+    let inside: Vec<gst::Element> = [SOURCE.to_string(), format!("{SOURCE}-dec")]
+        .iter()
+        .filter_map(|n| pipeline.by_name(n))
+        .collect();
+    let mut from_input = false;
+    let ending = common::run_streams_with(&pipeline, std::slice::from_ref(&element), progress, &mut |m| {
+        if let (gst::MessageView::Error(_), Some(origin)) = (m.view(), m.src()) {
+            from_input |= inside
+                .iter()
+                .any(|e| origin == e.upcast_ref::<gst::Object>() || origin.has_as_ancestor(e));
+        }
+        OnError::End
+    })
+    .map_err(|e| {
+        if from_input {
+            e.context(format!("input {input}"))
+        } else {
+            e
+        }
+    })?;
     let elapsed = started.elapsed();
     let files = report::conclude(&outputs, ending);
     let stream = StreamFigures::of(input, &element, first.as_ref(), files);
