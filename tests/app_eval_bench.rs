@@ -495,6 +495,14 @@ fn eval_errors_are_one_clear_line() {
     // Labels of another size than the frames.
     let clip = dir.path().join("clean.mkv");
     clean_clip(dir.path(), &clip, 64, 32, 3, "smpte");
+    let c = clip.display().to_string();
+    fails_with(
+        &["eval", &c, "--sigma", "15,25,15", "--model", &model],
+        "--sigma 15 is given twice",
+    );
+    // The report over what the evaluation reads.
+    fails_with(&["eval", &c, "--json", &c, "--model", &model], "and --json");
+    assert!(std::fs::metadata(&clip).unwrap().len() > 1000, "the clip is untouched");
     let labels = dir.path().join("small-labels.mkv");
     write_labels(dir.path(), &labels, &vec![vec![0u8; 32 * 16]; 3], 32, 16);
     fails_with(

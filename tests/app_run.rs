@@ -718,7 +718,7 @@ fn live_inputs_run_leaky_with_rtsp_options_unless_told_otherwise() {
     let rtsp = "rtsp://camera/stream";
     let p = pipeline(&["run", rtsp]);
     assert!(
-        p.contains(r#"rtspsrc location="rtsp://camera/stream" latency=200 drop-on-latency=true"#),
+        p.contains(r#"rtspsrc name=src location="rtsp://camera/stream" latency=200 drop-on-latency=true"#),
         "{p}"
     );
     assert!(p.contains("denoiseseg name=d leaky=true"), "{p}");
@@ -764,7 +764,8 @@ fn live_inputs_run_leaky_with_rtsp_options_unless_told_otherwise() {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
-        err.lines().last().unwrap().contains("(rtspsrc0): Failed to connect"),
+        err.lines().last().unwrap().contains("input rtsp://127.0.0.1:1/none: ")
+            && err.lines().last().unwrap().contains("Failed to connect"),
         "{err}"
     );
     let help = String::from_utf8(run(&["run", "--help"]).stdout).unwrap();

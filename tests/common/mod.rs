@@ -118,8 +118,9 @@ pub fn fails_cleanly(args: &[&str], want: &str) {
     assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
 }
 
-/// Starts the app with `args`, waits until `out` holds `min_bytes` (failing the test
-/// after `within`) and then `settle`, sends it SIGINT (Ctrl-C) and waits for its end.
+/// Starts the app with `args`, waits until `out` (or the partial file it is written as
+/// until its first frame) holds `min_bytes` (failing the test after `within`) and then
+/// `settle`, sends it SIGINT (Ctrl-C) and waits for its end.
 pub fn interrupt_app(args: &[&str], out: &Path, min_bytes: u64, settle: Duration, within: Duration) -> Output {
     let child = app()
         .args(args)
@@ -127,8 +128,17 @@ pub fn interrupt_app(args: &[&str], out: &Path, min_bytes: u64, settle: Duration
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Until its first frame the app writes `.NAME.PID.partial` beside the file.
+    let partial = out.with_file_name(format!(
+        ".{}.{}.partial",
+        out.file_name().unwrap().to_string_lossy(),
+        child.id()
+    ));
     let start = Instant::now();
-    while std::fs::metadata(out).map(|m| m.len() < min_bytes).unwrap_or(true) {
+    while [out, partial.as_path()]
+        .iter()
+        .all(|f| std::fs::metadata(f).map(|m| m.len() < min_bytes).unwrap_or(true))
+    {
         assert!(
             start.elapsed() < within,
             "{} does not hold {min_bytes} bytes after {within:?}",

@@ -112,6 +112,14 @@ fn check(path: PathBuf, env: &Result<ort::environment::Environment, String>, wri
         )));
     }
     if !c.sidecar_found && c.path.is_file() {
+        if let Err(e) = &c.graph {
+            // Not a model at all: that, rather than the missing sidecar, is the news.
+            c.problem = Some(format!(
+                "not an ONNX model ({e}){}",
+                if write { "; no sidecar written" } else { "" }
+            ));
+            return c;
+        }
         if let Ok((inputs, outputs)) = &c.graph {
             let stem = c
                 .path

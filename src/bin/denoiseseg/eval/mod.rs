@@ -56,6 +56,14 @@ pub fn main(mut args: Args, _verbose: u8) -> Result<ExitCode> {
     if let Some(s) = args.sigma.iter().find(|s| !(0.0..=255.0).contains(*s)) {
         bail!("--sigma {s} is outside 0..=255");
     }
+    if let Some((i, s)) = args
+        .sigma
+        .iter()
+        .enumerate()
+        .find(|(i, s)| args.sigma[..*i].contains(s))
+    {
+        bail!("--sigma {s} is given twice (value {} of the list)", i + 1);
+    }
     if args.frames == Some(0) {
         bail!("--frames must be at least 1");
     }
