@@ -557,6 +557,34 @@ fn max_in_flight_follows_batch_size_and_concurrent_runs_until_set() {
 }
 
 #[test]
+fn a_start_only_property_set_while_playing_keeps_its_value_and_warns_on_the_bus() {
+    let (w, h) = (16, 8);
+    let e = element("joint.onnx", &[("batch-size", "2")]);
+    let bus = gst::Bus::new();
+    e.set_bus(Some(&bus));
+    let mut hs = harness(&e, &rgb_caps(w, h));
+    hs.push(rgb_frame(0, w, h)).unwrap();
+    check_joint(&hs.pull().unwrap(), 0, w, h);
+    e.set_property("batch-size", 4u32);
+    assert_eq!(e.property::<u32>("batch-size"), 2);
+    let warning = bus
+        .iter_timed_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Warning])
+        .find_map(|m| match m.view() {
+            gst::MessageView::Warning(w) => Some(w.error().to_string()),
+            _ => None,
+        })
+        .expect("a warning on the bus");
+    assert!(
+        warning.contains("'batch-size' can only be changed in NULL or READY"),
+        "{warning}"
+    );
+    // A property that changes in PLAYING does, without a warning.
+    e.set_property("noise-level", 10.0f64);
+    assert_eq!(e.property::<f64>("noise-level"), 10.0);
+    assert!(bus.pop_filtered(&[gst::MessageType::Warning]).is_none());
+}
+
+#[test]
 fn config_preset_sets_properties() {
     let dir = std::env::temp_dir().join(format!("dseg-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

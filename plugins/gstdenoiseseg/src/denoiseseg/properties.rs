@@ -526,12 +526,14 @@ impl DenoiseSeg {
         }
         let state = self.obj().current_state();
         if state > gst::State::Ready {
-            gst::warning!(
-                CAT,
-                imp = self,
-                "property '{}' can only be changed in NULL or READY state",
+            // On the bus too (gst-launch prints it, an application sees it): the value
+            // is kept as it was, which is easy to miss otherwise.
+            let text = format!(
+                "property '{}' can only be changed in NULL or READY state; it keeps its value",
                 pspec.name()
             );
+            gst::warning!(CAT, imp = self, "{text}");
+            gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{}", text));
             return false;
         }
         true
