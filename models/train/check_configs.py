@@ -7,7 +7,7 @@
 For each file it runs `train.py --config FILE --print-args` (a few seconds each: the
 PyTorch import) and checks that train.py accepts it and prints the merged arguments as
 JSON with an `out` folder. Then it checks the links between runs: every checkpoint a
-recipe starts from (init, resume, init_segs, stats_seg, frozen_seg) under
+recipe starts from (init, resume, init_segs, init_final_seg, stats_seg, frozen_seg) under
 models/train/runs/ is the last.pt of another recipe's `out`, and the links have no cycle,
 so the recipes can run in an order (reproduce.sh's). Last, that a config with an unknown
 key or a value of the wrong type is refused, naming the key. Exit status 1 on any failure.
@@ -23,7 +23,7 @@ import tomllib
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 TRAIN = os.path.join(HERE, "train.py")
-LINKS = ("init", "resume", "init_segs", "stats_seg", "frozen_seg")
+LINKS = ("init", "resume", "init_segs", "init_final_seg", "stats_seg", "frozen_seg")
 RUNS = "models/train/runs/"
 
 

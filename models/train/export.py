@@ -24,7 +24,7 @@ def load_export_module(ckpt_path):
     m = a["model"]
     if m == "sdb":
         net = nets.SDB(a["blocks"], a["width"], a["depth"], a["seg_width"], a.get("arch", "shallow"),
-                       a.get("final_seg_width") or None)
+                       a.get("final_seg_width") or None, a.get("final_seg_arch", "light"))
         net.load_state_dict(ck["model"])
         return nets.ExportSDB(net).eval(), ("denoised", "labels"), a, ck["step"]
     if m in ("plain", "cascade"):
@@ -39,7 +39,7 @@ def load_export_module(ckpt_path):
         net.load_state_dict(ck["model"])
         return nets.ExportDenoiser(net).eval(), ("denoised",), a, ck["step"]
     if m == "seg":
-        net = nets.LightSeg(a["seg_width"])
+        net = nets.make_seg(a.get("seg_arch", "light"), a["seg_width"])
         net.load_state_dict(ck["model"])
         return nets.ExportSeg(net).eval(), ("labels",), a, ck["step"]
     if m == "ffdseg":

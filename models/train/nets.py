@@ -69,6 +69,86 @@ class LightSeg(nn.Module):
         return self.head(f)
 
 
+class _DWSep(nn.Module):
+    """Depthwise 3x3 (stride s) then pointwise 1x1, each with batch norm and ReLU."""
+
+    def __init__(self, ci, co, s=1):
+        super().__init__()
+        self.dw = nn.Conv2d(ci, ci, 3, s, 1, groups=ci, bias=False)
+        self.b1 = nn.BatchNorm2d(ci)
+        self.pw = nn.Conv2d(ci, co, 1, bias=False)
+        self.b2 = nn.BatchNorm2d(co)
+
+    def forward(self, x):
+        return F.relu(self.b2(self.pw(F.relu(self.b1(self.dw(x))))))
+
+
+class _Bottleneck(nn.Module):
+    """Inverted residual (expand 1x1, depthwise 3x3 with stride s and dilation d, project
+    1x1), with a skip when the shape is kept."""
+
+    def __init__(self, ci, co, s=1, t=6, d=1):
+        super().__init__()
+        h = ci * t
+        self.body = nn.Sequential(
+            nn.Conv2d(ci, h, 1, bias=False), nn.BatchNorm2d(h), nn.ReLU(inplace=True),
+            nn.Conv2d(h, h, 3, s, d, dilation=d, groups=h, bias=False), nn.BatchNorm2d(h), nn.ReLU(inplace=True),
+            nn.Conv2d(h, co, 1, bias=False), nn.BatchNorm2d(co))
+        self.skip = s == 1 and ci == co
+
+    def forward(self, x):
+        y = self.body(x)
+        return x + y if self.skip else y
+
+
+class FastSeg(nn.Module):
+    """A deeper segmenter for the same compute as LightSeg(64), after Fast-SCNN (Poudel et
+    al. 2019): a shallow learning-to-downsample path to 1/8 (the detail), a deep global
+    path of inverted residuals to 1/32 with pooled context (what the object is), fused at
+    1/8. About five times LightSeg(64)'s weights at two thirds of its multiply-adds.
+    Input: image (+ sigma map). Output: class logits at 1/4 resolution, as LightSeg's."""
+
+    def __init__(self, width=64, use_sigma=True, nc=NC):
+        super().__init__()
+        self.use_sigma = use_sigma
+        cin = 4 if use_sigma else 3
+        self.stem = nn.Sequential(nn.Conv2d(cin, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True))
+        self.down = nn.Sequential(_DWSep(32, 48, 2), _DWSep(48, width, 2))
+        c = width
+        self.glob = nn.Sequential(
+            _Bottleneck(c, c, 2), _Bottleneck(c, c), _Bottleneck(c, c),
+            _Bottleneck(c, 96, 2), _Bottleneck(96, 96), _Bottleneck(96, 96),
+            _Bottleneck(96, 128), _Bottleneck(128, 128, d=2), _Bottleneck(128, 128, d=4))
+        self.ctx = nn.Conv2d(128, 32, 1)  # the whole frame's mean, a context every pixel sees
+        self.proj = nn.Sequential(nn.Conv2d(128 + 32, 128, 1, bias=False), nn.BatchNorm2d(128))
+        self.fuse_dw = nn.Sequential(nn.Conv2d(128, 128, 3, 1, 1, groups=128, bias=False), nn.BatchNorm2d(128),
+                                     nn.ReLU(inplace=True), nn.Conv2d(128, 128, 1, bias=False), nn.BatchNorm2d(128))
+        self.skip = nn.Sequential(nn.Conv2d(c, 128, 1, bias=False), nn.BatchNorm2d(128))
+        self.cls = nn.Sequential(_DWSep(128, 128), _DWSep(128, 128))
+        self.head = nn.Conv2d(128, nc, 1)
+
+    def forward(self, x, sigma=None):
+        if self.use_sigma:
+            x = torch.cat([x, sigma_map(x, sigma)], 1)
+        d = self.down(self.stem(x))  # 1/8
+        g = self.glob(d)  # 1/32
+        ctx = F.relu(self.ctx(g.mean((2, 3), keepdim=True))).expand(-1, -1, g.shape[2], g.shape[3])
+        g = self.proj(torch.cat([g, ctx], 1))
+        g = F.interpolate(g, size=d.shape[-2:], mode="bilinear", align_corners=False)
+        f = F.relu(self.fuse_dw(g) + self.skip(d))
+        lg = self.head(self.cls(f))
+        return F.interpolate(lg, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+def make_seg(arch, width, use_sigma=True, nc=NC):
+    """A segmenter by name: "light" (LightSeg) or "fast" (FastSeg)."""
+    if arch == "light":
+        return LightSeg(width, use_sigma, nc)
+    if arch == "fast":
+        return FastSeg(width, use_sigma, nc)
+    raise ValueError(f"segmenter {arch!r}: expected light or fast")
+
+
 def final_seg_prefix(sd):
     """The state-dict prefix of an SDB's final segmenter ("segs.<K>."), the one that
     reads the denoised image."""
@@ -217,10 +297,11 @@ class SDB(nn.Module):
     """K alternating segmentation-and-denoising blocks, then a final segmentation.
     Returns (list of denoised images, list of logits), the last of each is the output."""
 
-    def __init__(self, blocks=2, c=32, depth=3, seg_width=64, arch="shallow", final_seg_width=None):
+    def __init__(self, blocks=2, c=32, depth=3, seg_width=64, arch="shallow", final_seg_width=None,
+                 final_seg_arch="light"):
         super().__init__()
-        widths = [seg_width] * blocks + [final_seg_width or seg_width]
-        self.segs = nn.ModuleList([LightSeg(w) for w in widths])
+        self.segs = nn.ModuleList([LightSeg(seg_width) for _ in range(blocks)]
+                                  + [make_seg(final_seg_arch, final_seg_width or seg_width)])
         if arch == "unet":
             self.dens = nn.ModuleList([UNetDenoiser(c, cond=True) for _ in range(blocks)])
         else:

@@ -93,7 +93,7 @@ class CodecPool:
 def frozen_seg(path, dev):
     """A trained LightSeg checkpoint (--model seg), in eval mode with its weights frozen."""
     ck = torch.load(path, map_location="cpu")
-    seg = nets.LightSeg(ck["args"]["seg_width"]).to(dev)
+    seg = nets.make_seg(ck["args"].get("seg_arch", "light"), ck["args"]["seg_width"]).to(dev)
     seg.load_state_dict(ck["model"])
     seg.eval()
     for p in seg.parameters():
@@ -103,11 +103,12 @@ def frozen_seg(path, dev):
 
 def build(args):
     if args.model == "sdb":
-        return nets.SDB(args.blocks, args.width, args.depth, args.seg_width, args.arch, args.final_seg_width or None)
+        return nets.SDB(args.blocks, args.width, args.depth, args.seg_width, args.arch, args.final_seg_width or None,
+                        args.final_seg_arch)
     if args.model in ("plain", "cascade"):
         return nets.PlainUNet(args.width) if args.arch == "unet" else nets.PlainDenoiser(args.width, args.depth)
     if args.model == "seg":
-        return nets.LightSeg(args.seg_width)
+        return nets.make_seg(args.seg_arch, args.seg_width)
     if args.model == "ffdnet":
         return nets.FFDNet()
     if args.model == "ffdseg":
@@ -191,9 +192,19 @@ def parser():
     ap.add_argument("--arch", default="shallow", choices=["shallow", "unet"],
                     help="denoiser: shallow = convolutions at half resolution, unet = three-level U-Net (nets.py)")
     ap.add_argument("--seg-width", type=int, default=64)
+    ap.add_argument("--seg-arch", default="light", choices=["light", "fast"],
+                    help="--model seg: light = LightSeg (7 convolutions, 2.5 GMAC at width 64), fast = FastSeg "
+                         "(Fast-SCNN-like: inverted residuals to 1/32 with global context, 1.7 GMAC, 5x the weights)")
     ap.add_argument("--final-seg-width", type=int, default=0,
                     help="--model sdb: features of the final segmenter (0: --seg-width); an --init checkpoint "
                          "with a narrower one is widened without changing what it computes")
+    ap.add_argument("--final-seg-arch", default="light", choices=["light", "fast"],
+                    help="--model sdb: the final segmenter's network (see --seg-arch); an --init checkpoint with "
+                         "another one keeps its denoiser and first segmenters, and the final one starts from "
+                         "--init-final-seg or from scratch")
+    ap.add_argument("--init-final-seg", default=None,
+                    help="--model sdb: a --model seg checkpoint (its --seg-arch the --final-seg-arch) whose "
+                         "weights start the final segmenter, after --init")
     ap.add_argument("--seg-input", default="noisy", choices=["noisy", "clean"])
     ap.add_argument("--rec-weight", type=float, default=10.0, help="weight of L1 vs cross-entropy")
     ap.add_argument("--seg-grad", type=int, default=1, choices=[0, 1],
@@ -377,10 +388,27 @@ def main():
             # an SDB checkpoint: its final segmenter, the one that reads the denoised image
             prefix, sd = nets.final_seg_state(sd)
             log(f"ffdseg: segmenter from {args.init}'s final segmenter ({prefix[:-1]})")
-        if args.model == "sdb" and args.final_seg_width:
+        if args.model == "sdb" and ck["args"].get("final_seg_arch", "light") != args.final_seg_arch:
+            prefix = nets.final_seg_prefix(sd)
+            sd = {k: v for k, v in sd.items() if not k.startswith(prefix)}
+            log(f"{args.init}: its final segmenter is not a {args.final_seg_arch} one; not taken")
+        elif args.model == "sdb" and args.final_seg_width:
             sd = widen_final_seg(sd, args.final_seg_width, log)
         missing = target.load_state_dict(sd, strict=False)
-        log(f"initialised from {args.init} ({missing})")
+        prefixes = sorted({k.rsplit(".", 1)[0].split(".")[0] + "." + k.split(".")[1] if k.startswith("segs.") else k
+                           for k in missing.missing_keys})
+        log(f"initialised from {args.init}" + (f" (not in it: {len(missing.missing_keys)} tensors of "
+                                                f"{', '.join(prefixes)})" if missing.missing_keys else "")
+            + (f" (not used from it: {missing.unexpected_keys})" if missing.unexpected_keys else ""))
+    if args.init_final_seg and not os.path.exists(last):
+        ck = torch.load(args.init_final_seg, map_location="cpu")
+        if args.model != "sdb" or ck["args"].get("model") != "seg":
+            ap.error("--init-final-seg takes a --model seg checkpoint into a --model sdb")
+        if ck["args"].get("seg_arch", "light") != args.final_seg_arch:
+            ap.error(f"--init-final-seg {args.init_final_seg}: a {ck['args'].get('seg_arch', 'light')} segmenter, "
+                     f"not the --final-seg-arch {args.final_seg_arch}")
+        net.segs[-1].load_state_dict(ck["model"])
+        log(f"final segmenter initialised from {args.init_final_seg}")
     if args.init_segs and not os.path.exists(last):
         if args.model != "sdb":
             ap.error("--init-segs is for --model sdb")
