@@ -257,6 +257,16 @@ fn several_inputs_errors_are_one_line_naming_the_input() {
     assert!(last.contains("input 1 (rtsp://127.0.0.1:1/none)"), "{err}");
     assert!(last.contains("Failed to connect"), "{err}");
     assert!(err.contains(&format!("stream 0 {c}: 2 frames, 0 dropped\n")), "{err}");
+    // The shared engine's own failure (a model that cannot load) is every stream's:
+    // it names the model, not an input.
+    let broken = dir.join("broken.onnx");
+    std::fs::write(&broken, "not a model").unwrap();
+    std::fs::copy(Path::new(&m).with_extension("toml"), dir.join("broken.toml")).unwrap();
+    let o = run(&["run", c, c, "--model", broken.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap();
+    assert!(last.contains("cannot load model") && !last.contains("input "), "{err}");
 }
 
 /// A YUV4MPEG clip `dir/name` of `good` frames of `w`x`h` and then bytes that are no

@@ -79,6 +79,10 @@ fn is_input(what: &str) -> bool {
 /// The names (after `stream{i}-`) of the elements of an input: see [`Source::description`].
 const INPUT_PARTS: &[&str] = &["src", "src-dec"];
 
+/// The names (after `stream{i}-`) of a stream's elements on the shared engine: its
+/// denoiseseg element, and the denoising one before it in a `--seg-model` chain.
+const ENGINE_PARTS: &[&str] = &["d", "den"];
+
 /// Columns and rows of a near-square grid of `n` tiles (as many columns as rows, or
 /// one more).
 fn grid(n: usize) -> (usize, usize) {
@@ -214,6 +218,9 @@ impl Failures {
                 self.end_stream(i);
                 OnError::GoOn
             }
+            // The elements of the shared engine ("d", "den" of a chain): what fails there
+            // (the model, the provider, a run) fails every stream, whichever posted it.
+            Some((_, what)) if ENGINE_PARTS.contains(&what.as_str()) => OnError::End,
             _ => {
                 self.fatal = stream;
                 OnError::End
