@@ -131,6 +131,13 @@ run $PY $T/swap_seg.py --into $R/sdb-camera/last.pt --seg-from $R/sdb-real-cons/
 run $PY $T/codec_pool.py --out models/train/data/codec_pool_s8_150.npz --runs 150 --seed 8
 run $PY $T/train.py --config $C/sdb-small-1.12.0.toml
 run $PY $T/swap_seg.py --into $R/sdb-small-1.12.0-ft/last.pt --seg-from $R/sdb-real-cons/last.pt --out $R/sdb-small-1.12.0/last.pt
+# issue 19, the capacity probe: LightSeg(64) and FastSeg alone from scratch, side by side
+# (one thread each), on the real-street segmenter's data; FastSeg's run starts the
+# final segmenter of a 1.12.0 trained alone on its denoised output (shipped nothing yet)
+run $PY $T/train.py --config $C/seg-probe-light.toml
+run $PY $T/train.py --config $C/seg-probe-fast.toml
+run $PY $T/train.py --config $C/sdb-small-fast-probe.toml
+run $PY $T/train.py --config $C/sdb-small-fast-probe-2.toml
 # the quality variant 1.6.0 (issues 17 and 19): the pretrained FFDNet fine-tuned 2000 steps with the
 # default's data and the same camera-noise pool, then the default 1.11.0's real-street final segmenter
 # behind it as it is (0 steps: the checkpoint is only assembled)
