@@ -15,7 +15,8 @@ matrix over the whole split, mean over the classes present in the ground truth.
 `--rare-n N` adds a rare-class split (N scenes rendered with rare=True, trams=True from
 seeds 3000000.., 384x192): per-class IoU of every segmenting model on clean input and at
 sigma 25, and which classes the pixels of person, rider, vehicles and two-wheelers were
-given (key "rare").
+given (key "rare"). `--real-look-n N` adds N held-out scenes of the real look (seeds
+3900000.., 768x384, clean), scored whole and as 2x close-ups (key "real_look").
 Every denoiser that takes sigma is run twice: with the true sigma, and with the sigma
 estimated from the noisy image by the element's own estimator (`--estimator element`,
 a port of src/noise.rs) or by plain Immerkaer (`--estimator immerkaer`): keys `*_est_sigma`.
@@ -47,6 +48,10 @@ HELD_OUT_SEED = 1_000_000
 # per-class IoU for them is noise; this one has thousands of each.
 RARE_HELD_OUT_SEED = 3_000_000
 RARE_CLASSES = ("person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle")
+# a third held-out split, of the real look (scenes.render(..., look="real"), 768x384), from
+# seeds apart from its training scenes (data.REAL_SEED.. with their own stream): does a
+# segmenter fit its own generator's objects, whole frames and 2x close-ups of them?
+REAL_LOOK_HELD_OUT_SEED = 3_900_000
 
 
 def noisy_of(clean, sigma, seed):
@@ -127,6 +132,30 @@ def rare_classes(n, segmenters):
     return out
 
 
+def real_look_classes(n, segmenters):
+    """Per-class IoU of each segmenter on n held-out real-look scenes (768x384, clean),
+    whole and as 2x close-ups (the bottom-centre quarter of each scene, 384x192, enlarged
+    to 768x384: objects as near as the real clips show them)."""
+    split = [scenes.render(REAL_LOOK_HELD_OUT_SEED + i, 768, 384, look="real") for i in range(n)]
+    close = []
+    for img, lab in split:
+        h, w = lab.shape
+        y0, x0 = h // 2, w // 4
+        close.append((cv2.resize(img[y0:y0 + h // 2, x0:x0 + w // 2], (w, h), interpolation=cv2.INTER_LINEAR),
+                      cv2.resize(lab[y0:y0 + h // 2, x0:x0 + w // 2], (w, h), interpolation=cv2.INTER_NEAREST)))
+    out = {}
+    for name, m in segmenters.items():
+        r = {}
+        for tag, pairs in (("whole", split), ("close_up", close)):
+            c = Conf()
+            for im, lab in pairs:
+                c.add(lab, m(im, 0.0)["labels"])
+            miou, per = c.miou()
+            r[tag] = {"miou": miou, "per_class": per}
+        out[name] = r
+    return out
+
+
 def mean_metric(fn, outs, refs):
     return float(np.mean([fn(o, c) for o, c in zip(outs, refs)]))
 
@@ -156,6 +185,9 @@ def main():
                          "before default 1.8.0)")
     ap.add_argument("--sigmas", default="15,25,50")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--real-look-n", type=int, default=0,
+                    help="also score segmentation on N held-out real-look scenes, whole and as 2x close-ups "
+                         "(seeds 3900000.., 768x384; 0: skip)")
     ap.add_argument("--rare-n", type=int, default=0,
                     help="also score segmentation on N rare-class held-out scenes (seeds 3000000..; 0: skip)")
     ap.add_argument("--merge", default=None, help="json of an earlier run (same --n) to merge these results into")
@@ -312,6 +344,14 @@ def main():
         print(f"rare-class split done ({(time.time() - t0) / 60:.1f} min): "
               + json.dumps({k: {t: v[t]["per_class"].get("train") for t in ("clean", "sigma25")}
                             for k, v in res["rare"].items()}), flush=True)
+    if args.real_look_n:
+        res["real_look_split"] = {"seed0": REAL_LOOK_HELD_OUT_SEED, "n": args.real_look_n, "size": [768, 384],
+                                  "close_up": "bottom-centre quarter enlarged 2x", "render": 'look="real"'}
+        res["real_look"] = real_look_classes(args.real_look_n, {**{k: m for k, m in models.items() if "labels" in m.outs},
+                                                                **({"seg_clean": segc} if segc else {})})
+        print(f"real-look split done ({(time.time() - t0) / 60:.1f} min): "
+              + json.dumps({k: {t: round(v[t]["miou"], 3) for t in ("whole", "close_up")}
+                            for k, v in res["real_look"].items()}), flush=True)
     res["eval_minutes"] = (time.time() - t0) / 60
     if args.merge:
         old = json.load(open(args.merge))
