@@ -114,14 +114,12 @@ pub fn queue() -> String {
 /// second file, the screen) blocked its branch on its own first frame; their queues
 /// would fill and stop the tee feeding them all, and the pipeline would never start.
 ///
-/// It writes [`partial_path`] of `path`, which [`OutputFile::watch`](super::OutputFile::watch)
-/// moves onto `path` when the first frame comes: a run that fails before its first
-/// frame leaves a file that was there as it was.
+/// [`OutputFile::watch`](super::OutputFile::watch) points it at [`partial_path`] of
+/// `path` and moves that onto `path` when the first frame comes: a run that fails
+/// before its first frame leaves a file that was there as it was. (The description
+/// names `path` itself, so that a pipeline printed with `--print-pipeline` writes it.)
 pub fn file_sink(path: &Path) -> String {
-    format!(
-        "filesink location={} async=false",
-        quote(&partial_path(path).display().to_string())
-    )
+    format!("filesink location={} async=false", quote(&path.display().to_string()))
 }
 
 /// Where a file output is written until it holds a frame: `.NAME.PID.partial` beside

@@ -81,6 +81,16 @@ impl OutputFile {
                 super::write_target(path).map_err(|e| e.to_string()),
             )
         });
+        if let Some((partial, _)) = &paths {
+            // The file sink after the writer (the muxer) writes the partial file.
+            let sink = writer
+                .static_pad("src")
+                .and_then(|p| p.peer())
+                .and_then(|p| p.parent_element())
+                .filter(|e| e.factory().is_some_and(|f| f.name() == "filesink"))
+                .ok_or_else(|| anyhow!("no file sink after {} in the pipeline", writer.name()))?;
+            sink.set_property("location", partial.display().to_string());
+        }
         for pad in writer.sink_pads() {
             let (frames, moved, paths) = (frames.clone(), moved.clone(), paths.clone());
             pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
