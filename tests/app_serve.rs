@@ -365,8 +365,37 @@ fn bad_requests_get_a_4xx_with_a_json_error() {
     );
     assert_eq!(status, 400);
     assert!(v["error"].as_str().unwrap().contains("same file"), "{v}");
+    // Nor one PNG pattern of class maps.
+    let masks = dir.join("%05d.png");
+    s.add(json!({"uri": LIVE, "mask_output": masks}));
+    let (status, v) = s.json(
+        "POST",
+        "/streams",
+        Some(&json!({"uri": LIVE, "mask_output": masks}).to_string()),
+    );
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("same file"), "{v}");
+    // Nor the file of a finished stream still in the list (its status tells of it).
+    let short = dir.join("short.mkv");
+    let id = s.add(json!({"uri": "videotestsrc://?num-buffers=3&width=64&height=32", "output": short}));
+    s.wait_for(&id, "finished", |v| v["state"] == "finished");
+    let (status, v) = s.json(
+        "POST",
+        "/streams",
+        Some(&json!({"uri": LIVE, "output": short}).to_string()),
+    );
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("until DELETE /streams/{id}")),
+        "{v}"
+    );
+    let (status, _) = s.json("DELETE", &format!("/streams/{id}"), None);
+    assert_eq!(status, 200);
     let (status, list) = s.json("GET", "/streams", None);
-    assert_eq!((status, list.as_array().map(Vec::len)), (200, Some(1)));
+    assert_eq!((status, list.as_array().map(Vec::len)), (200, Some(2)));
     // A port already taken is an error at launch.
     let port = s.addr.rsplit(':').next().unwrap().to_string();
     let o = app()

@@ -125,10 +125,9 @@ impl Plan {
         }
         for (what, out) in [("output", &output), ("mask_output", &masks)] {
             if let Some(o) = out {
+                // A PNG pattern too: two streams on one pattern overwrite each other's maps.
                 let resolved = common::check_output(&o.path).with_context(|| what.to_string())?;
-                if o.mux.is_some() {
-                    files.push((format!("{what} {}", o.path.display()), resolved));
-                }
+                files.push((format!("{what} {}", o.path.display()), resolved));
             }
         }
         common::check_distinct(&files)?;
@@ -143,15 +142,14 @@ impl Plan {
         })
     }
 
-    /// The files this stream writes, resolved, for [`common::check_distinct`] against
-    /// the next streams.
+    /// The files (and PNG patterns) this stream writes, resolved, for
+    /// [`common::check_distinct`] against the next streams.
     pub fn files(&self, id: &str) -> Vec<(String, PathBuf)> {
         [&self.output, &self.masks]
             .into_iter()
             .flatten()
-            .filter(|o| o.mux.is_some())
             .filter_map(|o| common::check_output(&o.path).ok())
-            .map(|p| (format!("stream {id}'s {}", p.display()), p))
+            .map(|p| (format!("stream {id}'s {} (until DELETE /streams/{id})", p.display()), p))
             .collect()
     }
 

@@ -204,11 +204,9 @@ impl Registry {
     /// Blocking (file checks, pipeline build): call off the runtime.
     pub fn add(self: &Arc<Self>, spec: StreamSpec) -> Result<Status, AddError> {
         let _adding = lock(&self.adding);
-        let taken: Vec<(String, PathBuf)> = lock(&self.streams)
-            .values()
-            .filter(|s| !matches!(s.status().state, State::Finished | State::Failed))
-            .flat_map(|s| s.files.clone())
-            .collect();
+        // Every listed stream's files, a finished one's too: its status tells what it
+        // wrote there until it is deleted.
+        let taken: Vec<(String, PathBuf)> = lock(&self.streams).values().flat_map(|s| s.files.clone()).collect();
         let plan = Plan::check(&spec, self.settings.segments, &taken).map_err(AddError::request)?;
         let number = self.next.fetch_add(1, Ordering::SeqCst);
         let id = number.to_string();
