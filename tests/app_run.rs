@@ -777,6 +777,36 @@ fn live_inputs_run_leaky_with_rtsp_options_unless_told_otherwise() {
     ] {
         assert!(help.contains(want), "{want} is not in:\n{help}");
     }
+    // A preset's leaky = true (for cameras) leaves a file's frames alone, and says so;
+    // --leaky asks for it.
+    let preset = dir.join("live.toml");
+    std::fs::write(&preset, "[denoiseseg]\nleaky = true\n").unwrap();
+    let o = app()
+        .args([
+            "run",
+            c,
+            "--model",
+            &m,
+            "--config",
+            preset.to_str().unwrap(),
+            "--print-pipeline",
+        ])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(
+        err.contains("note: the preset's leaky = true is for live inputs"),
+        "{err}"
+    );
+    assert!(
+        err.contains("denoiseseg name=d") && !err.contains("leaky=true"),
+        "{err}"
+    );
+    let p = pipeline(&["run", c, "--config", preset.to_str().unwrap(), "--leaky"]);
+    assert!(
+        p.contains("denoiseseg name=d leaky=true") && !p.contains("note:"),
+        "{p}"
+    );
 }
 
 #[test]

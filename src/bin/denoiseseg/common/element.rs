@@ -147,6 +147,28 @@ impl ElementOpts {
     }
 
     /// Whether the user chose leaky or not (--leaky[=BOOL], --no-leaky).
+    /// Sets up `element` for an input: leaky on a live one (so that the model's pace
+    /// never holds up the source), then the preset and the options. A file waits for
+    /// the model and keeps every frame unless the command line asks for leaky (`--leaky`,
+    /// `--set leaky=true`): a preset's `leaky = true` is for live inputs, and on a file
+    /// it dropped most frames. Returns whether it turned a preset's leaky off.
+    pub fn apply_for_input(&self, element: &gst::Element, live: bool) -> Result<bool> {
+        if live {
+            element.set_property("leaky", true);
+        }
+        self.apply(element)?;
+        let asked = self.leaky_choice().is_some()
+            || self
+                .set
+                .iter()
+                .any(|s| s.split_once('=').is_some_and(|(k, _)| k.trim() == "leaky"));
+        if !live && !asked && element.property::<bool>("leaky") {
+            element.set_property("leaky", false);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     pub fn leaky_choice(&self) -> Option<bool> {
         if self.no_leaky {
             Some(false)

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
-use gst::prelude::*;
 
 use super::RtspTransport;
 use crate::common::{self, quote, ElementOpts, OutputFile};
@@ -120,15 +119,15 @@ impl Source {
     }
 }
 
-/// Sets up the element for this run: on a live input leaky (so that the model's pace
-/// never holds up the source), unless the preset or the options say otherwise; then
-/// the preset and the options.
-pub fn configure(element: &gst::Element, opts: &ElementOpts, live: bool) -> Result<()> {
-    if live {
-        element.set_property("leaky", true);
-    }
-    opts.apply(element)
+/// Sets up the element for this run (see [`ElementOpts::apply_for_input`]); true when a
+/// preset's leaky was turned off for a file.
+pub fn configure(element: &gst::Element, opts: &ElementOpts, live: bool) -> Result<bool> {
+    opts.apply_for_input(element, live)
 }
+
+/// What a run says when [`configure`] turned a preset's leaky off for a file.
+pub const FILE_NOT_LEAKY: &str = "note: the preset's leaky = true is for live inputs; a file input keeps every \
+     frame (--leaky to drop what the model cannot keep up with)";
 
 /// Where the output goes.
 pub enum Sink {

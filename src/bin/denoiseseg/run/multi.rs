@@ -456,10 +456,14 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     let in_flight = args.element.check()?.property::<u32>("max-in-flight");
     let opts = with_default_batch(&args.element, live.len(), in_flight)?;
     let mut leaky = Vec::new();
+    let mut file_not_leaky = false;
     for &l in &live {
         let settings = common::scratch_element()?;
-        io::configure(&settings, &opts, l)?;
+        file_not_leaky |= io::configure(&settings, &opts, l)?;
         leaky.push(settings.property::<bool>("leaky"));
+    }
+    if file_not_leaky {
+        eprintln!("{}", io::FILE_NOT_LEAKY);
     }
     let models = Models::load(&args)?;
     models.check_segments(&args)?;

@@ -61,14 +61,11 @@ impl Attempt {
     }
 }
 
-/// The service's element options on `element`: the shared engine's id, leaky on a live
-/// input (unless the options say otherwise), then the preset and the options.
+/// The service's element options on `element`: the shared engine's id, then leaky on a
+/// live input, the preset and the options (see `ElementOpts::apply_for_input`).
 fn configure(element: &gst::Element, settings: &Settings, live: bool) -> Result<()> {
     common::set_property_checked(element, "model-instance-id", &settings.engine_id)?;
-    if live {
-        element.set_property("leaky", true);
-    }
-    settings.element.apply(element)
+    settings.element.apply_for_input(element, live).map(drop)
 }
 
 /// How one attempt ended.
