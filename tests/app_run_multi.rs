@@ -224,6 +224,10 @@ fn several_inputs_errors_are_one_line_naming_the_input() {
             &["run", c, c, "--outputs", "{}.mkv", "--mask-output", "{}.mkv"],
             "are the same file",
         ),
+        (
+            &["run", c, c, "--set", "model-instance-id=mine"],
+            "shares one engine under its own id (denoiseseg-run)",
+        ),
     ];
     for (args, want) in cases {
         fails_cleanly(&[args, &["--model", &m][..]].concat(), want);

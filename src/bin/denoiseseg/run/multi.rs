@@ -465,6 +465,17 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     if file_not_leaky {
         eprintln!("{}", io::FILE_NOT_LEAKY);
     }
+    let scratch = common::scratch_element()?;
+    io::configure(&scratch, &opts, false)?;
+    if let Some(id) = scratch
+        .property::<Option<String>>("model-instance-id")
+        .filter(|id| !id.is_empty())
+    {
+        bail!(
+            "model-instance-id {id} (--set or the preset): a run of several inputs shares one engine under \
+             its own id ({ENGINE_ID}); leave it unset"
+        );
+    }
     let models = Models::load(&args)?;
     models.check_segments(&args)?;
 
@@ -521,14 +532,10 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
             ..StreamFigures::of(input, element, first.as_ref(), report::conclude(files, ending))
         })
         .collect();
-    let engine_id = match models.seg {
-        Some(_) => format!("{ENGINE_ID}-seg"),
-        None => ENGINE_ID.to_string(),
-    };
     Report {
         streams,
         mosaic,
-        engine: EngineFigures::of(&elements, Some(&engine_id)),
+        engine: EngineFigures::of(&elements),
         model: models.name(),
         elapsed,
         ending,

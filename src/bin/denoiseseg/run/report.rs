@@ -82,7 +82,12 @@ pub struct EngineFigures {
 }
 
 impl EngineFigures {
-    pub fn of(elements: &[gst::Element], id: Option<&str>) -> Self {
+    /// The figures of `elements`' engine; its id is the one they ran under.
+    pub fn of(elements: &[gst::Element]) -> Self {
+        let id = elements
+            .first()
+            .map(|e| e.property::<Option<String>>("model-instance-id").unwrap_or_default())
+            .filter(|id| !id.is_empty());
         let stats: Vec<gst::Structure> = elements.iter().map(|e| e.property::<gst::Structure>("stats")).collect();
         let streams = stats.iter().filter_map(|s| s.get::<u64>("engine-streams").ok()).max();
         let mean_batch_frames = stats
@@ -90,7 +95,7 @@ impl EngineFigures {
             .filter_map(|s| s.get::<f64>("mean-batch-frames").ok())
             .fold(0.0, f64::max);
         EngineFigures {
-            id: id.map(str::to_string),
+            id,
             streams: streams.unwrap_or(0),
             mean_batch_frames,
             batch_size: elements.first().map_or(0, |e| e.property::<u32>("batch-size")),

@@ -127,7 +127,7 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     Report {
         streams: vec![stream],
         mosaic: None,
-        engine: EngineFigures::of(std::slice::from_ref(&element), None),
+        engine: EngineFigures::of(std::slice::from_ref(&element)),
         model: models.name(),
         elapsed,
         ending,
