@@ -585,6 +585,39 @@ fn a_start_only_property_set_while_playing_keeps_its_value_and_warns_on_the_bus(
 }
 
 #[test]
+fn a_mask_pad_on_a_model_that_does_not_segment_warns_at_start() {
+    init();
+    let p = gst::parse::launch(&format!(
+        "videotestsrc num-buffers=2 ! video/x-raw,format=RGB,width=16,height=8 ! denoiseseg name=d model={} \
+         ! queue ! fakesink d.mask ! queue ! fakesink",
+        model("denoise_sigma.onnx")
+    ))
+    .unwrap();
+    let bus = p.bus().unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    let mut warning = None;
+    for m in bus.iter_timed_filtered(
+        gst::ClockTime::from_seconds(20),
+        &[
+            gst::MessageType::Warning,
+            gst::MessageType::Eos,
+            gst::MessageType::Error,
+        ],
+    ) {
+        match m.view() {
+            gst::MessageView::Warning(w) => warning = Some(w.error().to_string()),
+            _ => break,
+        }
+    }
+    p.set_state(gst::State::Null).unwrap();
+    let warning = warning.expect("a warning");
+    assert!(
+        warning.contains("does not segment: the mask pad carries no class maps"),
+        "{warning}"
+    );
+}
+
+#[test]
 fn config_preset_sets_properties() {
     let dir = std::env::temp_dir().join(format!("dseg-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -41,6 +41,16 @@ impl DenoiseSeg {
             ));
         }
         let opts = session_options(&settings, &spec);
+        if !spec.segments() && lock(&self.mask_pad).as_ref().is_some_and(|p| p.is_linked()) {
+            gst::element_imp_warning!(
+                self,
+                gst::CoreError::Negotiation,
+                (
+                    "the model {} does not segment: the mask pad carries no class maps",
+                    spec.path.display()
+                )
+            );
+        }
 
         lock(&self.report).provider.clear();
         // The class map of the first frame starts the stabilization afresh.
