@@ -479,12 +479,16 @@ def main():
             if args.consistency_weight > 0:
                 ph = batcher.photo_batch(args.consistency_batch)
                 views = []
+                # Batch norms (FastSeg) read these photographs on the scenes' running
+                # statistics and leave them alone: photographs are no street scenes.
+                net.segs[-1].eval()
                 for _ in range(2):
                     nz, sg = data.add_noise(ph, rng, 50.0)
                     nz, sg = nz.to(dev), sg.to(dev)
                     with torch.no_grad():
                         dn = net.denoised(nz, sg)
                     views.append(net.segs[-1](dn, sg))
+                net.segs[-1].train()
                 losses["cons"] = consistency_loss(*views)
                 loss = loss + args.consistency_weight * losses["cons"]
         elif args.model == "sdb":
