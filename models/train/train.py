@@ -395,8 +395,7 @@ def main():
         elif args.model == "sdb" and args.final_seg_width:
             sd = widen_final_seg(sd, args.final_seg_width, log)
         missing = target.load_state_dict(sd, strict=False)
-        prefixes = sorted({k.rsplit(".", 1)[0].split(".")[0] + "." + k.split(".")[1] if k.startswith("segs.") else k
-                           for k in missing.missing_keys})
+        prefixes = sorted({".".join(k.split(".")[:2]) for k in missing.missing_keys})
         log(f"initialised from {args.init}" + (f" (not in it: {len(missing.missing_keys)} tensors of "
                                                 f"{', '.join(prefixes)})" if missing.missing_keys else "")
             + (f" (not used from it: {missing.unexpected_keys})" if missing.unexpected_keys else ""))

@@ -2,8 +2,8 @@
 //! file outputs (H.264 and plain file sinks).
 use std::path::{Path, PathBuf};
 
-/// Builds a pipeline from a gst-launch description (`what`: which pipeline, for the
-/// error), with the H.264 size step of [`EVEN`] set up.
+/// Builds a pipeline from a gst-launch description, with the H.264 size step of
+/// [`EVEN`] set up.
 pub fn parse_pipeline(desc: &str) -> anyhow::Result<gst::Pipeline> {
     parse_pipeline_as(desc, "the pipeline")
 }
@@ -66,21 +66,16 @@ fn even_sizes(pipeline: &gst::Pipeline) {
                 crop.set_property("bottom", bottom);
             }
             if (right, bottom) != (0, 0) && crop.is_none() && !told.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                let (added, at) = match (right, bottom) {
+                    (1, 1) => ("column and row", "right and bottom"),
+                    (1, _) => ("column", "right"),
+                    _ => ("row", "bottom"),
+                };
                 eprintln!(
                     "note: {w}x{h} frames: H.264 needs an even width and height, so the video output is {}x{} \
-                     (a black {} at the {})",
+                     (a black {added} at the {at})",
                     w + right as u32,
                     h + bottom as u32,
-                    match (right, bottom) {
-                        (1, 1) => "column and row",
-                        (1, _) => "column",
-                        _ => "row",
-                    },
-                    match (right, bottom) {
-                        (1, 1) => "right and bottom",
-                        (1, _) => "right",
-                        _ => "bottom",
-                    }
                 );
             }
             gst::PadProbeReturn::Ok
@@ -138,7 +133,8 @@ pub fn partial_path(path: &Path) -> PathBuf {
 pub const H264_MUX: &str = "h264_mux";
 
 /// An H.264 file output from raw video: `videobox ! videoconvert ! x264enc ! h264parse
-/// ! MUX !` [`file_sink`], the muxer named [`H264_MUX`], an odd size padded (see [`EVEN`]). `low_latency` (live inputs) turns
+/// ! MUX !` [`file_sink`], the muxer named [`H264_MUX`], an odd size padded (see
+/// [`EVEN`]). `low_latency` (live inputs) turns
 /// off x264enc's lookahead and B-frames.
 pub fn h264_file(path: &Path, mux: &str, bitrate: u32, low_latency: bool) -> String {
     h264_file_as(path, mux, H264_MUX, bitrate, low_latency)

@@ -52,9 +52,10 @@ pub const STOPPED_EARLY: &str = "stopped before the first frame: no output writt
 /// element writing it (its muxer, or multifilesink), counted as they pass.
 pub struct OutputFile {
     path: PathBuf,
-    /// One file per frame: nothing to finalize or remove.
-    pattern: bool,
     frames: Arc<AtomicU64>,
+    /// Where the file is written until its first frame ([`super::partial_path`]); none
+    /// for a pattern (one file per frame: nothing to finalize or remove).
+    partial: Option<PathBuf>,
     /// Whether the file was moved from its partial path onto its path at the first
     /// frame (an error says why not); None before the first frame.
     moved: Arc<Mutex<Option<Result<(), String>>>>,
@@ -108,8 +109,8 @@ impl OutputFile {
         }
         Ok(OutputFile {
             path: path.to_path_buf(),
-            pattern,
             frames,
+            partial: paths.map(|(partial, _)| partial),
             moved,
             concluded: AtomicBool::new(false),
         })
@@ -130,15 +131,15 @@ impl OutputFile {
     pub fn conclude(&self, ending: Ending) -> String {
         self.concluded.store(true, Ordering::Relaxed);
         let (path, frames) = (self.path.display(), self.frames());
-        if self.pattern {
+        let Some(partial) = &self.partial else {
             return match frames {
                 0 => format!("{path}: no frame written"),
                 _ => format!("wrote {path} ({frames} frames)"),
             };
-        }
+        };
         let moved = self.moved.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if frames == 0 || ending == Ending::BeforeFirstFrame {
-            let _ = std::fs::remove_file(super::partial_path(&self.path));
+            let _ = std::fs::remove_file(partial);
             if let Some(Ok(())) = moved {
                 let _ = std::fs::remove_file(&self.path);
                 return format!("{path}: no frame written (removed)");
@@ -151,7 +152,6 @@ impl OutputFile {
             return format!("{path}: no frame written{kept}");
         }
         if let Some(Err(e)) = moved {
-            let partial = super::partial_path(&self.path);
             return format!(
                 "{path}: {frames} frames written to {}, which could not be moved there: {e}",
                 partial.display()

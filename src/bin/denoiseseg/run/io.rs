@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 
 use super::RtspTransport;
-use crate::common::{self, quote, ElementOpts, OutputFile};
+use crate::common::{self, quote, OutputFile};
 
 /// rtspsrc's jitter buffer for RTSP inputs, when --rtsp-latency is not given (rtspsrc's
 /// own default, 2000 ms, is long for a live view).
@@ -119,13 +119,9 @@ impl Source {
     }
 }
 
-/// Sets up the element for this run (see [`ElementOpts::apply_for_input`]); true when a
-/// preset's leaky was turned off for a file.
-pub fn configure(element: &gst::Element, opts: &ElementOpts, live: bool) -> Result<bool> {
-    opts.apply_for_input(element, live)
-}
-
-/// What a run says when [`configure`] turned a preset's leaky off for a file.
+/// What a run says when
+/// [`apply_for_input`](crate::common::ElementOpts::apply_for_input) turned a preset's
+/// leaky off for a file.
 pub const FILE_NOT_LEAKY: &str = "note: the preset's leaky = true is for live inputs; a file input keeps every \
      frame (--leaky to drop what the model cannot keep up with)";
 

@@ -322,19 +322,20 @@ impl Models {
         match &self.seg {
             Some((seg_opts, seg_spec)) => {
                 let first = find(first)?;
-                io::configure(&first, opts, live)?;
+                opts.apply_for_input(&first, live)?;
                 let seg_opts = ElementOpts {
                     batch_size: opts.batch_size,
                     ..seg_opts.clone()
                 };
-                io::configure(&element, &seg_opts, live)
+                seg_opts
+                    .apply_for_input(&element, live)
                     .with_context(|| format!("--seg-model {}", seg_spec.path.display()))?;
                 // The segmenter sees denoised frames: their noise is estimated, not the input's.
                 element.set_property("noise-level", -1.0f64);
                 Ok((element, Some(first)))
             }
             None => {
-                io::configure(&element, opts, live)?;
+                opts.apply_for_input(&element, live)?;
                 Ok((element, None))
             }
         }

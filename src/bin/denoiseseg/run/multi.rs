@@ -453,21 +453,8 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     // The element's settings, checked on a scratch element before anything is built:
     // first as given, for max-in-flight, then with the default batch, on each stream
     // (live ones run leaky unless told otherwise).
-    let in_flight = args.element.check()?.property::<u32>("max-in-flight");
-    let opts = with_default_batch(&args.element, live.len(), in_flight)?;
-    let mut leaky = Vec::new();
-    let mut file_not_leaky = false;
-    for &l in &live {
-        let settings = common::scratch_element()?;
-        file_not_leaky |= io::configure(&settings, &opts, l)?;
-        leaky.push(settings.property::<bool>("leaky"));
-    }
-    if file_not_leaky {
-        eprintln!("{}", io::FILE_NOT_LEAKY);
-    }
-    let scratch = common::scratch_element()?;
-    io::configure(&scratch, &opts, false)?;
-    if let Some(id) = scratch
+    let checked = args.element.check()?;
+    if let Some(id) = checked
         .property::<Option<String>>("model-instance-id")
         .filter(|id| !id.is_empty())
     {
@@ -475,6 +462,18 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
             "model-instance-id {id} (--set or the preset): a run of several inputs shares one engine under \
              its own id ({ENGINE_ID}); leave it unset"
         );
+    }
+    let in_flight = checked.property::<u32>("max-in-flight");
+    let opts = with_default_batch(&args.element, live.len(), in_flight)?;
+    let mut leaky = Vec::new();
+    let mut file_not_leaky = false;
+    for &l in &live {
+        let settings = common::scratch_element()?;
+        file_not_leaky |= opts.apply_for_input(&settings, l)?;
+        leaky.push(settings.property::<bool>("leaky"));
+    }
+    if file_not_leaky {
+        eprintln!("{}", io::FILE_NOT_LEAKY);
     }
     let models = Models::load(&args)?;
     models.check_segments(&args)?;

@@ -42,7 +42,7 @@ pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     common::init_gstreamer()?;
     // The element's settings, checked on a scratch element before anything is built.
     let settings = common::scratch_element()?;
-    if super::io::configure(&settings, &args.element, live)? {
+    if args.element.apply_for_input(&settings, live)? {
         eprintln!("{}", super::io::FILE_NOT_LEAKY);
     }
     let leaky = settings.property::<bool>("leaky");
