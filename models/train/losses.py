@@ -41,13 +41,15 @@ def rec_error(out, clean, sigma, sigma0=0.0, kind="l1"):
     return (per * w).mean()
 
 
-def class_weights(freq, power, cap=10.0):
-    """(median frequency / frequency) ** power per class, scaled so that the average weight
-    of a labelled pixel is 1 (the loss keeps its scale), then capped; absent classes get
-    the cap."""
+def class_weights(freq, power, cap=10.0, boost=None):
+    """(median frequency / frequency) ** power per class, times the factors of `boost`
+    ({class id: factor}), scaled so that the average weight of a labelled pixel is 1 (the
+    loss keeps its scale), then capped; absent classes get the cap."""
     f = np.asarray(freq, np.float64)
     med = np.median(f[f > 0])
     w = np.where(f > 0, (med / np.maximum(f, 1e-12)) ** power, 0.0)
+    for c, k in (boost or {}).items():
+        w[c] *= k
     w = w / max((w * f).sum(), 1e-12)
     w = np.where(f > 0, np.minimum(w, cap), cap)
     return torch.tensor(w, dtype=torch.float32)

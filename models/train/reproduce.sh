@@ -139,6 +139,9 @@ run $PY $T/train.py --config $C/seg-probe-fast.toml
 run $PY $T/train.py --config $C/sdb-small-fast-probe.toml
 run $PY $T/train.py --config $C/sdb-small-fast-probe-2.toml
 run $PY $T/train.py --config $C/sdb-small-fast-probe-3.toml
+# issue 19: that FastSeg trained far longer (statistics held, consistency at half weight,
+# person and rider weighted up 1.5x)
+run $PY $T/train.py --config $C/sdb-small-fast-long.toml
 # the quality variant 1.6.0 (issues 17 and 19): the pretrained FFDNet fine-tuned 2000 steps with the
 # default's data and the same camera-noise pool, then the default 1.11.0's real-street final segmenter
 # behind it as it is (0 steps: the checkpoint is only assembled)

@@ -33,6 +33,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data  # noqa: E402
 import nets  # noqa: E402
+from cityscapes_labels import NAMES  # noqa: E402
 from losses import ce, class_weights, consistency_loss, dual_loss, feature_stats_loss, rec_error  # noqa: E402
 
 
@@ -234,6 +235,9 @@ def parser():
     ap.add_argument("--class-balance", type=float, default=0.0,
                     help="weight each class's cross-entropy by (median class frequency / its frequency) to this "
                          "power (0 = unweighted, 0.5 = square-root balancing); weights capped at 10")
+    ap.add_argument("--class-boost", default="",
+                    help="extra factors on some classes' cross-entropy weights after --class-balance, by name: "
+                         "'person=1.5,rider=1.5' (the weights are then rescaled so a labelled pixel averages 1)")
     ap.add_argument("--deadleaves-frac", type=float, default=0.0,
                     help="share of textured dead-leaves crops (deadleaves.py; denoising only)")
     ap.add_argument("--data", default="synth", choices=["synth", "cityscapes"])
@@ -327,6 +331,7 @@ def main():
         return
 
     torch.set_num_threads(args.threads)
+    boost = parse_boost(ap, args.class_boost)
     torch.manual_seed(args.seed)  # weight init
     os.makedirs(args.out, exist_ok=True)
     logf = open(os.path.join(args.out, "log.txt"), "a")
@@ -438,7 +443,7 @@ def main():
     cw = None
     if args.class_balance > 0:
         freq = batcher.class_frequencies()
-        cw = class_weights(freq, args.class_balance).to(dev)
+        cw = class_weights(freq, args.class_balance, boost=boost).to(dev)
         log("class weights (frequency -> weight): " + ", ".join(
             f"{i}:{f * 100:.2f}%->{w:.2f}" for i, (f, w) in enumerate(zip(freq, cw.tolist()))))
 
@@ -573,6 +578,23 @@ def zoom_range(ap, text):
     if not 0.1 <= lo <= hi <= 10:
         ap.error(f"--zoom {text!r}: expected 0.1 <= LO <= HI <= 10")
     return lo, hi
+
+
+def parse_boost(ap, text):
+    """--class-boost 'person=1.5,rider=2' -> {class id: factor}."""
+    boost = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, _, val = item.partition("=")
+        if name.strip() not in NAMES:
+            ap.error(f"--class-boost {item!r}: no class {name.strip()!r} (classes: {', '.join(NAMES)})")
+        try:
+            k = float(val)
+        except ValueError:
+            k = -1.0
+        if not 0 < k <= 10:
+            ap.error(f"--class-boost {item!r}: expected NAME=FACTOR with 0 < FACTOR <= 10")
+        boost[NAMES.index(name.strip())] = k
+    return boost
 
 
 def sample_inputs(args):
