@@ -23,6 +23,9 @@ pub enum Error {
     Invalid(String),
     #[error("worker panicked: {0}")]
     Panic(String),
+    /// The caller asked a long loop to stop (Ctrl-C).
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl Error {
@@ -51,6 +54,7 @@ impl Error {
             Error::Frame(m) => Error::Frame(m.clone()),
             Error::Invalid(m) => Error::Invalid(m.clone()),
             Error::Panic(m) => Error::Panic(m.clone()),
+            Error::Interrupted => Error::Interrupted,
         }
     }
 }

@@ -546,6 +546,10 @@ fn eval_errors_are_one_clear_line() {
         &["eval", &clip.display().to_string(), "--sigma", "300", "--model", &model],
         "outside 0..=255",
     );
+    fails_with(
+        &["eval", &c, "--json", "/proc/denoiseseg-eval.json", "--model", &model],
+        "cannot write --json",
+    );
 }
 
 #[test]
@@ -683,6 +687,82 @@ fn bench_errors_are_one_clear_line() {
         &["bench", "--model", "/nonexistent/model.onnx", "--size", "64x32"],
         "no model at /nonexistent/model.onnx",
     );
+    let model = joint_model();
+    let small = ["bench", "--model", &model, "--provider", "cpu", "--size", "64x32"];
+    let with = |extra: &[&'static str]| -> Vec<&str> { small.iter().copied().chain(extra.iter().copied()).collect() };
+    fails_with(&with(&["--repeat", "0"]), "--repeat must be at least 1");
+    fails_with(&with(&["--noise-sigma", "1e9"]), "outside 0..=255");
+    fails_with(&with(&["--noise-sigma", "nan"]), "outside 0..=255");
+    // A report that cannot be written fails before the measurement (one line, nothing
+    // measured), also as root, whom access(2) lets "write" anywhere.
+    fails_with(
+        &with(&["--json", "/proc/denoiseseg-report.json"]),
+        "cannot write --json",
+    );
+}
+
+/// Starts the app with `args`, waits for a stderr line containing `when`, interrupts
+/// it (SIGINT) and returns its exit code and stderr, failing if it takes more than 20 s
+/// to stop.
+fn interrupt_when(args: &[&str], when: &str) -> (Option<i32>, String) {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+    let mut child = app()
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            all += &line;
+            all.push('\n');
+        }
+        all
+    });
+    let seen = rx.iter().any(|l| l.contains(when));
+    assert!(seen, "no '{when}' before the app ended");
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("{args:?} still runs 20 s after Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (status.code(), reader.join().unwrap())
+}
+
+#[test]
+fn bench_stops_at_ctrl_c_in_the_bare_loop() {
+    let model = joint_model();
+    let (code, err) = interrupt_when(
+        &[
+            "bench",
+            "--model",
+            &model,
+            "--provider",
+            "cpu",
+            "--size",
+            "64x32",
+            "--frames",
+            "100000000",
+        ],
+        "bare ONNX Runtime loop",
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("error: interrupted"), "{err}");
+    assert!(!err.contains("element pipeline"), "no second part after Ctrl-C: {err}");
 }
 
 #[test]

@@ -7,7 +7,9 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{app, decode, fails_cleanly, gst_launch, interrupt_app, run, stderr, test_clip, test_model, tmp};
+use common::{
+    app, decode, fails_cleanly, gst_launch, interrupt_app, run, signal_app, stderr, test_clip, test_model, tmp,
+};
 
 /// A lossless RGB clip (FFV1 in Matroska) of `n` frames.
 fn make_clip(dir: &Path, n: usize, w: usize, h: usize) -> PathBuf {
@@ -172,20 +174,29 @@ fn ctrl_c_finishes_the_output_file() {
     let dir = tmp("ctrlc");
     // Long enough that the run is still going when interrupted.
     let clip = make_clip(&dir, 3000, 96, 64);
-    let out = dir.join("out.mp4");
-    // Interrupt once frames have gone through.
-    let o = interrupt_run(
-        clip.to_str().unwrap(),
-        &out,
-        10_000,
-        Duration::ZERO,
-        Duration::from_secs(60),
-    );
-    let err = stderr(&o);
-    assert!(o.status.success(), "{err}");
-    assert!(err.contains("interrupted (outputs finalized)"), "{err}");
-    let frames = decode(&out, "RGB", 96, 64).len();
-    assert!(frames > 0 && frames < 3000, "the finalized MP4 plays {frames} frames");
+    // SIGTERM (`timeout`, `kill`, systemd) and SIGHUP (a closed terminal) as Ctrl-C.
+    for signal in ["INT", "TERM", "HUP"] {
+        let out = dir.join(format!("out-{signal}.mp4"));
+        let model = test_model("joint.onnx");
+        let args = [
+            "run",
+            clip.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--model",
+            &model,
+        ];
+        // Interrupt once frames have gone through.
+        let o = signal_app(signal, &args, &out, 10_000, Duration::ZERO, Duration::from_secs(60));
+        let err = stderr(&o);
+        assert!(o.status.success(), "SIG{signal}: {err}");
+        assert!(err.contains("interrupted (outputs finalized)"), "SIG{signal}: {err}");
+        let frames = decode(&out, "RGB", 96, 64).len();
+        assert!(
+            frames > 0 && frames < 3000,
+            "SIG{signal}: the finalized MP4 plays {frames} frames"
+        );
+    }
 }
 
 #[test]

@@ -250,6 +250,12 @@ fn streams_share_one_engine_report_metrics_and_finalize_their_files() {
     let (status, health) = s.json("GET", "/health", None);
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
 
+    // A stream over before its first sample still reports its latency.
+    let d = s.add(json!({"uri": "videotestsrc://?pattern=ball&num-buffers=3&width=64&height=32"}));
+    let done = s.wait_for(&d, "finished", |v| v["state"] == "finished");
+    assert_eq!(frames(&done), 3, "{done}");
+    assert!(done["latency_ms"].as_f64().unwrap_or(0.0) > 0.0, "{done}");
+
     // Deleting a stream finalizes its files and leaves the other running.
     let (status, gone) = s.json("DELETE", &format!("/streams/{a}"), None);
     assert_eq!(status, 200, "{gone}");

@@ -302,13 +302,15 @@ fn load_input(dst: &mut Tensors, src: &Tensors) {
 /// padded planar `image`, `sigma`), first `warmup` frames untimed, then at least
 /// `frames` frames timed (both rounded up to whole batches). Before every run each
 /// frame's input is restored from `inputs`, outside the timing (a backend replaces
-/// `image` with the denoised output), so every run sees the same tensors.
+/// `image` with the denoised output), so every run sees the same tensors. `stop` is
+/// asked before each run: when it says yes the loop ends with [`Error::Interrupted`].
 pub fn bare_loop(
     backend: &mut dyn Backend,
     inputs: &[Tensors],
     batch: usize,
     warmup: usize,
     frames: usize,
+    stop: &dyn Fn() -> bool,
 ) -> Result<BareLoopTiming> {
     if inputs.is_empty() {
         return Err(Error::Invalid("bare loop: no input frames".into()));
@@ -320,6 +322,9 @@ pub fn bare_loop(
     let warmup_batches = warmup.div_ceil(batch);
     let timed_batches = frames.div_ceil(batch);
     for i in 0..warmup_batches + timed_batches {
+        if stop() {
+            return Err(Error::Interrupted);
+        }
         for slot in slots.iter_mut() {
             load_input(slot, &inputs[next % inputs.len()]);
             next += 1;
@@ -375,7 +380,7 @@ mod tests {
             seen: Vec::new(),
             sizes: Vec::new(),
         };
-        let timing = bare_loop(&mut b, &inputs, 2, 3, 5).unwrap();
+        let timing = bare_loop(&mut b, &inputs, 2, 3, 5, &|| false).unwrap();
         // 2 warm-up batches (3 frames rounded up) and 3 timed ones (5 rounded up).
         assert_eq!(b.sizes, vec![2; 5]);
         assert_eq!(timing.frames, 6);
@@ -389,13 +394,18 @@ mod tests {
     }
 
     #[test]
-    fn bare_loop_needs_inputs() {
+    fn bare_loop_needs_inputs_and_stops_when_asked() {
         let mut b = Invert {
             seen: Vec::new(),
             sizes: Vec::new(),
         };
-        assert!(bare_loop(&mut b, &[], 1, 0, 1).is_err());
-        assert_eq!(bare_loop(&mut b, &[input(0.0, 0.0)], 1, 0, 0).unwrap().fps(), 0.0);
+        assert!(bare_loop(&mut b, &[], 1, 0, 1, &|| false).is_err());
+        assert_eq!(
+            bare_loop(&mut b, &[input(0.0, 0.0)], 1, 0, 0, &|| false).unwrap().fps(),
+            0.0
+        );
+        let interrupted = bare_loop(&mut b, &[input(0.0, 0.0)], 1, 0, 5, &|| true);
+        assert!(matches!(interrupted, Err(Error::Interrupted)), "{interrupted:?}");
     }
 
     /// An [`OrtBackend`] on the CPU for a model of tests/models.

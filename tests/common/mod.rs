@@ -122,6 +122,18 @@ pub fn fails_cleanly(args: &[&str], want: &str) {
 /// until its first frame) holds `min_bytes` (failing the test after `within`) and then
 /// `settle`, sends it SIGINT (Ctrl-C) and waits for its end.
 pub fn interrupt_app(args: &[&str], out: &Path, min_bytes: u64, settle: Duration, within: Duration) -> Output {
+    signal_app("INT", args, out, min_bytes, settle, within)
+}
+
+/// [`interrupt_app`] with another signal (`kill -SIGNAL`: "TERM", "HUP").
+pub fn signal_app(
+    signal: &str,
+    args: &[&str],
+    out: &Path,
+    min_bytes: u64,
+    settle: Duration,
+    within: Duration,
+) -> Output {
     let child = app()
         .args(args)
         .stdout(std::process::Stdio::piped())
@@ -148,7 +160,7 @@ pub fn interrupt_app(args: &[&str], out: &Path, min_bytes: u64, settle: Duration
     }
     std::thread::sleep(settle);
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());

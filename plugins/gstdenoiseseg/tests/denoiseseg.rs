@@ -307,6 +307,106 @@ fn segmentation_only_model_passes_the_frame_and_upsamples_logits() {
 }
 
 #[test]
+fn upstream_metas_travel_with_the_frame_and_its_class_map() {
+    init();
+    let (w, h) = (24, 16);
+    let ntp = gst::Caps::new_empty_simple("timestamp/x-ntp");
+    let tc = gst_video::ValidVideoTimeCode::new(
+        gst::Fraction::new(25, 1),
+        None,
+        gst_video::VideoTimeCodeFlags::empty(),
+        1,
+        2,
+        3,
+        4,
+        0,
+    )
+    .unwrap();
+    let frame = |i: usize| {
+        let mut b = rgb_frame(i, w, h);
+        {
+            let b = b.get_mut().unwrap();
+            gst::ReferenceTimestampMeta::add(b, &ntp, gst::ClockTime::from_seconds(7 + i as u64), None);
+            gst_video::VideoTimeCodeMeta::add(b, &tc);
+            gst_video::VideoRegionOfInterestMeta::add(b, "face", (2, 3, 8, 5));
+            gst_video::VideoMeta::add(
+                b,
+                gst_video::VideoFrameFlags::empty(),
+                gst_video::VideoFormat::Rgb,
+                w as u32,
+                h as u32,
+            )
+            .unwrap();
+        }
+        b
+    };
+    let check = |out: &gst::BufferRef, i: usize, what: &str| {
+        let r = out
+            .meta::<gst::ReferenceTimestampMeta>()
+            .unwrap_or_else(|| panic!("{what} {i}: no reference timestamp"));
+        assert_eq!(
+            (r.reference(), r.timestamp()),
+            (ntp.as_ref(), gst::ClockTime::from_seconds(7 + i as u64)),
+            "{what} {i}"
+        );
+        let t = out
+            .meta::<gst_video::VideoTimeCodeMeta>()
+            .unwrap_or_else(|| panic!("{what} {i}: no timecode"));
+        assert_eq!(t.tc().to_string(), "01:02:03:04", "{what} {i}");
+        let roi = out
+            .meta::<gst_video::VideoRegionOfInterestMeta>()
+            .unwrap_or_else(|| panic!("{what} {i}: no region of interest"));
+        assert_eq!(roi.rect(), (2, 3, 8, 5), "{what} {i}");
+        assert!(
+            out.iter_meta::<gst_video::VideoMeta>().count() <= 1,
+            "{what} {i}: one video meta at most"
+        );
+    };
+
+    // The frame (with its class map meta, once) through the harness.
+    let e = element("joint.onnx", &[]);
+    let mut hs = harness(&e, &rgb_caps(w, h));
+    hs.push(frame(0)).unwrap();
+    let out = hs.pull().unwrap();
+    check(&out, 0, "frame");
+    let maps = out
+        .iter_meta::<gst::Meta>()
+        .filter(|m| m.api().name().contains(MASK_META))
+        .count();
+    assert_eq!(maps, 1, "one class map meta");
+    drop(hs);
+
+    // The mask pad's class maps carry them too.
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src format=time caps={caps} ! denoiseseg name=d model={m} execution-provider=cpu \
+         ! queue ! fakesink d.mask ! queue ! appsink name=mask sync=false",
+        caps = rgb_caps(w, h).replace(',', "\\,"),
+        m = model("joint.onnx"),
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    let mask = pipeline
+        .by_name("mask")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    for i in 0..3 {
+        src.push_buffer(frame(i)).unwrap();
+    }
+    src.end_of_stream().unwrap();
+    let mut n = 0;
+    while let Ok(s) = mask.pull_sample() {
+        check(s.buffer().unwrap(), n, "class map");
+        n += 1;
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(n, 3);
+}
+
+#[test]
 fn mask_pad_carries_every_frame_with_the_same_timestamps() {
     init();
     // One thread pushes both src pads, so, as after a demuxer or a tee, each branch

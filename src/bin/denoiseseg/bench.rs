@@ -208,11 +208,19 @@ fn check_in_flight(ds: &gst::Element, batch: usize) -> Result<()> {
 
 pub fn main(args: Args, verbose: u8) -> Result<ExitCode> {
     common::init_gstreamer()?;
+    // It writes no media: Ctrl-C stops it at once, also in the bare loop.
+    common::stop_at_once();
     let o = &args.opts;
     let (w, h) = common::parse_size(&o.size).map_err(|e| anyhow!("--size {}: {e}", o.size))?;
     let (w, h) = (w as usize, h as usize);
     if o.frames == 0 {
         bail!("--frames must be at least 1");
+    }
+    if o.repeat == 0 {
+        bail!("--repeat must be at least 1");
+    }
+    if !(0.0..=255.0).contains(&o.noise_sigma) {
+        bail!("--noise-sigma {} is outside 0..=255 (8-bit units)", o.noise_sigma);
     }
     if o.streams == 0 {
         bail!("--streams must be at least 1");

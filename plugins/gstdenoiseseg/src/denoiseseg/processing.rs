@@ -119,6 +119,46 @@ pub(super) struct Frame {
     pub(super) stamp: Stamp,
     /// The class map meta the input buffer carried (from an upstream denoiseseg).
     pub(super) upstream_mask: Option<gst::Structure>,
+    /// The input's other metas that stay true of the output ([`carried_metas`]), on an
+    /// empty buffer; none when it had none (no allocation per frame then).
+    pub(super) metas: Option<gst::Buffer>,
+}
+
+/// Copies of the metas of `input` that describe the frame and still hold for the
+/// output, which keeps the frame's timing, size and orientation: timecodes, reference
+/// timestamps, captions, SEI user data, regions of interest, crops, and any meta without
+/// tags. As GStreamer's video filters decide, a meta tagged with anything but `video`,
+/// `size` or `orientation` (colour space, memory) is left behind; so are the video meta
+/// (the output's own layout) and an upstream element's class map (`skip`: this element
+/// carries or replaces it itself).
+pub(super) fn carried_metas(input: &gst::BufferRef, skip: Option<glib::Type>) -> Option<gst::Buffer> {
+    let mut carrier: Option<gst::Buffer> = None;
+    for meta in input.iter_meta::<gst::Meta>() {
+        let api = meta.api();
+        if api == <gst_video::VideoMeta as gst::MetaAPI>::meta_api()
+            || api == <gst::ParentBufferMeta as gst::MetaAPI>::meta_api()
+            || Some(api) == skip
+            || meta
+                .tags()
+                .iter()
+                .any(|t| !matches!(t.as_str(), "video" | "size" | "orientation"))
+        {
+            continue;
+        }
+        let c = carrier.get_or_insert_with(gst::Buffer::new);
+        if let Some(c) = c.get_mut() {
+            // A meta without a copy transform is left behind, as a buffer copy would.
+            let _ = meta.transform(c, &gst::meta::MetaTransformCopy::new(..));
+        }
+    }
+    carrier.filter(|c| c.iter_meta::<gst::Meta>().next().is_some())
+}
+
+/// Adds copies of the carried metas to an output buffer.
+fn add_metas(carrier: Option<&gst::Buffer>, dst: &mut gst::BufferRef) {
+    for meta in carrier.into_iter().flat_map(|c| c.iter_meta::<gst::Meta>()) {
+        let _ = meta.transform(dst, &gst::meta::MetaTransformCopy::new(..));
+    }
 }
 
 /// What an output buffer keeps of its input buffer: timestamps, offsets and flags.
@@ -272,7 +312,9 @@ impl Processor for Proc {
                 let stride = info.mask_info.stride()[0] as usize;
                 convert::copy_labels(&t.labels, t.pw, w, h, map.as_mut_slice(), stride);
             }
-            frame.stamp.apply(mask.get_mut().expect("writable"));
+            let mask_mut = mask.get_mut().expect("writable");
+            frame.stamp.apply(mask_mut);
+            add_metas(frame.metas.as_ref(), mask_mut);
             Some(mask)
         } else {
             None
@@ -286,6 +328,8 @@ impl Processor for Proc {
             alpha: overlay.then_some(alpha),
         });
         let blend_now = overlay && t.has_labels() && deferred.is_none();
+        // The input buffer itself still has its metas.
+        let passed_through = frame.input.is_some() && self.keep_input && !overlay;
         let mut buffer = match frame.input {
             Some(input) if self.keep_input && !overlay => input.into_buffer(),
             input => {
@@ -326,6 +370,9 @@ impl Processor for Proc {
         {
             let b = buffer.make_mut();
             frame.stamp.apply(b);
+            if !passed_through {
+                add_metas(frame.metas.as_ref(), b);
+            }
             // One class map meta per buffer, the last segmenting element's: a passed-through
             // input buffer (segmentation-only model) may carry an upstream element's.
             while let Ok(old) = gst::meta::CustomMeta::from_mut_buffer(b, MASK_META) {

@@ -282,10 +282,10 @@ pub(super) fn param_specs() -> &'static [glib::ParamSpec] {
                 .build(),
             glib::ParamSpecDouble::builder("noise-level")
                 .nick("Noise level")
-                .blurb("Noise sigma in 8-bit units (0-255) for models with a sigma input; -1 estimates it per \
-                        frame from the image, smoothed over time and holding the level recent frames showed \
-                        (compressed video shows a camera's noise on its keyframes and hides most of it between \
-                        them; the held level decays by half in about 140 frames)")
+                .blurb("Noise sigma in 8-bit units (0-255) for models with a sigma input; -1 (or any negative \
+                        value) estimates it per frame from the image, smoothed over time and holding the level \
+                        recent frames showed (compressed video shows a camera's noise on its keyframes and hides \
+                        most of it between them; the held level decays by half in about 140 frames)")
                 .minimum(-1.0)
                 .maximum(255.0)
                 .default_value(DEFAULT_NOISE_LEVEL)

@@ -7,7 +7,7 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use super::processing::{layout_of, Frame, Stamp};
+use super::processing::{carried_metas, layout_of, Frame, Stamp};
 use super::MASK_META;
 use super::*;
 
@@ -75,9 +75,9 @@ impl DenoiseSeg {
         }
         // A class map an upstream denoiseseg attached: carried to the output when this
         // element's model makes none (denoise-only), replaced when it makes one.
-        let upstream_mask = gst::meta::CustomMeta::from_buffer(&buffer, MASK_META)
-            .ok()
-            .map(|m| m.structure().to_owned());
+        let upstream = gst::meta::CustomMeta::from_buffer(&buffer, MASK_META).ok();
+        let metas = carried_metas(&buffer, upstream.as_ref().map(|m| m.upcast_ref().api()));
+        let upstream_mask = upstream.map(|m| m.structure().to_owned());
         let map = buffer.into_mapped_buffer_readable().map_err(|_| {
             gst::element_imp_error!(self, gst::StreamError::Failed, ("cannot map the input buffer"));
             gst::FlowError::Error
@@ -102,6 +102,7 @@ impl DenoiseSeg {
             info,
             stamp,
             upstream_mask,
+            metas,
         };
         match queue.submit(frame) {
             Ok(Submitted::Queued) => {}

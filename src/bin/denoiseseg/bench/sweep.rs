@@ -11,6 +11,7 @@ use super::bare::{self, Settings};
 use super::inputs::Inputs;
 use super::pipeline;
 use super::report::{median, percentile};
+use crate::common;
 
 /// What every batch size shares.
 pub struct Setup<'a> {
@@ -124,7 +125,14 @@ pub fn measure(setup: &Setup, batches: &[usize]) -> Result<Vec<Row>> {
                 String::new()
             };
             eprintln!("bare ONNX Runtime loop{at}: {warmup} warm-up + {frames} frames{round} ...");
-            let t = runtime::bare_loop(&mut bare.backend, &setup.inputs.tensors, batch, warmup, frames)?;
+            let t = runtime::bare_loop(
+                &mut bare.backend,
+                &setup.inputs.tensors,
+                batch,
+                warmup,
+                frames,
+                &common::interrupted,
+            )?;
             row.bare_fps.push(t.fps());
             row.ms_per_batch
                 .extend(t.batch_times.iter().map(|d| d.as_secs_f64() * 1e3));

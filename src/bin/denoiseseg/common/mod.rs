@@ -24,7 +24,7 @@ pub use output::{
     secs, write_target,
 };
 pub use pipeline::{
-    best_error, error_of, first_error, run_pipeline, run_streams_with, Ending, OnError, OutputFile, Progress,
-    STOPPED_EARLY,
+    best_error, error_of, first_error, interrupted, run_pipeline, run_streams_with, stop_at_once, Ending, OnError,
+    OutputFile, Progress, STOPPED_EARLY,
 };
 pub use setup::{error_detail, error_line, init_gstreamer, models_dir, resolve_model, SAMPLE_CLIP, SAMPLE_LABELS};

@@ -136,8 +136,23 @@ pub fn check_report_path(json: Option<&Path>, others: &[(String, PathBuf)]) -> R
     match json {
         Some(path) if path != Path::new("-") => {
             let mut files = others.to_vec();
-            files.push((format!("--json {}", path.display()), check_output(path)?));
-            check_distinct(&files)
+            let target = check_output(path)?;
+            files.push((format!("--json {}", path.display()), target.clone()));
+            check_distinct(&files)?;
+            // The report is written at the end: try the file now, so that a place no file
+            // can be made in (/proc, a read-only mount, as root too) fails before the
+            // measurement. A file that is there is opened without being changed; one that
+            // is not is made and removed again.
+            let tried = if target.exists() {
+                std::fs::OpenOptions::new().append(true).open(&target).map(drop)
+            } else {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&target)
+                    .and_then(|_| std::fs::remove_file(&target))
+            };
+            tried.with_context(|| format!("cannot write --json {}", path.display()))
         }
         _ => Ok(()),
     }

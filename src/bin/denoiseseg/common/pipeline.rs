@@ -1,5 +1,6 @@
 //! Running a pipeline to its end: Ctrl-C, progress, the output files it writes, and
 //! GStreamer errors as one line.
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
@@ -11,20 +12,40 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::setup::Detail;
 
-/// Ctrl-C: the first press asks the pipeline to finish (EOS, so files are finalized),
-/// the second aborts.
+/// Ctrl-C, SIGTERM (`timeout`, `kill`, systemd, `docker stop`) and SIGHUP (a closed
+/// terminal): the first asks the pipeline to finish (EOS, so files are finalized), or,
+/// for a measurement ([`stop_at_once`]), to stop; the second aborts.
 static INTERRUPTS: AtomicU32 = AtomicU32::new(0);
+/// Set by [`stop_at_once`].
+static STOP_AT_ONCE: AtomicBool = AtomicBool::new(false);
 
 pub fn install_ctrl_c() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let _ = ctrlc::set_handler(|| {
             let n = INTERRUPTS.fetch_add(1, Ordering::SeqCst) + 1;
-            if n == 1 {
-                eprintln!("\ninterrupted: finishing the stream (Ctrl-C again to abort)");
-            }
+            let say = match (n, STOP_AT_ONCE.load(Ordering::SeqCst)) {
+                (1, false) => "interrupted: finishing the stream (Ctrl-C again to abort)",
+                (1, true) => "interrupted: stopping",
+                _ => return,
+            };
+            // Not eprintln!: after SIGHUP the terminal may be gone, and that panics.
+            let _ = writeln!(std::io::stderr(), "\n{say}");
         });
     });
+}
+
+/// For commands that write no media (`eval`, `bench`): the first interrupt stops the
+/// pipeline at once instead of draining what is queued through to EOS. Installs the
+/// handler, so that work outside a pipeline can check [`interrupted`].
+pub fn stop_at_once() {
+    STOP_AT_ONCE.store(true, Ordering::SeqCst);
+    install_ctrl_c();
+}
+
+/// Whether an interrupt came.
+pub fn interrupted() -> bool {
+    interrupts() > 0
 }
 
 fn interrupts() -> u32 {
@@ -290,6 +311,7 @@ fn drive(
         match interrupts() {
             0 => {}
             1 if !sent_eos && frames_of(elements) == 0 => break Ending::BeforeFirstFrame,
+            1 if STOP_AT_ONCE.load(Ordering::SeqCst) => break Ending::Interrupted,
             1 if !sent_eos => {
                 sent_eos = true;
                 pipeline.send_event(gst::event::Eos::new());
@@ -352,11 +374,39 @@ pub fn error_of(e: &gst::message::Error) -> anyhow::Error {
         format!("{text} ({name})")
     };
     let detail = anyhow::Error::new(Detail(format!("{debug}\n(from {path})")));
+    if let Some(reason) = matroska_caps_change(&debug) {
+        return detail.context(reason).context(message);
+    }
     // "file.c(123): function (): /GstPipeline:pipeline0/...:\nthe reason"
     match debug.split_once(":\n").map(|(_, reason)| reason.trim()) {
         Some(reason) if !reason.is_empty() => detail.context(reason.to_string()).context(message),
         _ => detail.context(message),
     }
+}
+
+/// matroskamux's refusal of new caps ("Caps changes are not supported by Matroska
+/// Current: `CAPS` New: `CAPS`", a kilobyte of caps), said in a line: what changed and
+/// what to do.
+fn matroska_caps_change(debug: &str) -> Option<String> {
+    let (_, rest) = debug.split_once("Caps changes are not supported by Matroska")?;
+    let (current, new) = rest.split_once("New:")?;
+    let size = |caps: &str| {
+        let int = |field: &str| {
+            let (_, v) = caps.split_once(&format!("{field}=(int)"))?;
+            v.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u32>().ok()
+        };
+        Some((int("width")?, int("height")?))
+    };
+    let what = match (size(current), size(new)) {
+        (Some((w0, h0)), Some((w1, h1))) if (w0, h0) != (w1, h1) => {
+            format!("the frame size changed mid-stream, from {w0}x{h0} to {w1}x{h1}")
+        }
+        _ => "the video format changed mid-stream".to_string(),
+    };
+    Some(format!(
+        "{what}, and Matroska (.mkv) cannot change it within a file: give --size WxH (every frame \
+         scaled to it), or write .mp4 or a PNG pattern"
+    ))
 }
 
 /// The error to report for `e`, an error message just popped from `bus`: a source's
@@ -394,4 +444,30 @@ pub fn first_error(bus: &gst::Bus) -> Option<anyhow::Error> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matroska_caps_changes_are_said_in_a_line() {
+        let debug = "../gst/matroska/matroska-mux.c(1093): gst_matroska_mux_video_pad_setcaps (): \
+             /GstPipeline:pipeline0/GstMatroskaMux:mask_writer:\nCaps changes are not supported by Matroska\n\
+             Current: `video/x-ffv, ffversion=(int)1, width=(int)160, height=(int)120, framerate=(fraction)25/1`\n\
+             New: `video/x-ffv, ffversion=(int)1, width=(int)120, height=(int)90, framerate=(fraction)25/1`";
+        let said = matroska_caps_change(debug).unwrap();
+        assert!(
+            said.starts_with("the frame size changed mid-stream, from 160x120 to 120x90"),
+            "{said}"
+        );
+        assert!(said.contains("--size"), "{said}");
+        let format = debug
+            .replace("height=(int)90", "height=(int)120")
+            .replace("width=(int)120,", "width=(int)160,");
+        assert!(matroska_caps_change(&format)
+            .unwrap()
+            .starts_with("the video format changed"));
+        assert_eq!(matroska_caps_change("Could not link"), None);
+    }
 }

@@ -42,6 +42,8 @@ use pipeline::{run_sigma, RunInfo};
 pub use args::Args;
 
 pub fn main(mut args: Args, _verbose: u8) -> Result<ExitCode> {
+    // It writes no media: Ctrl-C stops at once and reports what was measured.
+    common::stop_at_once();
     if args.input.is_none() {
         let dir = common::models_dir();
         args.input = Some(dir.join(common::SAMPLE_CLIP));

@@ -144,6 +144,12 @@ pub fn watch(settings: &Settings, stream: &Stream, plan: &Plan, first: Attempt) 
 /// element's frames and drops. `before`: the frames and drops of earlier attempts.
 fn run_attempt(stream: &Stream, a: Attempt, before: (u64, u64), stop_timeout: Duration) -> (Outcome, (u64, u64)) {
     let outcome = drive(stream, &a, before, stop_timeout);
+    // The last figure: a stream shorter than one sampling period has none yet.
+    let latency_ms = a
+        .element
+        .property::<gst::Structure>("stats")
+        .get::<f64>("mean-latency-ms")
+        .ok();
     let _ = a.pipeline.set_state(gst::State::Null);
     let figures = (
         a.element.property::<u64>("frames-processed"),
@@ -164,6 +170,9 @@ fn run_attempt(stream: &Stream, a: Attempt, before: (u64, u64), stop_timeout: Du
         }
         s.frames = before.0 + figures.0;
         s.drops = before.1 + figures.1;
+        if let (true, Some(ms)) = (figures.0 > 0, latency_ms) {
+            s.latency_ms = ms;
+        }
     });
     (outcome, figures)
 }
