@@ -1105,3 +1105,45 @@ fn eval_seg_model_after_a_joint_model_scores_the_segmenter() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["results"][0]["miou"].as_f64(), Some(1.0), "{v}");
 }
+
+#[test]
+fn an_error_mid_run_still_finalizes_the_files_written_so_far() {
+    let dir = tmp("mid-error");
+    // An MPEG-TS stream whose frame size changes (two clips end to end, as a camera that
+    // switches resolution): the Matroska class maps cannot follow, the MP4 could.
+    let mut ts = Vec::new();
+    for (i, (w, h)) in [(160, 120), (120, 90)].iter().enumerate() {
+        let part = dir.join(format!("part{i}.ts"));
+        gst_launch(&format!(
+            "videotestsrc num-buffers=15 pattern=smpte ! video/x-raw,width={w},height={h},framerate=25/1 \
+             ! x264enc key-int-max=5 ! mpegtsmux ! filesink location={}",
+            part.display()
+        ));
+        ts.extend(std::fs::read(&part).unwrap());
+    }
+    let input = dir.join("switch.ts");
+    std::fs::write(&input, ts).unwrap();
+    let (out, masks) = (dir.join("out.mp4"), dir.join("masks.mkv"));
+    let o = run_within(
+        120,
+        &[
+            "run",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--mask-output",
+            masks.to_str().unwrap(),
+            "--model",
+            &test_model("joint.onnx"),
+        ],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the frame size changed mid-stream, from 160x120 to 120x90") && err.contains("--size"),
+        "{err}"
+    );
+    // The MP4 was finalized with what it had: it plays.
+    let frames = decode(&out, "RGB", 160, 120).len();
+    assert!(frames >= 5, "the MP4 plays {frames} frames: {err}");
+}
