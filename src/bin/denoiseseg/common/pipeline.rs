@@ -292,11 +292,7 @@ fn drive(
                 MessageView::Error(_) if on_message(&msg) == OnError::GoOn => {}
                 MessageView::Error(e) => {
                     bar.finish_and_clear();
-                    let error = best_error(&bus, e);
-                    if frames_of(elements) > 0 {
-                        finalize_after_error(pipeline);
-                    }
-                    return Err(error);
+                    return Err(best_error(&bus, e));
                 }
                 // As gst-launch does: a sink that renders in time needs the new figure
                 // when an element's latency grows (denoiseseg posts it as it measures).
@@ -385,54 +381,6 @@ pub fn error_of(e: &gst::message::Error) -> anyhow::Error {
     match debug.split_once(":\n").map(|(_, reason)| reason.trim()) {
         Some(reason) if !reason.is_empty() => detail.context(reason.to_string()).context(message),
         _ => detail.context(message),
-    }
-}
-
-/// After an error once frames were written (a camera that went away, a muxer that
-/// refused new caps): every muxer is sent EOS on its inputs, so that its file is
-/// finalized with what it has (an MP4 without its index does not play), and the file
-/// sinks after them are given up to 3 s to receive it. A muxer that failed may never
-/// pass it on; the others' files play.
-fn finalize_after_error(pipeline: &gst::Pipeline) {
-    let elements: Vec<gst::Element> = pipeline.iterate_recurse().into_iter().flatten().collect();
-    let is = |e: &gst::Element, what: &str| e.factory().is_some_and(|f| f.klass().contains(what));
-    let muxers: Vec<&gst::Element> = elements.iter().filter(|e| is(e, "Muxer")).collect();
-    if muxers.is_empty() {
-        return;
-    }
-    let done = Arc::new((Mutex::new(0usize), std::sync::Condvar::new()));
-    let mut waiting = 0;
-    for sink in elements.iter().filter(|e| is(e, "Sink") && is(e, "File")) {
-        let Some(pad) = sink.static_pad("sink") else { continue };
-        let done = done.clone();
-        pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
-            if let Some(gst::PadProbeData::Event(ev)) = &info.data {
-                if ev.type_() == gst::EventType::Eos {
-                    *done.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-                    done.1.notify_all();
-                    return gst::PadProbeReturn::Remove;
-                }
-            }
-            gst::PadProbeReturn::Ok
-        });
-        waiting += 1;
-    }
-    // From a thread of its own: a serialized event waits for the pad's stream lock,
-    // which a streaming thread stuck upstream could hold; this one waits 3 s at most.
-    let pads: Vec<gst::Pad> = muxers.iter().flat_map(|m| m.sink_pads()).collect();
-    std::thread::spawn(move || {
-        for pad in pads {
-            pad.send_event(gst::event::Eos::new());
-        }
-    });
-    let deadline = Instant::now() + std::time::Duration::from_secs(3);
-    let mut n = done.0.lock().unwrap_or_else(|e| e.into_inner());
-    while *n < waiting {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        n = done.1.wait_timeout(n, left).unwrap_or_else(|e| e.into_inner()).0;
     }
 }
 
