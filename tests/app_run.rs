@@ -177,17 +177,15 @@ fn ctrl_c_finishes_the_output_file() {
     // SIGTERM (`timeout`, `kill`, systemd) and SIGHUP (a closed terminal) as Ctrl-C.
     for signal in ["INT", "TERM", "HUP"] {
         let out = dir.join(format!("out-{signal}.mp4"));
-        let model = test_model("joint.onnx");
-        let args = [
-            "run",
-            clip.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--model",
-            &model,
-        ];
         // Interrupt once frames have gone through.
-        let o = signal_app(signal, &args, &out, 10_000, Duration::ZERO, Duration::from_secs(60));
+        let o = signal_run(
+            signal,
+            clip.to_str().unwrap(),
+            &out,
+            10_000,
+            Duration::ZERO,
+            Duration::from_secs(60),
+        );
         let err = stderr(&o);
         assert!(o.status.success(), "SIG{signal}: {err}");
         assert!(err.contains("interrupted (outputs finalized)"), "SIG{signal}: {err}");
@@ -662,9 +660,14 @@ fn stalling_http_server(data: Vec<u8>, head: usize) -> u16 {
 /// `within`) until `out` exists and holds at least `min_bytes`, then `settle` more,
 /// interrupts it once (SIGINT) and returns what it printed.
 fn interrupt_run(input: &str, out: &Path, min_bytes: u64, settle: Duration, within: Duration) -> Output {
+    signal_run("INT", input, out, min_bytes, settle, within)
+}
+
+/// [`interrupt_run`] with another signal (`kill -SIGNAL`).
+fn signal_run(signal: &str, input: &str, out: &Path, min_bytes: u64, settle: Duration, within: Duration) -> Output {
     let model = test_model("joint.onnx");
     let args = ["run", input, "-o", out.to_str().unwrap(), "--model", &model];
-    interrupt_app(&args, out, min_bytes, settle, within)
+    signal_app(signal, &args, out, min_bytes, settle, within)
 }
 
 #[test]

@@ -306,6 +306,30 @@ fn segmentation_only_model_passes_the_frame_and_upsamples_logits() {
     }
 }
 
+/// `appsrc ! denoiseseg (joint model, `props`)` with an appsink on each src pad, a
+/// queue before each (one thread pushes both pads, so, as after a demuxer or a tee,
+/// each branch needs a queue for both sinks to preroll): (pipeline, src, out, mask).
+fn mask_pipeline(
+    w: usize,
+    h: usize,
+    props: &str,
+) -> (gst::Pipeline, gst_app::AppSrc, gst_app::AppSink, gst_app::AppSink) {
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src format=time caps={caps} ! denoiseseg name=d model={m} execution-provider=cpu {props} \
+         ! queue ! appsink name=out sync=false d.mask ! queue ! appsink name=mask sync=false",
+        caps = rgb_caps(w, h).replace(',', "\\,"),
+        m = model("joint.onnx"),
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let by = |name: &str| pipeline.by_name(name).unwrap();
+    let src = by("src").downcast::<gst_app::AppSrc>().unwrap();
+    let out = by("out").downcast::<gst_app::AppSink>().unwrap();
+    let mask = by("mask").downcast::<gst_app::AppSink>().unwrap();
+    (pipeline, src, out, mask)
+}
+
 #[test]
 fn upstream_metas_travel_with_the_frame_and_its_class_map() {
     init();
@@ -377,21 +401,7 @@ fn upstream_metas_travel_with_the_frame_and_its_class_map() {
     drop(hs);
 
     // The mask pad's class maps carry them too.
-    let pipeline = gst::parse::launch(&format!(
-        "appsrc name=src format=time caps={caps} ! denoiseseg name=d model={m} execution-provider=cpu \
-         ! queue ! fakesink d.mask ! queue ! appsink name=mask sync=false",
-        caps = rgb_caps(w, h).replace(',', "\\,"),
-        m = model("joint.onnx"),
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
-    let mask = pipeline
-        .by_name("mask")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let (pipeline, src, _, mask) = mask_pipeline(w, h, "");
     pipeline.set_state(gst::State::Playing).unwrap();
     for i in 0..3 {
         src.push_buffer(frame(i)).unwrap();
@@ -409,25 +419,8 @@ fn upstream_metas_travel_with_the_frame_and_its_class_map() {
 #[test]
 fn mask_pad_carries_every_frame_with_the_same_timestamps() {
     init();
-    // One thread pushes both src pads, so, as after a demuxer or a tee, each branch
-    // needs a queue for both sinks to preroll.
     let (w, h) = (24, 16);
-    let pipeline = gst::parse::launch(&format!(
-        "appsrc name=src format=time caps={caps} ! denoiseseg name=d model={m} execution-provider=cpu class-confirm-frames=1 workers=2 \
-         ! queue ! appsink name=out sync=false d.mask ! queue ! appsink name=mask sync=false",
-        caps = rgb_caps(w, h).replace(',', "\\,"),
-        m = model("joint.onnx"),
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
-    let out = pipeline.by_name("out").unwrap().downcast::<gst_app::AppSink>().unwrap();
-    let mask = pipeline
-        .by_name("mask")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let (pipeline, src, out, mask) = mask_pipeline(w, h, "class-confirm-frames=1 workers=2");
     pipeline.set_state(gst::State::Playing).unwrap();
     let n = 15;
     for i in 0..n {

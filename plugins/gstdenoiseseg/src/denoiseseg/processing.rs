@@ -328,10 +328,9 @@ impl Processor for Proc {
             alpha: overlay.then_some(alpha),
         });
         let blend_now = overlay && t.has_labels() && deferred.is_none();
-        // The input buffer itself still has its metas.
-        let passed_through = frame.input.is_some() && self.keep_input && !overlay;
-        let mut buffer = match frame.input {
-            Some(input) if self.keep_input && !overlay => input.into_buffer(),
+        // passed_through: the input buffer itself, which still has its metas.
+        let (mut buffer, passed_through) = match frame.input {
+            Some(input) if self.keep_input && !overlay => (input.into_buffer(), true),
             input => {
                 // Packed RGB: blend over the 8-bit frame, as segoverlay does, so both
                 // give the same bytes; YUV: blend before conversion.
@@ -364,7 +363,7 @@ impl Processor for Proc {
                         )?;
                     }
                 }
-                out
+                (out, false)
             }
         };
         {
