@@ -7,9 +7,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{
-    app, decode, fails_cleanly, gst_launch, interrupt_app, run, signal_app, stderr, test_clip, test_model, tmp,
-};
+use common::{app, decode, fails_cleanly, gst_launch, run, signal_app, stderr, test_clip, test_model, tmp};
 
 /// A lossless RGB clip (FFV1 in Matroska) of `n` frames.
 fn make_clip(dir: &Path, n: usize, w: usize, h: usize) -> PathBuf {
